@@ -1,0 +1,46 @@
+# Turok: `make run` starts the whole stack locally, `make test` runs the whole suite.
+# Both create (or reuse) a virtualenv in .venv and install everything they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.turok-deps
+APT_STAMP := $(VENV)/.turok-apt
+APT_PACKAGES := libcairo2
+export GRAPHITE_NO_PREFIX := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test install deps apt clean
+
+run: install
+	$(PY) -m turok_core.services.localstack run
+
+test: install
+	$(PY) -m pytest tests
+
+# the project itself, reinstalled every time so twistd's plugins match the checkout
+install: deps
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
+	@rm -rf build *.egg-info
+
+deps: $(DEPS_STAMP)
+
+$(DEPS_STAMP): setup.py $(APT_STAMP) | $(PY)
+	$(PY) -m pip install --quiet '.[stack,test]'
+	touch $@
+
+# system packages (graphite-web needs cairo); skipped when already present
+$(APT_STAMP): | $(PY)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+	touch $@
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
+
+clean:
+	rm -rf $(VENV) .run build *.egg-info

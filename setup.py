@@ -1,0 +1,37 @@
+"""Turok: a Graphite-compatible time-series store on AWS (SQS, DynamoDB, S3)."""
+from setuptools import find_packages, setup
+
+STACK = [  # the embedded local stack: a local AWS endpoint and graphite-web with the Turok finder
+    "moto[server]>=5.0,<6",
+    "graphite-web==1.1.10",
+    "Django>=3.0,<3.1",
+    "django-tagging==0.4.3",
+    "whisper==1.1.10",
+    "cairocffi>=1.6,<2",
+    "pyparsing>=3,<4",
+    "pytz",
+    "six",
+]
+TEST = ["pytest>=8,<9", "pytest-timeout>=2.3,<3"]
+
+setup(
+    name="turok",
+    version="0.1.0",
+    description="Graphite-compatible time-series store on AWS SQS, DynamoDB and S3",
+    python_requires=">=3.11",
+    packages=find_packages(include=["turok_core", "turok_core.*", "gateway", "gateway.*",
+                                    "finder", "finder.*", "keeper", "keeper.*"]) + ["twisted.plugins"],
+    # twistd finds plugins in twisted/plugins: install ours there, as carbon does
+    package_dir={"twisted.plugins": "twisted_plugins"},
+    package_data={"turok_core": ["conf/*.conf"]},
+    install_requires=[
+        "twisted>=23.10,<26",
+        "boto3>=1.34,<2",
+        "msgpack>=1.0,<2",
+    ],
+    extras_require={"stack": STACK, "test": TEST},
+    entry_points={"console_scripts": [
+        "turok-provision=turok_core.provision:main",
+        "turok-localstack=turok_core.services.localstack:main",
+    ]},
+)

@@ -1,0 +1,81 @@
+"""Fixtures shared by the whole suite: a real moto server on loopback and configs pointing at it."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # the thing we wait for may fail until it is ready
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """A moto server (DynamoDB, SQS, S3 on one port) bound to 127.0.0.1 for the whole session."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    process = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1).status == 200, 30, "moto server")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def turok_config(moto_endpoint):
+    """A TurokConfig on the moto server with names unique to this test, already provisioned."""
+    from turok_core.config import TurokConfig
+    from turok_core.provision import provision
+
+    tag = uuid.uuid4().hex[:8]
+    config = TurokConfig(
+        aws_endpoint_url=moto_endpoint,
+        aws_region="us-east-1",
+        queue_name=f"metrics-{tag}",
+        index_queue_name=f"index-{tag}",
+        dead_letter_queue_name=f"dlq-{tag}",
+        index_bucket=f"index-{tag}",
+        table_prefix=f"t{tag}",
+        receive_wait_seconds=1,
+    )
+    provision(config)
+    return config

@@ -1,0 +1,30 @@
+"""boto3 clients built from a TurokConfig, honouring boto3's standard configuration chain."""
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from .config import TurokConfig
+
+DEFAULT_REGION = "us-east-1"
+
+
+def make_client(service: str, config: TurokConfig):
+    """A boto3 client for ``service``; ``aws_endpoint_url``/``aws_region`` override the AWS chain.
+
+    Without them boto3 decides as usual (``AWS_ENDPOINT_URL_<SERVICE>``, profiles, …). A missing
+    region falls back to us-east-1 so a local endpoint works with no AWS configuration at all.
+    """
+    session = boto3.session.Session()
+    region = config.aws_region or session.region_name or DEFAULT_REGION
+    boto_config = BotoConfig(
+        max_pool_connections=config.aws_max_pool_connections,
+        retries={"mode": "standard", "max_attempts": 5},
+        # S3 conditional writes and our own payloads need no checksum games with local endpoints
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    kwargs = {"region_name": region, "config": boto_config}
+    if config.aws_endpoint_url:
+        kwargs["endpoint_url"] = config.aws_endpoint_url
+    return session.client(service, **kwargs)

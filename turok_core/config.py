@@ -1,0 +1,111 @@
+"""Turok's configuration: one object, read from an INI file and overridden by the environment.
+
+Every service takes a ``TurokConfig``; nothing reads globals. The file has one ``[turok]``
+section whose keys are the field names below; each field can also be set by the environment
+variable ``TUROK_<FIELD NAME IN CAPITALS>`` (environment wins over the file). AWS credentials,
+region and endpoints follow boto3's own chain (``AWS_PROFILE``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SQS`` …); ``aws_endpoint_url`` only overrides them.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping, Optional
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+SECTION = "turok"
+ENV_PREFIX = "TUROK_"
+
+
+@dataclass(frozen=True)
+class TurokConfig:
+    # --- AWS (empty means: boto3's own configuration chain decides)
+    aws_endpoint_url: str = ""
+    aws_region: str = ""
+    aws_max_pool_connections: int = 16
+    queue_name: str = "turok-metrics"
+    index_queue_name: str = "turok-index"
+    dead_letter_queue_name: str = "turok-metrics-dlq"
+    dead_letter_max_receives: int = 5
+    index_bucket: str = "turok-index"
+    index_prefix: str = "index/"
+    index_shards: int = 64
+    table_prefix: str = "turok"
+    table_joiner: str = "_"
+    # --- carbon schema files (empty: the defaults shipped in turok_core/conf)
+    schemas_file: str = ""
+    aggregation_file: str = ""
+    # --- gateway
+    interface: str = "127.0.0.1"
+    plaintext_port: int = 2003
+    plaintext_udp_port: int = 2003
+    pickle_port: int = 2004
+    statsd_port: int = 8125
+    max_line_length: int = 4096
+    window_grace_seconds: int = 10
+    flush_interval_seconds: float = 1.0
+    sqs_max_message_bytes: int = 262144
+    # --- turokd
+    block_slots: int = 60
+    receive_wait_seconds: int = 20
+    visibility_timeout_seconds: int = 120
+    turokd_pollers: int = 2
+    write_max_attempts: int = 8
+    # --- indexer
+    indexer_pollers: int = 1
+    # --- shared
+    aws_threads: int = 8
+    # --- finder
+    index_refresh_seconds: float = 5.0
+
+    @property
+    def schemas_path(self) -> Path:
+        return Path(self.schemas_file) if self.schemas_file else CONF_DIR / "storage-schemas.conf"
+
+    @property
+    def aggregation_path(self) -> Path:
+        return Path(self.aggregation_file) if self.aggregation_file else CONF_DIR / "storage-aggregation.conf"
+
+    def replace(self, **changes) -> "TurokConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, kind: type, raw: str, source: str):
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw.strip()) if kind is not str else raw
+    except ValueError:
+        raise ValueError(f"{source}: {name} = {raw!r} is not a valid {kind.__name__}") from None
+
+
+def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> TurokConfig:
+    """Build the configuration from ``path`` (INI, section ``[turok]``) then ``TUROK_*`` variables.
+
+    ``path`` defaults to ``$TUROK_CONFIG`` when set. Unknown keys are refused so typos surface.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("TUROK_CONFIG") or None
+    types = {f.name: (str if f.type == "str" else int if f.type == "int" else float if f.type == "float" else bool)
+             for f in fields(TurokConfig)}
+    values: dict[str, object] = {}
+    if path:
+        parser = configparser.ConfigParser(interpolation=None)
+        if not parser.read(path):
+            raise FileNotFoundError(f"configuration file not found: {path}")
+        for section in parser.sections():
+            if section != SECTION:
+                raise ValueError(f"{path}: unknown section [{section}] (expected [{SECTION}])")
+        if parser.has_section(SECTION):
+            for key, raw in parser.items(SECTION):
+                if key not in types:
+                    raise ValueError(f"{path}: unknown setting {key!r} in [{SECTION}]")
+                values[key] = _coerce(key, types[key], raw, path)
+    for name, kind in types.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, kind, raw, ENV_PREFIX + name.upper())
+    return TurokConfig(**values)

@@ -1,0 +1,34 @@
+"""Day-table names: ``<prefix><joiner><DD-MM-YYYY><joiner><resolution>``, e.g. ``turok_01-04-2014_20sec``."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from .resolution import format_resolution, parse_resolution
+from .timefmt import day_name, day_start, parse_day_name
+
+
+class TableName(NamedTuple):
+    day: int  # epoch seconds of the UTC midnight the table holds
+    step: int  # resolution in seconds
+
+
+def table_name(prefix: str, joiner: str, epoch: float, step: int) -> str:
+    """The table holding the UTC day of ``epoch`` at resolution ``step``."""
+    return f"{prefix}{joiner}{day_name(day_start(epoch))}{joiner}{format_resolution(step)}"
+
+
+def parse_table_name(name: str, prefix: str, joiner: str) -> Optional[TableName]:
+    """The day and step of a Turok table name, or None for a name Turok did not make."""
+    head = prefix + joiner
+    if not name.startswith(head):
+        return None
+    parts = name[len(head):].split(joiner) if joiner else None
+    if not parts or len(parts) != 2:
+        return None
+    try:
+        day, step = parse_day_name(parts[0]), parse_resolution(parts[1])
+    except ValueError:
+        return None
+    if table_name(prefix, joiner, day, step) != name:  # refuse non-canonical spellings
+        return None
+    return TableName(day, step)

@@ -1,0 +1,133 @@
+"""SQS access for Turok: batched sends within SQS limits, long-poll receives, batched deletes.
+
+Blocking boto3 calls: services run these methods in their AWS thread pool, never on the reactor.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from .config import TurokConfig
+
+SQS_BATCH_ENTRIES = 10
+
+
+class QueueSendError(RuntimeError):
+    """Some bodies could not be sent after every retry; they are listed in ``bodies``."""
+
+    def __init__(self, message: str, bodies: list[str]) -> None:
+        super().__init__(message)
+        self.bodies = bodies
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    body: str
+    receipt_handle: str
+    message_id: str
+    receive_count: int
+
+
+def batch_bodies(bodies: Sequence[str], max_batch_bytes: int) -> list[list[str]]:
+    """Group bodies into SendMessageBatch calls: at most 10 entries and ``max_batch_bytes`` each."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for body in bodies:
+        length = len(body.encode("utf-8")) if not body.isascii() else len(body)
+        if current and (len(current) == SQS_BATCH_ENTRIES or size + length > max_batch_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(body)
+        size += length
+    if current:
+        batches.append(current)
+    return batches
+
+
+class MessageQueue:
+    """One SQS queue, by name; the URL is looked up once."""
+
+    def __init__(self, client, name: str, max_message_bytes: int = 262144,
+                 max_attempts: int = 6, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._client = client
+        self.name = name
+        self._url: str | None = None
+        self._max_message_bytes = max_message_bytes
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+
+    @classmethod
+    def from_config(cls, client, config: TurokConfig, name: str) -> "MessageQueue":
+        return cls(client, name, config.sqs_max_message_bytes)
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = self._client.get_queue_url(QueueName=self.name)["QueueUrl"]
+        return self._url
+
+    def send(self, bodies: Iterable[str]) -> int:
+        """Send every body with SendMessageBatch, retrying failed entries; returns calls made.
+
+        Raises ``QueueSendError`` with the bodies still unsent after ``max_attempts``.
+        """
+        calls = 0
+        for batch in batch_bodies(list(bodies), self._max_message_bytes):
+            pending = batch
+            for attempt in range(self._max_attempts):
+                entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(pending)]
+                try:
+                    response = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
+                    calls += 1
+                except Exception as exc:  # network or service error: retry the whole batch
+                    if attempt + 1 == self._max_attempts:
+                        raise QueueSendError(f"SendMessageBatch to {self.name} failed: {exc}", pending) from exc
+                    self._backoff(attempt)
+                    continue
+                failed = {int(f["Id"]) for f in response.get("Failed", [])}
+                pending = [pending[i] for i in sorted(failed)]
+                if not pending:
+                    break
+                if attempt + 1 == self._max_attempts:
+                    raise QueueSendError(f"{len(pending)} messages to {self.name} kept failing", pending)
+                self._backoff(attempt)
+        return calls
+
+    def receive(self, max_messages: int = SQS_BATCH_ENTRIES, wait_seconds: int = 20,
+                visibility_timeout: int | None = None) -> list[ReceivedMessage]:
+        """Long-poll for up to ``max_messages`` messages."""
+        kwargs = {
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_seconds,
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        }
+        if visibility_timeout is not None:
+            kwargs["VisibilityTimeout"] = visibility_timeout
+        response = self._client.receive_message(**kwargs)
+        return [
+            ReceivedMessage(m["Body"], m["ReceiptHandle"], m["MessageId"],
+                            int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")))
+            for m in response.get("Messages", [])
+        ]
+
+    def delete(self, receipt_handles: Sequence[str]) -> None:
+        """Delete messages (after what they carry is durable), retrying failed entries."""
+        for start in range(0, len(receipt_handles), SQS_BATCH_ENTRIES):
+            pending = list(receipt_handles[start:start + SQS_BATCH_ENTRIES])
+            for attempt in range(self._max_attempts):
+                entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(pending)]
+                response = self._client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+                failed = {int(f["Id"]) for f in response.get("Failed", [])}
+                pending = [pending[i] for i in sorted(failed)]
+                if not pending:
+                    break
+                self._backoff(attempt)
+            # what is still pending reappears after its visibility timeout and is written again
+            # idempotently, so a failed delete costs a rewrite, never data
+
+    def _backoff(self, attempt: int) -> None:
+        self._sleep(min(5.0, 0.1 * 2 ** attempt) * random.uniform(0.5, 1.0))

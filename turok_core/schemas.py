@@ -1,0 +1,176 @@
+"""carbon's ``storage-schemas.conf`` and ``storage-aggregation.conf``, in carbon's own syntax.
+
+For each metric name the first section whose ``pattern`` matches decides its archives
+(``retentions = 10s:6h,1m:7d,1h:5y``) and, from the aggregation file, its
+``aggregationMethod`` and ``xFilesFactor``. A file that carbon would refuse is refused here at
+start-up with the file, line and reason.
+"""
+from __future__ import annotations
+
+import configparser
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Pattern
+
+from .aggregation import normalise_aggregation
+from .resolution import SECONDS_PER_DAY, parse_duration
+
+DEFAULT_AGGREGATION = "average"
+DEFAULT_X_FILES_FACTOR = 0.5
+
+
+class SchemaError(ValueError):
+    """An invalid schema or aggregation file, with file, line and reason in the message."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    step: int  # seconds per point
+    retention: int  # seconds kept
+
+    @property
+    def points(self) -> int:
+        return self.retention // self.step
+
+
+@dataclass(frozen=True)
+class MetricPolicy:
+    """Everything Turok needs to know about storing one metric."""
+    archives: tuple[Archive, ...]
+    aggregation_type: str
+    x_files_factor: float
+    schema_name: str
+
+    @property
+    def step(self) -> int:
+        """The base (finest) resolution."""
+        return self.archives[0].step
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    pattern: Pattern[str]
+
+
+def parse_archive(text: str) -> Archive:
+    """One carbon archive, ``precision:retention`` (``10s:6h``, ``60:1440`` = 60 s × 1440 points)."""
+    try:
+        precision_text, retention_text = text.strip().split(":")
+    except ValueError:
+        raise ValueError(f"archive {text!r} is not precision:retention") from None
+    step = parse_duration(precision_text)
+    retention_text = retention_text.strip()
+    retention = step * int(retention_text) if retention_text.isdigit() else parse_duration(retention_text)
+    return Archive(step, retention)
+
+
+def validate_archives(archives: list[Archive]) -> None:
+    """whisper's rules: finer first, each precision divides the next, each covers longer."""
+    if not archives:
+        raise ValueError("no archives")
+    for archive in archives:
+        if SECONDS_PER_DAY % archive.step:
+            raise ValueError(f"precision {archive.step}s does not divide a day (Turok stores UTC day tables)")
+        if archive.retention < archive.step:
+            raise ValueError(f"retention of the {archive.step}s archive is shorter than its precision")
+    for finer, coarser in zip(archives, archives[1:]):
+        if finer.step >= coarser.step:
+            raise ValueError(f"archives must go from finer to coarser ({finer.step}s before {coarser.step}s)")
+        if coarser.step % finer.step:
+            raise ValueError(f"precision {finer.step}s does not divide {coarser.step}s")
+        if coarser.retention <= finer.retention:
+            raise ValueError(f"the {coarser.step}s archive must retain longer than the {finer.step}s one")
+        if finer.points < coarser.step // finer.step:
+            raise ValueError(f"the {finer.step}s archive holds too few points to roll up into {coarser.step}s")
+
+
+def _section_lines(path: Path) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = re.match(r"^\s*\[([^\]]+)\]", line)
+        if match:
+            lines[match.group(1)] = number
+    return lines
+
+
+def _read(path: Path) -> tuple[configparser.ConfigParser, dict[str, int]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        raise SchemaError(f"{path}: {exc}") from None
+    return parser, _section_lines(path)
+
+
+def _compile(path: Path, line: int, section: str, pattern: Optional[str]) -> Pattern[str]:
+    if pattern is None:
+        raise SchemaError(f"{path}:{line}: section [{section}] has no pattern")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise SchemaError(f"{path}:{line}: section [{section}]: bad pattern {pattern!r}: {exc}") from None
+
+
+class SchemaSet:
+    """The two carbon files, answering ``policy_for(metric)`` with the first matching sections."""
+
+    def __init__(self, schemas_path: Path, aggregation_path: Optional[Path] = None) -> None:
+        self._schemas: list[tuple[_Rule, tuple[Archive, ...]]] = []
+        self._aggregations: list[tuple[_Rule, str, float]] = []
+        parser, lines = _read(Path(schemas_path))
+        for section in parser.sections():
+            line = lines.get(section, 0)
+            rule = _Rule(section, _compile(schemas_path, line, section, parser[section].get("pattern")))
+            retentions = parser[section].get("retentions")
+            if not retentions:
+                raise SchemaError(f"{schemas_path}:{line}: section [{section}] has no retentions")
+            try:
+                archives = [parse_archive(part) for part in retentions.split(",")]
+                validate_archives(archives)
+            except ValueError as exc:
+                raise SchemaError(f"{schemas_path}:{line}: section [{section}]: {exc}") from None
+            self._schemas.append((rule, tuple(archives)))
+        if not self._schemas:
+            raise SchemaError(f"{schemas_path}: no schema sections")
+        if aggregation_path is not None and Path(aggregation_path).exists():
+            self._load_aggregations(Path(aggregation_path))
+
+    def _load_aggregations(self, path: Path) -> None:
+        parser, lines = _read(path)
+        for section in parser.sections():
+            line = lines.get(section, 0)
+            body = parser[section]
+            rule = _Rule(section, _compile(path, line, section, body.get("pattern")))
+            try:
+                method = normalise_aggregation(body.get("aggregationMethod", DEFAULT_AGGREGATION))
+                xff = float(body.get("xFilesFactor", DEFAULT_X_FILES_FACTOR))
+            except ValueError as exc:
+                raise SchemaError(f"{path}:{line}: section [{section}]: {exc}") from None
+            if not 0.0 <= xff <= 1.0:
+                raise SchemaError(f"{path}:{line}: section [{section}]: xFilesFactor {xff} is not in [0, 1]")
+            self._aggregations.append((rule, method, xff))
+
+    def policy_for(self, metric: str) -> MetricPolicy:
+        """The archives and aggregation of ``metric`` (first matching section of each file)."""
+        for rule, archives in self._schemas:
+            if rule.pattern.search(metric):
+                break
+        else:
+            raise SchemaError(f"no schema matches {metric!r}; add a catch-all section (pattern = .*)")
+        method, xff = DEFAULT_AGGREGATION, DEFAULT_X_FILES_FACTOR
+        for agg_rule, agg_method, agg_xff in self._aggregations:
+            if agg_rule.pattern.search(metric):
+                method, xff = agg_method, agg_xff
+                break
+        return MetricPolicy(archives, method, xff, rule.name)
+
+
+def load_schemas(config) -> SchemaSet:
+    """The SchemaSet named by a TurokConfig."""
+    return SchemaSet(config.schemas_path, config.aggregation_path)

@@ -1,0 +1,1 @@
+"""The Twisted services turokd and turok-indexer: thin shells around turok-lib."""
