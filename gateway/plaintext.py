@@ -1,0 +1,106 @@
+"""Carbon plaintext receivers (TCP and UDP) handing whole parsed chunks to the gateway.
+
+Neither protocol works line by line: TCP reads go through ``StreamLines`` (complete lines
+only, bounded partial tail) and then one ``parse_plaintext`` call; each UDP datagram is one
+chunk whose last line needs no newline. Malformed lines are counted by the sink and never
+close a connection.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Callable
+
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+
+from turok_core.plaintext import ParsedLines, StreamLines, parse_plaintext
+
+log = Logger(namespace="turok.gateway")
+
+Sink = Callable[[ParsedLines, str], None]  # accept(parsed, source)
+UDP_MAX_PACKET_SIZE = 65536
+UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+class PlaintextTCPProtocol(Protocol):
+    """One plaintext TCP connection: complete lines parsed a read at a time."""
+
+    def __init__(self, sink: Sink, clock: Callable[[], float], max_line_length: int) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._max_line_length = max_line_length
+        self._lines = StreamLines(max_line_length)
+        self._discarded_seen = 0
+        self._source = "tcp"
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self._source = f"tcp {getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = self._lines
+        chunk = lines.feed(data)
+        discarded = lines.discarded - self._discarded_seen
+        if not chunk and not discarded:
+            return
+        parsed = parse_plaintext(chunk, self._clock(), self._max_line_length) if chunk else ParsedLines()
+        if discarded:
+            self._discarded_seen = lines.discarded
+            parsed.add_bad(lines.discarded_example, discarded,
+                           b" (over the %d-byte line limit, discarded)" % self._max_line_length)
+        self._sink(parsed, self._source)
+
+    def connectionLost(self, reason=None) -> None:
+        # a line cut off by the disconnect may be truncated ("a.b 12" of "a.b 123 …"): refuse it
+        tail = self._lines.pending
+        if tail.strip():
+            parsed = ParsedLines()
+            parsed.add_bad(tail, note=b" (no newline before the connection closed)")
+            self._sink(parsed, self._source)
+
+
+class PlaintextTCPFactory(Factory):
+    """Builds ``PlaintextTCPProtocol`` instances sharing one sink."""
+
+    def __init__(self, sink: Sink, clock: Callable[[], float], max_line_length: int) -> None:
+        self.sink = sink
+        self.clock = clock
+        self.max_line_length = max_line_length
+
+    def buildProtocol(self, addr) -> PlaintextTCPProtocol:
+        protocol = PlaintextTCPProtocol(self.sink, self.clock, self.max_line_length)
+        protocol.factory = self
+        return protocol
+
+
+class PlaintextUDPProtocol(DatagramProtocol):
+    """Plaintext over UDP: each datagram is a chunk of lines (the last may lack its newline).
+
+    Listen with ``maxPacketSize=UDP_MAX_PACKET_SIZE`` so large datagrams are not truncated.
+    """
+
+    maxPacketSize = UDP_MAX_PACKET_SIZE
+
+    def __init__(self, sink: Sink, clock: Callable[[], float], max_line_length: int,
+                 receive_buffer: int = UDP_RECEIVE_BUFFER) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._max_line_length = max_line_length
+        self._receive_buffer = receive_buffer
+
+    def startProtocol(self) -> None:
+        # best effort: a big kernel buffer absorbs bursts; the kernel may cap it (rmem_max)
+        try:
+            sock = self.transport.getHandle()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer)
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except (OSError, AttributeError) as exc:
+            log.warn("plaintext UDP: could not enlarge the receive buffer: {error}", error=exc)
+        else:
+            log.info("plaintext UDP: receive buffer {granted} bytes (asked {asked})",
+                     granted=granted, asked=self._receive_buffer)
+
+    def datagramReceived(self, datagram: bytes, addr) -> None:
+        parsed = parse_plaintext(datagram, self._clock(), self._max_line_length)
+        if parsed.names or parsed.bad or parsed.nan_dropped:
+            self._sink(parsed, f"udp {addr[0]}:{addr[1]}" if parsed.bad else "udp")

@@ -1,0 +1,289 @@
+"""The real ``twistd turok-gateway`` process: plaintext over TCP and UDP in, Turok messages on SQS.
+
+Needs the project installed in the virtualenv (``make install``) so twistd finds the plugin;
+the code itself is imported from the checkout through PYTHONPATH.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from gateway.service import GatewayService
+
+from tests.conftest import ROOT, free_port, wait_for
+from turok_core.aws import make_client
+from turok_core.codec import decode_body
+from turok_core.message import TurokMessage
+from turok_core.plaintext import parse_plaintext
+from turok_core.queues import MessageQueue
+
+TWISTD = Path(sys.executable).parent / "twistd"
+T0 = 1_700_000_000
+GRACE = 5
+
+
+def write_config(config, path: Path, tcp_port: int, udp_port: int) -> Path:
+    settings = {
+        "aws_endpoint_url": config.aws_endpoint_url,
+        "aws_region": config.aws_region,
+        "queue_name": config.queue_name,
+        "index_queue_name": config.index_queue_name,
+        "dead_letter_queue_name": config.dead_letter_queue_name,
+        "index_bucket": config.index_bucket,
+        "table_prefix": config.table_prefix,
+        "interface": "127.0.0.1",
+        "plaintext_port": tcp_port,
+        "plaintext_udp_port": udp_port,
+        "flush_interval_seconds": 0.2,
+        "window_grace_seconds": GRACE,
+        "aws_threads": 2,
+    }
+    path.write_text("[turok]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
+    return path
+
+
+@pytest.fixture
+def gateway(turok_config, tmp_path):
+    """A running twistd turok-gateway; yields (process, tcp_port, udp_port, log_path)."""
+    tcp_port, udp_port = free_port(), free_port()
+    config_path = write_config(turok_config, tmp_path / "turok.ini", tcp_port, udp_port)
+    log_path = tmp_path / "gateway.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUROK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen(
+        [str(TWISTD), "-n", "--pidfile=", f"--logfile={log_path}", "turok-gateway", "--config", str(config_path)],
+        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def listening():
+            if process.poll() is not None:
+                raise AssertionError(f"twistd exited {process.returncode}: {process.stdout.read()!r} "
+                                     f"{log_path.read_text() if log_path.exists() else ''}")
+            with socket.create_connection(("127.0.0.1", tcp_port), timeout=1):
+                return True
+        wait_for(listening, 20, "the gateway's TCP port")
+        yield process, tcp_port, udp_port, log_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stdout.close()
+
+
+class QueueReader:
+    """Collects and deletes every Turok message that reaches the queue."""
+
+    def __init__(self, config) -> None:
+        self.client = make_client("sqs", config)
+        self.url = self.client.get_queue_url(QueueName=config.queue_name)["QueueUrl"]
+        self.messages: list[TurokMessage] = []
+
+    def poll(self) -> None:
+        response = self.client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            self.messages.extend(decode_body(message["Body"]))
+            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+
+    def wait_for_count(self, count: int, timeout: float) -> list[TurokMessage]:
+        def enough():
+            self.poll()
+            return len(self.messages) >= count
+        wait_for(enough, timeout, f"{count} messages (have {self.messages})", interval=0)
+        return sorted(self.messages, key=lambda m: (m.metric, m.start_time))
+
+
+def assert_still_open(sock: socket.socket) -> None:
+    sock.settimeout(0.3)
+    try:
+        data = sock.recv(1)
+    except socket.timeout:
+        return
+    raise AssertionError(f"the gateway closed the connection (recv gave {data!r})")
+
+
+def test_gateway_end_to_end(gateway, turok_config):
+    process, tcp_port, udp_port, log_path = gateway
+    reader = QueueReader(turok_config)
+    base = (int(time.time()) - 3600) // 60 * 60  # an hour ago, aligned to both 10 s and 60 s
+
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as sock:
+        sock.sendall(b"".join([
+            b"web.latency 1.5 %d\n" % (base + 1),
+            b"this is bad\n",
+            b"web.latency 2.5 %d\r\n" % (base + 5),
+            b"web.hits.count 3 %d\n" % (base + 2),
+            b"web.latency nan %d\n" % (base + 3),
+            b"\xff\xfe 1 %d\n" % base,
+            b"web.hits.count 4 %d\n" % (base + 9),
+            b"carbon.agents.a.cpu 7 %d\n" % (base + 30),
+            b"web.latency 9 %d.75\n" % (base + 15),
+        ]))
+        sock.sendall(b"web.partial 4")  # a line completed by the next send
+        time.sleep(0.3)
+        sock.sendall(b"2 %d\n" % (base + 4))
+        sock.sendall(b"x" * 5000 + b"\n")  # longer than max_line_length
+        time.sleep(0.3)
+        assert_still_open(sock)
+        sock.sendall(b"web.after 1 %d\n" % (base + 7))
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"udp.metric 1 %d\nudp.bad\nudp.metric 2 %d\nudp.last 3 %d"
+                       % (base + 20, base + 21, base + 40), ("127.0.0.1", udp_port))
+
+        expected = sorted([
+            TurokMessage("carbon.agents.a.cpu", base, [7.0], 60, "average"),
+            TurokMessage("udp.last", base + 40, [3.0], 10, "average"),
+            TurokMessage("udp.metric", base + 20, [1.0, 2.0], 10, "average"),
+            TurokMessage("web.after", base, [1.0], 10, "average"),
+            TurokMessage("web.hits.count", base, [3.0, 4.0], 10, "sum"),
+            TurokMessage("web.latency", base, [1.5, 2.5], 10, "average"),
+            TurokMessage("web.latency", base + 10, [9.0], 10, "average"),
+            TurokMessage("web.partial", base, [42.0], 10, "average"),
+        ], key=lambda m: (m.metric, m.start_time))
+        assert reader.wait_for_count(len(expected), 20) == expected
+
+        assert_still_open(sock)
+        wait_for(lambda: "malformed plaintext line" in log_path.read_text(), 10, "the bad-line report")
+        log_text = log_path.read_text()
+        assert "this is bad" in log_text or "\\xff\\xfe" in log_text
+
+        # points in windows that are still open go out when the gateway is stopped
+        reader.messages.clear()
+        now = int(time.time())
+        sock.sendall(b"shutdown.exact 5 %d\nshutdown.minus 6 -1\n" % now)
+        time.sleep(0.5)
+        reader.poll()
+        assert reader.messages == [], "the open windows were released before SIGTERM"
+        process.send_signal(signal.SIGTERM)
+        # twistd ends by re-raising the signal that stopped it
+        assert process.wait(20) in (0, -signal.SIGTERM), process.stdout.read()
+        after = int(time.time())
+
+    got = reader.wait_for_count(2, 15)
+    assert got[0] == TurokMessage("shutdown.exact", now - now % 10, [5.0], 10, "average")
+    minus = got[1]
+    assert (minus.metric, minus.datapoints, minus.resolution, minus.aggregation_type) == \
+        ("shutdown.minus", [6.0], 10, "average")
+    assert now - now % 10 <= minus.start_time <= after - after % 10
+    assert len(got) == 2
+
+    log_text = log_path.read_text()
+    assert "plaintext on 127.0.0.1 tcp/%d udp/%d" % (tcp_port, udp_port) in log_text
+    assert turok_config.queue_name in log_text
+    assert "shutting down, sending 2 open window(s)" in log_text
+    assert "over the 4096-byte line limit" in log_text
+    stopped = re.search(r"turok-gateway: stopped; (\{.*\})", log_text)
+    assert stopped, log_text
+    counters = ast.literal_eval(stopped.group(1))
+    assert counters["bad_lines"] == 4  # "this is bad", the non-UTF-8 path, the long line, udp.bad
+    assert counters["nan_dropped"] == 1
+    assert counters["points_received"] == 13
+    assert counters["send_errors"] == 0
+
+
+# --- GatewayService in-process: a deterministic clock, a synchronous "pool", real moto SQS ------
+
+class ImmediateReactor(Clock):
+    """A task.Clock that also runs callFromThread at once (the pool below is synchronous)."""
+
+    def callFromThread(self, function, *args, **kwargs):
+        function(*args, **kwargs)
+
+
+class ImmediatePool:
+    """Runs the pool's work in the calling thread, with deferToThreadPool's callback protocol."""
+
+    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
+        try:
+            result = function(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class FlakyClient:
+    """A real boto3 SQS client whose SendMessageBatch fails while ``failing`` is set."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.failing = False
+        self.send_calls = 0
+
+    def get_queue_url(self, **kwargs):
+        return self._client.get_queue_url(**kwargs)
+
+    def send_message_batch(self, **kwargs):
+        self.send_calls += 1
+        if self.failing:
+            raise ConnectionError("injected SQS outage")
+        return self._client.send_message_batch(**kwargs)
+
+
+def in_process_gateway(config, **kwargs):
+    reactor = ImmediateReactor()
+    reactor.advance(T0)
+    client = FlakyClient(make_client("sqs", config))
+    queue = MessageQueue(client, config.queue_name, max_attempts=2, sleep=lambda seconds: None)
+    gateway = GatewayService(config.replace(flush_interval_seconds=1.0, window_grace_seconds=2),
+                             reactor=reactor, queue=queue, pool=ImmediatePool(), **kwargs)
+    gateway.startService()
+    return gateway, reactor, client
+
+
+def feed(gateway, reactor, data: bytes) -> None:
+    gateway.accept(parse_plaintext(data, reactor.seconds()), "test")
+
+
+def test_failed_sends_are_kept_and_retried(turok_config):
+    gateway, reactor, client = in_process_gateway(turok_config)
+    reader = QueueReader(turok_config)
+    client.failing = True
+    feed(gateway, reactor, b"a.b 1 %d\na.b 2 %d\n" % (T0 - 100, T0 - 95))
+    reactor.advance(1.0)
+    assert gateway.counters.send_errors == 1
+    assert gateway.retry_bodies == 1
+    assert gateway.counters.bodies_sent == 0
+    reactor.advance(1.0)  # still failing: the body stays queued, not duplicated
+    assert (gateway.counters.send_errors, gateway.retry_bodies) == (2, 1)
+
+    client.failing = False
+    feed(gateway, reactor, b"c.count 5 %d\n" % (T0 - 50))
+    reactor.advance(1.0)
+    assert gateway.retry_bodies == 0
+    assert gateway.counters.bodies_sent == 2
+    got = reader.wait_for_count(2, 10)
+    assert got == [TurokMessage("a.b", T0 - 100, [1.0, 2.0], 10, "average"),
+                   TurokMessage("c.count", T0 - 50, [5.0], 10, "sum")]
+
+    # an open window waits for its grace, then stopService sends whatever is still open
+    reader.messages.clear()
+    feed(gateway, reactor, b"open.one 7 %d\n" % int(reactor.seconds()))
+    reactor.advance(1.0)
+    assert gateway.buffer.open_windows == 1
+    stopped = gateway.stopService()
+    assert stopped.called  # everything ran synchronously
+    assert gateway.buffer.open_windows == 0
+    now = int(reactor.seconds()) - 1
+    assert reader.wait_for_count(1, 10) == [TurokMessage("open.one", now - now % 10, [7.0], 10, "average")]
+
+
+def test_retry_list_is_bounded(turok_config):
+    gateway, reactor, client = in_process_gateway(turok_config, max_retry_bytes=1)
+    client.failing = True
+    feed(gateway, reactor, b"a.b 1 %d\n" % (T0 - 100))
+    reactor.advance(1.0)
+    assert gateway.counters.send_errors == 1
+    assert (gateway.retry_bodies, gateway.counters.bodies_dropped) == (0, 1)
+    client.failing = False
+    gateway.stopService()

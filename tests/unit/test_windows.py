@@ -1,0 +1,137 @@
+"""WindowBuffer: alignment, release after slot + step + grace, policies, late data."""
+from __future__ import annotations
+
+from turok_core.config import TurokConfig
+from turok_core.message import TurokMessage
+from turok_core.schemas import load_schemas
+from turok_core.windows import WindowBuffer
+
+T0 = 1_700_000_000  # divisible by 10 and by 20, not by 60
+
+
+def table_policy(metric: str) -> tuple[int, str]:
+    if metric.startswith("slow."):
+        return 60, "average"
+    if metric.endswith(".count"):
+        return 10, "sum"
+    return 10, "average"
+
+
+def test_points_align_to_slot_floor_and_keep_arrival_order():
+    buffer = WindowBuffer(table_policy, grace_seconds=5)
+    added = buffer.add_points(["a", "a", "a", "b"], [3.0, 1.0, 2.0, 7.0], [T0 + 9, T0, T0 + 5, T0 + 10])
+    assert added == 4
+    assert (buffer.open_windows, buffer.buffered_points) == (2, 4)
+    messages = buffer.release(T0 + 100)
+    assert messages == [TurokMessage("a", T0, [3.0, 1.0, 2.0], 10, "average"),
+                        TurokMessage("b", T0 + 10, [7.0], 10, "average")]
+    assert (buffer.open_windows, buffer.buffered_points) == (0, 0)
+    assert buffer.release(T0 + 200) == []
+
+
+def test_alignment_is_floor_of_ts_over_step():
+    buffer = WindowBuffer(lambda m: (60, "last"), grace_seconds=0)
+    timestamps = [T0 - 1, T0, T0 + 59, T0 + 61]
+    buffer.add_points(["m"] * 4, [1.0, 2.0, 3.0, 4.0], timestamps)
+    starts = sorted(m.start_time for m in buffer.release_all())
+    assert starts == sorted({(ts // 60) * 60 for ts in timestamps})
+    assert all(start % 60 == 0 for start in starts)
+
+
+def test_release_only_after_slot_plus_step_plus_grace():
+    buffer = WindowBuffer(table_policy, grace_seconds=5)
+    buffer.add_points(["a"], [1.0], [T0 + 3])
+    assert buffer.release(T0 + 14.99) == []
+    assert buffer.open_windows == 1
+    assert buffer.release(T0 + 15) == [TurokMessage("a", T0, [1.0], 10, "average")]
+    assert buffer.open_windows == 0
+
+
+def test_step_and_aggregation_come_from_the_policy_lookup_cached_per_name():
+    calls = []
+
+    def lookup(metric):
+        calls.append(metric)
+        return table_policy(metric)
+
+    buffer = WindowBuffer(lookup, grace_seconds=0)
+    for _ in range(3):
+        buffer.add_points(["req.count", "slow.x", "cpu"], [1.0, 2.0, 3.0], [T0 + 1, T0 + 1, T0 + 1])
+    assert sorted(calls) == ["cpu", "req.count", "slow.x"]
+    messages = {m.metric: m for m in buffer.release_all()}
+    assert messages["req.count"] == TurokMessage("req.count", T0, [1.0] * 3, 10, "sum")
+    assert messages["cpu"] == TurokMessage("cpu", T0, [3.0] * 3, 10, "average")
+    assert messages["slow.x"] == TurokMessage("slow.x", T0 - T0 % 60, [2.0] * 3, 60, "average")
+
+
+def test_several_resolutions_release_independently():
+    buffer = WindowBuffer(table_policy, grace_seconds=2)
+    slot60 = T0 - T0 % 60
+    buffer.add_points(["fast", "slow.y"], [1.0, 2.0], [slot60 + 1, slot60 + 1])
+    first = buffer.release(slot60 + 12)
+    assert first == [TurokMessage("fast", slot60, [1.0], 10, "average")]
+    assert buffer.open_windows == 1
+    assert buffer.release(slot60 + 61) == []
+    assert buffer.release(slot60 + 62) == [TurokMessage("slow.y", slot60, [2.0], 60, "average")]
+
+
+def test_default_schemas_as_the_gateway_uses_them():
+    schemas = load_schemas(TurokConfig())
+
+    def lookup(metric):
+        policy = schemas.policy_for(metric)
+        return policy.step, policy.aggregation_type
+
+    buffer = WindowBuffer(lookup, grace_seconds=10)
+    buffer.add_points(["web.hits.count", "web.latency", "carbon.agents.x.cpu"], [1.0, 2.0, 3.0],
+                      [T0 + 1, T0 + 1, T0 + 1])
+    got = {m.metric: (m.resolution, m.aggregation_type) for m in buffer.release_all()}
+    assert got == {"web.hits.count": (10, "sum"), "web.latency": (10, "average"),
+                   "carbon.agents.x.cpu": (60, "average")}
+
+
+def test_release_all_empties_open_windows():
+    buffer = WindowBuffer(table_policy, grace_seconds=1000)
+    buffer.add_points(["a", "b", "a"], [1.0, 2.0, 3.0], [T0, T0, T0 + 20])
+    assert buffer.release(T0 + 25) == []
+    messages = buffer.release_all()
+    assert messages == [TurokMessage("a", T0, [1.0], 10, "average"),
+                        TurokMessage("b", T0, [2.0], 10, "average"),
+                        TurokMessage("a", T0 + 20, [3.0], 10, "average")]
+    assert (buffer.open_windows, buffer.buffered_points) == (0, 0)
+    assert buffer.release_all() == []
+
+
+def test_late_point_for_released_slot_is_released_again_next_time():
+    buffer = WindowBuffer(table_policy, grace_seconds=5)
+    buffer.add_points(["a"], [1.0], [T0])
+    assert buffer.release(T0 + 15) == [TurokMessage("a", T0, [1.0], 10, "average")]
+    buffer.add_points(["a"], [2.0], [T0 + 4])  # late: its window is gone
+    assert buffer.open_windows == 1
+    assert buffer.release(T0 + 16) == [TurokMessage("a", T0, [2.0], 10, "average")]
+
+
+def test_metric_without_policy_is_rejected_and_counted():
+    def lookup(metric):
+        if metric.startswith("x"):
+            raise ValueError("no schema")
+        return 10, "average"
+
+    buffer = WindowBuffer(lookup, grace_seconds=0)
+    assert buffer.add_points(["x1", "ok", "x1"], [1.0, 2.0, 3.0], [T0, T0, T0]) == 1
+    assert buffer.rejected_points == 2
+    assert buffer.release_all() == [TurokMessage("ok", T0, [2.0], 10, "average")]
+
+
+def test_policy_cache_is_bounded():
+    calls = []
+
+    def lookup(metric):
+        calls.append(metric)
+        return 10, "average"
+
+    buffer = WindowBuffer(lookup, grace_seconds=0, policy_cache_size=10)
+    names = [f"m{i}" for i in range(25)]
+    buffer.add_points(names, [1.0] * 25, [T0] * 25)
+    assert len(buffer._policies) <= 10
+    assert len(buffer.release_all()) == 25
