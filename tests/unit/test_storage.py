@@ -1,0 +1,288 @@
+"""BlockStore against the real moto server, plus client wrappers where moto cannot misbehave."""
+from __future__ import annotations
+
+import calendar
+import math
+import threading
+import time
+
+import pytest
+
+from turok_core.aws import make_client
+from turok_core.blocks import block_span, decode_datapoints
+from turok_core.storage import (BATCH_GET_KEYS, BATCH_WRITE_ITEMS, BlockStore, BlockWriteError, item_size)
+
+DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))  # 01-04-2014 00:00:00 UTC
+STEP = 10
+
+
+class Wrapper:
+    """A boto3 client passing every call through, recording the batch calls it saw."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.calls: dict[str, int] = {}
+        self.write_sizes: list[int] = []
+        self.get_sizes: list[int] = []
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attribute(*args, **kwargs)
+        return call
+
+    def batch_write_item(self, RequestItems):
+        self.calls["batch_write_item"] = self.calls.get("batch_write_item", 0) + 1
+        self.write_sizes.append(sum(len(r) for r in RequestItems.values()))
+        assert self.write_sizes[-1] <= BATCH_WRITE_ITEMS
+        return self._write(RequestItems)
+
+    def _write(self, request):
+        return self._client.batch_write_item(RequestItems=request)
+
+    def batch_get_item(self, RequestItems):
+        self.calls["batch_get_item"] = self.calls.get("batch_get_item", 0) + 1
+        self.get_sizes.append(sum(len(spec["Keys"]) for spec in RequestItems.values()))
+        assert self.get_sizes[-1] <= BATCH_GET_KEYS
+        return self._get(RequestItems)
+
+    def _get(self, request):
+        return self._client.batch_get_item(RequestItems=request)
+
+
+class Unreliable(Wrapper):
+    """Writes (or reads) only the first half of each batch for its first ``failures`` calls."""
+
+    def __init__(self, client, write_failures: int = 0, get_failures: int = 0) -> None:
+        super().__init__(client)
+        self.write_failures = write_failures
+        self.get_failures = get_failures
+
+    def _write(self, request):
+        if self.write_failures <= 0:
+            return super()._write(request)
+        self.write_failures -= 1
+        entries = [(table, r) for table, requests in request.items() for r in requests]
+        keep, left = entries[:len(entries) // 2], entries[len(entries) // 2:]
+        if keep:
+            done = {}
+            for table, r in keep:
+                done.setdefault(table, []).append(r)
+            assert not self._client.batch_write_item(RequestItems=done).get("UnprocessedItems")
+        unprocessed = {}
+        for table, r in left:
+            unprocessed.setdefault(table, []).append(r)
+        return {"UnprocessedItems": unprocessed}
+
+    def _get(self, request):
+        if self.get_failures <= 0:
+            return super()._get(request)
+        self.get_failures -= 1
+        keys = [(table, key) for table, spec in request.items() for key in spec["Keys"]]
+        keep, left = keys[:len(keys) // 2], keys[len(keys) // 2:]
+        response = {"Responses": {}, "UnprocessedKeys": {}}
+        if keep:
+            part = {}
+            for table, key in keep:
+                part.setdefault(table, {"Keys": [], "ConsistentRead": request[table].get("ConsistentRead", False)})
+                part[table]["Keys"].append(key)
+            response["Responses"] = self._client.batch_get_item(RequestItems=part)["Responses"]
+        for table, key in left:
+            response["UnprocessedKeys"].setdefault(table, {"Keys": []})["Keys"].append(key)
+        return response
+
+
+def make_store(config, client=None, **kwargs):
+    return BlockStore(client or make_client("dynamodb", config), config, **kwargs)
+
+
+def scan(config, table):
+    client = make_client("dynamodb", config)
+    items = client.scan(TableName=table, ConsistentRead=True)["Items"]
+    return sorted(items, key=lambda i: (i["metric"]["S"], int(i["start_time"]["N"])))
+
+
+def test_round_trip_with_gaps_over_several_blocks(turok_config):
+    store = make_store(turok_config)
+    span = block_span(STEP, turok_config.block_slots)
+    assert span == 600
+    slots = [("a.b", STEP, DAY, 1.5), ("a.b", STEP, DAY + 10, 2.0), ("a.b", STEP, DAY + 1250, -3.0),
+             ("c.d", STEP, DAY + 590, 4.0), ("c.d", STEP, DAY + 600, 5.0)]
+    stats = store.write_slots(slots)
+    assert stats.items_written == 4 and stats.write_calls == 1 and stats.tables_created == 1
+    assert stats.write_units == 4  # small blocks cost one unit each
+    got = store.fetch_series(["a.b", "c.d", "nope"], STEP, DAY, DAY + 1800)
+    expected_ab = [None] * 180
+    expected_ab[0], expected_ab[1], expected_ab[125] = 1.5, 2.0, -3.0
+    expected_cd = [None] * 180
+    expected_cd[59], expected_cd[60] = 4.0, 5.0
+    assert got == {"a.b": expected_ab, "c.d": expected_cd, "nope": [None] * 180}
+    # a range starting inside a block, ending inside another
+    assert store.fetch_series(["a.b"], STEP, DAY + 1240, DAY + 1270) == {"a.b": [None, -3.0, None]}
+    assert store.fetch_series(["a.b"], STEP, DAY, DAY) == {"a.b": []}
+    with pytest.raises(ValueError):
+        store.fetch_series(["a.b"], STEP, DAY + 5, DAY + 100)
+
+
+def test_range_across_midnight_uses_two_day_tables(turok_config):
+    store = make_store(turok_config)
+    midnight = DAY + 86400
+    store.write_slots([("x.y", STEP, midnight - 10, 1.0), ("x.y", STEP, midnight, 2.0),
+                       ("x.y", 60, midnight - 60, 7.0)])
+    tables = make_client("dynamodb", turok_config).list_tables(Limit=100)["TableNames"]
+    prefix = turok_config.table_prefix
+    mine = sorted(t for t in tables if t.startswith(prefix + "_"))
+    assert mine == [f"{prefix}_01-04-2014_10sec", f"{prefix}_01-04-2014_1min", f"{prefix}_02-04-2014_10sec"]
+    assert store.fetch_series(["x.y"], STEP, midnight - 20, midnight + 20) == {"x.y": [None, 1.0, 2.0, None]}
+    assert store.fetch_series(["x.y"], 60, midnight - 120, midnight + 60) == {"x.y": [None, 7.0, None]}
+    assert [int(i["start_time"]["N"]) for i in scan(turok_config, f"{prefix}_02-04-2014_10sec")] == [midnight]
+
+
+def test_writes_are_chunked_by_25_items(turok_config):
+    client = Wrapper(make_client("dynamodb", turok_config))
+    store = make_store(turok_config, client)
+    span = block_span(STEP, turok_config.block_slots)
+    slots = [("chunk.m", STEP, DAY + i * span, float(i)) for i in range(60)]  # 60 blocks
+    stats = store.write_slots(slots)
+    assert client.write_sizes == [25, 25, 10]
+    assert stats.write_calls == 3 and stats.items_written == 60 and stats.read_calls == 1
+    got = store.fetch_series(["chunk.m"], STEP, DAY, DAY + 60 * span)["chunk.m"]
+    assert [got[i * span // STEP] for i in range(60)] == [float(i) for i in range(60)]
+    assert sum(v is not None for v in got) == 60
+
+
+def test_unprocessed_items_are_retried_with_backoff(turok_config):
+    sleeps = []
+    client = Unreliable(make_client("dynamodb", turok_config), write_failures=3)
+    store = make_store(turok_config, client, sleep=sleeps.append)
+    slots = [(f"retry.m{i}", STEP, DAY, float(i)) for i in range(20)]
+    stats = store.write_slots(slots)
+    assert stats.items_written == 20 and stats.write_calls == 4  # 20 → 10 → 5 → 3 left → done
+    assert client.write_sizes == [20, 10, 5, 3]
+    assert len(sleeps) == 3 and all(0 < s <= 5.0 for s in sleeps)
+    assert sleeps[0] < sleeps[2] * 2  # growing, jittered
+    got = store.fetch_series([f"retry.m{i}" for i in range(20)], STEP, DAY, DAY + STEP)
+    assert got == {f"retry.m{i}": [float(i)] for i in range(20)}
+
+
+def test_unprocessed_items_give_up_with_a_clear_error(turok_config):
+    config = turok_config.replace(write_max_attempts=3)
+    client = Unreliable(make_client("dynamodb", config), write_failures=100)
+    store = make_store(config, client, sleep=lambda s: None)
+    with pytest.raises(BlockWriteError, match="unprocessed by BatchWriteItem after 3 attempts"):
+        store.write_slots([("give.up", STEP, DAY, 1.0), ("give.up", STEP, DAY + 600, 2.0)])
+    assert client.calls["batch_write_item"] == 3
+
+
+def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(turok_config):
+    store = make_store(turok_config)
+    metrics = [f"read.m{i}" for i in range(150)]
+    store.write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
+    client = Unreliable(make_client("dynamodb", turok_config), get_failures=2)
+    reader = make_store(turok_config, client, sleep=lambda s: None)
+    got = reader.fetch_series(metrics, STEP, DAY, DAY + 1200)  # 2 blocks per metric: 300 keys
+    assert got == {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
+    # 300 keys: 100 (50 left over) → 100 (50 left over) → 100 → 100; left-over keys asked again
+    assert client.get_sizes == [100, 100, 100, 100]
+
+
+def test_merge_sets_given_slots_and_keeps_the_others(turok_config):
+    client = Wrapper(make_client("dynamodb", turok_config))
+    store = make_store(turok_config, client)
+    store.write_slots([("merge.m", STEP, DAY, 1.0), ("merge.m", STEP, DAY + 10, 2.0)])
+    describes = client.calls["describe_table"]  # not found → CreateTable → ACTIVE
+    stats = store.write_slots([("merge.m", STEP, DAY + 10, 5.0), ("merge.m", STEP, DAY + 30, 7.0)])
+    assert stats.items_written == 1 and stats.tables_created == 0
+    assert store.fetch_series(["merge.m"], STEP, DAY, DAY + 50) == {"merge.m": [1.0, 5.0, None, 7.0, None]}
+    table = store.table_for(DAY, STEP)
+    [item] = scan(turok_config, table)
+    assert decode_datapoints(item["datapoints"]["B"]) == [1.0, 5.0, None, 7.0]  # trailing gaps dropped
+    # the same slots again change nothing and are not even written
+    before = scan(turok_config, table)
+    again = store.write_slots([("merge.m", STEP, DAY + 10, 5.0), ("merge.m", STEP, DAY + 30, 7.0)])
+    assert again.items_written == 0 and again.items_unchanged == 1 and again.write_calls == 0
+    assert scan(turok_config, table) == before
+    # the table is known: steady-state writes cost no DescribeTable
+    assert client.calls["describe_table"] == describes == 2 and client.calls["create_table"] == 1
+
+
+def test_write_units_follow_item_size(turok_config):
+    config = turok_config.replace(block_slots=240)
+    store = make_store(config)
+    stats = store.write_slots([("big.m", STEP, DAY + i * STEP, i + 0.5) for i in range(240)])
+    [item] = scan(config, store.table_for(DAY, STEP))
+    blob = bytes(item["datapoints"]["B"])
+    size = item_size("big.m", DAY, blob)
+    assert size > 2048 and stats.write_units == math.ceil(size / 1024) == 3
+
+
+def test_design_json_datapoints_are_readable_and_mergeable(turok_config):
+    store = make_store(turok_config)
+    table = store.table_for(DAY, STEP)
+    store.ensure_table(table)
+    client = make_client("dynamodb", turok_config)
+    client.put_item(TableName=table, Item={"metric": {"S": "json.m"}, "start_time": {"N": str(DAY)},
+                                           "datapoints": {"S": "[1, 2, null, 4.5]"}})
+    assert store.fetch_series(["json.m"], STEP, DAY, DAY + 60) == {"json.m": [1, 2, None, 4.5, None, None]}
+    store.write_slots([("json.m", STEP, DAY + 20, 3.0)])
+    assert store.fetch_series(["json.m"], STEP, DAY, DAY + 60) == {"json.m": [1, 2, 3.0, 4.5, None, None]}
+
+
+def test_missing_tables_read_as_gaps(turok_config):
+    client = Wrapper(make_client("dynamodb", turok_config))
+    store = make_store(turok_config, client)
+    assert store.fetch_series(["no.such"], STEP, DAY, DAY + 30) == {"no.such": [None, None, None]}
+    assert "batch_get_item" not in client.calls  # no table, no read (it would fail the whole call)
+    store.write_slots([("half.m", STEP, DAY + 86400 - 10, 9.0)])
+    # the next day has no table: the existing one is still read
+    got = store.fetch_series(["half.m"], STEP, DAY + 86400 - 20, DAY + 86400 + 20)
+    assert got == {"half.m": [None, 9.0, None, None]}
+    assert store.existing_tables([store.table_for(DAY, STEP), store.table_for(DAY + 86400, STEP)]) == {
+        store.table_for(DAY, STEP)}
+
+
+def test_existing_tables_cache_is_short_lived(turok_config):
+    now = [1000.0]
+    client = Wrapper(make_client("dynamodb", turok_config))
+    store = make_store(turok_config, client, clock=lambda: now[0])
+    name = store.table_for(DAY, STEP)
+    assert store.existing_tables([name]) == set()
+    assert store.existing_tables([name]) == set()
+    assert client.calls["describe_table"] == 1
+    make_store(turok_config).ensure_table(name)  # another process creates the table
+    assert store.existing_tables([name]) == set()  # still believed missing …
+    now[0] += 11
+    assert store.existing_tables([name]) == {name}  # … but not for long
+    assert client.calls["describe_table"] == 2
+
+
+def test_a_deleted_table_is_recreated_by_the_next_write(turok_config):
+    store = make_store(turok_config)
+    store.write_slots([("gone.m", STEP, DAY, 1.0)])
+    table = store.table_for(DAY, STEP)
+    make_client("dynamodb", turok_config).delete_table(TableName=table)
+    stats = store.write_slots([("gone.m", STEP, DAY + 10, 2.0)])
+    assert stats.tables_created == 1
+    assert store.fetch_series(["gone.m"], STEP, DAY, DAY + 20) == {"gone.m": [None, 2.0]}
+
+
+def test_concurrent_merges_of_one_block_lose_nothing(turok_config):
+    class SlowReads(Wrapper):
+        def _get(self, request):  # a wide window between read and write
+            response = super()._get(request)
+            time.sleep(0.2)
+            return response
+
+    store = make_store(turok_config, SlowReads(make_client("dynamodb", turok_config)))
+    store.ensure_table(store.table_for(DAY, STEP))
+    threads = [threading.Thread(target=store.write_slots, args=([("race.m", STEP, DAY + i * STEP, float(i))],))
+               for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert store.fetch_series(["race.m"], STEP, DAY, DAY + 40) == {"race.m": [0.0, 1.0, 2.0, 3.0]}

@@ -1,0 +1,218 @@
+"""turokd as a real twistd process against the moto server.
+
+Needs the project installed in the virtualenv (``make install``) so twistd finds its plugin.
+"""
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, VENV_BIN, wait_for
+from turok_core.announcements import decode_announcement
+from turok_core.aws import make_client
+from turok_core.codec import encode_messages
+from turok_core.message import TurokMessage
+from turok_core.queues import MessageQueue
+from turok_core.storage import BlockStore
+
+DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
+
+
+def write_ini(path, config):
+    lines = ["[turok]"] + [f"{f.name} = {getattr(config, f.name)}" for f in dataclasses.fields(config)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def turokd(turok_config, tmp_path):
+    config = turok_config.replace(turokd_pollers=2, receive_wait_seconds=1, visibility_timeout_seconds=30,
+                                  aws_threads=4)
+    ini = tmp_path / "turok.ini"
+    write_ini(ini, config)
+    logfile = tmp_path / "turokd.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in env.items() if not k.startswith("TUROK_")}
+    process = subprocess.Popen(
+        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", f"--logfile={logfile}", "turokd", "--config", str(ini)],
+        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "poller(s) on queue" in logfile.read_text(), 15, "turokd start")
+        yield config, logfile, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def ticking_clock():
+    """A clock jumping an hour per reading, so no cached table knowledge outlives one call."""
+    now = [0.0]
+
+    def clock():
+        now[0] += 3600.0
+        return now[0]
+    return clock
+
+
+def queue_depth(config, name):
+    sqs = make_client("sqs", config)
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def take_announcements(index_queue, wait_seconds=1):
+    """Every name in the announcements waiting on the index queue (deleting them)."""
+    names = []
+    messages = index_queue.receive(wait_seconds=wait_seconds)
+    for message in messages:
+        names.extend(decode_announcement(message.body))
+    if messages:
+        index_queue.delete([m.receipt_handle for m in messages])
+    return names
+
+
+def scan(config, table):
+    client = make_client("dynamodb", config)
+    return sorted(client.scan(TableName=table, ConsistentRead=True)["Items"],
+                  key=lambda i: (i["metric"]["S"], i["start_time"]["N"]))
+
+
+def test_turokd_stores_announces_once_and_is_idempotent(turokd):
+    config, logfile, process = turokd
+    sqs = make_client("sqs", config)
+    queue = MessageQueue(sqs, config.queue_name)
+    index_queue = MessageQueue(sqs, config.index_queue_name)
+    # a store believes a missing table missing for a while: tables turokd makes must be seen at once
+    store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
+    names = [f"servers.web{i}.cpu" for i in range(6)]
+
+    # a batch spread over several SQS messages: window averages, sums and a 1-minute series
+    first = [TurokMessage(name, DAY + 10 * k, [i, k, 3 * k], 10, "average")
+             for i, name in enumerate(names) for k in range(5)]
+    first.append(TurokMessage(names[0], DAY, [1, 2, 3, 4], 60, "sum"))
+    bodies = encode_messages(first, max_body_bytes=250)
+    assert len(bodies) >= 3
+    queue.send(bodies)
+    expected = {name: [(i + k + 3 * k) / 3 for k in range(5)] + [None] for i, name in enumerate(names)}
+    wait_for(lambda: store.fetch_series(names, 10, DAY, DAY + 60) == expected, 20, "first batch in DynamoDB")
+    wait_for(lambda: store.fetch_series([names[0]], 60, DAY, DAY + 60) == {names[0]: [10]}, 10, "1-minute slot")
+
+    announced = []
+    wait_for(lambda: announced.extend(take_announcements(index_queue)) or set(announced) == set(names), 15,
+             "announcement of the first names")
+    assert sorted(announced) == sorted(names)  # each name once
+
+    # more data for the same names plus one new name: only the new name is announced
+    second = [TurokMessage(name, DAY + 50, [100 + i], 10, "last") for i, name in enumerate(names)]
+    second.append(TurokMessage("servers.new.cpu", DAY + 50, [5], 10, "sum"))
+    queue.send(encode_messages(second))
+    wait_for(lambda: store.fetch_series(names + ["servers.new.cpu"], 10, DAY + 50, DAY + 60) == {
+        **{name: [100 + i] for i, name in enumerate(names)}, "servers.new.cpu": [5]}, 20, "second batch")
+    again = []
+    wait_for(lambda: again.extend(take_announcements(index_queue)) or again, 15, "announcement of the new name")
+    assert again == ["servers.new.cpu"]
+
+    # the very same SQS body once more: consumed, and the table stays byte-identical
+    table = store.table_for(DAY, 10)
+    wait_for(lambda: queue_depth(config, config.queue_name) == 0, 15, "metrics queue drained")
+    before = scan(config, table)
+    queue.send([bodies[0]])
+    wait_for(lambda: queue_depth(config, config.queue_name) == 0, 15, "redelivered body consumed")
+    assert scan(config, table) == before
+
+    # garbage is logged with its reason and left on the queue; turokd goes on working
+    queue.send(["this is no turok body"])
+    wait_for(lambda: "rejected message" in logfile.read_text(), 15, "rejection logged")
+    assert "neither JSON nor base64" in logfile.read_text()
+    queue.send(encode_messages([TurokMessage(names[1], DAY + 600, [42], 10, "maximum")]))
+    wait_for(lambda: store.fetch_series([names[1]], 10, DAY + 600, DAY + 610) == {names[1]: [42]}, 20,
+             "data after the garbage body")
+    assert queue_depth(config, config.queue_name) == 1  # only the rejected body, in flight
+    assert take_announcements(index_queue, wait_seconds=2) == []  # known names: no announcement
+    assert process.poll() is None
+
+    process.send_signal(signal.SIGTERM)
+    process.wait(15)
+    text = logfile.read_text()
+    assert process.returncode in (0, -signal.SIGTERM) and "Main loop terminated" in text
+    assert "turokd counters" in text and "'names_announced': 7" in text  # each name once
+    assert "'bodies_rejected': 1" in text and "'errors': 0" in text and "'items_unchanged': 1" in text
+    assert "Traceback" not in text
+
+
+def test_poll_loop_survives_failures_and_retries_announcements(turok_config, monkeypatch):
+    """In process, on a fake clock: a failing receive and a failing announcement do not stop the loop."""
+    from twisted.internet import defer, task
+    from twisted.logger import globalLogPublisher
+
+    from turok_core.queues import ReceivedMessage
+    from turok_core.services import turokd as turokd_module
+
+    # the AWS thread pool, run inline: the fakes below never block
+    monkeypatch.setattr(turokd_module, "start_aws_threadpool", lambda reactor, size, name: None)
+    monkeypatch.setattr(turokd_module, "deferToThreadPool",
+                        lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
+    clock = task.Clock()
+    config = turok_config.replace(turokd_pollers=1)
+    body = encode_messages([TurokMessage("loop.m", DAY, [3], 10, "sum")])[0]
+    service = None
+
+    class FakeQueue:
+        def __init__(self):
+            self.calls, self.deleted = 0, []
+
+        def receive(self, *args):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("receive failed")
+            if self.calls in (2, 3):
+                return [ReceivedMessage(body, f"h{self.calls}", f"m{self.calls}", 1)]
+            service.running = False  # end the loop
+            return []
+
+        def delete(self, handles):
+            self.deleted.extend(handles)
+
+    class FlakyIndexQueue:
+        def __init__(self):
+            self.sent, self.failures = [], 1
+
+        def send(self, bodies):
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("index queue down")
+            self.sent.extend(decode_announcement(b) for b in bodies)
+
+    queue, index_queue = FakeQueue(), FlakyIndexQueue()
+    store = BlockStore(make_client("dynamodb", config), config)
+    service = turokd_module.TurokdService(config, reactor=clock, store=store, queue=queue, index_queue=index_queue)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service.startService()
+        assert queue.calls == 1 and service.counters.errors == 1  # waiting out the backoff
+        clock.advance(1.0)
+        assert queue.deleted == ["h2"] and index_queue.sent == []  # stored, announcement failed
+        assert service.counters.errors == 2
+        clock.advance(2.0)  # next round: the same name again, its announcement retried
+        assert queue.deleted == ["h2", "h3"] and index_queue.sent == [["loop.m"]]
+        assert queue.calls == 4 and service.counters.names_announced == 1
+        clock.advance(60)
+        done = service.stopService()
+        assert done.called
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    errors = [e for e in events if e.get("log_namespace") == "turok.turokd" and e.get("log_level").name == "error"]
+    # the second failure came within the rate limit's interval: counted, not logged
+    assert len(errors) == 1 and "receive failed" in repr(errors[0].get("error"))
+    assert store.fetch_series(["loop.m"], 10, DAY, DAY + 10) == {"loop.m": [3]}

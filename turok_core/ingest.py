@@ -1,0 +1,136 @@
+"""turokd's work on one batch of SQS messages, free of Twisted: decode, aggregate, store.
+
+Each Turok message becomes one slot value: the message's datapoints reduced with its
+aggregation. Messages of a batch for the same (metric, resolution, slot) are reduced together,
+their datapoints concatenated in the order received. Slots are *set*, never added to, so a
+redelivered message writes the same values again and leaves the stored data unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .aggregation import aggregate
+from .codec import decode_body
+from .message import MessageError
+from .queues import ReceivedMessage
+from .resolution import SECONDS_PER_DAY
+from .storage import BlockStore, WriteStats
+
+MAX_METRIC_BYTES = 2048  # DynamoDB's limit for a partition key value
+
+
+@dataclass(frozen=True)
+class Rejected:
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    deletable: list[str] = field(default_factory=list)  # receipt handles whose data is stored
+    rejected: list[Rejected] = field(default_factory=list)  # bodies left for the dead-letter queue
+    metrics: set[str] = field(default_factory=set)  # every metric name the stored messages carry
+    messages: int = 0  # Turok messages decoded from the accepted bodies
+    slots: int = 0  # slot values written
+    stats: WriteStats = field(default_factory=WriteStats)
+
+
+def _check_storable(messages) -> None:
+    """Refuse a body whose messages DynamoDB would refuse, so it cannot fail a whole batch forever."""
+    for message in messages:
+        if SECONDS_PER_DAY % message.resolution:
+            raise MessageError(f"resolution {message.resolution}s of {message.metric!r} does not divide a day")
+        if len(message.metric.encode("utf-8")) > MAX_METRIC_BYTES:
+            raise MessageError(f"metric name of {len(message.metric)} characters is too long to store")
+
+
+def process_batch(received: Sequence[ReceivedMessage], store: BlockStore) -> BatchResult:
+    """Store what a batch of SQS messages carries; say which messages may now be deleted.
+
+    A body that cannot be decoded is rejected (with its reason) and must not be deleted, so the
+    queue's redrive policy moves it to the dead-letter queue; the other bodies are unaffected.
+    Raises when the write fails: then no message may be deleted.
+    """
+    result = BatchResult()
+    seen_bodies: set[str] = set()
+    # (metric, step, slot) → [aggregation type, datapoints of every message for that slot]
+    windows: dict[tuple[str, int, int], tuple[str, list]] = {}
+    for sqs_message in received:
+        body = sqs_message.body
+        if body in seen_bodies:
+            # the same body twice in one batch (a producer's retried send): count its data once,
+            # which is what storing it twice in two batches gives too
+            result.deletable.append(sqs_message.receipt_handle)
+            continue
+        try:
+            messages = decode_body(body)
+            _check_storable(messages)
+        except MessageError as exc:
+            result.rejected.append(Rejected(sqs_message.message_id, sqs_message.receipt_handle,
+                                            sqs_message.receive_count, str(exc)))
+            continue
+        seen_bodies.add(body)
+        result.deletable.append(sqs_message.receipt_handle)
+        result.messages += len(messages)
+        for message in messages:
+            key = (message.metric, message.resolution, message.start_time)
+            window = windows.get(key)
+            if window is None:
+                windows[key] = (message.aggregation_type, list(message.datapoints))
+            else:
+                window[1].extend(message.datapoints)
+    slots = [(metric, step, slot, aggregate(kind, values))
+             for (metric, step, slot), (kind, values) in windows.items()]
+    if slots:
+        result.stats = store.write_slots(slots)
+    result.slots = len(slots)
+    result.metrics = {metric for metric, _step, _slot in windows}
+    return result
+
+
+class Announcer:
+    """Which metric names still need announcing to the index queue.
+
+    ``new_names`` hands out names neither announced nor being announced (plus those whose send
+    failed), so concurrent pollers do not announce a name twice; ``mark_announced`` records a
+    successful send and ``announce_failed`` puts names back for the next call. The memory is
+    bounded: past ``max_names`` it starts over, and announcing a name again is harmless.
+    """
+
+    def __init__(self, max_names: int = 2_000_000) -> None:
+        self._announced: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._failed: dict[str, None] = {}  # insertion-ordered set
+        self._max_names = max_names
+
+    def new_names(self, names: Iterable[str]) -> list[str]:
+        """Names to announce now; they count as in flight until marked announced or failed."""
+        announced, in_flight = self._announced, self._in_flight
+        fresh = dict.fromkeys(self._failed)
+        self._failed = {}
+        for name in names:
+            if name not in announced and name not in in_flight:
+                fresh[name] = None
+        in_flight.update(fresh)
+        return list(fresh)
+
+    def mark_announced(self, names: Iterable[str]) -> None:
+        """Record that ``names`` reached the index queue."""
+        if len(self._announced) >= self._max_names:
+            self._announced = set()
+        for name in names:
+            self._in_flight.discard(name)
+            self._announced.add(name)
+
+    def announce_failed(self, names: Iterable[str]) -> None:
+        """The send of ``names`` failed: hand them out again on the next ``new_names``."""
+        for name in names:
+            if name in self._in_flight:
+                self._in_flight.discard(name)
+                self._failed[name] = None
+
+    def __len__(self) -> int:
+        return len(self._announced)
