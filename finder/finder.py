@@ -1,0 +1,106 @@
+"""graphite-web 1.1 storage finder over Turok: names from the S3 index, points from DynamoDB.
+
+graphite-web loads it with ``STORAGE_FINDERS = ('finder.TurokFinder',)``. The configuration is
+Turok's own (``$TUROK_CONFIG`` and ``TUROK_*``); nothing touches the network until the first
+query. A render's bulk ``fetch`` resolves every path expression against the index, then reads all
+the series that share a resolution with one ``BlockStore.fetch_series`` call.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Callable, Iterable, Optional, Sequence
+
+from graphite.finders.utils import BaseFinder
+from graphite.node import BranchNode, LeafNode
+
+from turok_core.aws import make_client
+from turok_core.config import TurokConfig, load_config
+from turok_core.index_store import IndexCache
+from turok_core.schemas import SchemaSet, load_schemas
+
+from .reader import TurokReader, Window, whisper_window
+
+
+class TurokFinder(BaseFinder):
+    """Finds Turok metrics for graphite-web and fetches their points."""
+
+    local = True
+    disabled = False
+    tags = False  # graphite-web's TagDB resolves seriesByTag; tagged names are found whole
+
+    def __init__(self, config: Optional[TurokConfig] = None, schemas: Optional[SchemaSet] = None,
+                 index: Optional[IndexCache] = None, blocks=None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config if config is not None else load_config()
+        self.schemas = schemas if schemas is not None else load_schemas(self.config)
+        self.index = index if index is not None else IndexCache(make_client("s3", self.config), self.config)
+        self._blocks = blocks
+        self._clock = clock
+
+    @property
+    def blocks(self):
+        """The DynamoDB block reader (``turok_core.storage.BlockStore``), made on first use."""
+        if self._blocks is None:
+            from turok_core.storage import BlockStore
+            self._blocks = BlockStore(make_client("dynamodb", self.config), self.config)
+        return self._blocks
+
+    def now(self) -> float:
+        return self._clock()
+
+    # --- finding -----------------------------------------------------------------------------
+
+    def find_nodes(self, query):
+        """BranchNodes and LeafNodes for the glob ``query.pattern`` (a path can be both)."""
+        leaves_only = bool(getattr(query, "leaves_only", False))
+        for path, is_leaf in self.index.match(query.pattern):
+            if is_leaf:
+                yield LeafNode(path, TurokReader(path, self))
+            elif not leaves_only:
+                yield BranchNode(path)
+
+    def get_index(self, requestContext=None) -> list[str]:
+        """Every metric name, sorted (``/metrics/index.json``)."""
+        return self.index.names()
+
+    # --- fetching ----------------------------------------------------------------------------
+
+    def _window(self, path: str, start_time: float, end_time: Optional[float], now: float) -> Optional[Window]:
+        base = self.schemas.policy_for(path).archives[0]
+        return whisper_window(start_time, end_time, now, base.step, base.retention)
+
+    def fetch_paths(self, paths: Iterable[str], start_time: float, end_time: Optional[float],
+                    now: Optional[float] = None) -> dict:
+        """``{path: ((start, end, step), values)}``; paths outside their retention are left out.
+
+        One ``fetch_series`` call per distinct window (in practice: per resolution)."""
+        now = self.now() if now is None else now
+        groups: dict[Window, list[str]] = defaultdict(list)
+        for path in dict.fromkeys(paths):
+            window = self._window(path, start_time, end_time, now)
+            if window is not None:
+                groups[window].append(path)
+        results = {}
+        for window, members in groups.items():
+            series = self.blocks.fetch_series(members, window.step, window.start, window.end)
+            points = (window.end - window.start) // window.step
+            for path in members:
+                values = series.get(path)
+                results[path] = (tuple(window), list(values) if values is not None else [None] * points)
+        return results
+
+    def fetch(self, patterns: Sequence[str], start_time: float, end_time: Optional[float],
+              now: Optional[float] = None, requestContext=None) -> list[dict]:
+        """graphite-web's bulk fetch: every leaf of every pattern, read in as few calls as possible."""
+        per_pattern = [(pattern, [m.path for m in self.index.match(pattern) if m.is_leaf])
+                       for pattern in patterns]
+        data = self.fetch_paths((path for _, paths in per_pattern for path in paths), start_time, end_time, now)
+        results = []
+        for pattern, paths in per_pattern:
+            for path in paths:
+                if path in data:
+                    time_info, values = data[path]
+                    results.append({"pathExpression": pattern, "path": path, "name": path,
+                                    "time_info": time_info, "values": values})
+        return results

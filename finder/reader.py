@@ -1,0 +1,70 @@
+"""The per-metric reader graphite-web's LeafNode calls, and whisper's time-window rule.
+
+A fetch answers at the metric's base resolution (its first archive in storage-schemas.conf),
+over that archive's retention, aligned exactly as whisper aligns a read: graphite users and
+functions see the same timestamps and point counts they saw with carbon.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple, Optional
+
+from graphite.intervals import Interval, IntervalSet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .finder import TurokFinder
+
+
+class Window(NamedTuple):
+    """Slots ``start``, ``start + step`` … ``< end``: ``(end - start) // step`` values."""
+    start: int
+    end: int
+    step: int
+
+
+def whisper_window(start_time: float, end_time: Optional[float], now: float, step: int,
+                   retention: int) -> Optional[Window]:
+    """The slots whisper would return for a read of ``[start_time, end_time]`` at ``now``.
+
+    ``None`` when the range is entirely in the future or beyond the retention (or inverted).
+    The range is clipped to ``[now - retention, now]``; each bound is moved to the start of the
+    slot after the one holding it; an empty window still yields the next slot.
+    """
+    now = int(now)
+    until = now if end_time is None else int(end_time)
+    start = int(start_time)
+    if start > until:
+        return None
+    oldest = now - retention
+    if start > now or until < oldest:
+        return None
+    start = max(start, oldest)
+    until = min(until, now)
+    first = start - start % step + step
+    last = until - until % step + step
+    if first == last:
+        last += step
+    return Window(first, last, step)
+
+
+class TurokReader:
+    """graphite-web reader for one Turok metric; the finder does the actual reads."""
+
+    __slots__ = ("path", "finder")
+
+    def __init__(self, path: str, finder: "TurokFinder") -> None:
+        self.path = path
+        self.finder = finder
+
+    def fetch(self, startTime: float, endTime: Optional[float], now: Optional[float] = None,
+              requestContext=None):
+        """``((start, end, step), values)`` like whisper, or ``None`` outside the retention."""
+        return self.finder.fetch_paths([self.path], startTime, endTime, now).get(self.path)
+
+    def get_intervals(self, now: Optional[float] = None) -> IntervalSet:
+        """The time this metric can answer for: its base archive's retention up to now."""
+        now = self.finder.now() if now is None else now
+        retention = self.finder.schemas.policy_for(self.path).archives[0].retention
+        return IntervalSet([Interval(now - retention, now)])
+
+    def __repr__(self) -> str:
+        return f"<TurokReader {self.path}>"

@@ -1,0 +1,202 @@
+import json
+import threading
+
+import pytest
+
+from turok_core.aws import make_client
+from turok_core.index import Match, decode_shard, shard_of
+from turok_core.index_store import IndexCache, IndexConflictError, IndexStore
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def s3_objects(config):
+    s3 = make_client("s3", config)
+    listing = s3.list_objects_v2(Bucket=config.index_bucket, Prefix=config.index_prefix)
+    return {item["Key"]: item for item in listing.get("Contents", [])}
+
+
+def test_add_names_creates_manifest_and_shards(turok_config):
+    config = turok_config.replace(index_shards=8)
+    s3 = make_client("s3", config)
+    store = IndexStore(s3, config)
+    names = [f"host{i}.cpu.user" for i in range(40)] + ["a.b;k=v", "bad..name", ""]
+    stats = store.add_names(names + names[:5])
+    assert (stats.names, stats.added, stats.rejected) == (41, 41, 2)
+    touched = {shard_of(n, 8) for n in names if n and ".." not in n}
+    assert stats.shard_writes == len(touched) and stats.conflicts == 0
+
+    objects = s3_objects(config)
+    manifest = json.loads(s3.get_object(Bucket=config.index_bucket, Key="index/manifest.json")["Body"].read())
+    assert manifest == {"version": 1, "shards": 8}
+    assert set(objects) == {"index/manifest.json"} | {f"index/shards-8/{s:05d}.gz" for s in touched}
+    stored = set()
+    for key in objects:
+        if key.endswith(".gz"):
+            shard_names = decode_shard(s3.get_object(Bucket=config.index_bucket, Key=key)["Body"].read())
+            assert shard_names == sorted(shard_names)
+            assert {shard_of(n, 8) for n in shard_names} == {int(key[-8:-3])}
+            stored.update(shard_names)
+    assert stored == set(names) - {"bad..name", ""}
+
+    again = store.add_names(names[:10])  # nothing new: no PUT at all
+    assert (again.added, again.shard_writes) == (0, 0) and again.shards_unchanged > 0
+
+
+def test_manifest_shard_count_wins_over_config(turok_config):
+    s3 = make_client("s3", turok_config)
+    IndexStore(s3, turok_config.replace(index_shards=4)).add_names(["a.b"])
+    later = IndexStore(s3, turok_config.replace(index_shards=32))
+    assert later.shard_count() == 4
+    later.add_names(["c.d"])
+    assert all("/shards-4/" in key for key in s3_objects(turok_config) if key.endswith(".gz"))
+
+
+class StaleFirstRead:
+    """An S3 client whose first GET of a shard happens before another writer's PUT: it forces
+    exactly the lost race the compare-and-swap exists for."""
+
+    def __init__(self, client, intruder) -> None:
+        self._client = client
+        self._intruder = intruder
+        self.fired = False
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def get_object(self, **kwargs):
+        response = self._client.get_object(**kwargs)
+        if not self.fired and "/shards-" in kwargs["Key"]:
+            self.fired = True
+            self._intruder()  # someone else writes the shard between our read and our write
+        return response
+
+
+def test_lost_race_is_retried_and_nothing_is_lost(turok_config):
+    config = turok_config.replace(index_shards=1)  # one shard: every writer contends
+    s3 = make_client("s3", config)
+    IndexStore(s3, config).add_names(["seed.metric"])
+    other = IndexStore(make_client("s3", config), config)
+    racer = StaleFirstRead(s3, lambda: other.add_names(["intruder.metric"]))
+    stats = IndexStore(racer, config, sleep=lambda _: None).add_names(["mine.metric"])
+    assert racer.fired and stats.conflicts == 1 and stats.shard_writes == 1
+    assert set(IndexStore(s3, config).read_shard(0)[0]) == {"seed.metric", "intruder.metric", "mine.metric"}
+
+
+def test_conflict_error_after_bounded_attempts(turok_config):
+    config = turok_config.replace(index_shards=1)
+    s3 = make_client("s3", config)
+    IndexStore(s3, config).add_names(["seed.metric"])
+    counter = iter(range(100))
+
+    class AlwaysStale(StaleFirstRead):
+        def get_object(self, **kwargs):
+            response = self._client.get_object(**kwargs)
+            if "/shards-" in kwargs["Key"]:
+                IndexStore(self._client, config).add_names([f"other{next(counter)}.m"])
+            return response
+
+    with pytest.raises(IndexConflictError):
+        IndexStore(AlwaysStale(s3, None), config, max_attempts=3, sleep=lambda _: None).add_names(["x.y"])
+
+
+def test_concurrent_writers_with_disjoint_names_all_land(turok_config):
+    config = turok_config.replace(index_shards=2)
+    IndexStore(make_client("s3", config), config).shard_count()  # manifest first
+    batches = {w: [f"writer{w}.metric{i}" for i in range(30)] for w in range(4)}
+    results, errors = {}, []
+
+    def write(worker):
+        store = IndexStore(make_client("s3", config), config, max_attempts=50)
+        try:  # many small updates of the same two shards
+            results[worker] = [store.add_names(batches[worker][i:i + 3]) for i in range(0, 30, 3)]
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(25)
+    assert not errors and len(results) == 4
+    assert sum(stats.added for runs in results.values() for stats in runs) == 120
+    store = IndexStore(make_client("s3", config), config)
+    found = set().union(*(store.read_shard(s)[0] for s in range(2)))
+    assert found == {n for names in batches.values() for n in names}
+
+
+def test_cache_revalidates_with_etags_and_sees_new_names(turok_config):
+    config = turok_config.replace(index_shards=4, index_refresh_seconds=5.0)
+    s3 = make_client("s3", config)
+    store = IndexStore(s3, config)
+    names = [f"servers.web{i}.cpu" for i in range(20)]
+    store.add_names(names)
+    objects = 1 + len({shard_of(n, 4) for n in names})  # manifest and the shards that exist
+    clock = ManualClock()
+    cache = IndexCache(make_client("s3", config), config, clock=clock)
+
+    assert [m.path for m in cache.match("servers.web1*.cpu")] == [f"servers.web{i}.cpu" for i in range(1, 20) if str(i).startswith("1")]
+    assert (cache.downloads, cache.not_modified, cache.rebuilds) == (objects, 0, 1)
+    tree = cache.tree
+
+    clock.now += 1  # within the refresh period: no request at all
+    assert cache.names() == sorted(f"servers.web{i}.cpu" for i in range(20))
+    assert (cache.downloads, cache.not_modified) == (objects, 0)
+
+    clock.now += 10  # due: every object revalidated, all 304, same tree
+    assert cache.match("servers.web3.cpu") == [Match("servers.web3.cpu", True)]
+    assert (cache.downloads, cache.not_modified, cache.rebuilds) == (objects, objects, 1)
+    assert cache.tree is tree
+
+    new_shard = shard_of("servers.db1.cpu", 4)
+    store.add_names(["servers.db1.cpu"])  # one shard changes (or appears)
+    assert cache.match("servers.db*.cpu") == []  # not due yet
+    clock.now += 10
+    assert cache.match("servers.db*.cpu") == [Match("servers.db1.cpu", True)]
+    existed = any(shard_of(n, 4) == new_shard for n in names)
+    assert (cache.downloads, cache.not_modified, cache.rebuilds) == (
+        objects + 1, 2 * objects - 1 if existed else 2 * objects, 2)
+
+
+def test_cache_without_an_index_is_empty_and_creates_nothing(turok_config):
+    cache = IndexCache(make_client("s3", turok_config), turok_config)
+    assert cache.names() == [] and cache.match("**") == []
+    assert s3_objects(turok_config) == {}
+
+
+def test_cache_keeps_answering_when_s3_fails_after_the_first_load(turok_config):
+    config = turok_config.replace(index_refresh_seconds=5.0)
+    IndexStore(make_client("s3", config), config).add_names(["a.b.c"])
+
+    class Flaky:
+        def __init__(self, client):
+            self.client, self.broken = client, False
+
+        def get_object(self, **kwargs):
+            if self.broken:
+                raise ConnectionError("S3 is away")
+            return self.client.get_object(**kwargs)
+
+    flaky = Flaky(make_client("s3", config))
+    clock = ManualClock()
+    cache = IndexCache(flaky, config, clock=clock)
+    assert cache.names() == ["a.b.c"]
+    flaky.broken = True
+    clock.now += 10
+    assert cache.match("a.*.c") == [Match("a.b.c", True)] and cache.refresh_errors == 1
+    assert cache.names() == ["a.b.c"] and cache.refresh_errors == 1  # not retried before the period
+    flaky.broken = False
+    IndexStore(make_client("s3", config), config).add_names(["a.d.c"])
+    clock.now += 10
+    assert [m.path for m in cache.match("a.*.c")] == ["a.b.c", "a.d.c"]
+
+    cold = IndexCache(Flaky(make_client("s3", config)), config)
+    cold._s3.broken = True
+    with pytest.raises(ConnectionError):  # no copy yet: the caller (graphite-web) sees the error
+        cold.names()

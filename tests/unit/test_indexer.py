@@ -1,0 +1,134 @@
+"""turok-indexer as a real twistd process against the moto server.
+
+Needs the project installed in the virtualenv (``make install``) so twistd finds its plugin.
+"""
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, VENV_BIN, wait_for
+from turok_core.announcements import encode_announcements
+from turok_core.aws import make_client
+from turok_core.index_store import IndexCache, IndexStore
+from turok_core.queues import MessageQueue
+
+
+def write_ini(path, config):
+    keys = ("aws_endpoint_url", "aws_region", "index_queue_name", "index_bucket", "index_prefix",
+            "index_shards", "receive_wait_seconds", "indexer_pollers", "visibility_timeout_seconds", "queue_name", "dead_letter_queue_name")
+    lines = ["[turok]"] + [f"{key} = {getattr(config, key)}" for key in keys]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def indexer(turok_config, tmp_path):
+    config = turok_config.replace(index_shards=8, indexer_pollers=2, receive_wait_seconds=1,
+                                  visibility_timeout_seconds=30)
+    ini = tmp_path / "turok.ini"
+    write_ini(ini, config)
+    logfile = tmp_path / "indexer.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TUROK_CONFIG", None)
+    process = subprocess.Popen(
+        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", f"--logfile={logfile}", "turok-indexer", "--config", str(ini)],
+        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "poller(s) on queue" in logfile.read_text(), 15, "indexer start")
+        yield config, logfile, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def queue_depth(config):
+    sqs = make_client("sqs", config)
+    url = sqs.get_queue_url(QueueName=config.index_queue_name)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_indexer_process_indexes_announced_names_and_survives_garbage(indexer):
+    config, logfile, process = indexer
+    queue = MessageQueue(make_client("sqs", config), config.index_queue_name)
+    first = [f"servers.web{i}.cpu.user" for i in range(50)]
+    queue.send(["this is not an announcement"] + encode_announcements(first, max_body_bytes=400))
+
+    cache = IndexCache(make_client("s3", config), config.replace(index_refresh_seconds=0))
+    wait_for(lambda: set(first) <= set(cache.names()), 20, "first names in the index")
+    log_text = wait_for(lambda: "no announcement" in logfile.read_text() and logfile.read_text(), 10,
+                        "bad message logged")
+    assert "announcement is not JSON" in log_text
+    assert process.poll() is None  # still running
+
+    # more names, some already known: the indexer keeps going after the garbage body
+    second = first[:10] + [f"apps.api{i}.requests" for i in range(20)]
+    queue.send(encode_announcements(second))
+    wait_for(lambda: {m.path for m in cache.match("apps.*.requests")} == {f"apps.api{i}.requests" for i in range(20)},
+             20, "second names in the index")
+    assert cache.names() == sorted(set(first) | set(second))
+    assert IndexStore(make_client("s3", config), config).shard_count() == 8
+
+    # the good messages were deleted; only the garbage one remains (for the dead-letter queue)
+    wait_for(lambda: queue_depth(config) == 1, 15, "announcements deleted")
+
+    process.terminate()
+    process.wait(15)
+    text = logfile.read_text()
+    print(text)
+    # a graceful stop: twistd re-raises SIGTERM after the reactor stopped, once the loops finished
+    assert process.returncode in (0, -15) and "Main loop terminated" in text
+    assert "turok-indexer counters" in text and "'names_added': 70" in text and "'bad_messages': 1" in text
+    assert "Traceback" not in text
+
+
+def test_messages_are_deleted_only_after_the_index_update_succeeded():
+    """One poll round in-process, with the thread pool replaced by direct calls."""
+    from twisted.internet import defer, task
+
+    from turok_core.config import TurokConfig
+    from turok_core.index_store import AddStats, IndexConflictError
+    from turok_core.queues import ReceivedMessage
+    from turok_core.services.indexer import IndexerService
+
+    class Queue:
+        def __init__(self, bodies):
+            self.messages = [ReceivedMessage(b, f"handle-{i}", f"id-{i}", 1) for i, b in enumerate(bodies)]
+            self.deleted = []
+
+        def receive(self, *args):
+            return list(self.messages)
+
+        def delete(self, handles):
+            self.deleted.extend(handles)
+
+    class Store:
+        def __init__(self):
+            self.fail, self.batches = True, []
+
+        def add_names(self, names):
+            self.batches.append(list(names))
+            if self.fail:
+                raise IndexConflictError("lost every race")
+            return AddStats(names=len(set(names)), added=len(set(names)), shard_writes=1, conflicts=2)
+
+    bodies = encode_announcements(["a.b", "c.d"], max_body_bytes=30) + ["{not json"]
+    queue, store = Queue(bodies), Store()
+    service = IndexerService(TurokConfig(), reactor=task.Clock(), store=store, queue=queue)
+    service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
+
+    failures = []
+    service.poll_once().addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(IndexConflictError)
+    assert queue.deleted == []  # the index did not take them: SQS will deliver them again
+    assert store.batches == [["a.b", "c.d"]]  # both announcements in one add_names call
+
+    store.fail = False
+    service.poll_once()
+    assert sorted(queue.deleted) == ["handle-0", "handle-1"]  # never the bad body (handle-2)
+    counters = service.counters
+    assert (counters.bad_messages, counters.names_added, counters.shard_writes, counters.conflicts_retried) == (2, 2, 1, 2)

@@ -1,0 +1,345 @@
+"""The metric-name index on S3: a manifest and hash shards, updated by compare-and-swap.
+
+Layout under ``config.index_prefix`` in ``config.index_bucket``::
+
+    manifest.json                 {"version": 1, "shards": 64}
+    shards-64/00017.gz            gzip of sorted names, one per line (turok_core.index)
+
+The shard count lives in the manifest, written once with ``If-None-Match: *``; every writer and
+reader uses the manifest's count, so changing ``index_shards`` later never splits the index.
+Writers merge into a shard and PUT it with ``If-Match: <ETag>`` (``If-None-Match: *`` when
+creating); a lost race (412/409, or the object vanished) re-reads and retries with jittered
+backoff. Readers (``IndexCache``) revalidate each shard with ``If-None-Match: <ETag>``.
+
+Blocking boto3 calls; services run these in their AWS thread pool.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+from botocore.exceptions import ClientError
+
+from .config import TurokConfig
+from .index import Match, NameTree, decode_shard, encode_shard, shard_of, valid_name
+
+log = logging.getLogger("turok.index")
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+_CONFLICT_STATUSES = (409, 412)
+
+
+class IndexConflictError(RuntimeError):
+    """A shard kept changing under us for every attempt; the caller should retry later."""
+
+
+class IndexFormatError(ValueError):
+    """The manifest on S3 is not one Turok wrote."""
+
+
+@dataclass
+class AddStats:
+    """What one ``add_names`` call did."""
+    names: int = 0  # distinct valid names offered
+    added: int = 0  # names that were new to the index
+    rejected: int = 0  # names that cannot be indexed (empty, line breaks, empty components)
+    shard_writes: int = 0  # successful PUTs
+    shards_unchanged: int = 0  # shards that already held every offered name (no PUT)
+    conflicts: int = 0  # lost compare-and-swap races, each followed by a retry
+
+
+def _status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _is_missing(error: ClientError) -> bool:
+    return _status(error) == 404 or _code(error) in ("NoSuchKey", "404")
+
+
+def _is_not_modified(error: ClientError) -> bool:
+    return _status(error) == 304 or _code(error) in ("304", "NotModified")
+
+
+def _is_conflict(error: ClientError) -> bool:
+    return _status(error) in _CONFLICT_STATUSES or _code(error) in (
+        "PreconditionFailed", "ConditionalRequestConflict")
+
+
+class IndexLayout:
+    """Object keys of one index (prefix) for a given shard count."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.prefix}{MANIFEST_NAME}"
+
+    def shard_key(self, shard: int, shards: int) -> str:
+        return f"{self.prefix}shards-{shards}/{shard:05d}.gz"
+
+
+def parse_manifest(body: bytes) -> int:
+    """The shard count recorded in a manifest object."""
+    try:
+        manifest = json.loads(body)
+        shards = int(manifest["shards"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"index manifest is not valid: {exc}") from None
+    if manifest.get("version") != MANIFEST_VERSION or shards < 1:
+        raise IndexFormatError(f"unsupported index manifest {manifest!r}")
+    return shards
+
+
+class IndexStore:
+    """Adds metric names to the S3 index; safe with any number of concurrent writers."""
+
+    def __init__(self, client, config: TurokConfig, max_attempts: Optional[int] = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._s3 = client
+        self._bucket = config.index_bucket
+        self._layout = IndexLayout(config.index_prefix)
+        self._configured_shards = config.index_shards
+        self._max_attempts = max(1, max_attempts or config.write_max_attempts)
+        self._sleep = sleep
+        self._shards: Optional[int] = None
+
+    @property
+    def layout(self) -> IndexLayout:
+        return self._layout
+
+    def shard_count(self) -> int:
+        """The index's shard count: the manifest's, creating the manifest when there is none."""
+        if self._shards is None:
+            self._shards = self._load_or_create_manifest()
+        return self._shards
+
+    def _load_or_create_manifest(self) -> int:
+        key = self._layout.manifest_key
+        for _ in range(self._max_attempts):
+            try:
+                body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+                return parse_manifest(body)
+            except ClientError as exc:
+                if not _is_missing(exc):
+                    raise
+            manifest = json.dumps({"version": MANIFEST_VERSION, "shards": self._configured_shards})
+            try:
+                self._s3.put_object(Bucket=self._bucket, Key=key, Body=manifest.encode("utf-8"),
+                                    ContentType="application/json", IfNoneMatch="*")
+                return self._configured_shards
+            except ClientError as exc:
+                if not _is_conflict(exc):
+                    raise
+                # another writer created it first: read theirs
+        raise IndexConflictError("could not read or create the index manifest")
+
+    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
+        """The names of one shard and its ETag (``None`` when the shard does not exist yet)."""
+        key = self._layout.shard_key(shard, self.shard_count())
+        try:
+            response = self._s3.get_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return set(), None
+            raise
+        return set(decode_shard(response["Body"].read())), response["ETag"]
+
+    def add_names(self, names: Iterable[str]) -> AddStats:
+        """Merge ``names`` into the index: one conditional PUT per shard that gains a name.
+
+        Raises ``IndexConflictError`` when a shard lost every compare-and-swap attempt; shards
+        written before that keep their names (adding is idempotent, so the caller just retries).
+        """
+        stats = AddStats()
+        shards = self.shard_count()
+        groups: dict[int, set[str]] = {}
+        for name in set(names):
+            if not valid_name(name):
+                stats.rejected += 1
+                continue
+            stats.names += 1
+            groups.setdefault(shard_of(name, shards), set()).add(name)
+        for shard in sorted(groups):
+            self._add_to_shard(shard, groups[shard], stats)
+        return stats
+
+    def _add_to_shard(self, shard: int, names: set[str], stats: AddStats) -> None:
+        key = self._layout.shard_key(shard, self.shard_count())
+        for attempt in range(self._max_attempts):
+            current, etag = self.read_shard(shard)
+            new = names - current
+            if not new:
+                stats.shards_unchanged += 1
+                return
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self._s3.put_object(Bucket=self._bucket, Key=key, Body=encode_shard(current | new),
+                                    ContentType="application/gzip", **condition)
+            except ClientError as exc:
+                # If-Match on a vanished object answers 404: a race as well
+                if not (_is_conflict(exc) or (etag and _is_missing(exc))):
+                    raise
+                stats.conflicts += 1
+                if attempt + 1 < self._max_attempts:
+                    self._sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.5))
+                continue
+            stats.shard_writes += 1
+            stats.added += len(new)
+            return
+        raise IndexConflictError(f"shard {key} kept changing for {self._max_attempts} attempts")
+
+
+class IndexCache:
+    """A reader's local copy of the whole index, revalidated by ETag at most every refresh period.
+
+    ``match``/``names`` answer from the current ``NameTree``; a refresh due on a call revalidates
+    every shard (``If-None-Match``, so unchanged shards cost a 304 and no body) and builds a new
+    tree only when some shard changed. Threads share one cache: one refreshes, the others keep
+    answering from the tree they have (a new tree replaces the old one whole).
+    """
+
+    def __init__(self, client, config: TurokConfig, clock: Callable[[], float] = time.monotonic,
+                 parallelism: int = 8) -> None:
+        self._s3 = client
+        self._bucket = config.index_bucket
+        self._layout = IndexLayout(config.index_prefix)
+        self._refresh_seconds = config.index_refresh_seconds
+        self._clock = clock
+        self._parallelism = max(1, min(parallelism, config.aws_max_pool_connections))
+        self._lock = threading.Lock()
+        self._shards: Optional[int] = None
+        self._manifest_etag: Optional[str] = None
+        self._shard_names: dict[int, list[str]] = {}
+        self._etags: dict[int, str] = {}
+        self._tree: Optional[NameTree] = None
+        self._checked_at: Optional[float] = None
+        # observability (and what the tests count)
+        self.downloads = 0  # GETs that returned a body
+        self.not_modified = 0  # GETs answered 304
+        self.rebuilds = 0  # NameTrees built
+        self.refresh_errors = 0  # failed revalidations (the previous tree kept answering)
+
+    @property
+    def tree(self) -> NameTree:
+        """The current tree, refreshed first when the refresh period has passed."""
+        self.maybe_refresh()
+        return self._tree  # type: ignore[return-value]
+
+    def names(self) -> list[str]:
+        """Every indexed name, sorted."""
+        return self.tree.names()
+
+    def match(self, pattern: str) -> list[Match]:
+        """``NameTree.match`` on the current tree."""
+        return self.tree.match(pattern)
+
+    def maybe_refresh(self) -> bool:
+        """Refresh when due; True when the tree changed. Once a first tree exists this never waits
+        on another refreshing thread, and a failed refresh is logged while the old tree answers."""
+        now = self._clock()
+        if self._tree is not None and self._checked_at is not None \
+                and now - self._checked_at < self._refresh_seconds:
+            return False
+        blocking = self._tree is None
+        if not self._lock.acquire(blocking=blocking):
+            return False
+        try:
+            if self._tree is not None and self._checked_at is not None \
+                    and self._clock() - self._checked_at < self._refresh_seconds:
+                return False  # another thread refreshed while we waited
+            if blocking:
+                return self._refresh_locked()  # nothing to answer from: the caller sees the error
+            try:
+                return self._refresh_locked()
+            except Exception as exc:  # S3 unreachable: serve what we have, retry next period
+                self.refresh_errors += 1
+                self._checked_at = self._clock()
+                log.warning("index refresh from s3://%s/%s failed, answering from the previous copy: %r",
+                            self._bucket, self._layout.prefix, exc)
+                return False
+        finally:
+            self._lock.release()
+
+    def refresh(self) -> bool:
+        """Revalidate now, whatever the period; True when the tree changed."""
+        with self._lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        shards = self._read_manifest()
+        changed = False
+        if shards != self._shards:
+            self._shards = shards
+            self._shard_names, self._etags = {}, {}
+            changed = True
+        if shards:
+            with ThreadPoolExecutor(max_workers=self._parallelism) as pool:
+                results = list(pool.map(self._revalidate, range(shards)))
+            for shard, (outcome, result) in enumerate(results):
+                if outcome == "not-modified":
+                    self.not_modified += 1
+                elif outcome == "downloaded":
+                    self.downloads += 1
+                if result is not None:
+                    names, etag = result
+                    self._shard_names[shard] = names
+                    if etag is None:
+                        self._etags.pop(shard, None)
+                    else:
+                        self._etags[shard] = etag
+                    changed = True
+        if changed or self._tree is None:
+            self._tree = NameTree(name for names in self._shard_names.values() for name in names)
+            self.rebuilds += 1
+        self._checked_at = self._clock()
+        return changed
+
+    def _read_manifest(self) -> int:
+        """The manifest's shard count (0 while no index exists; readers never create it)."""
+        kwargs = {"Bucket": self._bucket, "Key": self._layout.manifest_key}
+        if self._manifest_etag and self._shards:
+            kwargs["IfNoneMatch"] = self._manifest_etag
+        try:
+            response = self._s3.get_object(**kwargs)
+        except ClientError as exc:
+            if _is_not_modified(exc):
+                self.not_modified += 1
+                return self._shards or 0
+            if _is_missing(exc):
+                self._manifest_etag = None
+                return 0
+            raise
+        self.downloads += 1
+        self._manifest_etag = response["ETag"]
+        return parse_manifest(response["Body"].read())
+
+    def _revalidate(self, shard: int) -> tuple[str, Optional[tuple[list[str], Optional[str]]]]:
+        """(outcome, new (names, etag) of a shard or None when our copy is current).
+
+        Runs in worker threads: it only reads shared state; the caller records the outcome."""
+        key = self._layout.shard_key(shard, self._shards or 1)
+        kwargs = {"Bucket": self._bucket, "Key": key}
+        known = self._etags.get(shard)
+        if known:
+            kwargs["IfNoneMatch"] = known
+        try:
+            response = self._s3.get_object(**kwargs)
+        except ClientError as exc:
+            if _is_not_modified(exc):
+                return "not-modified", None
+            if _is_missing(exc):
+                return "missing", (None if shard not in self._shard_names else ([], None))
+            raise
+        return "downloaded", (decode_shard(response["Body"].read()), response["ETag"])
