@@ -72,29 +72,41 @@ class MessageQueue:
     def send(self, bodies: Iterable[str]) -> int:
         """Send every body with SendMessageBatch, retrying failed entries; returns calls made.
 
-        Raises ``QueueSendError`` with the bodies still unsent after ``max_attempts``.
+        Every batch is tried even when an earlier one failed; raises ``QueueSendError`` listing
+        all bodies still unsent after ``max_attempts``.
         """
         calls = 0
+        unsent: list[str] = []
+        errors: list[str] = []
         for batch in batch_bodies(list(bodies), self._max_message_bytes):
-            pending = batch
-            for attempt in range(self._max_attempts):
-                entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(pending)]
-                try:
-                    response = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
-                    calls += 1
-                except Exception as exc:  # network or service error: retry the whole batch
-                    if attempt + 1 == self._max_attempts:
-                        raise QueueSendError(f"SendMessageBatch to {self.name} failed: {exc}", pending) from exc
-                    self._backoff(attempt)
-                    continue
-                failed = {int(f["Id"]) for f in response.get("Failed", [])}
-                pending = [pending[i] for i in sorted(failed)]
-                if not pending:
-                    break
-                if attempt + 1 == self._max_attempts:
-                    raise QueueSendError(f"{len(pending)} messages to {self.name} kept failing", pending)
-                self._backoff(attempt)
+            made, left, error = self._send_batch(batch)
+            calls += made
+            if left:
+                unsent.extend(left)
+                errors.append(error)
+        if unsent:
+            raise QueueSendError(f"{len(unsent)} bodies to {self.name} unsent: {errors[0]}", unsent)
         return calls
+
+    def _send_batch(self, batch: list[str]) -> tuple[int, list[str], str]:
+        """One SendMessageBatch with retries: (calls made, bodies still unsent, last error)."""
+        calls, pending, error = 0, batch, ""
+        for attempt in range(self._max_attempts):
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(pending)]
+            try:
+                response = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
+                calls += 1
+            except Exception as exc:  # network or service error: retry the whole batch
+                error = f"SendMessageBatch failed: {exc}"
+            else:
+                failed = response.get("Failed", [])
+                pending = [pending[int(f["Id"])] for f in sorted(failed, key=lambda f: int(f["Id"]))]
+                if not pending:
+                    return calls, [], ""
+                error = f"entries kept failing: {failed[0].get('Code')} {failed[0].get('Message', '')}"
+            if attempt + 1 < self._max_attempts:
+                self._backoff(attempt)
+        return calls, pending, error
 
     def receive(self, max_messages: int = SQS_BATCH_ENTRIES, wait_seconds: int = 20,
                 visibility_timeout: int | None = None) -> list[ReceivedMessage]:

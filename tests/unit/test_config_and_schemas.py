@@ -117,3 +117,33 @@ def test_sqs_batches_hold_at_most_ten_bodies_and_the_size_limit():
     assert [len(b) for b in batches] == [10, 10, 5]
     batches = batch_bodies(["x" * 100_000] * 5, 262144)
     assert [len(b) for b in batches] == [2, 2, 1]
+
+
+class _FlakyClient:
+    """SendMessageBatch that fails whole calls for the first batch and one entry once."""
+
+    def __init__(self):
+        self.sent, self.calls = [], 0
+
+    def get_queue_url(self, QueueName):
+        return {"QueueUrl": "q"}
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.calls += 1
+        if any(e["MessageBody"].startswith("doomed") for e in Entries):
+            raise ConnectionError("endpoint down")
+        failed = [{"Id": e["Id"], "Code": "InternalError"} for e in Entries
+                  if e["MessageBody"] == "flaky" and self.calls == 2]
+        self.sent += [e["MessageBody"] for e in Entries if e["Id"] not in {f["Id"] for f in failed}]
+        return {"Failed": failed}
+
+
+def test_queue_send_retries_failed_entries_and_still_tries_later_batches():
+    from turok_core.queues import MessageQueue, QueueSendError
+
+    client = _FlakyClient()
+    queue = MessageQueue(client, "q", max_message_bytes=20, max_attempts=3, sleep=lambda s: None)
+    with pytest.raises(QueueSendError) as raised:
+        queue.send(["doomed" + "x" * 10, "flaky", "ok" + "y" * 10])
+    assert raised.value.bodies == ["doomed" + "x" * 10]
+    assert sorted(client.sent) == ["flaky", "ok" + "y" * 10]
