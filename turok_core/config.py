@@ -60,6 +60,9 @@ class TurokConfig:
     aws_threads: int = 8
     # --- finder
     index_refresh_seconds: float = 5.0
+    # --- the embedded local stack (`make run`): local AWS endpoint and graphite-web
+    local_aws_port: int = 5000
+    graphite_port: int = 8080
 
     @property
     def schemas_path(self) -> Path:

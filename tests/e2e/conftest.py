@@ -1,0 +1,43 @@
+"""The whole stack as real processes: moto server, twistd services and graphite-web."""
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+from turok_core.config import TurokConfig
+from turok_core.services.localstack import LocalStack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """A running LocalStack on free loopback ports, using the checkout's code."""
+    config = TurokConfig(
+        table_prefix=f"e2e{uuid.uuid4().hex[:6]}",
+        plaintext_port=free_port(),
+        plaintext_udp_port=free_port(),
+        pickle_port=free_port(),
+        statsd_port=free_port(),
+        local_aws_port=free_port(),
+        graphite_port=free_port(),
+        window_grace_seconds=2,
+        flush_interval_seconds=0.5,
+        receive_wait_seconds=1,
+        index_refresh_seconds=0.5,
+    )
+    local = LocalStack(config, tmp_path_factory.mktemp("stack"), extra_env={"PYTHONPATH": str(ROOT)})
+    try:
+        local.start(timeout=90)
+        yield local
+    finally:
+        local.stop()
+
+
+def graphite_get(stack, path: str, **params):
+    url = f"{stack.graphite_url}{path}?{urllib.parse.urlencode(params, doseq=True)}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())

@@ -1,0 +1,101 @@
+"""Carbon plaintext in over TCP and UDP, graphite-web's render and find APIs out, on real processes."""
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import boto3
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import graphite_get
+from turok_core.aws import make_client
+from turok_core.naming import table_name
+
+STEP = 10  # the shipped default schema's base resolution
+
+
+@pytest.fixture(scope="module")
+def midnight():
+    """The latest UTC midnight with a minute of history after it that is already closed."""
+    now = int(time.time())
+    day = now - now % 86400
+    return day if now - day > 180 else day - 86400
+
+
+def send_tcp(port: int, payload: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(payload)
+    return sock
+
+
+def render(stack, target: str, start: int, end: int):
+    series = graphite_get(stack, "/render", target=target, format="json", **{"from": start, "until": end})
+    return {point[1]: point[0] for s in series for point in s["datapoints"]}
+
+
+def test_plaintext_tcp_and_udp_reach_graphite_web_across_two_utc_days(stack, midnight):
+    m = midnight
+    tcp_lines = [
+        f"e2e.tcp.avg 1 {m - 30}", f"e2e.tcp.avg 3 {m - 25}",  # one 10 s slot: average 2
+        f"e2e.tcp.avg 10 {m - 10}", f"e2e.tcp.avg 20 {m + 10}",
+        f"e2e.tcp.hits.count 5 {m + 10}", f"e2e.tcp.hits.count 7 {m + 15}",  # sum → 12
+        f"e2e.tcp.hits.count 1 {m - 50}",
+    ]
+    sock = send_tcp(stack.config.plaintext_port, ("\n".join(tcp_lines) + "\n").encode())
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.sendto(f"e2e.udp.load 0.5 {m - 20}\ne2e.udp.load 1.5 {m + 20}\n".encode(),
+               ("127.0.0.1", stack.config.plaintext_udp_port))
+    udp.sendto(f"e2e.udp.load 2.5 {m + 30}".encode(), ("127.0.0.1", stack.config.plaintext_udp_port))
+    sock.close()
+
+    start, end = m - 60, m + 60
+    expected = {
+        "e2e.tcp.avg": {m - 30: 2.0, m - 10: 10.0, m + 10: 20.0},
+        "e2e.tcp.hits.count": {m - 50: 1.0, m + 10: 12.0},
+        "e2e.udp.load": {m - 20: 0.5, m + 20: 1.5, m + 30: 2.5},
+    }
+    for target, points in expected.items():
+        got = wait_for(lambda: (lambda r: r if {t: v for t, v in r.items() if v is not None} == points else None)(
+            render(stack, target, start, end)), 90, f"{target} in graphite-web", interval=0.5)
+        # whisper's alignment: the first slot is from - from % step + step, the last is until's
+        assert sorted(got) == list(range(start + STEP, end + STEP, STEP))
+
+    found = graphite_get(stack, "/metrics/find", query="e2e.*")
+    assert sorted((n["text"], n["leaf"]) for n in found) == [("tcp", 0), ("udp", 0)]
+    found = graphite_get(stack, "/metrics/find", query="e2e.tcp.{avg,hits}")
+    assert sorted((n["text"], n["leaf"]) for n in found) == [("avg", 1), ("hits", 0)]
+    found = graphite_get(stack, "/metrics/find", query="e2e.*.[a-h]*", format="completer")["metrics"]
+    assert sorted((n["path"], n["is_leaf"]) for n in found) == [("e2e.tcp.avg", "1"), ("e2e.tcp.hits.", "0")]
+
+    tables = make_client("dynamodb", stack.config).list_tables()["TableNames"]
+    prefix, joiner = stack.config.table_prefix, stack.config.table_joiner
+    assert table_name(prefix, joiner, m - 1, STEP) in tables  # e.g. e2e…_24-11-2026_10sec
+    assert table_name(prefix, joiner, m, STEP) in tables
+    assert f"{prefix}_" + time.strftime("%d-%m-%Y", time.gmtime(m)) + "_10sec" in tables
+
+
+def test_malformed_lines_are_counted_and_the_connection_stays_up(stack, midnight):
+    m = midnight
+    sock = send_tcp(stack.config.plaintext_port,
+                    f"e2e.mixed.good 1 {m - 40}\n".encode()
+                    + b"garbage\n"
+                    + b"e2e.mixed.bad notanumber 123\n"
+                    + b"\xff\xfe.bad.utf8 1 123\n"
+                    + b"e2e.mixed.bad 1 2 3 4\n"
+                    + f"e2e.mixed.nan nan {m - 40}\n".encode())
+    time.sleep(0.5)
+    sock.sendall(f"e2e.mixed.good 2 {m - 30}\n".encode())  # same connection, still served
+    sock.close()
+    got = wait_for(lambda: (lambda r: r if r.get(m - 30) == 2.0 else None)(render(stack, "e2e.mixed.good", m - 60, m)),
+                   90, "good lines next to malformed ones", interval=0.5)
+    assert got[m - 40] == 1.0
+    assert graphite_get(stack, "/metrics/find", query="e2e.mixed.*") == [
+        n for n in graphite_get(stack, "/metrics/find", query="e2e.mixed.*") if n["text"] == "good"]
+    def reported_bad_lines():
+        counts = re.findall(r"(\d+) malformed plaintext line", stack.log_path("gateway").read_text())
+        return sum(map(int, counts)) == 4
+
+    # garbage, a non-number, a non-UTF-8 name and a line of five fields; NaN is dropped silently
+    wait_for(reported_bad_lines, 30, "the gateway to log exactly the 4 malformed lines")
