@@ -23,6 +23,7 @@ from turok_core.config import TurokConfig
 from turok_core.message import TurokMessage
 from turok_core.plaintext import ParsedLines
 from turok_core.queues import MessageQueue, QueueSendError, batch_bodies
+from turok_core.ratelimit import Throttle
 from turok_core.schemas import load_schemas
 from turok_core.services.threads import start_aws_threadpool
 from turok_core.windows import WindowBuffer
@@ -63,23 +64,6 @@ class _SendResult:
     error: Optional[BaseException] = None
 
 
-class _Throttle:
-    """True at most once per ``interval`` seconds for each kind of event."""
-
-    def __init__(self, clock: Callable[[], float], interval: float) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last: dict[str, float] = {}
-
-    def ready(self, kind: str) -> bool:
-        now = self._clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            return False
-        self._last[kind] = now
-        return True
-
-
 class GatewayService(service.Service):
     """Window buffer, periodic flush to SQS and counters; ``accept`` is the listeners' sink."""
 
@@ -111,9 +95,9 @@ class GatewayService(service.Service):
         self._idle_waiters: list[defer.Deferred] = []
         self._bad_pending = 0
         self._bad_example: Optional[tuple[bytes, str]] = None
-        self._bad_log = _Throttle(self.clock, BAD_LINE_LOG_INTERVAL)
-        self._error_log = _Throttle(self.clock, ERROR_LOG_INTERVAL)
-        self._stats_log = _Throttle(self.clock, STATS_LOG_INTERVAL)
+        self._bad_log = Throttle(self.clock, BAD_LINE_LOG_INTERVAL)
+        self._error_log = Throttle(self.clock, ERROR_LOG_INTERVAL)
+        self._stats_log = Throttle(self.clock, STATS_LOG_INTERVAL)
 
     # --- input (reactor thread) ---------------------------------------------------------------
     def accept(self, parsed: ParsedLines, source: str = "") -> None:

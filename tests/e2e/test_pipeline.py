@@ -5,7 +5,6 @@ import re
 import socket
 import time
 
-import boto3
 import pytest
 
 from tests.conftest import wait_for

@@ -156,11 +156,12 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     from twisted.logger import globalLogPublisher
 
     from turok_core.queues import ReceivedMessage
+    from turok_core.services import consumer as consumer_module
     from turok_core.services import turokd as turokd_module
 
     # the AWS thread pool, run inline: the fakes below never block
-    monkeypatch.setattr(turokd_module, "start_aws_threadpool", lambda reactor, size, name: None)
-    monkeypatch.setattr(turokd_module, "deferToThreadPool",
+    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
+    monkeypatch.setattr(consumer_module, "deferToThreadPool",
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
     clock = task.Clock()
     config = turok_config.replace(turokd_pollers=1)

@@ -140,20 +140,24 @@ class LocalStack:
         _wait(lambda: urllib.request.urlopen(self.graphite_url + "/metrics/find?query=*", timeout=5).status == 200,
               timeout, "graphite-web", self.processes)
 
-    def stop(self, timeout: float = 20.0) -> dict[str, int]:
-        """SIGTERM every part (gateway first, so it can flush), then SIGKILL stragglers."""
-        order = ["gateway", "graphite-web", "turokd", "indexer", "moto"]
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM the gateway first (it flushes its windows to SQS), then the consumers and
+        graphite-web together, then the local AWS endpoint; SIGKILL whatever outlives ``timeout``."""
+        stages = [["gateway"], ["graphite-web", "turokd", "indexer"], ["moto"]]
         codes: dict[str, int] = {}
-        for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else 0):
-            process = self.processes[name]
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        for stage in stages:
+            running = [self.processes[name] for name in stage if name in self.processes]
+            for process in running:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for name, process in zip([n for n in stage if n in self.processes], running):
                 try:
-                    process.wait(timeout)
+                    process.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-            codes[name] = process.returncode
+                codes[name] = process.returncode
         for log in self._logs:
             log.close()
         self.processes.clear()
@@ -171,6 +175,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--run-dir", default=".run", help="where logs, config and graphite-web's database go")
     args = parser.parse_args(argv)
     stack = LocalStack(load_config(args.config), Path(args.run_dir).resolve())
+    # a stack started from a script's background job inherits SIGINT ignored: take it back
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()

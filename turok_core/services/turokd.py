@@ -8,12 +8,11 @@ call runs in the service's AWS thread pool, never on the reactor thread.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 from twisted.application import service
-from twisted.internet import defer, task
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..announcements import encode_announcements
@@ -22,13 +21,10 @@ from ..config import TurokConfig
 from ..ingest import Announcer, BatchResult, process_batch
 from ..queues import SQS_BATCH_ENTRIES, MessageQueue
 from ..storage import BlockStore
-from .indexer import RateLimitedLog
-from .threads import start_aws_threadpool
+from .consumer import QueueConsumerService, RateLimitedLog
 
 log = Logger(namespace="turok.turokd")
 
-STATS_LOG_INTERVAL = 60.0
-MAX_ERROR_BACKOFF = 30.0
 REJECT_LOG_INTERVAL = 10.0
 
 
@@ -47,75 +43,36 @@ class TurokdCounters:
     errors: int = 0  # failed rounds (nothing acknowledged; SQS redelivers)
 
 
-class TurokdService(service.Service):
-    """The poll loops; ``stopService`` waits until every loop has finished its current batch."""
+class TurokdService(QueueConsumerService):
+    """turokd's poll loops; ``stopService`` waits until each has finished its batch."""
 
     name = "turokd"
 
     def __init__(self, config: TurokConfig, reactor=None, store: Optional[BlockStore] = None,
                  queue: Optional[MessageQueue] = None, index_queue: Optional[MessageQueue] = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-            reactor = default_reactor
-        self.config = config
+        super().__init__(config, log, reactor)
         self.counters = TurokdCounters()
         self.announcer = Announcer()
-        self._reactor = reactor
         self._store = store
         self._queue = queue
         self._index_queue = index_queue
-        self._pool = None
-        self._loops: list[defer.Deferred] = []
-        self._stats_call: Optional[task.LoopingCall] = None
-        self._errors = RateLimitedLog(log, reactor)
-        self._rejections = RateLimitedLog(log, reactor, REJECT_LOG_INTERVAL)
+        self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
 
-    def startService(self) -> None:
-        super().startService()
+    @property
+    def pollers(self) -> int:
+        return self.config.turokd_pollers
+
+    def connect(self) -> None:
         config = self.config
-        self._pool = start_aws_threadpool(self._reactor, config.aws_threads, "turokd-aws")
         if self._store is None:
             self._store = BlockStore(make_client("dynamodb", config), config)
-        sqs = None
         if self._queue is None or self._index_queue is None:
             sqs = make_client("sqs", config)
-        if self._queue is None:
-            self._queue = MessageQueue.from_config(sqs, config, config.queue_name)
-        if self._index_queue is None:
-            self._index_queue = MessageQueue.from_config(sqs, config, config.index_queue_name)
+            self._queue = self._queue or MessageQueue.from_config(sqs, config, config.queue_name)
+            self._index_queue = self._index_queue or MessageQueue.from_config(sqs, config, config.index_queue_name)
         log.info("turokd: {pollers} poller(s) on queue {queue}, tables {prefix}{joiner}…, "
                  "announcing to {index_queue}", pollers=config.turokd_pollers, queue=config.queue_name,
                  prefix=config.table_prefix, joiner=config.table_joiner, index_queue=config.index_queue_name)
-        self._loops = [self._poll_loop(number) for number in range(max(1, config.turokd_pollers))]
-        self._stats_call = task.LoopingCall(self._log_stats)
-        self._stats_call.clock = self._reactor
-        self._stats_call.start(STATS_LOG_INTERVAL, now=False)
-
-    def stopService(self) -> defer.Deferred:
-        super().stopService()
-        if self._stats_call is not None and self._stats_call.running:
-            self._stats_call.stop()
-        loops, self._loops = self._loops, []
-        done = defer.DeferredList(loops, consumeErrors=True)
-        done.addCallback(lambda _: self._log_stats())
-        return done
-
-    def _in_pool(self, function, *args, **kwargs) -> defer.Deferred:
-        return deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
-
-    @defer.inlineCallbacks
-    def _poll_loop(self, number: int):
-        failures = 0
-        while self.running:
-            try:
-                yield self.poll_once()
-                failures = 0
-            except Exception as exc:  # keep polling whatever went wrong; SQS redelivers
-                failures += 1
-                self.counters.errors += 1
-                self._errors.error("poll", "turokd poller {number}: {error!r}", number=number, error=exc)
-                delay = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** min(failures, 8))
-                yield task.deferLater(self._reactor, delay, lambda: None)
 
     @defer.inlineCallbacks
     def poll_once(self):
@@ -163,9 +120,6 @@ class TurokdService(service.Service):
         counters.items_unchanged += stats.items_unchanged
         counters.write_units += stats.write_units
         counters.tables_created += stats.tables_created
-
-    def _log_stats(self) -> None:
-        log.info("turokd counters: {counters}", counters=asdict(self.counters))
 
 
 def make_turokd_service(config: TurokConfig) -> service.IService:

@@ -1,0 +1,107 @@
+"""What turokd and turok-indexer share: poll loops over an SQS queue in an AWS thread pool.
+
+Each of ``pollers`` loops calls the subclass's ``poll_once`` (receive → work → delete) until the
+service stops; a failed round is logged (rate-limited), backed off and retried, never fatal,
+since SQS redelivers whatever was not deleted. ``stopService`` waits for the rounds in flight.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Callable, Optional
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ..config import TurokConfig
+from ..ratelimit import Throttle
+from .threads import start_aws_threadpool
+
+ERROR_LOG_INTERVAL = 30.0  # seconds between two log lines about the same kind of failure
+STATS_LOG_INTERVAL = 60.0
+MAX_ERROR_BACKOFF = 30.0
+
+
+class RateLimitedLog:
+    """At most one error line per kind of failure every ``interval`` seconds, counting the rest."""
+
+    def __init__(self, logger: Logger, clock: Callable[[], float], interval: float = ERROR_LOG_INTERVAL) -> None:
+        self._log = logger
+        self._throttle = Throttle(clock, interval)
+
+    def error(self, kind: str, format: str, **kwargs) -> None:
+        if not self._throttle.ready(kind):
+            return
+        suppressed = self._throttle.suppressed(kind)
+        if suppressed:
+            format += " ({suppressed} similar failures not logged)"
+        self._log.error(format, suppressed=suppressed, **kwargs)
+
+
+class QueueConsumerService(service.Service):
+    """Base of the SQS consumers. Subclasses set ``name`` and ``counters`` (a dataclass with an
+    ``errors`` field), pass their logger, and implement ``pollers``, ``connect`` and ``poll_once``."""
+
+    def __init__(self, config: TurokConfig, logger: Logger, reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+            reactor = default_reactor
+        self.config = config
+        self._log = logger  # an instance attribute: a Logger read off a class renames itself
+        self._reactor = reactor
+        self._pool = None
+        self._loops: list[defer.Deferred] = []
+        self._stats_call: Optional[task.LoopingCall] = None
+        self._errors = RateLimitedLog(logger, reactor.seconds)
+
+    @property
+    def pollers(self) -> int:
+        raise NotImplementedError
+
+    def connect(self) -> None:
+        """Create the AWS clients not injected by a test, and log what the service serves."""
+        raise NotImplementedError
+
+    def poll_once(self) -> defer.Deferred:
+        """One receive → work → delete round."""
+        raise NotImplementedError
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool = start_aws_threadpool(self._reactor, self.config.aws_threads, f"{self.name}-aws")
+        self.connect()
+        self._loops = [self._poll_loop(number) for number in range(max(1, self.pollers))]
+        self._stats_call = task.LoopingCall(self._log_stats)
+        self._stats_call.clock = self._reactor
+        self._stats_call.start(STATS_LOG_INTERVAL, now=False)
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        if self._stats_call is not None and self._stats_call.running:
+            self._stats_call.stop()
+        loops, self._loops = self._loops, []
+        done = defer.DeferredList(loops, consumeErrors=True)
+        done.addCallback(lambda _: self._log_stats())
+        return done
+
+    def _in_pool(self, function, *args, **kwargs) -> defer.Deferred:
+        return deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
+
+    @defer.inlineCallbacks
+    def _poll_loop(self, number: int):
+        failures = 0
+        while self.running:
+            try:
+                yield self.poll_once()
+                failures = 0
+            except Exception as exc:  # keep polling whatever went wrong; SQS redelivers
+                failures += 1
+                self.counters.errors += 1
+                self._errors.error("poll", "{service} poller {number}: {error!r}",
+                                   service=self.name, number=number, error=exc)
+                delay = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** min(failures, 8))
+                yield task.deferLater(self._reactor, delay, lambda: None)
+
+    def _log_stats(self) -> None:
+        self._log.info("{service} counters: {counters}", service=self.name, counters=asdict(self.counters))
