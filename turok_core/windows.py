@@ -7,8 +7,9 @@ flight), not metrics. A window is released once ``slot + step + grace <= now``: 
 points that arrive a little late still join their window.
 
 Late data: a point whose window was already released is buffered again in a fresh window and
-released at the next ``release`` call, as a second message for the same slot; turokd merges
-messages for one slot (that is the at-least-once design), so nothing is lost.
+released at the next ``release`` call, as a second message for the same slot. turokd sets the
+slot to that message's aggregate: the last write wins, as whisper does for a timestamp, so a
+point later than the grace replaces its slot's value instead of joining it.
 """
 from __future__ import annotations
 
