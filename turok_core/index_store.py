@@ -200,6 +200,55 @@ class IndexStore:
             return
         raise IndexConflictError(f"shard {key} kept changing for {self._max_attempts} attempts")
 
+    def remove_names(self, names: Iterable[str]) -> "RemoveStats":
+        """Drop ``names`` from the index: one conditional PUT per shard that held one of them.
+
+        The same compare-and-swap as ``add_names``, so a name another writer adds meanwhile is
+        never lost. Raises ``IndexConflictError`` when a shard lost every attempt.
+        """
+        stats = RemoveStats()
+        shards = self.shard_count()
+        groups: dict[int, set[str]] = {}
+        for name in set(names):
+            stats.names += 1
+            groups.setdefault(shard_of(name, shards), set()).add(name)
+        for shard in sorted(groups):
+            self._remove_from_shard(shard, groups[shard], stats)
+        return stats
+
+    def _remove_from_shard(self, shard: int, names: set[str], stats: "RemoveStats") -> None:
+        key = self._layout.shard_key(shard, self.shard_count())
+        for attempt in range(self._max_attempts):
+            current, etag = self.read_shard(shard)
+            gone = names & current
+            if not gone or etag is None:
+                stats.shards_unchanged += 1
+                return
+            try:
+                self._s3.put_object(Bucket=self._bucket, Key=key, Body=encode_shard(current - gone),
+                                    ContentType="application/gzip", IfMatch=etag)
+            except ClientError as exc:
+                if not (_is_conflict(exc) or _is_missing(exc)):
+                    raise
+                stats.conflicts += 1
+                if attempt + 1 < self._max_attempts:
+                    self._sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.5))
+                continue
+            stats.shard_writes += 1
+            stats.removed += len(gone)
+            return
+        raise IndexConflictError(f"shard {key} kept changing for {self._max_attempts} attempts")
+
+
+@dataclass
+class RemoveStats:
+    """What one ``remove_names`` call did."""
+    names: int = 0  # distinct names offered
+    removed: int = 0  # names that were in the index and are not any more
+    shard_writes: int = 0
+    shards_unchanged: int = 0  # shards holding none of the offered names (no PUT)
+    conflicts: int = 0
+
 
 class IndexCache:
     """A reader's local copy of the whole index, revalidated by ETag at most every refresh period.

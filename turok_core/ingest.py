@@ -7,8 +7,9 @@ redelivered message writes the same values again and leaves the stored data unch
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .aggregation import aggregate
 from .codec import decode_body
@@ -97,17 +98,24 @@ class Announcer:
     ``new_names`` hands out names neither announced nor being announced (plus those whose send
     failed), so concurrent pollers do not announce a name twice; ``mark_announced`` records a
     successful send and ``announce_failed`` puts names back for the next call. The memory is
-    bounded: past ``max_names`` it starts over, and announcing a name again is harmless.
+    bounded: past ``max_names`` it starts over, and announcing a name again is harmless. It also
+    starts over at each UTC day (by ``clock``): the keeper drops from the index names with no
+    data left, and a name that comes back must be announced again.
     """
 
-    def __init__(self, max_names: int = 2_000_000) -> None:
+    def __init__(self, max_names: int = 2_000_000, clock: Callable[[], float] = time.time) -> None:
         self._announced: set[str] = set()
         self._in_flight: set[str] = set()
         self._failed: dict[str, None] = {}  # insertion-ordered set
         self._max_names = max_names
+        self._clock = clock
+        self._day = int(clock()) // SECONDS_PER_DAY
 
     def new_names(self, names: Iterable[str]) -> list[str]:
         """Names to announce now; they count as in flight until marked announced or failed."""
+        day = int(self._clock()) // SECONDS_PER_DAY
+        if day != self._day:
+            self._day, self._announced = day, set()
         announced, in_flight = self._announced, self._in_flight
         fresh = dict.fromkeys(self._failed)
         self._failed = {}

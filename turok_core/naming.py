@@ -20,13 +20,15 @@ def table_name(prefix: str, joiner: str, epoch: float, step: int) -> str:
 def parse_table_name(name: str, prefix: str, joiner: str) -> Optional[TableName]:
     """The day and step of a Turok table name, or None for a name Turok did not make."""
     head = prefix + joiner
-    if not name.startswith(head):
+    if not joiner or not name.startswith(head):
         return None
-    parts = name[len(head):].split(joiner) if joiner else None
-    if not parts or len(parts) != 2:
+    # the date has a fixed width and may itself hold the joiner (``-``): cut by position
+    rest = name[len(head):]
+    day_text, separator, resolution_text = rest[:10], rest[10:10 + len(joiner)], rest[10 + len(joiner):]
+    if separator != joiner or not resolution_text:
         return None
     try:
-        day, step = parse_day_name(parts[0]), parse_resolution(parts[1])
+        day, step = parse_day_name(day_text), parse_resolution(resolution_text)
     except ValueError:
         return None
     if table_name(prefix, joiner, day, step) != name:  # refuse non-canonical spellings

@@ -156,6 +156,10 @@ class SchemaSet:
                 raise SchemaError(f"{path}:{line}: section [{section}]: xFilesFactor {xff} is not in [0, 1]")
             self._aggregations.append((rule, method, xff))
 
+    def archive_sets(self) -> list[tuple[str, tuple[Archive, ...]]]:
+        """Every schema section's name and archives, in file order (the keeper's retention view)."""
+        return [(rule.name, archives) for rule, archives in self._schemas]
+
     def policy_for(self, metric: str) -> MetricPolicy:
         """The archives and aggregation of ``metric`` (first matching section of each file)."""
         for rule, archives in self._schemas:

@@ -14,6 +14,8 @@ def test_table_name_is_prefix_day_first_date_resolution():
 def test_table_names_parse_back_and_foreign_names_are_refused():
     assert parse_table_name("turok_01-04-2014_20sec", "turok", "_") == TableName(1396310400, 20)
     assert parse_table_name("turok_01-04-2014_1h", "turok", "_") == TableName(1396310400, 3600)
+    assert parse_table_name("prod-31-03-2014-1min", "prod", "-") == TableName(1396310400 - 86400, 60)
+    assert parse_table_name("prod-31-03-2014-1min", "prod", "_") is None
     for foreign in ["other_01-04-2014_20sec", "turok_2014-04-01_20sec", "turok_01-04-2014_20parsec",
                     "turok_01-04-2014", "turok_01-04-2014_20sec_x", "turok_32-01-2014_20sec",
                     "turok_01-04-2014_20s"]:  # non-canonical spelling of a resolution
