@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
 APT_STAMP := $(VENV)/.turok-apt
-APT_PACKAGES := libcairo2
+APT_PACKAGES := libcairo2 collectd-core
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

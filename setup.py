@@ -12,7 +12,8 @@ STACK = [  # the embedded local stack: a local AWS endpoint and graphite-web wit
     "pytz",
     "six",
 ]
-TEST = ["pytest>=8,<9", "pytest-timeout>=2.3,<3"]
+TEST = ["pytest>=8,<9", "pytest-timeout>=2.3,<3", "statsd>=4,<5",
+        "carbon==1.1.10"]  # carbon-relay, a real pickle client (GRAPHITE_NO_PREFIX=1 keeps it in the venv)
 
 setup(
     name="turok",
@@ -23,7 +24,7 @@ setup(
                                     "finder", "finder.*", "keeper", "keeper.*"]) + ["twisted.plugins"],
     # twistd finds plugins in twisted/plugins: install ours there, as carbon does
     package_dir={"twisted.plugins": "twisted_plugins"},
-    package_data={"turok_core": ["conf/*.conf"]},
+    package_data={"turok_core": ["conf/*.conf"], "keeper": ["templates/*"]},
     install_requires=[
         "twisted>=23.10,<26",
         "boto3>=1.34,<2",
@@ -33,5 +34,6 @@ setup(
     entry_points={"console_scripts": [
         "turok-provision=turok_core.provision:main",
         "turok-localstack=turok_core.services.localstack:main",
+        "turok-keeper=keeper.cli:main",
     ]},
 )

@@ -5,7 +5,9 @@
 grace) and encodes and sends them from its AWS thread pool, never on the reactor thread; at
 most one send is in flight. Bodies whose send failed are kept in memory (bounded, oldest
 dropped first) and retried with the next flush. ``stopService`` releases every window, open or
-not, and returns a Deferred that fires once they are sent (or given up on).
+not, and returns a Deferred that fires once they are sent (or given up on). Every
+``config.self_metrics_interval_seconds`` its counters go into its own windows as
+``turok.agents.<agent>.gateway.*`` points (``turok_core.selfmetrics``).
 """
 from __future__ import annotations
 
@@ -25,10 +27,14 @@ from turok_core.plaintext import ParsedLines
 from turok_core.queues import MessageQueue, QueueSendError, batch_bodies
 from turok_core.ratelimit import Throttle
 from turok_core.schemas import load_schemas
+from turok_core.selfmetrics import flatten_counters
+from turok_core.services.selfmetrics_loop import SelfMetricsLoop
 from turok_core.services.threads import start_aws_threadpool
 from turok_core.windows import WindowBuffer
 
+from .pickle import CarbonPickleFactory
 from .plaintext import UDP_MAX_PACKET_SIZE, PlaintextTCPFactory, PlaintextUDPProtocol
+from .statsd import add_statsd_services
 
 log = Logger(namespace="turok.gateway")
 
@@ -51,6 +57,10 @@ class GatewayCounters:
     bytes_sent: int = 0
     send_errors: int = 0  # flushes where some bodies could not be sent (kept for retry)
     bodies_dropped: int = 0  # unsent bodies dropped because the retry list was full
+    # per receiving protocol (plaintext_tcp, plaintext_udp, pickle, statsd, …): the key is
+    # accept's ``protocol`` argument; reported as turok.agents.<agent>.gateway.<field>.<protocol>
+    points_by_protocol: dict[str, int] = field(default_factory=dict)
+    bad_lines_by_protocol: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +100,7 @@ class GatewayService(service.Service):
         self.buffer = WindowBuffer(policy, config.window_grace_seconds)
         self._pool = pool  # None: startService starts the AWS thread pool
         self._loop: Optional[task.LoopingCall] = None
+        self._self_metrics: Optional[SelfMetricsLoop] = None
         self._retry: list[str] = []
         self._in_flight: Optional[defer.Deferred] = None
         self._idle_waiters: list[defer.Deferred] = []
@@ -100,12 +111,18 @@ class GatewayService(service.Service):
         self._stats_log = Throttle(self.clock, STATS_LOG_INTERVAL)
 
     # --- input (reactor thread) ---------------------------------------------------------------
-    def accept(self, parsed: ParsedLines, source: str = "") -> None:
-        """Take a parsed chunk: good points into windows, bad lines counted and reported."""
+    def accept(self, parsed: ParsedLines, source: str = "", protocol: str = "") -> None:
+        """Take a parsed chunk: good points into windows, bad lines counted and reported.
+
+        ``protocol`` keys the per-protocol counters (default: ``source``'s first word)."""
         counters = self.counters
+        protocol = protocol or source.partition(" ")[0] or "other"
         if parsed.names:
             rejected_before = self.buffer.rejected_points
-            counters.points_received += self.buffer.add_points(parsed.names, parsed.values, parsed.timestamps)
+            added = self.buffer.add_points(parsed.names, parsed.values, parsed.timestamps)
+            counters.points_received += added
+            by_protocol = counters.points_by_protocol
+            by_protocol[protocol] = by_protocol.get(protocol, 0) + added
             rejected = self.buffer.rejected_points - rejected_before
             if rejected:
                 counters.points_rejected += rejected
@@ -116,6 +133,8 @@ class GatewayService(service.Service):
         counters.nan_dropped += parsed.nan_dropped
         if parsed.bad:
             counters.bad_lines += parsed.bad
+            bad_by_protocol = counters.bad_lines_by_protocol
+            bad_by_protocol[protocol] = bad_by_protocol.get(protocol, 0) + parsed.bad
             self._bad_pending += parsed.bad
             if self._bad_example is None and parsed.bad_examples:
                 self._bad_example = (parsed.bad_examples[0], source)
@@ -131,6 +150,19 @@ class GatewayService(service.Service):
         self._bad_pending = 0
         self._bad_example = None
 
+    def sink(self, protocol: str) -> Callable[[ParsedLines, str], None]:
+        """``accept`` for one listener, counting its points under ``protocol``."""
+        def accept(parsed: ParsedLines, source: str = "") -> None:
+            self.accept(parsed, source, protocol)
+        return accept
+
+    def self_metrics(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(counters, gauges) for turok.agents.<agent>.gateway.*"""
+        buffer = self.buffer
+        return flatten_counters(self.counters), {"open_windows": buffer.open_windows,
+                                                 "buffered_points": buffer.buffered_points,
+                                                 "retry_bodies": len(self._retry)}
+
     @property
     def retry_bodies(self) -> int:
         """Bodies whose send failed, waiting for the next flush."""
@@ -144,9 +176,10 @@ class GatewayService(service.Service):
             self._pool = start_aws_threadpool(self._reactor, config.aws_threads, "turok-gateway-aws")
         if self._queue is None:
             self._queue = MessageQueue.from_config(make_client("sqs", config), config, config.queue_name)
-        log.info("turok-gateway: plaintext on {interface} tcp/{tcp} udp/{udp}, windows closing "
-                 "{grace}s after their slot, flush every {flush}s to SQS queue {queue}",
+        log.info("turok-gateway: plaintext on {interface} tcp/{tcp} udp/{udp}, pickle on tcp/{pickle}, "
+                 "windows closing {grace}s after their slot, flush every {flush}s to SQS queue {queue}",
                  interface=config.interface, tcp=config.plaintext_port, udp=config.plaintext_udp_port,
+                 pickle=config.pickle_port,
                  grace=config.window_grace_seconds, flush=config.flush_interval_seconds,
                  queue=config.queue_name)
         # look the queue up now so a wrong name or endpoint shows at start-up, not at first flush
@@ -157,11 +190,17 @@ class GatewayService(service.Service):
         self._loop.clock = self._reactor
         done = self._loop.start(config.flush_interval_seconds, now=False)
         done.addErrback(lambda failure: log.failure("turok-gateway: flush loop died", failure))
+        # the gateway's own points go straight into its windows, flushed like any others
+        self._self_metrics = SelfMetricsLoop(config, "gateway", self.self_metrics, self.buffer.add_points,
+                                             self._reactor, log, self.clock)
+        self._self_metrics.start()
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._self_metrics is not None:
+            self._self_metrics.stop()
         return self._drain()
 
     @defer.inlineCallbacks
@@ -298,13 +337,22 @@ def make_gateway_service(config: TurokConfig, reactor=None,
     top = service.MultiService()
     gateway = GatewayService(config, reactor, clock)
     gateway.setServiceParent(top)
-    tcp_factory = PlaintextTCPFactory(gateway.accept, gateway.clock, config.max_line_length)
+    tcp_factory = PlaintextTCPFactory(gateway.sink("plaintext_tcp"), gateway.clock, config.max_line_length)
     tcp = internet.TCPServer(config.plaintext_port, tcp_factory, interface=config.interface, reactor=reactor)
     tcp.setName("plaintext-tcp")
     tcp.setServiceParent(top)
-    udp_protocol = PlaintextUDPProtocol(gateway.accept, gateway.clock, config.max_line_length)
+    udp_protocol = PlaintextUDPProtocol(gateway.sink("plaintext_udp"), gateway.clock, config.max_line_length)
     udp = internet.UDPServer(config.plaintext_udp_port, udp_protocol, interface=config.interface,
                              maxPacketSize=UDP_MAX_PACKET_SIZE, reactor=reactor)
     udp.setName("plaintext-udp")
     udp.setServiceParent(top)
+    # Carbon pickle on pickle_port; longer paths than a plaintext line could carry are bad points
+    pickle_factory = CarbonPickleFactory(gateway.sink("pickle"), gateway.clock, config.max_pickle_frame_bytes,
+                                         config.max_line_length)
+    pickle_tcp = internet.TCPServer(config.pickle_port, pickle_factory, interface=config.interface,
+                                    reactor=reactor)
+    pickle_tcp.setName("pickle-tcp")
+    pickle_tcp.setServiceParent(top)
+    # StatsD on statsd_port (UDP and TCP): its flusher hands each flush to the windows
+    add_statsd_services(top, config, gateway.sink("statsd"), reactor, gateway.clock)
     return top

@@ -44,7 +44,22 @@ class TurokConfig:
     plaintext_udp_port: int = 2003
     pickle_port: int = 2004
     statsd_port: int = 8125
+    # --- StatsD (etsy statsd semantics; names as its graphite backend writes them)
+    statsd_flush_interval_seconds: float = 10.0
+    statsd_percent_thresholds: str = "90"  # comma list; negative N: the top N percent
+    statsd_legacy_namespace: bool = True
+    statsd_global_prefix: str = "stats"
+    statsd_prefix_counter: str = "counters"
+    statsd_prefix_timer: str = "timers"
+    statsd_prefix_gauge: str = "gauges"
+    statsd_prefix_set: str = "sets"
+    statsd_prefix_stats_counts: str = "stats_counts"  # legacy namespace: counter counts
+    statsd_prefix_internal: str = "statsd"  # statsd's own counters (etsy's prefixStats)
+    statsd_delete_idle_stats: bool = False
+    statsd_histograms: str = ""  # JSON, as etsy: [{"metric": "substring", "bins": [10, 100, "inf"]}]
+    statsd_max_line_length: int = 8192
     max_line_length: int = 4096
+    max_pickle_frame_bytes: int = 1048576  # carbon's PICKLE_RECEIVER_MAX_LENGTH; longer: disconnect
     window_grace_seconds: int = 10
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
@@ -58,6 +73,10 @@ class TurokConfig:
     indexer_pollers: int = 1
     # --- shared
     aws_threads: int = 8
+    # self-metrics under turok.agents.<agent_name>.<service>.* (carbon's CARBON_METRIC_INTERVAL);
+    # 0 turns them off; an empty agent_name means the host name with dots as underscores
+    self_metrics_interval_seconds: float = 60.0
+    agent_name: str = ""
     # --- finder
     index_refresh_seconds: float = 5.0
     # --- the embedded local stack (`make run`): local AWS endpoint and graphite-web

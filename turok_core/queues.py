@@ -28,6 +28,7 @@ class ReceivedMessage:
     receipt_handle: str
     message_id: str
     receive_count: int
+    sent_timestamp: float | None = None  # epoch seconds SQS accepted the message (SentTimestamp)
 
 
 def batch_bodies(bodies: Sequence[str], max_batch_bytes: int) -> list[list[str]]:
@@ -115,16 +116,19 @@ class MessageQueue:
             "QueueUrl": self.url,
             "MaxNumberOfMessages": max_messages,
             "WaitTimeSeconds": wait_seconds,
-            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
         }
         if visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = visibility_timeout
         response = self._client.receive_message(**kwargs)
-        return [
-            ReceivedMessage(m["Body"], m["ReceiptHandle"], m["MessageId"],
-                            int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")))
-            for m in response.get("Messages", [])
-        ]
+        messages = []
+        for m in response.get("Messages", []):
+            attributes = m.get("Attributes", {})
+            sent = attributes.get("SentTimestamp")  # milliseconds since the epoch, as a string
+            messages.append(ReceivedMessage(m["Body"], m["ReceiptHandle"], m["MessageId"],
+                                            int(attributes.get("ApproximateReceiveCount", "1")),
+                                            int(sent) / 1000.0 if sent else None))
+        return messages
 
     def delete(self, receipt_handles: Sequence[str]) -> None:
         """Delete messages (after what they carry is durable), retrying failed entries."""

@@ -45,6 +45,8 @@ def write_config(config, path: Path, tcp_port: int, udp_port: int) -> Path:
         "interface": "127.0.0.1",
         "plaintext_port": tcp_port,
         "plaintext_udp_port": udp_port,
+        "pickle_port": free_port(),  # not the default 2004, which may be taken
+        "statsd_port": free_port(),  # not the default 8125, which may be taken
         "flush_interval_seconds": 0.2,
         "window_grace_seconds": GRACE,
         "aws_threads": 2,

@@ -3,6 +3,8 @@
 Each of ``pollers`` loops calls the subclass's ``poll_once`` (receive → work → delete) until the
 service stops; a failed round is logged (rate-limited), backed off and retried, never fatal,
 since SQS redelivers whatever was not deleted. ``stopService`` waits for the rounds in flight.
+Every ``config.self_metrics_interval_seconds`` the counters (and the receive lag) are also sent as
+Turok messages on ``config.queue_name``, under ``turok.agents.<agent>.<turokd|indexer>.*``.
 """
 from __future__ import annotations
 
@@ -14,8 +16,12 @@ from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from ..aws import make_client
 from ..config import TurokConfig
+from ..queues import MessageQueue, ReceivedMessage
 from ..ratelimit import Throttle
+from ..selfmetrics import flatten_counters
+from .selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
 from .threads import start_aws_threadpool
 
 ERROR_LOG_INTERVAL = 30.0  # seconds between two log lines about the same kind of failure
@@ -54,6 +60,8 @@ class QueueConsumerService(service.Service):
         self._loops: list[defer.Deferred] = []
         self._stats_call: Optional[task.LoopingCall] = None
         self._errors = RateLimitedLog(logger, reactor.seconds)
+        self._receive_lag = 0.0  # the oldest received message's age this self-metrics interval
+        self._self_metrics: Optional[SelfMetricsLoop] = None
 
     @property
     def pollers(self) -> int:
@@ -75,15 +83,46 @@ class QueueConsumerService(service.Service):
         self._stats_call = task.LoopingCall(self._log_stats)
         self._stats_call.clock = self._reactor
         self._stats_call.start(STATS_LOG_INTERVAL, now=False)
+        self._start_self_metrics()
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
         if self._stats_call is not None and self._stats_call.running:
             self._stats_call.stop()
+        if self._self_metrics is not None:
+            self._self_metrics.stop()
         loops, self._loops = self._loops, []
         done = defer.DeferredList(loops, consumeErrors=True)
         done.addCallback(lambda _: self._log_stats())
         return done
+
+    # --- self-metrics: turok.agents.<agent>.<turokd|indexer>.*, sent as Turok messages on
+    # config.queue_name (these services have no window buffer of their own)
+    @property
+    def agent_service(self) -> str:
+        """The service's node in its self-metric names: ``turokd``, ``indexer``."""
+        return self.name.removeprefix("turok-")
+
+    def note_received(self, messages: list[ReceivedMessage]) -> None:
+        """Track the receive lag: the age of the oldest message of a received batch."""
+        sent = [m.sent_timestamp for m in messages if m.sent_timestamp is not None]
+        if sent:
+            self._receive_lag = max(self._receive_lag, self._reactor.seconds() - min(sent), 0.0)
+
+    def self_metrics_gauges(self) -> dict[str, float]:
+        """Current sizes reported as gauges; the lag is the interval's worst, then reset."""
+        lag, self._receive_lag = self._receive_lag, 0.0
+        return {"queue_lag_seconds": lag}
+
+    def _start_self_metrics(self) -> None:
+        config = self.config
+        sink = QueueSelfMetricsSink(
+            config, lambda: MessageQueue.from_config(make_client("sqs", config), config, config.queue_name),
+            self._in_pool, self._reactor.seconds, self._log)
+        self._self_metrics = SelfMetricsLoop(
+            config, self.agent_service, lambda: (flatten_counters(self.counters), self.self_metrics_gauges()),
+            sink, self._reactor, self._log)
+        self._self_metrics.start()
 
     def _in_pool(self, function, *args, **kwargs) -> defer.Deferred:
         return deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)

@@ -72,6 +72,7 @@ class IndexerService(QueueConsumerService):
                                        config.visibility_timeout_seconds)
         if not messages:
             return
+        self.note_received(messages)
         names: list[str] = []
         handles: list[str] = []
         for message in messages:

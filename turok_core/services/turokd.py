@@ -83,6 +83,7 @@ class TurokdService(QueueConsumerService):
         if not received:
             return
         self.counters.messages_received += len(received)
+        self.note_received(received)
         result: BatchResult = yield self._in_pool(process_batch, received, self._store)
         self._count(result)
         for rejected in result.rejected:
