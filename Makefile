@@ -4,8 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
-APT_STAMP := $(VENV)/.turok-apt
-APT_PACKAGES := libcairo2 collectd-core
+APT_PACKAGES := libcairo2
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -14,28 +13,30 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 run: install
 	$(PY) -m turok_core.services.localstack run
 
+# the real-client tests run Debian's collectd
+test: APT_PACKAGES += collectd-core
 test: install
 	$(PY) -m pytest tests
 
 # the project itself, reinstalled every time so twistd's plugins match the checkout
-install: deps
+install: apt deps
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
 	@rm -rf build *.egg-info
 
 deps: $(DEPS_STAMP)
 
-$(DEPS_STAMP): setup.py $(APT_STAMP) | $(PY)
+$(DEPS_STAMP): setup.py | $(PY)
 	$(PY) -m pip install --quiet '.[stack,test]'
 	touch $@
 
-# system packages (graphite-web needs cairo); skipped when already present
-$(APT_STAMP): | $(PY)
+# system packages (graphite-web needs cairo, the real-client tests collectd); checked on every
+# run, which costs one dpkg query per package, so a package added later reaches old checkouts
+apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
-	touch $@
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

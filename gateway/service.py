@@ -98,6 +98,7 @@ class GatewayService(service.Service):
             return found.step, found.aggregation_type
 
         self.buffer = WindowBuffer(policy, config.window_grace_seconds)
+        self._longest_retention = schemas.longest_retention
         self._pool = pool  # None: startService starts the AWS thread pool
         self._loop: Optional[task.LoopingCall] = None
         self._self_metrics: Optional[SelfMetricsLoop] = None
@@ -117,6 +118,8 @@ class GatewayService(service.Service):
         ``protocol`` keys the per-protocol counters (default: ``source``'s first word)."""
         counters = self.counters
         protocol = protocol or source.partition(" ")[0] or "other"
+        now = int(self.clock())
+        parsed.drop_out_of_range(now - self._longest_retention, now + self.config.max_future_seconds)
         if parsed.names:
             rejected_before = self.buffer.rejected_points
             added = self.buffer.add_points(parsed.names, parsed.values, parsed.timestamps)
@@ -144,7 +147,7 @@ class GatewayService(service.Service):
         if not self._bad_pending or not (self._bad_log.ready("bad-lines") or force):
             return
         example, source = self._bad_example or (b"", "")
-        log.warn("turok-gateway: {count} malformed plaintext line(s) ignored ({total} in all); "
+        log.warn("turok-gateway: {count} malformed input line(s) ignored ({total} in all); "
                  "e.g. from {source}: {example!r}",
                  count=self._bad_pending, total=self.counters.bad_lines, source=source, example=example)
         self._bad_pending = 0

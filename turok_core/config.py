@@ -61,6 +61,7 @@ class TurokConfig:
     max_line_length: int = 4096
     max_pickle_frame_bytes: int = 1048576  # carbon's PICKLE_RECEIVER_MAX_LENGTH; longer: disconnect
     window_grace_seconds: int = 10
+    max_future_seconds: int = 86400  # points stamped further ahead than this are refused
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
     # --- turokd

@@ -47,6 +47,25 @@ class ParsedLines:
             self.bad_examples.append(example + note)
 
 
+    def drop_out_of_range(self, oldest: int, newest: int) -> int:
+        """Refuse, as bad lines, points stamped before ``oldest`` or after ``newest``.
+
+        Whisper drops points outside its retention; a point far ahead would sit in an open
+        window until shutdown. The common case costs one ``min`` and one ``max``."""
+        stamps = self.timestamps
+        if not stamps or (min(stamps) >= oldest and max(stamps) <= newest):
+            return 0
+        keep = [i for i, t in enumerate(stamps) if oldest <= t <= newest]
+        first = next(i for i, t in enumerate(stamps) if not oldest <= t <= newest)
+        dropped = len(stamps) - len(keep)
+        self.add_bad(b"%s %r %d" % (self.names[first].encode("utf-8"), self.values[first], stamps[first]),
+                     dropped, b" (timestamp outside [now - longest retention, now + max_future_seconds])")
+        self.names = [self.names[i] for i in keep]
+        self.values = [self.values[i] for i in keep]
+        self.timestamps = [stamps[i] for i in keep]
+        return dropped
+
+
 def parse_plaintext(data: bytes, now: float, max_line_length: int = 0) -> ParsedLines:
     """Parse a chunk of plaintext lines (``\\n`` or ``\\r\\n`` ended; a final line may lack it).
 

@@ -160,6 +160,11 @@ class SchemaSet:
         """Every schema section's name and archives, in file order (the keeper's retention view)."""
         return [(rule.name, archives) for rule, archives in self._schemas]
 
+    @property
+    def longest_retention(self) -> int:
+        """Seconds kept by the longest-lived archive of any schema."""
+        return max(archive.retention for _rule, archives in self._schemas for archive in archives)
+
     def policy_for(self, metric: str) -> MetricPolicy:
         """The archives and aggregation of ``metric`` (first matching section of each file)."""
         for rule, archives in self._schemas:

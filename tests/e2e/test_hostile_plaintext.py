@@ -114,7 +114,7 @@ def test_hostile_input_is_counted_and_never_blocks_a_good_client(hostile_stack):
 
     # and logged (rate-limited: the log adds up to the same total, with examples)
     def logged() -> int:
-        counts = re.findall(r"(\d+) malformed plaintext line", stack.log_path("gateway").read_text())
+        counts = re.findall(r"(\d+) malformed input line", stack.log_path("gateway").read_text())
         return sum(map(int, counts))
 
     wait_for(lambda: logged() == tcp_count + udp_count, 20, "the bad lines in the gateway's log")

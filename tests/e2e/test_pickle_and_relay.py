@@ -5,7 +5,6 @@ Every point is read back through graphite-web's render API with its exact value.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 import struct

@@ -93,7 +93,7 @@ def test_malformed_lines_are_counted_and_the_connection_stays_up(stack, midnight
     assert graphite_get(stack, "/metrics/find", query="e2e.mixed.*") == [
         n for n in graphite_get(stack, "/metrics/find", query="e2e.mixed.*") if n["text"] == "good"]
     def reported_bad_lines():
-        counts = re.findall(r"(\d+) malformed plaintext line", stack.log_path("gateway").read_text())
+        counts = re.findall(r"(\d+) malformed input line", stack.log_path("gateway").read_text())
         return sum(map(int, counts)) == 4
 
     # garbage, a non-number, a non-UTF-8 name and a line of five fields; NaN is dropped silently

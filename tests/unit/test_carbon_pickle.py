@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from gateway.pickle import CarbonPickleFactory
 from gateway.service import make_gateway_service
 from turok_core.carbon_pickle import (DEFAULT_MAX_FRAME_BYTES, HEADER, FrameReader, MalformedPickleError,
-                                      UnsafePickleError, decode_frames, decode_points, encode_frame,
+                                      UnsafePickleError, decode_frames, encode_frame,
                                       load_frame)
 from turok_core.config import TurokConfig
 from turok_core.plaintext import MAX_TIMESTAMP

@@ -155,7 +155,7 @@ def test_gateway_end_to_end(gateway, turok_config):
         assert reader.wait_for_count(len(expected), 20) == expected
 
         assert_still_open(sock)
-        wait_for(lambda: "malformed plaintext line" in log_path.read_text(), 10, "the bad-line report")
+        wait_for(lambda: "malformed input line" in log_path.read_text(), 10, "the bad-line report")
         log_text = log_path.read_text()
         assert "this is bad" in log_text or "\\xff\\xfe" in log_text
 
@@ -288,4 +288,17 @@ def test_retry_list_is_bounded(turok_config):
     assert gateway.counters.send_errors == 1
     assert (gateway.retry_bodies, gateway.counters.bodies_dropped) == (0, 1)
     client.failing = False
+    gateway.stopService()
+
+
+def test_points_outside_retention_or_too_far_ahead_are_refused_as_bad_lines(turok_config):
+    gateway, reactor, client = in_process_gateway(turok_config)
+    now = int(reactor.seconds())
+    oldest = now - gateway._longest_retention
+    feed(gateway, reactor, b"ok.a 1 %d\nold.a 2 %d\nahead.a 3 %d\nok.b 4 %d\nold.b 5 1\n" % (
+        now - 60, oldest - 10, now + turok_config.max_future_seconds + 10, now + 60))
+    assert gateway.counters.points_received == 2
+    assert gateway.counters.bad_lines == 3  # two before retention (one in 1970), one far ahead
+    assert gateway.counters.bad_lines_by_protocol == {"test": 3}
+    assert gateway.buffer.buffered_points == 2
     gateway.stopService()

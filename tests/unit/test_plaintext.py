@@ -159,3 +159,11 @@ def test_stream_lines_discards_over_long_tail_of_a_chunk():
     assert lines.feed(b"a 1 2\n" + b"q" * 11) == b"a 1 2\n"
     assert lines.discarded == 1
     assert lines.feed(b"rest\nb 2 3\n") == b"b 2 3\n"
+
+
+def test_drop_out_of_range_keeps_order_and_counts_the_rest():
+    parsed = parse_plaintext(b"a 1 100\nb 2 50\nc 3 300\nd 4 200\n", 0)
+    assert parsed.drop_out_of_range(100, 200) == 2
+    assert (parsed.names, parsed.values, parsed.timestamps) == (["a", "d"], [1.0, 4.0], [100, 200])
+    assert parsed.bad == 2 and parsed.bad_examples[0].startswith(b"b 2.0 50 (timestamp outside")
+    assert parsed.drop_out_of_range(0, 1000) == 0
