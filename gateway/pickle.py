@@ -103,16 +103,8 @@ class CarbonPickleFactory(Factory):
         parsed = batch.parsed
         counters.frames += batch.frames
         counters.points += len(parsed.names)
-        if parsed.bad:
-            # counted and logged here, not passed on as bad lines: the gateway's report of those
-            # speaks of plaintext lines
-            counters.bad_points += parsed.bad
-            if self._log.ready("bad-points"):
-                log.warn("turok-gateway: {count} malformed pickle point(s) ignored ({total} in all); "
-                         "e.g. from {source}: {example}", count=parsed.bad, total=counters.bad_points,
-                         source=source, example=parsed.bad_examples[0].decode("utf-8", "replace"))
-            parsed = ParsedLines(parsed.names, parsed.values, parsed.timestamps, nan_dropped=parsed.nan_dropped)
-        if parsed.names or parsed.nan_dropped:
+        counters.bad_points += parsed.bad  # the gateway counts and logs them as bad input lines
+        if parsed.names or parsed.nan_dropped or parsed.bad:
             self.sink(parsed, source)
         if batch.bad_frames:
             counters.bad_frames += batch.bad_frames

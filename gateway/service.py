@@ -99,6 +99,7 @@ class GatewayService(service.Service):
 
         self.buffer = WindowBuffer(policy, config.window_grace_seconds)
         self._longest_retention = schemas.longest_retention
+        self.receiver_counters: dict[str, object] = {}  # receiver name → its counters dataclass
         self._pool = pool  # None: startService starts the AWS thread pool
         self._loop: Optional[task.LoopingCall] = None
         self._self_metrics: Optional[SelfMetricsLoop] = None
@@ -160,9 +161,14 @@ class GatewayService(service.Service):
         return accept
 
     def self_metrics(self) -> tuple[dict[str, float], dict[str, float]]:
-        """(counters, gauges) for turok.agents.<agent>.gateway.*"""
+        """(counters, gauges) for turok.agents.<agent>.gateway.*, with each receiver's own
+        counters (``receiver_counters``) under its name, e.g. ``pickle.unsafe_frames``."""
         buffer = self.buffer
-        return flatten_counters(self.counters), {"open_windows": buffer.open_windows,
+        counters = flatten_counters(self.counters)
+        for receiver, receiver_counters in self.receiver_counters.items():
+            counters.update((f"{receiver}.{name}", value)
+                            for name, value in flatten_counters(receiver_counters).items())
+        return counters, {"open_windows": buffer.open_windows,
                                                  "buffered_points": buffer.buffered_points,
                                                  "retry_bodies": len(self._retry)}
 
@@ -339,6 +345,7 @@ def make_gateway_service(config: TurokConfig, reactor=None,
         reactor = default_reactor
     top = service.MultiService()
     gateway = GatewayService(config, reactor, clock)
+    gateway.setName("gateway")
     gateway.setServiceParent(top)
     tcp_factory = PlaintextTCPFactory(gateway.sink("plaintext_tcp"), gateway.clock, config.max_line_length)
     tcp = internet.TCPServer(config.plaintext_port, tcp_factory, interface=config.interface, reactor=reactor)
@@ -356,6 +363,8 @@ def make_gateway_service(config: TurokConfig, reactor=None,
                                     reactor=reactor)
     pickle_tcp.setName("pickle-tcp")
     pickle_tcp.setServiceParent(top)
+    gateway.receiver_counters["pickle"] = pickle_factory.counters
     # StatsD on statsd_port (UDP and TCP): its flusher hands each flush to the windows
-    add_statsd_services(top, config, gateway.sink("statsd"), reactor, gateway.clock)
+    statsd = add_statsd_services(top, config, gateway.sink("statsd"), reactor, gateway.clock)
+    gateway.receiver_counters["statsd"] = statsd.aggregator.totals
     return top

@@ -261,7 +261,7 @@ def test_receiver_decodes_all_frames_of_a_read_as_one_batch():
     protocol.dataReceived(stream[5:])
     protocol.dataReceived(encode_frame([("r.c", (T0, 3)), ("bad path", (T0, 4))], protocol=0))
     assert sink.names == ["r.a", "r.b", "r.c"]
-    assert len(sink.calls) == 2 and sink.calls[1][0].bad == 0  # bad points counted here, not passed on
+    assert len(sink.calls) == 2 and sink.calls[1][0].bad == 1  # passed on: the gateway counts bad input
     assert sink.calls[0][1].startswith("pickle ")
     assert (factory.counters.frames, factory.counters.points, factory.counters.bad_points) == (3, 3, 1)
     assert not transport.disconnecting
@@ -324,3 +324,14 @@ def test_gateway_listens_for_pickle(tmp_path):
     port, factory = listener.args[:2]
     assert port == 12345 and listener.kwargs["interface"] == config.interface
     assert (factory.max_frame_bytes, factory.max_path_bytes) == (5000, 300)
+
+
+def test_receiver_counters_join_the_gateway_self_metrics():
+    top = make_gateway_service(TurokConfig())
+    factory = top.getServiceNamed("pickle-tcp").args[1]
+    protocol, transport = connect(factory)
+    protocol.dataReceived(encode_frame([("good.a", (-1, 1)), ("bad path", (-1, 2))]) + HEADER.pack(7) + b"garbage")
+    counters, _gauges = top.getServiceNamed("gateway").self_metrics()
+    assert (counters["pickle.frames"], counters["pickle.bad_frames"], counters["pickle.bad_points"]) == (2, 1, 1)
+    assert counters["bad_lines_by_protocol.pickle"] == 1  # a bad point is bad input like a bad line
+    assert counters["statsd.packets_received"] == 0
