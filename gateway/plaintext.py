@@ -7,7 +7,6 @@ close a connection.
 """
 from __future__ import annotations
 
-import socket
 from typing import Callable
 
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
@@ -15,11 +14,11 @@ from twisted.logger import Logger
 
 from turok_core.plaintext import ParsedLines, StreamLines, parse_plaintext
 
+from .udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
+
 log = Logger(namespace="turok.gateway")
 
 Sink = Callable[[ParsedLines, str], None]  # accept(parsed, source)
-UDP_MAX_PACKET_SIZE = 65536
-UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
 
 
 class PlaintextTCPProtocol(Protocol):
@@ -89,16 +88,7 @@ class PlaintextUDPProtocol(DatagramProtocol):
         self._receive_buffer = receive_buffer
 
     def startProtocol(self) -> None:
-        # best effort: a big kernel buffer absorbs bursts; the kernel may cap it (rmem_max)
-        try:
-            sock = self.transport.getHandle()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer)
-            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        except (OSError, AttributeError) as exc:
-            log.warn("plaintext UDP: could not enlarge the receive buffer: {error}", error=exc)
-        else:
-            log.info("plaintext UDP: receive buffer {granted} bytes (asked {asked})",
-                     granted=granted, asked=self._receive_buffer)
+        enlarge_receive_buffer(self.transport, self._receive_buffer, "plaintext")
 
     def datagramReceived(self, datagram: bytes, addr) -> None:
         parsed = parse_plaintext(datagram, self._clock(), self._max_line_length)

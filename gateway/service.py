@@ -33,8 +33,9 @@ from turok_core.services.threads import start_aws_threadpool
 from turok_core.windows import WindowBuffer
 
 from .pickle import CarbonPickleFactory
-from .plaintext import UDP_MAX_PACKET_SIZE, PlaintextTCPFactory, PlaintextUDPProtocol
+from .plaintext import PlaintextTCPFactory, PlaintextUDPProtocol
 from .statsd import add_statsd_services
+from .udp import UDP_MAX_PACKET_SIZE
 
 log = Logger(namespace="turok.gateway")
 

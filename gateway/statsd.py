@@ -10,7 +10,6 @@ and logs them under the ``statsd`` protocol.
 """
 from __future__ import annotations
 
-import socket
 from typing import Callable, Optional
 
 from twisted.application import internet, service
@@ -22,11 +21,13 @@ from turok_core.config import TurokConfig
 from turok_core.plaintext import ParsedLines, StreamLines
 from turok_core.statsd import StatsdAggregator, StatsdSettings
 
+from .udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
+
 log = Logger(namespace="turok.gateway.statsd")
 
 Sink = Callable[..., None]  # GatewayService.accept(parsed, source)
-UDP_MAX_PACKET_SIZE = 65536  # a datagram's largest payload: none is truncated
-UDP_RECEIVE_BUFFER = 16 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
+# StatsD is all UDP bursts: ask for more than plaintext's buffer (the kernel caps it anyway)
+STATSD_RECEIVE_BUFFER = 2 * UDP_RECEIVE_BUFFER
 SOURCE = "statsd"
 
 
@@ -35,20 +36,12 @@ class StatsdUDPProtocol(DatagramProtocol):
 
     maxPacketSize = UDP_MAX_PACKET_SIZE
 
-    def __init__(self, aggregator: StatsdAggregator, receive_buffer: int = UDP_RECEIVE_BUFFER) -> None:
+    def __init__(self, aggregator: StatsdAggregator, receive_buffer: int = STATSD_RECEIVE_BUFFER) -> None:
         self.aggregator = aggregator
         self._receive_buffer = receive_buffer
 
     def startProtocol(self) -> None:
-        try:
-            sock = self.transport.getHandle()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer)
-            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        except (OSError, AttributeError) as exc:
-            log.warn("statsd UDP: could not enlarge the receive buffer: {error}", error=exc)
-        else:
-            log.info("statsd UDP: receive buffer {granted} bytes (asked {asked}; raise net.core.rmem_max "
-                     "for more)", granted=granted, asked=self._receive_buffer)
+        enlarge_receive_buffer(self.transport, self._receive_buffer, "statsd")
 
     def datagramReceived(self, datagram: bytes, addr) -> None:
         self.aggregator.ingest(datagram)

@@ -8,7 +8,9 @@ import sys
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -79,3 +81,38 @@ def turok_config(moto_endpoint):
     )
     provision(config)
     return config
+
+
+@contextmanager
+def running_twistd(plugin: str, config, workdir: Path, ready: Callable[[Path], object], what: str,
+                   timeout: float = 20.0) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """A real ``twistd -n <plugin> --config FILE`` on the checkout's code; yields (log, process).
+
+    ``ready(log_path)`` says when it serves; on exit the process gets SIGTERM, then SIGKILL."""
+    from turok_core.services.localstack import write_config
+
+    ini, logfile = workdir / f"{plugin}.ini", workdir / f"{plugin}.log"
+    write_config(config, ini)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TUROK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen([str(VENV_BIN / "twistd"), "-n", "--pidfile=", f"--logfile={logfile}", plugin,
+                                "--config", str(ini)], cwd=str(workdir), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def started():
+        if process.poll() is not None:
+            raise AssertionError(f"twistd {plugin} exited {process.returncode}: {process.stdout.read()!r}")
+        return logfile.exists() and ready(logfile)
+
+    try:
+        wait_for(started, timeout, what)
+        yield logfile, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        process.stdout.close()

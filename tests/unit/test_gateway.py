@@ -6,80 +6,41 @@ the code itself is imported from the checkout through PYTHONPATH.
 from __future__ import annotations
 
 import ast
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from gateway.service import GatewayService
-
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import free_port, running_twistd, wait_for
+from tests.fakes import ImmediatePool, ImmediateReactor
 from turok_core.aws import make_client
 from turok_core.codec import decode_body
 from turok_core.message import TurokMessage
 from turok_core.plaintext import parse_plaintext
 from turok_core.queues import MessageQueue
 
-TWISTD = Path(sys.executable).parent / "twistd"
 T0 = 1_700_000_000
 GRACE = 5
-
-
-def write_config(config, path: Path, tcp_port: int, udp_port: int) -> Path:
-    settings = {
-        "aws_endpoint_url": config.aws_endpoint_url,
-        "aws_region": config.aws_region,
-        "queue_name": config.queue_name,
-        "index_queue_name": config.index_queue_name,
-        "dead_letter_queue_name": config.dead_letter_queue_name,
-        "index_bucket": config.index_bucket,
-        "table_prefix": config.table_prefix,
-        "interface": "127.0.0.1",
-        "plaintext_port": tcp_port,
-        "plaintext_udp_port": udp_port,
-        "pickle_port": free_port(),  # not the default 2004, which may be taken
-        "statsd_port": free_port(),  # not the default 8125, which may be taken
-        "flush_interval_seconds": 0.2,
-        "window_grace_seconds": GRACE,
-        "aws_threads": 2,
-    }
-    path.write_text("[turok]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
-    return path
 
 
 @pytest.fixture
 def gateway(turok_config, tmp_path):
     """A running twistd turok-gateway; yields (process, tcp_port, udp_port, log_path)."""
     tcp_port, udp_port = free_port(), free_port()
-    config_path = write_config(turok_config, tmp_path / "turok.ini", tcp_port, udp_port)
-    log_path = tmp_path / "gateway.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUROK_")}
-    env["PYTHONPATH"] = str(ROOT)
-    process = subprocess.Popen(
-        [str(TWISTD), "-n", "--pidfile=", f"--logfile={log_path}", "turok-gateway", "--config", str(config_path)],
-        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        def listening():
-            if process.poll() is not None:
-                raise AssertionError(f"twistd exited {process.returncode}: {process.stdout.read()!r} "
-                                     f"{log_path.read_text() if log_path.exists() else ''}")
-            with socket.create_connection(("127.0.0.1", tcp_port), timeout=1):
-                return True
-        wait_for(listening, 20, "the gateway's TCP port")
-        yield process, tcp_port, udp_port, log_path
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        process.stdout.close()
+    config = turok_config.replace(
+        interface="127.0.0.1", plaintext_port=tcp_port, plaintext_udp_port=udp_port,
+        pickle_port=free_port(), statsd_port=free_port(),  # not 2004/8125, which may be taken
+        flush_interval_seconds=0.2, window_grace_seconds=GRACE, aws_threads=2)
+
+    def listening(log_path):
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=1):
+            return True
+
+    with running_twistd("turok-gateway", config, tmp_path, listening, "the gateway's TCP port") as (log, process):
+        yield process, tcp_port, udp_port, log
 
 
 class QueueReader:
@@ -194,25 +155,6 @@ def test_gateway_end_to_end(gateway, turok_config):
 
 
 # --- GatewayService in-process: a deterministic clock, a synchronous "pool", real moto SQS ------
-
-class ImmediateReactor(Clock):
-    """A task.Clock that also runs callFromThread at once (the pool below is synchronous)."""
-
-    def callFromThread(self, function, *args, **kwargs):
-        function(*args, **kwargs)
-
-
-class ImmediatePool:
-    """Runs the pool's work in the calling thread, with deferToThreadPool's callback protocol."""
-
-    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
-        try:
-            result = function(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
 
 class FlakyClient:
     """A real boto3 SQS client whose SendMessageBatch fails while ``failing`` is set."""

@@ -2,47 +2,23 @@
 
 Needs the project installed in the virtualenv (``make install``) so twistd finds its plugin.
 """
-import os
-import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, VENV_BIN, wait_for
+from tests.conftest import running_twistd, wait_for
 from turok_core.announcements import encode_announcements
 from turok_core.aws import make_client
 from turok_core.index_store import IndexCache, IndexStore
 from turok_core.queues import MessageQueue
 
 
-def write_ini(path, config):
-    keys = ("aws_endpoint_url", "aws_region", "index_queue_name", "index_bucket", "index_prefix",
-            "index_shards", "receive_wait_seconds", "indexer_pollers", "visibility_timeout_seconds", "queue_name", "dead_letter_queue_name")
-    lines = ["[turok]"] + [f"{key} = {getattr(config, key)}" for key in keys]
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def indexer(turok_config, tmp_path):
     config = turok_config.replace(index_shards=8, indexer_pollers=2, receive_wait_seconds=1,
                                   visibility_timeout_seconds=30)
-    ini = tmp_path / "turok.ini"
-    write_ini(ini, config)
-    logfile = tmp_path / "indexer.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("TUROK_CONFIG", None)
-    process = subprocess.Popen(
-        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", f"--logfile={logfile}", "turok-indexer", "--config", str(ini)],
-        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: "poller(s) on queue" in logfile.read_text(), 15, "indexer start")
+    with running_twistd("turok-indexer", config, tmp_path, lambda log: "poller(s) on queue" in log.read_text(),
+                        "indexer start", timeout=15) as (logfile, process):
         yield config, logfile, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def queue_depth(config):

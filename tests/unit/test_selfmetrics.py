@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from gateway.service import GatewayService
+from tests.fakes import ImmediatePool, ImmediateReactor
 from turok_core.aws import make_client
 from turok_core.codec import decode_body
 from turok_core.config import TurokConfig
@@ -64,22 +65,6 @@ def test_counters_are_reported_per_interval_and_gauges_as_they_are():
     assert values == [0.0]
 
 
-class ImmediateReactor(Clock):
-    def callFromThread(self, function, *args, **kwargs):
-        function(*args, **kwargs)
-
-
-class InlinePool:
-    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
-        from twisted.python.failure import Failure
-        try:
-            result = function(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
 class ListQueue:
     def __init__(self):
         self.bodies: list[str] = []
@@ -100,7 +85,7 @@ def test_gateway_records_its_points_into_its_own_windows(tmp_path):
     reactor.advance(T0)
     queue = ListQueue()
     config = TurokConfig(self_metrics_interval_seconds=60, agent_name="gw", window_grace_seconds=2)
-    gateway = GatewayService(config, reactor=reactor, queue=queue, pool=InlinePool())
+    gateway = GatewayService(config, reactor=reactor, queue=queue, pool=ImmediatePool())
     gateway.startService()
     tcp, udp = gateway.sink("plaintext_tcp"), gateway.sink("plaintext_udp")
     tcp(parse_plaintext(b"a.b 1 %d\na.c 2 %d\nbad line\n" % (T0, T0), T0), "tcp 127.0.0.1:1")
@@ -141,7 +126,7 @@ def test_self_metrics_can_be_turned_off():
     reactor.advance(T0)
     queue = ListQueue()
     gateway = GatewayService(TurokConfig(self_metrics_interval_seconds=0), reactor=reactor, queue=queue,
-                             pool=InlinePool())
+                             pool=ImmediatePool())
     gateway.startService()
     reactor.advance(200)
     assert queue.bodies == []

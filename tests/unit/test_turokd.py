@@ -5,14 +5,11 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 from __future__ import annotations
 
 import calendar
-import dataclasses
-import os
 import signal
-import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, VENV_BIN, wait_for
+from tests.conftest import running_twistd, wait_for
 from turok_core.announcements import decode_announcement
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
@@ -23,34 +20,13 @@ from turok_core.storage import BlockStore
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
 
 
-def write_ini(path, config):
-    lines = ["[turok]"] + [f"{f.name} = {getattr(config, f.name)}" for f in dataclasses.fields(config)]
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def turokd(turok_config, tmp_path):
     config = turok_config.replace(turokd_pollers=2, receive_wait_seconds=1, visibility_timeout_seconds=30,
                                   aws_threads=4)
-    ini = tmp_path / "turok.ini"
-    write_ini(ini, config)
-    logfile = tmp_path / "turokd.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env = {k: v for k, v in env.items() if not k.startswith("TUROK_")}
-    process = subprocess.Popen(
-        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", f"--logfile={logfile}", "turokd", "--config", str(ini)],
-        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: "poller(s) on queue" in logfile.read_text(), 15, "turokd start")
+    with running_twistd("turokd", config, tmp_path, lambda log: "poller(s) on queue" in log.read_text(),
+                        "turokd start", timeout=15) as (logfile, process):
         yield config, logfile, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
 
 
 def ticking_clock():

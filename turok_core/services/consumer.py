@@ -8,6 +8,7 @@ Turok messages on ``config.queue_name``, under ``turok.agents.<agent>.<turokd|in
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import asdict
 from typing import Callable, Optional
 
@@ -45,7 +46,7 @@ class RateLimitedLog:
         self._log.error(format, suppressed=suppressed, **kwargs)
 
 
-class QueueConsumerService(service.Service):
+class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
     """Base of the SQS consumers. Subclasses set ``name`` and ``counters`` (a dataclass with an
     ``errors`` field), pass their logger, and implement ``pollers``, ``connect`` and ``poll_once``."""
 
@@ -64,16 +65,17 @@ class QueueConsumerService(service.Service):
         self._self_metrics: Optional[SelfMetricsLoop] = None
 
     @property
+    @abc.abstractmethod
     def pollers(self) -> int:
-        raise NotImplementedError
+        """How many poll loops run at once."""
 
+    @abc.abstractmethod
     def connect(self) -> None:
         """Create the AWS clients not injected by a test, and log what the service serves."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def poll_once(self) -> defer.Deferred:
         """One receive → work → delete round."""
-        raise NotImplementedError
 
     def startService(self) -> None:
         super().startService()
