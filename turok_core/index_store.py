@@ -176,16 +176,27 @@ class IndexStore:
         return stats
 
     def _add_to_shard(self, shard: int, names: set[str], stats: AddStats) -> None:
+        added = self._swap_shard(shard, lambda current: current | names, stats)
+        if added:
+            stats.shard_writes += 1
+            stats.added += added
+        else:
+            stats.shards_unchanged += 1
+
+    def _swap_shard(self, shard: int, change: Callable[[set[str]], set[str]], stats) -> int:
+        """Compare-and-swap one shard to ``change(its names)``, re-reading after a lost race.
+
+        Returns how many names changed (0: nothing to write). Conflicts count in
+        ``stats.conflicts``; raises ``IndexConflictError`` when every attempt lost."""
         key = self._layout.shard_key(shard, self.shard_count())
         for attempt in range(self._max_attempts):
             current, etag = self.read_shard(shard)
-            new = names - current
-            if not new:
-                stats.shards_unchanged += 1
-                return
+            updated = change(current)
+            if updated == current:
+                return 0
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
-                self._s3.put_object(Bucket=self._bucket, Key=key, Body=encode_shard(current | new),
+                self._s3.put_object(Bucket=self._bucket, Key=key, Body=encode_shard(updated),
                                     ContentType="application/gzip", **condition)
             except ClientError as exc:
                 # If-Match on a vanished object answers 404: a race as well
@@ -195,9 +206,7 @@ class IndexStore:
                 if attempt + 1 < self._max_attempts:
                     self._sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.5))
                 continue
-            stats.shard_writes += 1
-            stats.added += len(new)
-            return
+            return len(updated ^ current)
         raise IndexConflictError(f"shard {key} kept changing for {self._max_attempts} attempts")
 
     def remove_names(self, names: Iterable[str]) -> "RemoveStats":
@@ -217,27 +226,12 @@ class IndexStore:
         return stats
 
     def _remove_from_shard(self, shard: int, names: set[str], stats: "RemoveStats") -> None:
-        key = self._layout.shard_key(shard, self.shard_count())
-        for attempt in range(self._max_attempts):
-            current, etag = self.read_shard(shard)
-            gone = names & current
-            if not gone or etag is None:
-                stats.shards_unchanged += 1
-                return
-            try:
-                self._s3.put_object(Bucket=self._bucket, Key=key, Body=encode_shard(current - gone),
-                                    ContentType="application/gzip", IfMatch=etag)
-            except ClientError as exc:
-                if not (_is_conflict(exc) or _is_missing(exc)):
-                    raise
-                stats.conflicts += 1
-                if attempt + 1 < self._max_attempts:
-                    self._sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.5))
-                continue
+        removed = self._swap_shard(shard, lambda current: current - names, stats)
+        if removed:
             stats.shard_writes += 1
-            stats.removed += len(gone)
-            return
-        raise IndexConflictError(f"shard {key} kept changing for {self._max_attempts} attempts")
+            stats.removed += removed
+        else:
+            stats.shards_unchanged += 1
 
 
 @dataclass
