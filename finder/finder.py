@@ -19,7 +19,7 @@ from turok_core.config import TurokConfig, load_config
 from turok_core.index_store import IndexCache
 from turok_core.schemas import SchemaSet, load_schemas
 
-from .reader import TurokReader, Window, whisper_window
+from .reader import TurokReader, Window, archive_window
 
 
 class TurokFinder(BaseFinder):
@@ -67,14 +67,14 @@ class TurokFinder(BaseFinder):
     # --- fetching ----------------------------------------------------------------------------
 
     def _window(self, path: str, start_time: float, end_time: Optional[float], now: float) -> Optional[Window]:
-        base = self.schemas.policy_for(path).archives[0]
-        return whisper_window(start_time, end_time, now, base.step, base.retention)
+        return archive_window(start_time, end_time, now, self.schemas.policy_for(path).archives)
 
     def fetch_paths(self, paths: Iterable[str], start_time: float, end_time: Optional[float],
                     now: Optional[float] = None) -> dict:
         """``{path: ((start, end, step), values)}``; paths outside their retention are left out.
 
-        One ``fetch_series`` call per distinct window (in practice: per resolution)."""
+        Each path answers from the archive whisper would read (finest covering ``now - start``);
+        one ``fetch_series`` call per distinct window (in practice: per resolution)."""
         now = self.now() if now is None else now
         groups: dict[Window, list[str]] = defaultdict(list)
         for path in dict.fromkeys(paths):

@@ -1,14 +1,17 @@
 """The per-metric reader graphite-web's LeafNode calls, and whisper's time-window rule.
 
-A fetch answers at the metric's base resolution (its first archive in storage-schemas.conf),
-over that archive's retention, aligned exactly as whisper aligns a read: graphite users and
-functions see the same timestamps and point counts they saw with carbon.
+A fetch answers from the archive whisper would pick (the finest whose retention covers
+``now - from``, else the coarsest), read from that resolution's day tables and aligned exactly as
+whisper aligns a read: graphite users and functions see the same timestamps, steps and point
+counts they saw with carbon.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 from graphite.intervals import Interval, IntervalSet
+
+from turok_core.schemas import Archive
 
 if TYPE_CHECKING:  # pragma: no cover
     from .finder import TurokFinder
@@ -46,6 +49,21 @@ def whisper_window(start_time: float, end_time: Optional[float], now: float, ste
     return Window(first, last, step)
 
 
+def archive_window(start_time: float, end_time: Optional[float], now: float,
+                   archives: Sequence[Archive]) -> Optional[Window]:
+    """whisper's read of ``[start_time, end_time]`` at ``now`` over a metric's ``archives``.
+
+    The range is clipped to ``[now - longest retention, now]``; the answering archive is the first
+    (finest) whose retention covers ``now - start`` after that clipping, which is always one.
+    """
+    longest = max(archive.retention for archive in archives)
+    start = max(int(start_time), int(now) - longest)
+    for archive in archives:
+        if archive.retention >= int(now) - start:
+            break
+    return whisper_window(start_time, end_time, now, archive.step, longest)
+
+
 class TurokReader:
     """graphite-web reader for one Turok metric; the finder does the actual reads."""
 
@@ -61,9 +79,9 @@ class TurokReader:
         return self.finder.fetch_paths([self.path], startTime, endTime, now).get(self.path)
 
     def get_intervals(self, now: Optional[float] = None) -> IntervalSet:
-        """The time this metric can answer for: its base archive's retention up to now."""
+        """The time this metric can answer for: its longest retention up to now."""
         now = self.finder.now() if now is None else now
-        retention = self.finder.schemas.policy_for(self.path).archives[0].retention
+        retention = max(a.retention for a in self.finder.schemas.policy_for(self.path).archives)
         return IntervalSet([Interval(now - retention, now)])
 
     def __repr__(self) -> str:

@@ -70,6 +70,10 @@ class TurokConfig:
     visibility_timeout_seconds: int = 120
     turokd_pollers: int = 2
     write_max_attempts: int = 8
+    # merge into a block with a conditional PutItem (it still holds what was read), so several
+    # turokd processes never lose each other's slots; off: unconditional BatchWriteItem
+    conditional_writes: bool = True
+    put_threads: int = 8  # conditional PutItem requests of one write sent in parallel
     # --- indexer
     indexer_pollers: int = 1
     # --- shared

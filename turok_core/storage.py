@@ -3,8 +3,12 @@
 An item is one block (``blocks.py``): key ``metric`` (S, hash) and ``start_time`` (N, range, the
 block's first second), and ``datapoints`` (B, msgpack; the design's JSON string is also read).
 Writers *set* slot values, so writing the same slots again leaves the item unchanged: that is what
-makes SQS redeliveries harmless. Every call is batched (BatchGetItem ≤ 100 keys, BatchWriteItem
-≤ 25 items) and the unprocessed part of a batch is retried with capped, jittered backoff.
+makes SQS redeliveries harmless. A block is merged (read, slots set) and put back only if it
+still holds what was read (``conditional_writes``), so two turokd processes never lose each
+other's slots. Reads are batched (BatchGetItem ≤ 100 keys); conditional puts are one PutItem per
+block, sent in parallel (``put_threads``), and without them writes are batched (BatchWriteItem
+≤ 25 items); unprocessed or throttled requests are retried with capped, jittered backoff, and a
+block changed by another process between read and put is merged again.
 
 Pure boto3 and blocking: services call these methods from their AWS thread pool. One store may be
 used by many threads at once; merges of the same block by threads of one process are serialised.
@@ -15,6 +19,7 @@ import math
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -37,6 +42,8 @@ TABLE_WAIT_INTERVAL = 0.5
 READABLE_STATUSES = ("ACTIVE", "UPDATING")
 # the key attribute names as DynamoDB bills them, plus the datapoints attribute name
 _NAME_BYTES = len("metric") + len("start_time") + len("datapoints")
+
+_THROTTLED = ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded")
 
 BlockKey = tuple[str, str, int]  # (table, metric, block start)
 
@@ -112,6 +119,7 @@ class BlockStore:
         self._known: set[str] = set()  # tables this store made sure of: writes skip DescribeTable
         self._checked: dict[str, tuple[bool, float]] = {}  # name → (exists, valid until)
         self._blocks = _BlockLocks()
+        self._pool: Optional[ThreadPoolExecutor] = None  # conditional puts, made on first use
 
     # ----------------------------------------------------------------------------- tables
 
@@ -245,13 +253,32 @@ class BlockStore:
 
     def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
                          spans: dict[int, int], stats: WriteStats) -> None:
+        remaining = dict(blocks)
+        attempts = max(1, self._config.write_max_attempts)
+        for attempt in range(attempts):
+            puts = self._merge(remaining, spans, stats)
+            if not self._config.conditional_writes:
+                self._batch_write([(table, item) for table, item, _old, _units in puts], stats)
+                stats.items_written += len(puts)
+                stats.write_units += sum(units for *_rest, units in puts)
+                return
+            conflicts = self._conditional_write(puts, stats)
+            if not conflicts:
+                return
+            # another process changed these blocks since we read them: merge into theirs again
+            remaining = {key: remaining[key] for key in conflicts}
+            self._backoff(attempt)
+        raise BlockWriteError(f"{len(remaining)} block(s) kept changing under us for {attempts} attempts")
+
+    def _merge(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
+               stats: WriteStats) -> list[tuple[str, dict, Optional[dict], int]]:
+        """Read the blocks, set the new slots; ``(table, item, stored datapoints, units)`` to put."""
         keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(start)}})
                 for table, metric, start in blocks]
         stored: dict[BlockKey, dict] = {}
         for table, item in self._batch_get(keys, consistent=True, stats=stats):
             stored[(table, item["metric"]["S"], int(item["start_time"]["N"]))] = item["datapoints"]
-        puts: list[tuple[str, dict]] = []
-        units = 0
+        puts: list[tuple[str, dict, Optional[dict], int]] = []
         for key, (step, new) in blocks.items():
             table, metric, start = key
             slot_count = spans[step] // step
@@ -270,12 +297,58 @@ class BlockStore:
             if attribute is not None and "B" in attribute and bytes(attribute["B"]) == blob:
                 stats.items_unchanged += 1  # a redelivery: same values, no write unit spent
                 continue
-            units += max(1, math.ceil(item_size(metric, start, blob) / 1024))
+            units = max(1, math.ceil(item_size(metric, start, blob) / 1024))
             puts.append((table, {"metric": {"S": metric}, "start_time": {"N": str(start)},
-                                 "datapoints": {"B": blob}}))
-        self._batch_write(puts, stats)
-        stats.items_written += len(puts)
-        stats.write_units += units
+                                 "datapoints": {"B": blob}}, attribute, units))
+        return puts
+
+    def _conditional_write(self, puts: Sequence[tuple[str, dict, Optional[dict], int]],
+                           stats: WriteStats) -> list[BlockKey]:
+        """PutItem each block only if it still holds what we merged into; the keys that did not.
+
+        Several turokd processes may merge into the same block: the condition turns a lost
+        update into a retry (on-demand tables bill per write unit, not per request, so one
+        PutItem per block costs what a BatchWriteItem entry costs).
+        """
+        conflicts: list[BlockKey] = []
+        if len(puts) > 1:  # one request per block: send them side by side, not one after another
+            outcomes = list(self._put_pool().map(lambda put: self._put_if_unchanged(*put[:3]), puts))
+        else:
+            outcomes = [self._put_if_unchanged(*put[:3]) for put in puts]
+        for (table, item, _old, units), (written, calls) in zip(puts, outcomes):
+            stats.write_calls += calls
+            if written:
+                stats.items_written += 1
+                stats.write_units += units
+            else:
+                conflicts.append((table, item["metric"]["S"], int(item["start_time"]["N"])))
+        return conflicts
+
+    def _put_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(1, self._config.put_threads), thread_name_prefix="turok-put")
+            return self._pool
+
+    def _put_if_unchanged(self, table: str, item: dict, old: Optional[dict]) -> tuple[bool, int]:
+        """One conditional PutItem (throttling retried): (False when the block changed meanwhile, calls)."""
+        if old is None:
+            condition = {"ConditionExpression": "attribute_not_exists(metric)"}
+        else:
+            condition = {"ConditionExpression": "datapoints = :old", "ExpressionAttributeValues": {":old": old}}
+        attempts = max(1, self._config.write_max_attempts)
+        for attempt in range(attempts):
+            try:
+                self._client.put_item(TableName=table, Item=item, **condition)
+                return True, attempt + 1
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    return False, attempt + 1
+                if code not in _THROTTLED or attempt + 1 >= attempts:
+                    raise
+                self._backoff(attempt)
+        return False, attempts  # pragma: no cover - the loop returns or raises
 
     def _batch_write(self, puts: Sequence[tuple[str, dict]], stats: WriteStats) -> None:
         """BatchWriteItem in calls of at most 25 items, retrying unprocessed items."""
@@ -371,6 +444,43 @@ class BlockStore:
             low, high = max(0, -offset), min(len(values), count - offset)
             if low < high:
                 row[offset + low:offset + high] = values[low:high]
+        return result
+
+    def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],
+                    consistent: bool = False) -> dict[str, dict[int, float]]:
+        """The stored slots of several ``(metric, start, end)`` ranges at ``step``, in one batched read.
+
+        Returns ``{metric: {slot_start: value}}`` holding every known slot of the blocks that
+        overlap the ranges (possibly more than asked; gaps are absent). ``consistent`` reads
+        what this process has just written (rollups read the finer slots they have just set).
+        """
+        span = block_span(step, self._config.block_slots)
+        wanted: dict[tuple[str, int], str] = {}
+        for metric, start, end in ranges:
+            for block in range(start - start % span, end, span):
+                if (metric, block) not in wanted:
+                    wanted[(metric, block)] = self.table_for(block, step)
+        result: dict[str, dict[int, float]] = {}
+        if not wanted:
+            return result
+        for retry in (True, False):
+            present = self.existing_tables(set(wanted.values()))
+            keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(block)}})
+                    for (metric, block), table in wanted.items() if table in present]
+            try:
+                items = self._batch_get(keys, consistent=consistent)
+                break
+            except ClientError as exc:
+                if not retry or _error_code(exc) != "ResourceNotFoundException":
+                    raise
+                self._forget_tables(present)
+        for _table, item in items:
+            attribute = item.get("datapoints", {})
+            start = int(item["start_time"]["N"])
+            row = result.setdefault(item["metric"]["S"], {})
+            for index, value in enumerate(decode_datapoints(attribute.get("B", attribute.get("S")))):
+                if value is not None:
+                    row[start + index * step] = value
         return result
 
     def _backoff(self, attempt: int) -> None:

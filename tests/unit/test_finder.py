@@ -141,7 +141,7 @@ def test_find_nodes_through_graphite_store(setup):
     leaf = next(n for n in store.find("fast.web1.cpu"))
     assert isinstance(leaf, LeafNode) and leaf.reader.path == "fast.web1.cpu"
     intervals = leaf.intervals
-    assert (intervals[0].start, intervals[0].end) == (NOW - 6 * 3600, NOW)
+    assert (intervals[0].start, intervals[0].end) == (NOW - 7 * 86400, NOW)  # the longest retention
 
     assert store.get_index() == sorted(NAMES)
     assert finder.get_index({}) == sorted(NAMES)
@@ -169,15 +169,16 @@ def test_reads_align_exactly_like_whisper(setup, tmp_path):
         assert got[0] == expected[0], (start, end)
         assert got[1] == expected[1], (start, end)
         assert len(got[1]) == (got[0][1] - got[0][0]) // got[0][2]
-    # Turok answers at the base resolution only: a range older than its retention is clipped to
-    # it (whisper would switch to its 1-minute archive, which Turok does not read)
-    oldest = NOW - 6 * 3600
+    # a range older than the base retention answers from the 1-minute archive, as whisper does
+    # (values: tests/unit/test_whisper_parity.py, with turokd's rollups)
     assert reader.fetch(NOW - 7 * 3600, NOW - 5 * 3600, now=NOW)[0] == (
-        oldest - oldest % 10 + 10, NOW - 5 * 3600 - 7 + 10, 10)
+        whisper.fetch(path, NOW - 7 * 3600, NOW - 5 * 3600, now=NOW)[0])
+    assert reader.fetch(NOW - 7 * 3600, NOW - 5 * 3600, now=NOW)[0][2] == 60
     # entirely in the future or beyond retention: nothing, as whisper
     assert whisper.fetch(path, NOW + 10, NOW + 20, now=NOW) is None
     assert reader.fetch(NOW + 10, NOW + 20, now=NOW) is None
-    assert reader.fetch(NOW - 8 * 3600, NOW - 7 * 3600, now=NOW) is None
+    assert whisper.fetch(path, NOW - 8 * 86400, NOW - 7 * 86400 - 1, now=NOW) is None
+    assert reader.fetch(NOW - 8 * 86400, NOW - 7 * 86400 - 1, now=NOW) is None
     # now defaults to the clock, end is capped at now
     assert reader.fetch(NOW - 60, NOW + 3600)[0] == (NOW - 60 - 7 + 10, NOW - 7 + 10, 10)
 

@@ -107,6 +107,7 @@ def scan(config, table):
 
 
 def test_round_trip_with_gaps_over_several_blocks(turok_config):
+    turok_config = turok_config.replace(conditional_writes=False)  # one BatchWriteItem call
     store = make_store(turok_config)
     span = block_span(STEP, turok_config.block_slots)
     assert span == 600
@@ -143,6 +144,7 @@ def test_range_across_midnight_uses_two_day_tables(turok_config):
 
 
 def test_writes_are_chunked_by_25_items(turok_config):
+    turok_config = turok_config.replace(conditional_writes=False)  # the BatchWriteItem path
     client = Wrapper(make_client("dynamodb", turok_config))
     store = make_store(turok_config, client)
     span = block_span(STEP, turok_config.block_slots)
@@ -156,6 +158,7 @@ def test_writes_are_chunked_by_25_items(turok_config):
 
 
 def test_unprocessed_items_are_retried_with_backoff(turok_config):
+    turok_config = turok_config.replace(conditional_writes=False)  # the BatchWriteItem path
     sleeps = []
     client = Unreliable(make_client("dynamodb", turok_config), write_failures=3)
     store = make_store(turok_config, client, sleep=sleeps.append)
@@ -170,7 +173,7 @@ def test_unprocessed_items_are_retried_with_backoff(turok_config):
 
 
 def test_unprocessed_items_give_up_with_a_clear_error(turok_config):
-    config = turok_config.replace(write_max_attempts=3)
+    config = turok_config.replace(write_max_attempts=3, conditional_writes=False)
     client = Unreliable(make_client("dynamodb", config), write_failures=100)
     store = make_store(config, client, sleep=lambda s: None)
     with pytest.raises(BlockWriteError, match="unprocessed by BatchWriteItem after 3 attempts"):

@@ -5,6 +5,7 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 from __future__ import annotations
 
 import calendar
+import re
 import signal
 
 import pytest
@@ -75,13 +76,20 @@ def test_turokd_stores_announces_once_and_is_idempotent(turokd):
     # a batch spread over several SQS messages: window averages, sums and a 1-minute series
     first = [TurokMessage(name, DAY + 10 * k, [i, k, 3 * k], 10, "average")
              for i, name in enumerate(names) for k in range(5)]
-    first.append(TurokMessage(names[0], DAY, [1, 2, 3, 4], 60, "sum"))
+    # (at a minute the 10 s slots do not cover: those are rolled up into their own minute)
+    first.append(TurokMessage(names[0], DAY + 120, [1, 2, 3, 4], 60, "sum"))
     bodies = encode_messages(first, max_body_bytes=250)
     assert len(bodies) >= 3
     queue.send(bodies)
     expected = {name: [(i + k + 3 * k) / 3 for k in range(5)] + [None] for i, name in enumerate(names)}
     wait_for(lambda: store.fetch_series(names, 10, DAY, DAY + 60) == expected, 20, "first batch in DynamoDB")
-    wait_for(lambda: store.fetch_series([names[0]], 60, DAY, DAY + 60) == {names[0]: [10]}, 10, "1-minute slot")
+    wait_for(lambda: store.fetch_series([names[0]], 60, DAY + 120, DAY + 180) == {names[0]: [10]}, 10,
+             "1-minute slot")
+    # the 10 s slots rolled up into 1 minute (5 of 6 known ≥ xFilesFactor 0.5), not into the hour
+    # (1 minute of 60 known < 0.5)
+    minute = sum(expected[names[1]][:5]) / 5
+    wait_for(lambda: store.fetch_series([names[1]], 60, DAY, DAY + 60) == {names[1]: [minute]}, 10, "rollup")
+    assert store.fetch_series([names[1]], 3600, DAY, DAY + 3600) == {names[1]: [None]}
 
     announced = []
     wait_for(lambda: announced.extend(take_announcements(index_queue)) or set(announced) == set(names), 15,
@@ -122,7 +130,10 @@ def test_turokd_stores_announces_once_and_is_idempotent(turokd):
     text = logfile.read_text()
     assert process.returncode in (0, -signal.SIGTERM) and "Main loop terminated" in text
     assert "turokd counters" in text and "'names_announced': 7" in text  # each name once
-    assert "'bodies_rejected': 1" in text and "'errors': 0" in text and "'items_unchanged': 1" in text
+    assert "'bodies_rejected': 1" in text and "'errors': 0" in text
+    # the replayed body left its base block and the blocks of its rollups unchanged
+    assert int(re.search(r"'items_unchanged': (\d+)", text).group(1)) >= 2
+    assert int(re.search(r"'rollup_slots_written': (\d+)", text).group(1)) >= 6
     assert "Traceback" not in text
 
 

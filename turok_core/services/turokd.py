@@ -1,7 +1,8 @@
 """turokd: Turok messages from SQS, aggregated into DynamoDB blocks; new names to the index queue.
 
 ``config.turokd_pollers`` loops each run, one batch at a time: long-poll the metrics queue, store
-the batch (``ingest.process_batch``), delete the messages whose data is stored, and announce
+the batch (``ingest.process_batch``: base slots, then their rollups into the coarser archives of
+the schemas in the config), delete the messages whose data is stored, and announce
 metric names this process has not announced yet on the index queue. Undecodable bodies are
 logged and left alone, so SQS's redrive policy moves them to the dead-letter queue. Every boto3
 call runs in the service's AWS thread pool, never on the reactor thread.
@@ -20,6 +21,7 @@ from ..aws import make_client
 from ..config import TurokConfig
 from ..ingest import Announcer, BatchResult, process_batch
 from ..queues import SQS_BATCH_ENTRIES, MessageQueue
+from ..schemas import SchemaSet, load_schemas
 from ..storage import BlockStore
 from .consumer import QueueConsumerService, RateLimitedLog
 
@@ -34,6 +36,7 @@ class TurokdCounters:
     bodies_rejected: int = 0  # undecodable bodies, left for the dead-letter queue
     turok_messages: int = 0  # Turok messages in the accepted bodies
     slots_written: int = 0
+    rollup_slots_written: int = 0  # coarse slots recomputed into the coarser archives
     items_written: int = 0
     items_unchanged: int = 0  # blocks a redelivery left as they were (not rewritten)
     write_units: int = 0
@@ -49,13 +52,16 @@ class TurokdService(QueueConsumerService):
     name = "turokd"
 
     def __init__(self, config: TurokConfig, reactor=None, store: Optional[BlockStore] = None,
-                 queue: Optional[MessageQueue] = None, index_queue: Optional[MessageQueue] = None) -> None:
+                 queue: Optional[MessageQueue] = None, index_queue: Optional[MessageQueue] = None,
+                 schemas: Optional[SchemaSet] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = TurokdCounters()
         self.announcer = Announcer()
         self._store = store
         self._queue = queue
         self._index_queue = index_queue
+        # read at construction, so twistd refuses to start on invalid schema files
+        self.schemas = schemas if schemas is not None else load_schemas(config)
         self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
 
     @property
@@ -84,7 +90,7 @@ class TurokdService(QueueConsumerService):
             return
         self.counters.messages_received += len(received)
         self.note_received(received)
-        result: BatchResult = yield self._in_pool(process_batch, received, self._store)
+        result: BatchResult = yield self._in_pool(process_batch, received, self._store, self.schemas)
         self._count(result)
         for rejected in result.rejected:
             self._rejections.error(
@@ -117,6 +123,7 @@ class TurokdService(QueueConsumerService):
         counters.bodies_rejected += len(result.rejected)
         counters.turok_messages += result.messages
         counters.slots_written += result.slots
+        counters.rollup_slots_written += result.rollup_slots
         counters.items_written += stats.items_written
         counters.items_unchanged += stats.items_unchanged
         counters.write_units += stats.write_units

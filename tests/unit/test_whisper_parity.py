@@ -1,0 +1,169 @@
+"""Turok gives the answers whisper gives: same points in, same ``(start, end, step)`` and values out.
+
+A live stream is simulated for four hours across a UTC midnight: every five minutes ("a round")
+the points that have arrived by then go into a whisper file (``update_many(..., now=round)``) and,
+as Turok messages, through turokd's ``process_batch`` into DynamoDB on the moto server (base slots
+plus rollups). Points are always younger than the first archive's retention when written (a
+stream, as carbon sees it; whisper would write older points straight into a coarser archive, which
+Turok never does), but arrive late and out of order by up to 15 minutes. Five metrics cover the
+five aggregation methods, gaps, and xFilesFactor edges: exactly at the fraction, just under it,
+and 1/3, which whisper compares as a 32-bit float (so 2 of 6 known does *not* reach it). Then the
+Turok finder and ``whisper.fetch`` are asked the same ranges at the same ``now``.
+"""
+import calendar
+import os
+import random
+
+import pytest
+import whisper
+
+from turok_core.aws import make_client
+from turok_core.codec import encode_messages
+from turok_core.ingest import process_batch
+from turok_core.message import TurokMessage
+from turok_core.queues import ReceivedMessage
+from turok_core.schemas import load_schemas
+from turok_core.storage import BlockStore
+
+MIDNIGHT = calendar.timegm((2024, 3, 2, 0, 0, 0))
+NOW = MIDNIGHT + 40 * 60 + 7  # mid-slot; the 10 s archive (1 h) spans the midnight
+START = NOW - 4 * 3600
+ROUND = 300
+ARCHIVES = [(10, 360), (60, 1440), (3600, 168)]  # 10s:1h, 1min:1d, 1h:7d
+SCHEMAS = "[all]\npattern = .*\nretentions = 10s:1h,1min:1d,1h:7d\n"
+METHODS = {  # metric → (carbon aggregationMethod, xFilesFactor)
+    "parity.avg": ("average", 0.5),
+    "parity.sum": ("sum", 0.0),
+    "parity.max": ("max", 0.3333333333333333),
+    "parity.min": ("min", 1.0),
+    "parity.last": ("last", 0.5),
+    "parity.hours": ("average", 0.5),
+}
+AGGREGATION = "".join(f"[{name.split('.')[1]}]\npattern = ^{name.replace('.', '[.]')}$\n"
+                      f"aggregationMethod = {method}\nxFilesFactor = {xff!r}\n\n"
+                      for name, (method, xff) in METHODS.items())
+# parity.hours: whole minutes present or absent; full minutes in the hours before the midnight:
+# exactly half (30/60 = xFilesFactor), just under (29/60), all
+HOUR_MINUTES = {MIDNIGHT - 3 * 3600: 30, MIDNIGHT - 2 * 3600: 29, MIDNIGHT - 3600: 60}
+
+
+def known_slots(name: str, rng: random.Random) -> list[int]:
+    """The 10 s slots that get a point, per metric: patterns hitting every xFilesFactor edge."""
+    slots = range(START - START % 10, NOW - NOW % 10 + 10, 10)
+    if name == "parity.hours":
+        chosen = []
+        for hour, full in HOUR_MINUTES.items():
+            minutes = rng.sample(range(60), full)
+            chosen += [hour + m * 60 + s for m in minutes for s in range(0, 60, 10)]
+        return chosen + [t for t in slots if t >= MIDNIGHT]
+    chosen = []
+    for minute in range(START - START % 60, NOW, 60):
+        # 0…6 known of the minute's six slots, cycling: 3/6 (at 0.5), 2/6 (under; and 1/3 in
+        # float32), 6/6 (min's xFilesFactor 1.0), none (a gap)
+        count = (minute // 60) % 7
+        chosen += rng.sample(range(minute, minute + 60, 10), count)
+    return [t for t in chosen if START <= t <= NOW]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def graphite_django(tmp_path_factory):
+    """graphite-web's settings (the finder imports graphite's modules)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "graphite.settings")
+    os.environ.setdefault("GRAPHITE_SETTINGS_MODULE", "finder.graphite_settings")
+    os.environ.setdefault("GRAPHITE_STORAGE_DIR", str(tmp_path_factory.mktemp("graphite")))
+    import django
+
+    django.setup()
+
+
+@pytest.fixture
+def schema_config(turok_config, tmp_path):
+    (tmp_path / "schemas.conf").write_text(SCHEMAS)
+    (tmp_path / "aggregation.conf").write_text(AGGREGATION)
+    return turok_config.replace(schemas_file=str(tmp_path / "schemas.conf"),
+                                aggregation_file=str(tmp_path / "aggregation.conf"))
+
+
+def stream(rng: random.Random) -> dict[int, list[tuple[str, int, float]]]:
+    """Round time → the (metric, timestamp, value) points arriving by then, shuffled."""
+    rounds: dict[int, list] = {}
+    for name in METHODS:
+        for slot in known_slots(name, rng):
+            timestamp = slot + rng.randint(0, 9)
+            if timestamp > NOW:
+                continue
+            delay = rng.choice([0, 0, 0, 30, 200, 900])  # late and out of order, within the hour
+            arrival = min(NOW, timestamp + delay)
+            due = arrival if arrival == NOW else START + -(-(arrival - START) // ROUND) * ROUND
+            rounds.setdefault(min(due, NOW), []).append((name, timestamp, round(rng.uniform(-50, 150), 3)))
+    for points in rounds.values():
+        rng.shuffle(points)
+    return dict(sorted(rounds.items()))
+
+
+def test_turok_answers_like_whisper(schema_config, tmp_path):
+    from finder.finder import TurokFinder
+    from finder.reader import TurokReader
+
+    rng = random.Random(20240302)
+    schemas = load_schemas(schema_config)
+    store = BlockStore(make_client("dynamodb", schema_config), schema_config)
+    files = {}
+    for name, (method, xff) in METHODS.items():
+        files[name] = str(tmp_path / f"{name}.wsp")
+        whisper.create(files[name], ARCHIVES, xFilesFactor=xff, aggregationMethod=method)
+    rounds = stream(rng)
+    assert len(rounds) > 40
+    for count, (now, points) in enumerate(rounds.items()):
+        for name in METHODS:
+            mine = [(t, v) for n, t, v in points if n == name]
+            if mine:
+                whisper.update_many(files[name], mine, now=now)
+        messages = [TurokMessage(n, t - t % 10, [v], 10, schemas.policy_for(n).aggregation_type)
+                    for n, t, v in points]
+        bodies = encode_messages(messages, max_body_bytes=4096)
+        received = [ReceivedMessage(body, f"r{count}.{i}", f"m{count}.{i}", 1) for i, body in enumerate(bodies)]
+        result = process_batch(received, store, schemas)
+        assert not result.rejected and len(result.deletable) == len(bodies)
+
+    finder = TurokFinder(config=schema_config, schemas=schemas, index=object(), blocks=store, clock=lambda: NOW)
+    cases = [
+        (NOW - 1800, NOW),  # inside the 10 s archive
+        (NOW - 3599, NOW - 60),
+        (NOW - 600, NOW + 600),  # until after now
+        (NOW - 25, NOW - 25),  # empty range: whisper's one next slot
+        (NOW - 3601, NOW),  # just past the 10 s retention: the 1 min archive
+        (NOW - 4 * 3600, NOW - 3600),  # the 1 min archive, across the midnight
+        (MIDNIGHT - 7200 + 13, MIDNIGHT + 1800),
+        (NOW - 2 * 86400, NOW),  # the hour archive
+        (NOW - 6 * 3600, MIDNIGHT),
+        (NOW - 8 * 86400, NOW - 6 * 86400),  # partly beyond the longest retention
+    ]
+    differing = []
+    checked_values = 0
+    for name in METHODS:
+        reader = TurokReader(name, finder)
+        for start, end in cases:
+            expected = whisper.fetch(files[name], start, end, now=NOW)
+            got = reader.fetch(start, end, now=NOW)
+            assert got[0] == expected[0], (name, start, end)
+            if got[1] != expected[1]:
+                differing.append((name, start, end, [(a, b) for a, b in zip(got[1], expected[1]) if a != b][:5]))
+            checked_values += sum(v is not None for v in expected[1])
+        assert whisper.fetch(files[name], NOW - 10 * 86400, NOW - 9 * 86400, now=NOW) is None
+        assert reader.fetch(NOW - 10 * 86400, NOW - 9 * 86400, now=NOW) is None
+        assert whisper.fetch(files[name], NOW + 10, NOW + 20, now=NOW) is None
+        assert reader.fetch(NOW + 10, NOW + 20, now=NOW) is None
+    assert not differing, differing
+    assert checked_values > 1000
+
+    # the edges really happened: hour at 30/60 kept, 29/60 dropped; 2 of 6 under max's 1/3
+    hours = whisper.fetch(files["parity.hours"], NOW - 2 * 86400, NOW, now=NOW)
+    by_hour = dict(zip(range(*hours[0]), hours[1]))
+    assert by_hour[MIDNIGHT - 3 * 3600] is not None and by_hour[MIDNIGHT - 2 * 3600] is None
+    assert by_hour[MIDNIGHT - 3600] is not None
+    minutes = whisper.fetch(files["parity.max"], NOW - 4 * 3600, NOW - 3600, now=NOW)
+    two_known = [t for t in range(*minutes[0]) if (t // 60) % 7 == 2]
+    assert two_known and all(minutes[1][(t - minutes[0][0]) // 60] is None for t in two_known)
+    three_known = [t for t in range(*minutes[0]) if (t // 60) % 7 == 3]
+    assert any(minutes[1][(t - minutes[0][0]) // 60] is not None for t in three_known)

@@ -1,0 +1,93 @@
+"""Rollups: a coarse archive's slots computed from the finer archive's slots, the way whisper does.
+
+A coarse slot ``[c, c + coarse_step)`` covers ``coarse_step // finer_step`` finer slots. Its value
+is the aggregate (the schema's ``aggregationMethod``) of the finer slots that hold a value, in
+time order, and it is written only when ``known / total >= xFilesFactor``; otherwise the coarse
+slot is left as it was, which is what whisper's propagation does. The arithmetic is whisper's own
+(``float(sum(v)) / len(v)`` for an average, the ``xFilesFactor`` compared as the 32-bit float
+whisper keeps in its header), so Turok's rollups are bit-identical to whisper's.
+
+Why this is safe under at-least-once delivery, late points and several turokd instances:
+a coarse slot is always *recomputed* from the finer slots it covers, never accumulated, so
+processing a message again (a replay) or a late point inside the grace window recomputes the same
+or a fresher value, and two turokd instances computing the same coarse slot from the same finer
+data write the same value. Blocks are merged with conditional writes (``storage.py``), so two
+instances writing different slots of one block never lose each other's slots.
+
+The race between instances, and how ``ingest.write_rollups`` closes it: instance A reads the finer
+slots before instance B's finer write lands, B reads after it and writes its coarse value first,
+then A writes its older value over B's. So after writing, each instance reads the finer slots
+again and recomputes the coarse slots whose input changed since its read, until a read shows no
+change. The last coarse write of a slot is then computed from the final finer data: a finer write
+after that read would make its writer's own rollup (which runs after its finer write) the last.
+What remains: an instance whose finer data keeps changing for ``ROLLUP_VERIFY_ROUNDS`` rounds
+gives up, and its coarse slot may lag until the next write touching it (any later point, late
+point or replay of the same window recomputes it). A turokd that dies between its finer write and
+its rollup has not deleted the message, so the redelivery recomputes it. Finer slots only ever
+gain values, so a coarse slot never shows data that was not there, and one that reached the
+xFilesFactor keeps reaching it.
+
+This module is pure (no I/O); ``ingest.write_rollups`` reads and writes DynamoDB around it.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Iterable, Mapping, Optional, Sequence
+
+# Turok's aggregation names → whisper's
+WHISPER_METHODS = {"average": "average", "sum": "sum", "minimum": "min", "maximum": "max", "last": "last"}
+
+
+def whisper_xff(x_files_factor: float) -> float:
+    """The xFilesFactor as whisper compares it: stored in the file header as a 32-bit float."""
+    return struct.unpack("!f", struct.pack("!f", x_files_factor))[0]
+
+
+def rollup_value(values: Sequence[Optional[float]], aggregation_type: str,
+                 x_files_factor: float) -> Optional[float]:
+    """The coarse value of one coarse slot from its finer slots (``None`` = gap), or ``None``.
+
+    ``None`` means "leave the coarse slot as it is": no finer value is known, or the known
+    fraction is below ``x_files_factor``.
+    """
+    known = [v for v in values if v is not None]
+    if not known or len(known) / len(values) < whisper_xff(x_files_factor):
+        return None
+    if aggregation_type == "average":
+        return float(sum(known)) / float(len(known))
+    if aggregation_type == "sum":
+        return float(sum(known))
+    if aggregation_type == "minimum":
+        return min(known)
+    if aggregation_type == "maximum":
+        return max(known)
+    if aggregation_type == "last":
+        return known[-1]
+    raise ValueError(f"unknown aggregation {aggregation_type!r}")
+
+
+def coarse_slots(finer_slots: Iterable[int], coarse_step: int) -> set[int]:
+    """The coarse slots (their starts) holding any of ``finer_slots``."""
+    return {slot - slot % coarse_step for slot in finer_slots}
+
+
+def rollup_slots(finer: Mapping[int, Optional[float]], finer_step: int, coarse_step: int,
+                 slots: Iterable[int], aggregation_type: str,
+                 x_files_factor: float) -> list[tuple[int, float]]:
+    """``(coarse_start, value)`` for each of the coarse ``slots`` that gets a value.
+
+    ``finer`` maps finer slot starts to their values (missing or ``None`` = gap). Coarse slots
+    that fail the xFilesFactor (or have no data) are left out: they keep their stored value.
+    """
+    if coarse_step % finer_step:
+        raise ValueError(f"{finer_step}s does not divide {coarse_step}s")
+    ratio = coarse_step // finer_step
+    result = []
+    for start in sorted(slots):
+        if start % coarse_step:
+            raise ValueError(f"slot {start} is not aligned to {coarse_step}s")
+        values = [finer.get(start + i * finer_step) for i in range(ratio)]
+        value = rollup_value(values, aggregation_type, x_files_factor)
+        if value is not None:
+            result.append((start, value))
+    return result
