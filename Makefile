@@ -8,7 +8,7 @@ APT_PACKAGES := libcairo2
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test install deps apt clean
+.PHONY: run test bench install deps apt clean
 
 run: install
 	$(PY) -m turok_core.services.localstack run
@@ -17,6 +17,12 @@ run: install
 test: APT_PACKAGES += collectd-core
 test: install
 	$(PY) -m pytest tests
+
+# issue 6's benchmarks (bench/), on demand only, never part of `make test`;
+# BENCH_ARGS=--quick for a run of a few minutes; etsy statsd comes from npm into bench/.node
+bench: APT_PACKAGES += carbon-c-relay
+bench: install
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 # the project itself, reinstalled every time so twistd's plugins match the checkout
 install: apt deps

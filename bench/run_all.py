@@ -1,0 +1,33 @@
+"""``make bench``: run every benchmark of bench/ in turn, each printing its own table.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+``--quick``: 200,000 points and one run for the ingest benchmarks (plaintext, pickle), every other rate for StatsD,
+one run for memory (minutes instead of a quarter of an hour).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    runs = [
+        ["plaintext_ingest.py"] + (["--points", "200000", "--repeat", "1"] if quick else []),
+        ["plaintext_ingest.py", "--protocol", "pickle"] + (["--points", "200000", "--repeat", "1"] if quick else []),
+        ["statsd_udp.py"] + (["--quick"] if quick else []),
+        ["memory.py"] + (["--quick"] if quick else []),
+    ]
+    failed = 0
+    for script, *args in runs:
+        print(f"\n=== {script} {' '.join(args)}", flush=True)
+        failed += subprocess.run([sys.executable, str(HERE / script), *args], cwd=HERE.parent).returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
