@@ -1,6 +1,7 @@
 """Create what Turok needs in an AWS account (or a local endpoint): queues, dead-letter queue, bucket.
 
-``turok-provision [--config FILE]`` is safe to run repeatedly; it changes nothing that exists.
+``turok-provision [--config FILE]`` is safe to run repeatedly: what exists is kept, and queues are
+brought to the configured attributes (visibility timeout, size, redrive policy).
 Day tables are created by turokd on first use (and ahead of time by the keeper).
 """
 from __future__ import annotations
@@ -13,21 +14,30 @@ from .aws import make_client
 from .config import TurokConfig, load_config
 
 
+def ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:
+    """The URL of queue ``name``, created with ``attributes`` or updated to them."""
+    try:
+        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:  # same name, other attributes: apply the configured ones
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
+
+
 def provision_queues(sqs, config: TurokConfig) -> dict[str, str]:
     """Create the metrics queue (with its dead-letter queue) and the index queue; return URLs."""
     message_bytes = str(config.sqs_max_message_bytes)
-    dlq_url = sqs.create_queue(QueueName=config.dead_letter_queue_name,
-                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = ensure_queue(sqs, config.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"})
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(config.dead_letter_max_receives)})
     urls = {config.dead_letter_queue_name: dlq_url}
     for name in (config.queue_name, config.index_queue_name):
-        urls[name] = sqs.create_queue(QueueName=name, Attributes={
+        urls[name] = ensure_queue(sqs, name, {
             "VisibilityTimeout": str(config.visibility_timeout_seconds),
             "MaximumMessageSize": message_bytes,
             "MessageRetentionPeriod": "1209600",
             "RedrivePolicy": redrive,
-        })["QueueUrl"]
+        })
     return urls
 
 

@@ -204,3 +204,31 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     # the second failure came within the rate limit's interval: counted, not logged
     assert len(errors) == 1 and "receive failed" in repr(errors[0].get("error"))
     assert store.fetch_series(["loop.m"], 10, DAY, DAY + 10) == {"loop.m": [3]}
+
+
+def test_poison_message_goes_to_the_dead_letter_queue_and_never_blocks_the_queue(turok_config, tmp_path):
+    """An undecodable body is logged with its reason, left undeleted, and moved by SQS's redrive
+    policy to the dead-letter queue after ``dead_letter_max_receives``; good bodies keep flowing."""
+    from turok_core.provision import provision
+
+    config = turok_config.replace(queue_name=turok_config.queue_name + "-poison",
+                                  dead_letter_queue_name=turok_config.dead_letter_queue_name + "-poison",
+                                  dead_letter_max_receives=2, visibility_timeout_seconds=1,
+                                  receive_wait_seconds=1, turokd_pollers=1)
+    provision(config)
+    sqs = make_client("sqs", config)
+    queue = MessageQueue(sqs, config.queue_name)
+    dead_letters = MessageQueue(sqs, config.dead_letter_queue_name)
+    store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
+    with running_twistd("turokd", config, tmp_path, lambda log: "poller(s) on queue" in log.read_text(),
+                        "turokd start", timeout=15) as (logfile, process):
+        queue.send(["this is no turok body"])
+        for minute in range(3):  # good messages before, during and after the poison's retries
+            queue.send(encode_messages([TurokMessage("poison.neighbour", DAY + 60 * minute, [minute], 10, "sum")]))
+            wait_for(lambda: store.fetch_series(["poison.neighbour"], 10, DAY + 60 * minute,
+                                                DAY + 60 * minute + 10)["poison.neighbour"] == [minute],
+                     20, f"good message {minute} stored next to the poison")
+        moved = wait_for(lambda: dead_letters.receive(10, 1), 30, "the poison in the dead-letter queue")
+        assert [m.body for m in moved] == ["this is no turok body"]
+        assert "body is neither JSON nor base64" in logfile.read_text()
+        assert process.poll() is None
