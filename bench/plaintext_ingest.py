@@ -241,7 +241,7 @@ class TurokGateway:
         if self.queue_url:
             try:
                 self.sqs.delete_queue(QueueUrl=self.queue_url)
-            except Exception:
+            except Exception:  # best effort: the benchmark's moto server stops right after
                 pass
 
     def close(self) -> None:

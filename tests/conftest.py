@@ -116,3 +116,23 @@ def running_twistd(plugin: str, config, workdir: Path, ready: Callable[[Path], o
                 process.kill()
                 process.wait(5)
         process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def graphite_django(tmp_path_factory):
+    """graphite-web's Django settings with Turok's settings module and a throw-away storage dir
+    (the finder imports graphite's modules, which need them)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "graphite.settings")
+    os.environ.setdefault("GRAPHITE_SETTINGS_MODULE", "finder.graphite_settings")
+    os.environ.setdefault("GRAPHITE_STORAGE_DIR", str(tmp_path_factory.mktemp("graphite")))
+    import django
+
+    django.setup()
+
+
+def with_schema_files(config, directory: Path, schemas: str, aggregation: str):
+    """``config`` reading carbon schema and aggregation files written into ``directory``."""
+    (directory / "schemas.conf").write_text(schemas)
+    (directory / "aggregation.conf").write_text(aggregation)
+    return config.replace(schemas_file=str(directory / "schemas.conf"),
+                          aggregation_file=str(directory / "aggregation.conf"))

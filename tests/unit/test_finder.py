@@ -25,15 +25,7 @@ retentions = 60s:1d,1h:30d
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def graphite_django(tmp_path_factory):
-    """graphite-web's settings with Turok's settings module and a throw-away storage dir."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "graphite.settings")
-    os.environ.setdefault("GRAPHITE_SETTINGS_MODULE", "finder.graphite_settings")
-    os.environ.setdefault("GRAPHITE_STORAGE_DIR", str(tmp_path_factory.mktemp("graphite")))
-    import django
-
-    django.setup()
+pytestmark = pytest.mark.usefixtures("graphite_django")
 
 
 class MemoryBlocks:

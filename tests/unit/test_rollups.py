@@ -11,7 +11,7 @@ import threading
 import pytest
 import whisper
 
-from tests.conftest import running_twistd, wait_for
+from tests.conftest import running_twistd, wait_for, with_schema_files
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
 from turok_core.ingest import process_batch
@@ -93,10 +93,7 @@ def test_rollup_slots_aligns_and_skips_what_fails():
 
 @pytest.fixture
 def schema_config(turok_config, tmp_path):
-    (tmp_path / "schemas.conf").write_text(SCHEMAS)
-    (tmp_path / "aggregation.conf").write_text(AGGREGATION)
-    return turok_config.replace(schemas_file=str(tmp_path / "schemas.conf"),
-                                aggregation_file=str(tmp_path / "aggregation.conf"))
+    return with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION)
 
 
 def message_batches(seed: int, schemas) -> list[list[str]]:

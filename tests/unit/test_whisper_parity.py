@@ -11,12 +11,12 @@ and 1/3, which whisper compares as a 32-bit float (so 2 of 6 known does *not* re
 Turok finder and ``whisper.fetch`` are asked the same ranges at the same ``now``.
 """
 import calendar
-import os
 import random
 
 import pytest
 import whisper
 
+from tests.conftest import with_schema_files
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
 from turok_core.ingest import process_batch
@@ -65,23 +65,12 @@ def known_slots(name: str, rng: random.Random) -> list[int]:
     return [t for t in chosen if START <= t <= NOW]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def graphite_django(tmp_path_factory):
-    """graphite-web's settings (the finder imports graphite's modules)."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "graphite.settings")
-    os.environ.setdefault("GRAPHITE_SETTINGS_MODULE", "finder.graphite_settings")
-    os.environ.setdefault("GRAPHITE_STORAGE_DIR", str(tmp_path_factory.mktemp("graphite")))
-    import django
-
-    django.setup()
+pytestmark = pytest.mark.usefixtures("graphite_django")
 
 
 @pytest.fixture
 def schema_config(turok_config, tmp_path):
-    (tmp_path / "schemas.conf").write_text(SCHEMAS)
-    (tmp_path / "aggregation.conf").write_text(AGGREGATION)
-    return turok_config.replace(schemas_file=str(tmp_path / "schemas.conf"),
-                                aggregation_file=str(tmp_path / "aggregation.conf"))
+    return with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION)
 
 
 def stream(rng: random.Random) -> dict[int, list[tuple[str, int, float]]]:
