@@ -3,7 +3,9 @@
 graphite-web loads it with ``STORAGE_FINDERS = ('finder.TurokFinder',)``. The configuration is
 Turok's own (``$TUROK_CONFIG`` and ``TUROK_*``); nothing touches the network until the first
 query. A render's bulk ``fetch`` resolves every path expression against the index, then reads all
-the series that share a resolution with one ``BlockStore.fetch_series`` call.
+the series that share a resolution together (``SeriesReader``: DynamoDB, plus the slots turokd
+still holds, asked over ``cache_hosts`` like carbon's CARBONLINK_HOSTS, plus coarse slots not
+rolled up yet).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from turok_core.aws import make_client
 from turok_core.config import TurokConfig, load_config
 from turok_core.index_store import IndexCache
 from turok_core.schemas import SchemaSet, load_schemas
+from turok_core.series_reader import SeriesReader
 
 from .reader import TurokReader, Window, archive_window
 
@@ -30,12 +33,14 @@ class TurokFinder(BaseFinder):
     tags = False  # graphite-web's TagDB resolves seriesByTag; tagged names are found whole
 
     def __init__(self, config: Optional[TurokConfig] = None, schemas: Optional[SchemaSet] = None,
-                 index: Optional[IndexCache] = None, blocks=None,
+                 index: Optional[IndexCache] = None, blocks=None, cache=None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config if config is not None else load_config()
         self.schemas = schemas if schemas is not None else load_schemas(self.config)
         self.index = index if index is not None else IndexCache(make_client("s3", self.config), self.config)
         self._blocks = blocks
+        self._cache = cache
+        self._series: Optional[SeriesReader] = None
         self._clock = clock
 
     @property
@@ -45,6 +50,13 @@ class TurokFinder(BaseFinder):
             from turok_core.storage import BlockStore
             self._blocks = BlockStore(make_client("dynamodb", self.config), self.config)
         return self._blocks
+
+    @property
+    def series(self) -> SeriesReader:
+        """Stored, held and freshly rolled-up slots (``turok_core.series_reader``), made on first use."""
+        if self._series is None:
+            self._series = SeriesReader(self.blocks, self.config, self.schemas, self._cache, self._clock)
+        return self._series
 
     def now(self) -> float:
         return self._clock()
@@ -74,7 +86,7 @@ class TurokFinder(BaseFinder):
         """``{path: ((start, end, step), values)}``; paths outside their retention are left out.
 
         Each path answers from the archive whisper would read (finest covering ``now - start``);
-        one ``fetch_series`` call per distinct window (in practice: per resolution)."""
+        one ``SeriesReader.read`` per distinct window (in practice: per resolution)."""
         now = self.now() if now is None else now
         groups: dict[Window, list[str]] = defaultdict(list)
         for path in dict.fromkeys(paths):
@@ -83,7 +95,7 @@ class TurokFinder(BaseFinder):
                 groups[window].append(path)
         results = {}
         for window, members in groups.items():
-            series = self.blocks.fetch_series(members, window.step, window.start, window.end)
+            series = self.series.read(members, window.step, window.start, window.end, now)
             points = (window.end - window.start) // window.step
             for path in members:
                 values = series.get(path)

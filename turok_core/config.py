@@ -65,7 +65,15 @@ class TurokConfig:
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
     # --- turokd
-    block_slots: int = 60
+    # slots per DynamoDB item; 90 float64 slots and a name stay under the 1 KB write unit
+    block_slots: int = 90
+    # turokd holds a block in memory and writes it once, this long after the block's end (for
+    # the last slot's message to arrive); its SQS messages are deleted only after that write
+    block_close_delay_seconds: float = 30.0
+    block_tick_seconds: float = 1.0  # how often turokd looks for blocks to close
+    # turokd answers the finder's queries for slots it holds (carbon's CACHE_QUERY_PORT)
+    cache_interface: str = "127.0.0.1"
+    cache_port: int = 7002
     receive_wait_seconds: int = 20
     visibility_timeout_seconds: int = 120
     turokd_pollers: int = 2
@@ -84,6 +92,10 @@ class TurokConfig:
     agent_name: str = ""
     # --- finder
     index_refresh_seconds: float = 5.0
+    # turokd cache endpoints the finder asks for points not yet written (carbon's
+    # CARBONLINK_HOSTS): comma-separated host:port; empty: read DynamoDB only
+    cache_hosts: str = "127.0.0.1:7002"
+    cache_timeout_seconds: float = 1.0  # carbon's CARBONLINK_TIMEOUT
     # --- the embedded local stack (`make run`): local AWS endpoint and graphite-web
     local_aws_port: int = 5000
     graphite_port: int = 8080

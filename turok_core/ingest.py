@@ -1,27 +1,32 @@
-"""turokd's work on one batch of SQS messages, free of Twisted: decode, aggregate, store.
+"""turokd's work, free of Twisted: decode SQS batches, hold blocks, write them once, roll them up.
 
 Each Turok message becomes one slot value: the message's datapoints reduced with its
 aggregation. Messages of a batch for the same (metric, resolution, slot) are reduced together,
 their datapoints concatenated in the order received. Slots are *set*, never added to, so a
 redelivered message writes the same values again and leaves the stored data unchanged.
 
-With the schemas given, each batch then rolls its base slots up into every coarser archive of
-each metric's policy (``write_rollups``): coarse slots recomputed from the finer slots they cover,
-as whisper propagates (``rollup.py``), so replays and late points recompute the same values.
+``BlockWriter`` is turokd's core: ``accept`` puts a batch's slots into the open blocks
+(``open_blocks.py``) and holds its SQS messages; ``close`` writes the blocks that have closed,
+each in one merge, then recomputes the coarse blocks that close with them (``rollup_writer.py``),
+and only then hands out the messages that may be deleted. ``process_batch`` is the same path with
+everything closing at once (tools and tests).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
 from .aggregation import aggregate
 from .codec import decode_body
+from .config import TurokConfig
 from .message import MessageError
+from .open_blocks import OpenBlocks
 from .queues import ReceivedMessage
 from .resolution import SECONDS_PER_DAY
-from .rollup import coarse_slots, rollup_slots
-from .schemas import SchemaError, SchemaSet
+from .rollup_writer import PendingRollups, RollupPlan, rollup_blocks
+from .schemas import SchemaSet
 from .storage import BlockStore, WriteStats
 
 MAX_METRIC_BYTES = 2048  # DynamoDB's limit for a partition key value
@@ -33,6 +38,21 @@ class Rejected:
     receipt_handle: str
     receive_count: int
     reason: str
+
+
+@dataclass
+class DecodedBatch:
+    """What a batch of SQS messages carries, reduced to one value per slot."""
+    slots: dict[tuple[str, int, int], float] = field(default_factory=dict)  # (metric, step, slot) → value
+    accepted: list[tuple[str, list[tuple[int, int]]]] = field(default_factory=list)  # (receipt, [(step, slot)])
+    duplicates: list[str] = field(default_factory=list)  # receipts of bodies seen earlier in the batch
+    rejected: list[Rejected] = field(default_factory=list)  # bodies left for the dead-letter queue
+    messages: int = 0  # Turok messages decoded from the accepted bodies
+    held: list[tuple[float, str]] = field(default_factory=list)  # (deletable from, receipt), once held
+
+    @property
+    def metrics(self) -> set[str]:
+        return {metric for metric, _step, _slot in self.slots}
 
 
 @dataclass
@@ -55,16 +75,9 @@ def _check_storable(messages) -> None:
             raise MessageError(f"metric name of {len(message.metric)} characters is too long to store")
 
 
-def process_batch(received: Sequence[ReceivedMessage], store: BlockStore,
-                  schemas: Optional[SchemaSet] = None) -> BatchResult:
-    """Store what a batch of SQS messages carries; say which messages may now be deleted.
-
-    A body that cannot be decoded is rejected (with its reason) and must not be deleted, so the
-    queue's redrive policy moves it to the dead-letter queue; the other bodies are unaffected.
-    Raises when the write fails: then no message may be deleted. With ``schemas``, the batch's
-    slots are also rolled up into the coarser archives (``write_rollups``) before returning.
-    """
-    result = BatchResult()
+def decode_batch(received: Sequence[ReceivedMessage]) -> DecodedBatch:
+    """Decode and reduce a batch; undecodable bodies are listed with their reason, not raised."""
+    batch = DecodedBatch()
     seen_bodies: set[str] = set()
     # (metric, step, slot) → [aggregation type, datapoints of every message for that slot]
     windows: dict[tuple[str, int, int], tuple[str, list]] = {}
@@ -73,18 +86,19 @@ def process_batch(received: Sequence[ReceivedMessage], store: BlockStore,
         if body in seen_bodies:
             # the same body twice in one batch (a producer's retried send): count its data once,
             # which is what storing it twice in two batches gives too
-            result.deletable.append(sqs_message.receipt_handle)
+            batch.duplicates.append(sqs_message.receipt_handle)
             continue
         try:
             messages = decode_body(body)
             _check_storable(messages)
         except MessageError as exc:
-            result.rejected.append(Rejected(sqs_message.message_id, sqs_message.receipt_handle,
-                                            sqs_message.receive_count, str(exc)))
+            batch.rejected.append(Rejected(sqs_message.message_id, sqs_message.receipt_handle,
+                                           sqs_message.receive_count, str(exc)))
             continue
         seen_bodies.add(body)
-        result.deletable.append(sqs_message.receipt_handle)
-        result.messages += len(messages)
+        batch.messages += len(messages)
+        batch.accepted.append((sqs_message.receipt_handle,
+                               list({(m.resolution, m.start_time) for m in messages})))
         for message in messages:
             key = (message.metric, message.resolution, message.start_time)
             window = windows.get(key)
@@ -92,96 +106,101 @@ def process_batch(received: Sequence[ReceivedMessage], store: BlockStore,
                 windows[key] = (message.aggregation_type, list(message.datapoints))
             else:
                 window[1].extend(message.datapoints)
-    slots = [(metric, step, slot, aggregate(kind, values))
-             for (metric, step, slot), (kind, values) in windows.items()]
-    if slots:
-        result.stats = store.write_slots(slots)
-    result.slots = len(slots)
-    if slots and schemas is not None:
-        result.rollup_slots = write_rollups(store, schemas, windows, result.stats)
-    result.metrics = {metric for metric, _step, _slot in windows}
-    return result
+    batch.slots = {key: aggregate(kind, values) for key, (kind, values) in windows.items()}
+    return batch
 
 
-ROLLUP_VERIFY_ROUNDS = 8  # recomputations of coarse slots whose finer data keeps changing under us
+@dataclass
+class CloseResult:
+    """What one ``BlockWriter.close`` stored, and the SQS messages that may now be deleted."""
+    deletable: list[str] = field(default_factory=list)
+    blocks: int = 0  # base blocks written (merged) by this close
+    slots: int = 0  # base slot values in them
+    rollup_slots: int = 0  # coarse slot values written
+    stats: WriteStats = field(default_factory=WriteStats)
 
 
-def _read_finer(store: BlockStore, ranges: dict[int, list[tuple[str, int, int]]]) -> dict[int, dict]:
-    return {step: store.fetch_slots(step, wanted, consistent=True) for step, wanted in ranges.items()}
+class BlockWriter:
+    """turokd's core: open blocks in memory, written once when they close, then rolled up.
 
-
-def _covered(finer: dict[int, dict], plan: tuple) -> list:
-    """The finer values a rollup plan reads, in order."""
-    metric, _policy, _level, finer_step, coarse_step, coarse = plan
-    values = finer[finer_step].get(metric, {})
-    return [values.get(t) for c in sorted(coarse) for t in range(c, c + coarse_step, finer_step)]
-
-
-def write_rollups(store: BlockStore, schemas: SchemaSet, touched: Iterable[tuple[str, int, int]],
-                  stats: Optional[WriteStats] = None) -> int:
-    """Recompute, from the stored finer slots, every coarse slot holding a touched slot.
-
-    ``touched`` holds ``(metric, step, slot_start)`` of base slots just written. One stage per
-    archive level: every metric's affected coarse slots are computed from one batched consistent
-    read of the finer archive and written with one ``write_slots`` call, then the next level
-    starts from the coarse slots that got a value (a slot left as it was changes nothing further
-    up). After its write, a stage reads the finer slots again and recomputes the coarse slots whose
-    input changed meanwhile (another turokd's write), until nothing changed (see ``rollup.py``).
-    Metrics whose step is not an archive of their policy (or that match no schema) are not rolled
-    up; a slot written at a coarser archive's step is rolled up from there. Returns the coarse
-    slot values written.
+    ``clock`` is the one time source (epoch seconds), injectable so a simulated day runs in
+    minutes. ``accept`` may be called from several threads; ``close`` from one at a time.
     """
-    policies: dict[str, object] = {}
-    pending: dict[tuple[str, int], set[int]] = {}  # (metric, archive index) → finer slots touched
-    for metric, step, slot in touched:
-        policy = policies.get(metric, False)
-        if policy is False:
-            try:
-                policy = policies[metric] = schemas.policy_for(metric)
-            except SchemaError:
-                policy = policies[metric] = None
-        if policy is None:
-            continue
-        for level, archive in enumerate(policy.archives[:-1]):
-            if archive.step == step:
-                pending.setdefault((metric, level), set()).add(slot)
-    written = 0
-    while pending:
-        # one level per metric per stage, the finest first: a coarser level waits for its input
-        lowest: dict[str, int] = {}
-        for metric, level in pending:
-            lowest[metric] = min(level, lowest.get(metric, level))
-        plans = []
-        ranges: dict[int, list[tuple[str, int, int]]] = {}
-        for metric, level in lowest.items():
-            policy = policies[metric]
-            finer_step, coarse_step = policy.archives[level].step, policy.archives[level + 1].step
-            coarse = coarse_slots(pending.pop((metric, level)), coarse_step)
-            ranges.setdefault(finer_step, []).extend((metric, c, c + coarse_step) for c in coarse)
-            plans.append((metric, policy, level, finer_step, coarse_step, coarse))
-        finer = _read_finer(store, ranges)
-        for _round in range(ROLLUP_VERIFY_ROUNDS):
-            writes: list[tuple[str, int, int, float]] = []
-            for metric, policy, level, finer_step, coarse_step, coarse in plans:
-                values = rollup_slots(finer[finer_step].get(metric, {}), finer_step, coarse_step, coarse,
-                                      policy.aggregation_type, policy.x_files_factor)
-                writes.extend((metric, coarse_step, start, value) for start, value in values)
-                if values and level + 2 < len(policy.archives):
-                    pending.setdefault((metric, level + 1), set()).update(start for start, _ in values)
-            if writes:
-                level_stats = store.write_slots(writes)
-                if stats is not None:
-                    stats.add(level_stats)
-                written += len(writes)
-            # Another turokd may have set finer slots after our read and written its coarse value
-            # before ours: read again, and recompute what changed, so the last coarse write of
-            # every slot is computed from the finer data as it finally is.
-            again = _read_finer(store, ranges)
-            plans = [plan for plan in plans if _covered(again, plan) != _covered(finer, plan)]
+
+    def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds)
+        self.rollups = PendingRollups(schemas, config.block_slots, config.block_close_delay_seconds) \
+            if schemas is not None else None
+
+    def accept(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
+        """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
+        batch = decode_batch(received)
+        batch.held = self.open.add(batch.slots, batch.accepted)
+        return batch
+
+    def close(self, now: Optional[float] = None) -> CloseResult:
+        """Write every block closed by ``now`` (default: the clock), then the due rollups.
+
+        Raises when a write fails; then the blocks stay open, the messages held and the rollups
+        pending, and the next ``close`` tries again (a rewrite of what was written is a no-op).
+        """
+        now = self.clock() if now is None else now
+        result = CloseResult()
+        due = self.open.take_due(now)
+        try:
+            rows = due.rows()
+            if rows:
+                result.stats = self.store.write_blocks(rows)
+                result.blocks = len(rows)
+                result.slots = sum(len(values) for *_key, values in rows)
+                if self.rollups is not None:
+                    self.rollups.note_written((metric, step, start) for metric, step, start, _values in rows)
+            self._roll_up(now, result)
+        except BaseException:
+            self.open.restore(due)
+            raise
+        self.open.written(due)
+        result.deletable = due.receipt_handles
+        return result
+
+    def close_all(self) -> CloseResult:
+        """Write every block, open or not, and every pending rollup (shutdown, tools)."""
+        return self.close(math.inf)
+
+    def _roll_up(self, now: float, result: CloseResult) -> None:
+        if self.rollups is None:
+            return
+        while True:
+            plans: list[RollupPlan] = self.rollups.take_due(now)
             if not plans:
-                break
-            finer = again
-    return written
+                return
+            try:
+                written, slots = rollup_blocks(self.store, plans, result.stats)
+            except BaseException:
+                self.rollups.restore(plans, self.clock() if math.isinf(now) else now)
+                raise
+            result.rollup_slots += slots
+            self.rollups.note_written(written)
+
+
+def process_batch(received: Sequence[ReceivedMessage], store: BlockStore,
+                  schemas: Optional[SchemaSet] = None, config: Optional[TurokConfig] = None) -> BatchResult:
+    """Store what a batch of SQS messages carries at once; say which messages may be deleted.
+
+    ``BlockWriter`` with every block closing immediately: the base slots are merged into their
+    blocks, and with ``schemas`` rolled up through every coarser archive. A body that cannot be
+    decoded is rejected (with its reason) and must not be deleted, so the queue's redrive policy
+    moves it to the dead-letter queue. Raises when the write fails: then nothing may be deleted.
+    """
+    writer = BlockWriter(store, config if config is not None else store.config, schemas)
+    batch = writer.accept(received)
+    closed = writer.close_all()
+    return BatchResult(deletable=batch.duplicates + closed.deletable, rejected=batch.rejected,
+                       metrics=batch.metrics, messages=batch.messages, slots=len(batch.slots),
+                       rollup_slots=closed.rollup_slots, stats=closed.stats)
 
 
 class Announcer:

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Sequence
 from .config import TurokConfig
 
 SQS_BATCH_ENTRIES = 10
+MAX_VISIBILITY = 43200  # SQS's longest visibility timeout: 12 hours
 
 
 class QueueSendError(RuntimeError):
@@ -144,6 +145,18 @@ class MessageQueue:
                 self._backoff(attempt)
             # what is still pending reappears after its visibility timeout and is written again
             # idempotently, so a failed delete costs a rewrite, never data
+
+    def change_visibility(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Keep held messages invisible longer: ``(receipt handle, seconds from now)`` each.
+
+        Best effort: a message whose change failed reappears early and is written again
+        idempotently, so a failure costs a rewrite, never data.
+        """
+        for start in range(0, len(entries), SQS_BATCH_ENTRIES):
+            chunk = entries[start:start + SQS_BATCH_ENTRIES]
+            self._client.change_message_visibility_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": max(0, min(MAX_VISIBILITY, int(seconds)))}
+                for i, (handle, seconds) in enumerate(chunk)])
 
     def _backoff(self, attempt: int) -> None:
         self._sleep(min(5.0, 0.1 * 2 ** attempt) * random.uniform(0.5, 1.0))

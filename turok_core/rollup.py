@@ -14,7 +14,7 @@ or a fresher value, and two turokd instances computing the same coarse slot from
 data write the same value. Blocks are merged with conditional writes (``storage.py``), so two
 instances writing different slots of one block never lose each other's slots.
 
-The race between instances, and how ``ingest.write_rollups`` closes it: instance A reads the finer
+The race between instances, and how ``rollup_writer.rollup_blocks`` closes it: instance A reads the finer
 slots before instance B's finer write lands, B reads after it and writes its coarse value first,
 then A writes its older value over B's. So after writing, each instance reads the finer slots
 again and recomputes the coarse slots whose input changed since its read, until a read shows no
@@ -27,7 +27,7 @@ its rollup has not deleted the message, so the redelivery recomputes it. Finer s
 gain values, so a coarse slot never shows data that was not there, and one that reached the
 xFilesFactor keeps reaching it.
 
-This module is pure (no I/O); ``ingest.write_rollups`` reads and writes DynamoDB around it.
+This module is pure (no I/O); ``rollup_writer.rollup_blocks`` reads and writes DynamoDB around it.
 """
 from __future__ import annotations
 

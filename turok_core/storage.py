@@ -121,6 +121,10 @@ class BlockStore:
         self._blocks = _BlockLocks()
         self._pool: Optional[ThreadPoolExecutor] = None  # conditional puts, made on first use
 
+    @property
+    def config(self) -> TurokConfig:
+        return self._config
+
     # ----------------------------------------------------------------------------- tables
 
     def table_for(self, timestamp: int, step: int) -> str:
@@ -214,24 +218,51 @@ class BlockStore:
         Every given slot is overwritten; the other slots of a block keep their stored values.
         Raises ``BlockWriteError`` (or boto3's error) when not everything could be written.
         """
-        config = self._config
         spans: dict[int, int] = {}
         tables: dict[tuple[int, int], str] = {}
         blocks: dict[BlockKey, tuple[int, dict[int, float]]] = {}
         for metric, step, slot_start, value in slots:
             span = spans.get(step)
             if span is None:
-                span = spans[step] = block_span(step, config.block_slots)
+                span = spans[step] = self.span(step)
             if slot_start % step:
                 raise ValueError(f"slot {slot_start} of {metric!r} is not aligned to {step}s")
             start = slot_start - slot_start % span
             table = tables.get((start - start % 86400, step))
             if table is None:
                 table = tables[(start - start % 86400, step)] = self.table_for(start, step)
-            entry = blocks.get((table, metric, start))
+            key = (table, metric, start)
+            entry = blocks.get(key)
             if entry is None:
-                entry = blocks[(table, metric, start)] = (step, {})
+                entry = blocks[key] = (step, {})
             entry[1][(slot_start - start) // step] = value
+        return self._write(blocks, spans, assume_new=False)
+
+    def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
+                     assume_new: bool = True) -> WriteStats:
+        """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each.
+
+        Like ``write_slots``, but for blocks gathered in memory. With ``assume_new`` (turokd
+        writing a block that just closed, which is almost always new) each block is first put
+        only if absent, which skips the read; a block that exists is then merged as usual.
+        """
+        spans: dict[int, int] = {}
+        keyed: dict[BlockKey, tuple[int, dict[int, float]]] = {}
+        for metric, step, start, values in blocks:
+            span = spans.get(step)
+            if span is None:
+                span = spans[step] = self.span(step)
+            if start % span:
+                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+            keyed[(self.table_for(start, step), metric, start)] = (step, values)
+        return self._write(keyed, spans, assume_new)
+
+    def span(self, step: int) -> int:
+        """Seconds per block at resolution ``step``."""
+        return block_span(step, self._config.block_slots)
+
+    def _write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
+               assume_new: bool) -> WriteStats:
         stats = WriteStats()
         if not blocks:
             return stats
@@ -240,7 +271,7 @@ class BlockStore:
             stats.tables_created += self._ensure(name)
         with self._blocks.hold(blocks):
             try:
-                self._merge_and_write(blocks, spans, stats)
+                self._merge_and_write(blocks, spans, stats, assume_new)
             except ClientError as exc:
                 if _error_code(exc) != "ResourceNotFoundException":
                     raise
@@ -248,13 +279,19 @@ class BlockStore:
                 self._forget_tables(names)
                 for name in sorted(names):
                     stats.tables_created += self._ensure(name)
-                self._merge_and_write(blocks, spans, stats)
+                self._merge_and_write(blocks, spans, stats, assume_new)
         return stats
 
     def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
-                         spans: dict[int, int], stats: WriteStats) -> None:
+                         spans: dict[int, int], stats: WriteStats, assume_new: bool = False) -> None:
         remaining = dict(blocks)
         attempts = max(1, self._config.write_max_attempts)
+        if assume_new and self._config.conditional_writes:
+            # put-if-absent without reading first; blocks that exist fall through to the merge
+            remaining = {key: remaining[key] for key in self._conditional_write(
+                self._merge(remaining, spans, stats, stored={}), stats)}
+            if not remaining:
+                return
         for attempt in range(attempts):
             puts = self._merge(remaining, spans, stats)
             if not self._config.conditional_writes:
@@ -271,13 +308,16 @@ class BlockStore:
         raise BlockWriteError(f"{len(remaining)} block(s) kept changing under us for {attempts} attempts")
 
     def _merge(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
-               stats: WriteStats) -> list[tuple[str, dict, Optional[dict], int]]:
-        """Read the blocks, set the new slots; ``(table, item, stored datapoints, units)`` to put."""
-        keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(start)}})
-                for table, metric, start in blocks]
-        stored: dict[BlockKey, dict] = {}
-        for table, item in self._batch_get(keys, consistent=True, stats=stats):
-            stored[(table, item["metric"]["S"], int(item["start_time"]["N"]))] = item["datapoints"]
+               stats: WriteStats, stored: Optional[dict[BlockKey, dict]] = None
+               ) -> list[tuple[str, dict, Optional[dict], int]]:
+        """Read the blocks (unless ``stored`` is given), set the new slots;
+        ``(table, item, stored datapoints, units)`` to put."""
+        if stored is None:
+            keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(start)}})
+                    for table, metric, start in blocks]
+            stored = {}
+            for table, item in self._batch_get(keys, consistent=True, stats=stats):
+                stored[(table, item["metric"]["S"], int(item["start_time"]["N"]))] = item["datapoints"]
         puts: list[tuple[str, dict, Optional[dict], int]] = []
         for key, (step, new) in blocks.items():
             table, metric, start = key

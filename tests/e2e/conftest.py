@@ -18,6 +18,8 @@ def stack(tmp_path_factory):
     """A running LocalStack on free loopback ports, using the checkout's code."""
     config = TurokConfig(
         table_prefix=f"e2e{uuid.uuid4().hex[:6]}",
+        cache_port=free_port(),
+        block_close_delay_seconds=2,
         plaintext_port=free_port(),
         plaintext_udp_port=free_port(),
         pickle_port=free_port(),

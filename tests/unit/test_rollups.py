@@ -11,7 +11,7 @@ import threading
 import pytest
 import whisper
 
-from tests.conftest import running_twistd, wait_for, with_schema_files
+from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
 from turok_core.ingest import process_batch
@@ -252,7 +252,8 @@ def test_two_real_turokd_processes_on_one_queue(schema_config, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with running_twistd("turokd", config, tmp_path / "a", ready, "turokd a", timeout=15) as (log_a, _):
-        with running_twistd("turokd", config, tmp_path / "b", ready, "turokd b", timeout=15) as (log_b, _):
+        with running_twistd("turokd", config.replace(cache_port=free_port()), tmp_path / "b", ready, "turokd b",
+                            timeout=15) as (log_b, _):
             wait_for(drained, 25, "queue drained by two turokd processes")
     assert "Traceback" not in log_a.read_text() + log_b.read_text()
     assert snapshot(config) == expected_data(schema_config, batches)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from gateway.service import GatewayService
@@ -169,7 +170,7 @@ def test_consumer_reports_receive_lag_and_sends_to_the_metrics_queue(turok_confi
     monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
     monkeypatch.setattr(consumer_module, "deferToThreadPool",
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
-    clock = Clock()
+    clock = MemoryReactorClock()  # turokd also listens for cache queries
     clock.advance(T0)
     config = turok_config.replace(self_metrics_interval_seconds=60, agent_name="c1", turokd_pollers=1)
 

@@ -107,7 +107,7 @@ def scan(config, table):
 
 
 def test_round_trip_with_gaps_over_several_blocks(turok_config):
-    turok_config = turok_config.replace(conditional_writes=False)  # one BatchWriteItem call
+    turok_config = turok_config.replace(conditional_writes=False, block_slots=60)  # one BatchWriteItem call
     store = make_store(turok_config)
     span = block_span(STEP, turok_config.block_slots)
     assert span == 600

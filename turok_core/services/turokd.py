@@ -1,28 +1,32 @@
-"""turokd: Turok messages from SQS, aggregated into DynamoDB blocks; new names to the index queue.
+"""turokd: Turok messages from SQS, held as blocks, written once to DynamoDB; new names announced.
 
-``config.turokd_pollers`` loops each run, one batch at a time: long-poll the metrics queue, store
-the batch (``ingest.process_batch``: base slots, then their rollups into the coarser archives of
-the schemas in the config), delete the messages whose data is stored, and announce
-metric names this process has not announced yet on the index queue. Undecodable bodies are
-logged and left alone, so SQS's redrive policy moves them to the dead-letter queue. Every boto3
-call runs in the service's AWS thread pool, never on the reactor thread.
+``config.turokd_pollers`` loops each run, one batch at a time: long-poll the metrics queue, put
+the batch's slots into the open blocks (``ingest.BlockWriter.accept``), extend the visibility of
+messages that must wait longer than the queue's timeout for their blocks, and announce metric
+names this process has not announced yet on the index queue. Every ``block_tick_seconds`` a tick
+writes the blocks that have closed, each in one merge, recomputes the coarse blocks closing with
+them, and only then deletes the messages whose data is all stored. Undecodable bodies are logged
+and left alone, so SQS's redrive policy moves them to the dead-letter queue. On stop, every open
+block is written and its messages deleted. The finder reads the held slots over the cache query
+port (``cache_query.py``). Every boto3 call runs in the service's AWS thread pool.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from ..announcements import encode_announcements
 from ..aws import make_client
 from ..config import TurokConfig
-from ..ingest import Announcer, BatchResult, process_batch
+from ..ingest import Announcer, BlockWriter, CloseResult, DecodedBatch
 from ..queues import SQS_BATCH_ENTRIES, MessageQueue
 from ..schemas import SchemaSet, load_schemas
 from ..storage import BlockStore
+from .cache_server import cache_site
 from .consumer import QueueConsumerService, RateLimitedLog
 
 log = Logger(namespace="turok.turokd")
@@ -30,39 +34,53 @@ log = Logger(namespace="turok.turokd")
 REJECT_LOG_INTERVAL = 10.0
 
 
+VISIBILITY_MARGIN = 60  # seconds a held message stays invisible past the time it becomes deletable
+
+
 @dataclass
 class TurokdCounters:
     messages_received: int = 0  # SQS messages
     bodies_rejected: int = 0  # undecodable bodies, left for the dead-letter queue
     turok_messages: int = 0  # Turok messages in the accepted bodies
+    slots_received: int = 0  # slot values put into open blocks
+    blocks_written: int = 0  # base blocks written (each once when it closes, unless data came late)
     slots_written: int = 0
     rollup_slots_written: int = 0  # coarse slots recomputed into the coarser archives
     items_written: int = 0
     items_unchanged: int = 0  # blocks a redelivery left as they were (not rewritten)
     write_units: int = 0
     tables_created: int = 0
+    messages_deleted: int = 0
+    visibility_extensions: int = 0  # held messages given a longer visibility timeout
     announcements_sent: int = 0  # index-queue bodies
     names_announced: int = 0
-    errors: int = 0  # failed rounds (nothing acknowledged; SQS redelivers)
+    cache_queries: int = 0  # finder queries for held slots
+    cache_queries_refused: int = 0  # malformed ones
+    errors: int = 0  # failed rounds or ticks (nothing acknowledged; SQS redelivers)
 
 
 class TurokdService(QueueConsumerService):
-    """turokd's poll loops; ``stopService`` waits until each has finished its batch."""
+    """turokd's poll loops and block tick; ``stopService`` writes what it holds, then returns."""
 
     name = "turokd"
 
     def __init__(self, config: TurokConfig, reactor=None, store: Optional[BlockStore] = None,
                  queue: Optional[MessageQueue] = None, index_queue: Optional[MessageQueue] = None,
-                 schemas: Optional[SchemaSet] = None) -> None:
+                 schemas: Optional[SchemaSet] = None, clock: Optional[Callable[[], float]] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = TurokdCounters()
         self.announcer = Announcer()
+        self.clock = clock if clock is not None else self._reactor.seconds
         self._store = store
         self._queue = queue
         self._index_queue = index_queue
         # read at construction, so twistd refuses to start on invalid schema files
         self.schemas = schemas if schemas is not None else load_schemas(config)
         self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
+        self.writer: Optional[BlockWriter] = None
+        self._tick_call: Optional[task.LoopingCall] = None
+        self._ticking: Optional[defer.Deferred] = None
+        self._cache_port = None
 
     @property
     def pollers(self) -> int:
@@ -76,13 +94,46 @@ class TurokdService(QueueConsumerService):
             sqs = make_client("sqs", config)
             self._queue = self._queue or MessageQueue.from_config(sqs, config, config.queue_name)
             self._index_queue = self._index_queue or MessageQueue.from_config(sqs, config, config.index_queue_name)
+        self.writer = BlockWriter(self._store, config, self.schemas, self.clock)
         log.info("turokd: {pollers} poller(s) on queue {queue}, tables {prefix}{joiner}…, "
-                 "announcing to {index_queue}", pollers=config.turokd_pollers, queue=config.queue_name,
-                 prefix=config.table_prefix, joiner=config.table_joiner, index_queue=config.index_queue_name)
+                 "{slots}-slot blocks written {delay}s after they end, announcing to {index_queue}",
+                 pollers=config.turokd_pollers, queue=config.queue_name, prefix=config.table_prefix,
+                 joiner=config.table_joiner, slots=config.block_slots, delay=config.block_close_delay_seconds,
+                 index_queue=config.index_queue_name)
+
+    def startService(self) -> None:
+        super().startService()
+        site = cache_site(self.writer.open, self._count_cache_query)
+        self._cache_port = self._reactor.listenTCP(self.config.cache_port, site,
+                                                   interface=self.config.cache_interface)
+        log.info("turokd: cache queries on {interface}:{port}", interface=self.config.cache_interface,
+                 port=self._cache_port.getHost().port)
+        self._tick_call = task.LoopingCall(self._tick)
+        self._tick_call.clock = self._reactor
+        self._tick_call.start(self.config.block_tick_seconds, now=False)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop polling, let a running tick finish, then write every open block and delete."""
+        if self._tick_call is not None and self._tick_call.running:
+            self._tick_call.stop()
+        yield super().stopService()
+        if self._ticking is not None:
+            yield self._ticking
+        try:
+            result = yield self._in_pool(self.writer.close_all)
+            yield self._after_close(result)
+            log.info("turokd: wrote {blocks} open block(s) at shutdown", blocks=result.blocks)
+        except Exception as exc:
+            self.counters.errors += 1
+            log.error("turokd: writing open blocks at shutdown failed ({error!r}); their messages "
+                      "were not deleted, so SQS redelivers them", error=exc)
+        if self._cache_port is not None:
+            yield self._cache_port.stopListening()
 
     @defer.inlineCallbacks
     def poll_once(self):
-        """One receive → store → delete → announce round."""
+        """One receive → hold → announce round (deleting waits for the blocks' tick)."""
         config = self.config
         received = yield self._in_pool(self._queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
                                        config.visibility_timeout_seconds)
@@ -90,17 +141,59 @@ class TurokdService(QueueConsumerService):
             return
         self.counters.messages_received += len(received)
         self.note_received(received)
-        result: BatchResult = yield self._in_pool(process_batch, received, self._store, self.schemas)
-        self._count(result)
-        for rejected in result.rejected:
+        batch: DecodedBatch = yield self._in_pool(self.writer.accept, received)
+        self._count_batch(batch)
+        for rejected in batch.rejected:
             self._rejections.error(
                 "rejected", "turokd: rejected message {id} (receive {count}): {reason}; "
                 "left for the dead-letter queue", id=rejected.message_id, count=rejected.receive_count,
                 reason=rejected.reason)
+        if batch.duplicates:  # a twin in the same batch carries the data
+            yield self._in_pool(self._queue.delete, batch.duplicates)
+        yield self._extend_visibility(batch)
+        if batch.slots:
+            yield self._announce(batch.metrics)
+
+    def _extend_visibility(self, batch: DecodedBatch) -> defer.Deferred:
+        """Held messages that must wait past their visibility timeout get a longer one."""
+        now = self.clock()
+        timeout = self.config.visibility_timeout_seconds
+        longer = [(receipt, deadline - now + VISIBILITY_MARGIN) for deadline, receipt in batch.held
+                  if deadline - now + VISIBILITY_MARGIN > timeout]
+        if not longer:
+            return defer.succeed(None)
+        self.counters.visibility_extensions += len(longer)
+        return self._in_pool(self._queue.change_visibility, longer)
+
+    def _tick(self) -> Optional[defer.Deferred]:
+        """Write what has closed; a tick still running (slow writes) is not doubled."""
+        if self._ticking is not None or self.writer is None:
+            return None
+        ticking = self._close_due()
+        if not ticking.called:
+            self._ticking = ticking
+            ticking.addBoth(self._tick_done)
+        return None
+
+    def _tick_done(self, result):
+        self._ticking = None
+        return result
+
+    @defer.inlineCallbacks
+    def _close_due(self):
+        try:
+            result: CloseResult = yield self._in_pool(self.writer.close)
+            yield self._after_close(result)
+        except Exception as exc:  # blocks stay open and messages held: the next tick retries
+            self.counters.errors += 1
+            self._errors.error("tick", "turokd: writing closed blocks failed: {error!r}; retrying", error=exc)
+
+    @defer.inlineCallbacks
+    def _after_close(self, result: CloseResult):
+        self._count_close(result)
         if result.deletable:  # only now is what they carry durable in DynamoDB
             yield self._in_pool(self._queue.delete, result.deletable)
-        if result.metrics:
-            yield self._announce(result.metrics)
+            self.counters.messages_deleted += len(result.deletable)
 
     @defer.inlineCallbacks
     def _announce(self, metrics):
@@ -118,10 +211,28 @@ class TurokdService(QueueConsumerService):
         self.counters.announcements_sent += len(bodies)
         self.counters.names_announced += len(names)
 
-    def _count(self, result: BatchResult) -> None:
+    def self_metrics_gauges(self) -> dict[str, float]:
+        gauges = super().self_metrics_gauges()
+        if self.writer is not None:
+            gauges["open_blocks"] = self.writer.open.open_blocks
+            gauges["held_messages"] = self.writer.open.held_messages
+        return gauges
+
+    def _count_cache_query(self, answered: bool) -> None:
+        if answered:
+            self.counters.cache_queries += 1
+        else:
+            self.counters.cache_queries_refused += 1
+
+    def _count_batch(self, batch: DecodedBatch) -> None:
+        counters = self.counters
+        counters.bodies_rejected += len(batch.rejected)
+        counters.turok_messages += batch.messages
+        counters.slots_received += len(batch.slots)
+
+    def _count_close(self, result: CloseResult) -> None:
         counters, stats = self.counters, result.stats
-        counters.bodies_rejected += len(result.rejected)
-        counters.turok_messages += result.messages
+        counters.blocks_written += result.blocks
         counters.slots_written += result.slots
         counters.rollup_slots_written += result.rollup_slots
         counters.items_written += stats.items_written

@@ -1,0 +1,194 @@
+"""turokd's open blocks: base slots held in memory until their block closes, then written once.
+
+Writing a block costs its whole size in write units every time (``../shared/reference``), so
+turokd does not write a block on every SQS batch that touches it: it keeps the block's slots
+here and writes it once, ``close_delay`` seconds after the block's end (time for the last slot's
+message to arrive). The SQS messages that carried the slots are *held* (not deleted) until every
+block they touched is written, so a turokd that dies loses nothing: SQS redelivers what it held.
+
+A block is keyed by ``(step, block_start)`` and holds, per metric, one float per slot (NaN is a
+gap: finite values are all a message may carry). A later message for a slot replaces the slot's
+value, as before (last write wins, like whisper for a timestamp). Data arriving for a block that
+was already written opens it again and closes at once: the store merges it into the stored item.
+
+Thread-safe: turokd's pollers add batches while its tick closes blocks. ``take_due`` moves due
+blocks to *writing* (still readable by cache queries) and hands out the receipts whose blocks are
+all due; the caller writes them and then calls ``written`` or, on failure, ``restore``.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+from array import array
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional, Sequence
+
+from .blocks import block_span
+
+NAN = math.nan
+BlockId = tuple[int, int]  # (step, block start)
+
+
+@dataclass
+class DueBlocks:
+    """Blocks taken for writing and the SQS receipts that become deletable once they are."""
+    blocks: dict[BlockId, dict[str, array]] = field(default_factory=dict)
+    receipts: list[tuple[float, str]] = field(default_factory=list)  # (deadline, receipt handle)
+
+    def rows(self) -> list[tuple[str, int, int, dict[int, float]]]:
+        """``(metric, step, block_start, {slot index: value})`` per block, for ``BlockStore.write_blocks``."""
+        rows = []
+        for (step, start), metrics in self.blocks.items():
+            for metric, values in metrics.items():
+                rows.append((metric, step, start, {i: v for i, v in enumerate(values) if v == v}))
+        return rows
+
+    @property
+    def receipt_handles(self) -> list[str]:
+        return [receipt for _deadline, receipt in self.receipts]
+
+
+class OpenBlocks:
+    """Slot values of blocks not yet written, and the SQS messages waiting on them."""
+
+    def __init__(self, block_slots: int, close_delay: float) -> None:
+        self.block_slots = block_slots
+        self.close_delay = close_delay
+        self._lock = threading.Lock()
+        self._spans: dict[int, int] = {}
+        self._open: dict[BlockId, dict[str, array]] = {}
+        self._writing: dict[BlockId, dict[str, array]] = {}
+        self._held: list[tuple[float, str]] = []  # heap of (deadline, receipt handle)
+
+    def span(self, step: int) -> int:
+        span = self._spans.get(step)
+        if span is None:
+            span = self._spans[step] = block_span(step, self.block_slots)
+        return span
+
+    def close_time(self, step: int, slot: int) -> float:
+        """When the block holding ``slot`` closes: its end plus the close delay."""
+        span = self.span(step)
+        return slot - slot % span + span + self.close_delay
+
+    def add(self, slots: Mapping[tuple[str, int, int], float],
+            receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = ()) -> list[tuple[float, str]]:
+        """Set ``{(metric, step, slot_start): value}`` and hold each receipt until its blocks close.
+
+        ``receipts`` pairs each SQS receipt handle with the ``(step, slot_start)`` its message
+        carried; the receipt becomes deletable when the last of those blocks has been written.
+        Returns ``(deadline, receipt)`` per receipt: when it will be deletable.
+        """
+        held = [(max(self.close_time(step, slot) for step, slot in keys), receipt)
+                for receipt, keys in receipts]
+        with self._lock:
+            opened = self._open
+            for (metric, step, slot), value in slots.items():
+                span = self.span(step)
+                start = slot - slot % span
+                block = opened.get((step, start))
+                if block is None:
+                    block = opened[(step, start)] = {}
+                values = block.get(metric)
+                if values is None:
+                    values = block[metric] = array("d", [NAN]) * (span // step)
+                values[(slot - start) // step] = value
+            for entry in held:
+                heapq.heappush(self._held, entry)
+        return held
+
+    def take_due(self, now: float) -> DueBlocks:
+        """Move the blocks closed by ``now`` to *writing*; with the receipts due by ``now``."""
+        due = DueBlocks()
+        with self._lock:
+            for block_id in [b for b in self._open if self.close_time(b[0], b[1]) <= now]:
+                blocks = self._open.pop(block_id)
+                due.blocks[block_id] = blocks
+                self._merge_into(self._writing, block_id, blocks)
+            while self._held and self._held[0][0] <= now:
+                due.receipts.append(heapq.heappop(self._held))
+        return due
+
+    def written(self, due: DueBlocks) -> None:
+        """``due`` is stored: forget its blocks (cache queries now find them in DynamoDB)."""
+        with self._lock:
+            for block_id, metrics in due.blocks.items():
+                writing = self._writing.get(block_id)
+                if writing is None:
+                    continue
+                for metric, values in metrics.items():
+                    if writing.get(metric) is values:
+                        del writing[metric]
+                if not writing:
+                    del self._writing[block_id]
+
+    def restore(self, due: DueBlocks) -> None:
+        """Writing ``due`` failed: reopen its blocks (newer slots win) and hold its receipts again."""
+        with self._lock:
+            for block_id, metrics in due.blocks.items():
+                writing = self._writing.get(block_id, {})
+                for metric, values in metrics.items():
+                    if writing.get(metric) is values:
+                        del writing[metric]
+                if not writing:
+                    self._writing.pop(block_id, None)
+                self._merge_into(self._open, block_id, metrics, keep_existing=True)
+            for entry in due.receipts:
+                heapq.heappush(self._held, entry)
+
+    @staticmethod
+    def _merge_into(target: dict[BlockId, dict[str, array]], block_id: BlockId,
+                    metrics: dict[str, array], keep_existing: bool = False) -> None:
+        block = target.setdefault(block_id, {})
+        for metric, values in metrics.items():
+            present = block.get(metric)
+            if present is None:
+                block[metric] = values
+                continue
+            newer, older = (present, values) if keep_existing else (values, present)
+            merged = array("d", older)
+            for index, value in enumerate(newer):
+                if value == value:
+                    merged[index] = value
+            block[metric] = merged
+
+    def points(self, metrics: Sequence[str], start: float, end: float) -> dict[str, dict[int, list]]:
+        """Held slots of ``metrics`` in ``[start, end)``: ``{metric: {step: [[slot_start, value], …]}}``.
+
+        What a finder merges over DynamoDB's answer: slots not written yet (or being written).
+        """
+        wanted = set(metrics)
+        found: dict[str, dict[int, dict[int, float]]] = {}
+        with self._lock:
+            for source in (self._writing, self._open):  # open blocks hold the newer values
+                for (step, block_start), block in source.items():
+                    span = self.span(step)
+                    if block_start + span <= start or block_start >= end:
+                        continue
+                    for metric in [m for m in wanted if m in block]:
+                        slots = found.setdefault(metric, {}).setdefault(step, {})
+                        for index, value in enumerate(block[metric]):
+                            ts = block_start + index * step
+                            if value == value and start <= ts < end:
+                                slots[ts] = value
+        return {metric: {step: sorted(map(list, slots.items())) for step, slots in steps.items()}
+                for metric, steps in found.items()}
+
+    @property
+    def open_blocks(self) -> int:
+        """Blocks (one metric each) held in memory, open or being written."""
+        with self._lock:
+            return sum(map(len, self._open.values())) + sum(map(len, self._writing.values()))
+
+    @property
+    def held_messages(self) -> int:
+        """SQS messages waiting for their blocks to be written."""
+        with self._lock:
+            return len(self._held)
+
+    def next_close(self) -> Optional[float]:
+        """When the earliest open block closes, if any."""
+        with self._lock:
+            times = [self.close_time(step, start) for step, start in self._open]
+        return min(times) if times else None

@@ -1,0 +1,88 @@
+"""Reading series as graphite sees them: stored blocks, the slots turokd still holds, fresh rollups.
+
+turokd writes a block once, when it closes (``open_blocks.py``), and a coarse block once, when
+it closes (``rollup_writer.py``). So the newest data of a read lives in three places:
+- stored blocks in DynamoDB (``BlockStore.fetch_series``);
+- base slots turokd holds in memory, asked over the cache query (``cache_query.CacheClient``)
+  *before* DynamoDB is read, so a block written between the two reads is seen in one of them;
+- coarse slots whose block has not closed yet: computed here from the finer archive (itself read
+  the same way), exactly as ``rollup_writer`` will compute them when the block closes.
+The answer is what whisper would give: a point is visible as soon as its Turok message reached
+a turokd, in every archive.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Callable, Optional, Sequence
+
+from .blocks import block_span
+from .cache_query import CacheClient
+from .config import TurokConfig
+from .rollup import rollup_value
+from .schemas import MetricPolicy, SchemaSet
+
+UNSETTLED_SLACK = 60  # seconds a coarse block may take past its close before it is surely stored
+
+
+class SeriesReader:
+    """Reads ``[start, end)`` at one step for many metrics, fresh data included."""
+
+    def __init__(self, store, config: TurokConfig, schemas: SchemaSet, cache: Optional[CacheClient] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.schemas = schemas
+        self.cache = cache if cache is not None else CacheClient.from_config(config)
+        self.clock = clock
+
+    def unsettled_from(self, step: int, now: float) -> int:
+        """Start of the oldest block at ``step`` that may not be written yet at ``now``."""
+        span = block_span(step, self.config.block_slots)
+        settled = int(now - self.config.block_close_delay_seconds - UNSETTLED_SLACK)
+        return settled - settled % span
+
+    def read(self, metrics: Sequence[str], step: int, start: int, end: int,
+             now: Optional[float] = None) -> dict[str, list[Optional[float]]]:
+        """Each metric's values for slots ``start, start + step, … < end`` (aligned to ``step``)."""
+        now = self.clock() if now is None else now
+        levels: dict[str, tuple[MetricPolicy, int]] = {}
+        for metric in metrics:
+            policy = self.schemas.policy_for(metric)
+            level = next((i for i, a in enumerate(policy.archives) if a.step == step), 0)
+            levels[metric] = (policy, level)
+        base = [m for m in metrics if levels[m][1] == 0]
+        cached = self.cache.query(base, start, end) if base else {}
+        series = self.store.fetch_series(list(metrics), step, start, end)
+        for metric in base:
+            row = series[metric]
+            for ts, value in cached.get(metric, {}).get(step, {}).items():
+                if start <= ts < end:
+                    row[(ts - start) // step] = value
+        coarse = [m for m in metrics if levels[m][1] > 0]
+        if coarse:
+            self._fresh_rollups(coarse, levels, series, step, start, end, now)
+        return series
+
+    def _fresh_rollups(self, metrics: Sequence[str], levels: dict, series: dict, step: int, start: int,
+                       end: int, now: float) -> None:
+        """Coarse slots of blocks not closed yet, rolled up from the finer archive as turokd will."""
+        tail_start = max(start, self.unsettled_from(step, now))
+        tail_start -= tail_start % step
+        if tail_start >= end:
+            return
+        by_finer: dict[int, list[str]] = defaultdict(list)
+        for metric in metrics:
+            policy, level = levels[metric]
+            by_finer[policy.archives[level - 1].step].append(metric)
+        for finer_step, members in by_finer.items():
+            finer = self.read(members, finer_step, tail_start, end, now)
+            ratio = step // finer_step
+            for metric in members:
+                policy = levels[metric][0]
+                values, row = finer[metric], series[metric]
+                for index, slot in enumerate(range(tail_start, end, step)):
+                    value = rollup_value(values[index * ratio:(index + 1) * ratio], policy.aggregation_type,
+                                         policy.x_files_factor)
+                    if value is not None:
+                        row[(slot - start) // step] = value
