@@ -167,11 +167,10 @@ class OpenBlocks:
                     if block_start + span <= start or block_start >= end:
                         continue
                     for metric in [m for m in wanted if m in block]:
-                        slots = found.setdefault(metric, {}).setdefault(step, {})
                         for index, value in enumerate(block[metric]):
                             ts = block_start + index * step
                             if value == value and start <= ts < end:
-                                slots[ts] = value
+                                found.setdefault(metric, {}).setdefault(step, {})[ts] = value
         return {metric: {step: sorted(map(list, slots.items())) for step, slots in steps.items()}
                 for metric, steps in found.items()}
 

@@ -11,6 +11,7 @@ from tests.conftest import wait_for
 from tests.e2e.conftest import graphite_get
 from turok_core.aws import make_client
 from turok_core.naming import table_name
+from turok_core.storage import BlockStore
 
 STEP = 10  # the shipped default schema's base resolution
 
@@ -102,3 +103,28 @@ def test_malformed_lines_are_counted_and_the_connection_stays_up(stack, midnight
     # garbage, a non-number, a non-UTF-8 name and a line of five fields; NaN is dropped silently
     wait_for(lambda: bad_lines_so_far(stack) - before >= 4, 30, "the gateway to log the malformed lines")
     assert bad_lines_so_far(stack) - before == 4
+
+
+def test_the_newest_points_are_rendered_from_turokd_before_their_block_is_written(stack):
+    """Blocks are written once, when they close; until then graphite-web sees the points through
+    turokd's cache query, in the finest archive and (rolled up on read) in the coarser ones."""
+    now = int(time.time())
+    slot = now - now % STEP
+    sent_at = time.monotonic()
+    sock = send_tcp(stack.config.plaintext_port, f"e2e.fresh.hits.count 4 {slot}\ne2e.fresh.hits.count 6 {slot + 1}\n".encode())
+    sock.close()
+    got = wait_for(lambda: render(stack, "e2e.fresh.hits.count", slot - 600, slot + STEP).get(slot), 60,
+                   "the newest point in graphite-web", interval=0.2)
+    seen_after = time.monotonic() - sent_at
+    assert got == 10.0  # a sum (the shipped storage-aggregation.conf: *.count sums, xFilesFactor 0)
+    # the gateway releases a window step + grace after its slot: the point is seen soon after
+    assert seen_after < STEP + stack.config.window_grace_seconds + 10
+    # and not from DynamoDB: its block (90 slots, 15 minutes) is still open in turokd
+    store = BlockStore(make_client("dynamodb", stack.config), stack.config)
+    assert store.fetch_series(["e2e.fresh.hits.count"], STEP, slot, slot + STEP) == {"e2e.fresh.hits.count": [None]}
+    # two days back the answer comes from the 1-minute archive: rolled up from the held slot
+    minute = slot - slot % 60
+    two_days = graphite_get(stack, "/render", target="e2e.fresh.hits.count", format="json",
+                             **{"from": "-2d"})
+    points = {t: v for v, t in two_days[0]["datapoints"] if v is not None}
+    assert two_days[0]["datapoints"][1][1] - two_days[0]["datapoints"][0][1] == 60 and points == {minute: 10.0}

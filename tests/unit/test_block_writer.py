@@ -1,0 +1,148 @@
+"""turokd's core on a simulated clock against the moto server: each block written once when it
+closes, messages deleted only after, rollups at close, and fresh reads equal to the final data."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.unit.test_rollups import AGGREGATION, MIDNIGHT, NAMES, SCHEMAS, received, snapshot
+from tests.conftest import with_schema_files
+from turok_core.codec import encode_messages
+from turok_core.ingest import BlockWriter, process_batch
+from turok_core.message import TurokMessage
+from turok_core.schemas import load_schemas
+from turok_core.series_reader import SeriesReader
+from turok_core.storage import BlockStore
+from turok_core.aws import make_client
+
+BLOCK_SLOTS = 6  # blocks of 60 s at 10 s, 6 min at 1 min, 6 h at 1 h
+DELAY = 5
+RANGE = (MIDNIGHT - 3600, MIDNIGHT + 3600)  # aligned to every archive's step
+
+
+@pytest.fixture
+def config(turok_config, tmp_path):
+    return with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION).replace(
+        block_slots=BLOCK_SLOTS, block_close_delay_seconds=DELAY)
+
+
+class OpenBlocksCache:
+    """The cache query answered in process from a writer's open blocks (what turokd's HTTP does)."""
+
+    def __init__(self, writer: BlockWriter) -> None:
+        self.writer = writer
+
+    def query(self, metrics, start, until):
+        return {metric: {step: dict(map(tuple, slots)) for step, slots in steps.items()}
+                for metric, steps in self.writer.open.points(metrics, start, until).items()}
+
+
+def stream(schemas, seconds: int, seed: int = 7):
+    """``(arrival time, [TurokMessage])`` per 10 s flush: gateways' windows, 12 s after their slot."""
+    rng = random.Random(seed)
+    for slot in range(MIDNIGHT - seconds // 2, MIDNIGHT + seconds // 2, 10):
+        messages = [TurokMessage(name, slot, [round(rng.uniform(0, 100), 2)], 10,
+                                 schemas.policy_for(name).aggregation_type)
+                    for name in NAMES if rng.random() < 0.8]
+        yield slot + 12, messages
+
+
+def test_each_block_is_written_once_when_it_closes_and_messages_wait_for_it(config):
+    schemas = load_schemas(config)
+    store = BlockStore(make_client("dynamodb", config), config)
+    now = [MIDNIGHT - 1800.0]
+    writer = BlockWriter(store, config, schemas, clock=lambda: now[0])
+    reader = SeriesReader(store, config, schemas, cache=OpenBlocksCache(writer), clock=lambda: now[0])
+    sent: dict[str, int] = {}  # receipt → arrival
+    deleted: dict[str, float] = {}
+    written_items = unchanged = 0
+    checks = 0
+    for n, (arrival, messages) in enumerate(stream(schemas, 3600)):
+        now[0] = arrival
+        if messages:
+            receipt = f"r{n}"
+            writer.accept(received(encode_messages(messages), receipt))
+            sent[f"{receipt}.0"] = arrival
+        closed = writer.close()
+        written_items += closed.stats.items_written
+        unchanged += closed.stats.items_unchanged
+        for handle in closed.deletable:
+            deleted[handle] = now[0]
+        if n % 50 == 25:  # mid-stream, every archive already answers with the newest data
+            checks += 1
+            fresh = {step: reader.read(NAMES, step, *RANGE) for step in (10, 60, 3600)}
+            expected, last_check = fresh, now[0]
+    final = writer.close_all()  # at shutdown, what is still open is written early
+    written_items += final.stats.items_written
+    assert checks >= 3
+    # every message was deleted, none before the blocks it fed closed (its slot's block end + delay)
+    assert set(deleted) | set(final.deletable) == set(sent) and len(final.deletable) <= 6
+    for handle, arrival in sent.items():
+        if handle in final.deletable:
+            continue
+        slot = arrival - 12
+        assert deleted[handle] >= slot - slot % 60 + 60 + DELAY
+
+    # one write per block: base blocks once, coarse blocks once per close (a 1-hour block's 6-hour span
+    # is written at close_all only), nothing rewritten
+    data = snapshot(config)
+    base_blocks = sum(len(items) for name, items in data.items() if name.endswith("10sec"))
+    minute_blocks = sum(len(items) for name, items in data.items() if name.endswith("1min"))
+    hour_blocks = sum(len(items) for name, items in data.items() if name.endswith("_1h"))
+    assert unchanged == 0
+    assert written_items == base_blocks + minute_blocks + hour_blocks
+
+    # the same messages written at once, the old way, give the very same tables
+    reference = config.replace(table_prefix=config.table_prefix + "ref")
+    ref_store = BlockStore(make_client("dynamodb", reference), reference)
+    batch = [body for _arrival, messages in stream(schemas, 3600) if messages for body in encode_messages(messages)]
+    process_batch(received(batch, "ref"), ref_store, schemas, reference)
+    assert snapshot(reference) == data
+
+    # the fresh reads answered from data not yet written: the open 10 s block, and the hour (6-hour
+    # blocks close long after) rolled up from minutes themselves rolled up from held 10 s slots
+    open_slot = int(last_check) - 12 - 10
+    assert expected[10]["host0.count"][(open_slot - RANGE[0]) // 10] is not None
+    assert expected[3600]["host0.count"][(open_slot - RANGE[0]) // 3600] is not None
+    # what the last mid-stream read saw of complete slots, in every archive, is what is finally stored
+    for step, series in expected.items():
+        stored = reader.read(NAMES, step, *RANGE)
+        for name in NAMES:
+            for index, value in enumerate(series[name]):
+                # a slot whose every point had arrived (12 s after its end) already showed its final value
+                if value is not None and RANGE[0] + index * step + step + 12 <= last_check:
+                    assert stored[name][index] == value, (name, step, index)
+
+
+def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(config):
+    schemas = load_schemas(config)
+    real = BlockStore(make_client("dynamodb", config), config)
+
+    class FlakyStore:
+        """Fails the first coarse write, after the base blocks were written."""
+        config = real.config
+        failures = 1
+
+        def write_blocks(self, rows):
+            return real.write_blocks(rows)
+
+        def write_slots(self, slots):
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("DynamoDB throttled us")
+            return real.write_slots(slots)
+
+        def fetch_slots(self, *args, **kwargs):
+            return real.fetch_slots(*args, **kwargs)
+
+    writer = BlockWriter(FlakyStore(), config, schemas, clock=lambda: MIDNIGHT + 3600)
+    messages = [TurokMessage("host0.count", MIDNIGHT + 10 * i, [1.0], 10, "sum") for i in range(6)]
+    writer.accept(received(encode_messages(messages), "a"))
+    with pytest.raises(RuntimeError):
+        writer.close()
+    assert writer.open.held_messages == 1  # not deletable: its rollup is not written
+    closed = writer.close()
+    assert closed.deletable == ["a.0"] and closed.rollup_slots >= 1
+    assert real.fetch_series(["host0.count"], 60, MIDNIGHT, MIDNIGHT + 60) == {"host0.count": [6.0]}
+    assert closed.stats.items_unchanged == 1  # the base block, already stored, was not rewritten

@@ -1,0 +1,64 @@
+"""turokd's open blocks, in memory: when blocks close, which messages wait, what a failed write keeps."""
+from __future__ import annotations
+
+import calendar
+
+from turok_core.open_blocks import OpenBlocks
+
+DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
+SPAN = 60  # 6 slots of 10 s
+
+
+def make_blocks() -> OpenBlocks:
+    return OpenBlocks(block_slots=6, close_delay=5)
+
+
+def test_a_block_closes_after_its_end_plus_the_delay_and_its_messages_wait_for_it():
+    blocks = make_blocks()
+    held = blocks.add({("a", 10, DAY): 1.0, ("a", 10, DAY + 50): 2.0, ("b", 10, DAY + 60): 3.0},
+                      [("r1", [(10, DAY), (10, DAY + 50)]), ("r2", [(10, DAY + 50), (10, DAY + 60)])])
+    assert held == [(DAY + SPAN + 5, "r1"), (DAY + 2 * SPAN + 5, "r2")]
+    assert blocks.open_blocks == 2 and blocks.held_messages == 2
+    assert blocks.take_due(DAY + SPAN + 4).blocks == {}  # not yet: the last slot's message may be on its way
+    due = blocks.take_due(DAY + SPAN + 5)
+    assert due.rows() == [("a", 10, DAY, {0: 1.0, 5: 2.0})] and due.receipt_handles == ["r1"]
+    blocks.written(due)
+    assert blocks.open_blocks == 1
+    due = blocks.take_due(DAY + 10 * SPAN)
+    assert due.rows() == [("b", 10, DAY + 60, {0: 3.0})] and due.receipt_handles == ["r2"]
+
+
+def test_a_later_message_replaces_the_slot_and_late_data_reopens_a_written_block():
+    blocks = make_blocks()
+    blocks.add({("a", 10, DAY + 10): 1.0}, [("r1", [(10, DAY + 10)])])
+    blocks.add({("a", 10, DAY + 10): 7.0, ("a", 10, DAY + 20): 8.0}, [("r2", [(10, DAY + 10)])])
+    due = blocks.take_due(DAY + 1000)
+    assert due.rows() == [("a", 10, DAY, {1: 7.0, 2: 8.0})] and sorted(due.receipt_handles) == ["r1", "r2"]
+    blocks.written(due)
+    blocks.add({("a", 10, DAY + 30): 9.0}, [("r3", [(10, DAY + 30)])])  # late: its block closed long ago
+    due = blocks.take_due(DAY + 1000)  # so it is due at once, to be merged into the stored item
+    assert due.rows() == [("a", 10, DAY, {3: 9.0})] and due.receipt_handles == ["r3"]
+
+
+def test_a_failed_write_reopens_the_blocks_newer_slots_win_and_receipts_wait_again():
+    blocks = make_blocks()
+    blocks.add({("a", 10, DAY): 1.0, ("a", 10, DAY + 10): 2.0}, [("r1", [(10, DAY)])])
+    due = blocks.take_due(DAY + 1000)
+    blocks.add({("a", 10, DAY + 10): 5.0}, [("r2", [(10, DAY + 10)])])  # arrived while writing
+    assert blocks.points(["a"], DAY, DAY + SPAN) == {"a": {10: [[DAY, 1.0], [DAY + 10, 5.0]]}}
+    blocks.restore(due)
+    assert blocks.held_messages == 2
+    again = blocks.take_due(DAY + 1000)
+    assert again.rows() == [("a", 10, DAY, {0: 1.0, 1: 5.0})] and sorted(again.receipt_handles) == ["r1", "r2"]
+    blocks.written(again)
+    assert blocks.open_blocks == 0 and blocks.held_messages == 0
+
+
+def test_points_answers_cache_queries_from_open_and_writing_blocks_only_inside_the_range():
+    blocks = make_blocks()
+    blocks.add({("a", 10, DAY): 1.0, ("a", 10, DAY + 70): 2.0, ("b", 60, DAY + 120): 3.0, ("c", 10, DAY): 4.0})
+    blocks.take_due(DAY + SPAN + 5)  # a's and c's first blocks are being written: still answered
+    assert blocks.points(["a", "b", "zz"], DAY, DAY + 3600) == {
+        "a": {10: [[DAY, 1.0], [DAY + 70, 2.0]]}, "b": {60: [[DAY + 120, 3.0]]}}
+    assert blocks.points(["a"], DAY + 10, DAY + 70) == {}
+    assert blocks.next_close() == DAY + 2 * SPAN + 5
