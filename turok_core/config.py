@@ -75,7 +75,9 @@ class TurokConfig:
     cache_interface: str = "127.0.0.1"
     cache_port: int = 7002
     receive_wait_seconds: int = 20
-    visibility_timeout_seconds: int = 120
+    # turokd holds a message until its blocks are written (15 minutes of 10 s slots plus the close
+    # delay): received with this timeout, longer waits cost a ChangeMessageVisibility request
+    visibility_timeout_seconds: int = 1200
     turokd_pollers: int = 2
     write_max_attempts: int = 8
     # merge into a block with a conditional PutItem (it still holds what was read), so several

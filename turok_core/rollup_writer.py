@@ -149,7 +149,8 @@ def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[Wr
                 writes.extend((plan.metric, plan.coarse_step, start, value) for start, value in values)
                 written_blocks[(plan.metric, plan.coarse_step, plan.start)] = None
         if writes:
-            stage_stats = store.write_slots(writes)
+            # a coarse block is written when it closes: almost always for the first time
+            stage_stats = store.write_slots(writes, assume_new=True)
             if stats is not None:
                 stats.add(stage_stats)
             slots_written += len(writes)

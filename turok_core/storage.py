@@ -212,11 +212,12 @@ class BlockStore:
 
     # ----------------------------------------------------------------------------- writes
 
-    def write_slots(self, slots: Iterable[tuple[str, int, int, float]]) -> WriteStats:
+    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks.
 
         Every given slot is overwritten; the other slots of a block keep their stored values.
-        Raises ``BlockWriteError`` (or boto3's error) when not everything could be written.
+        ``assume_new``: as for ``write_blocks``. Raises ``BlockWriteError`` (or boto3's error)
+        when not everything could be written.
         """
         spans: dict[int, int] = {}
         tables: dict[tuple[int, int], str] = {}
@@ -236,7 +237,7 @@ class BlockStore:
             if entry is None:
                 entry = blocks[key] = (step, {})
             entry[1][(slot_start - start) // step] = value
-        return self._write(blocks, spans, assume_new=False)
+        return self._write(blocks, spans, assume_new)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
                      assume_new: bool = True) -> WriteStats:

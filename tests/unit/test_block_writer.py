@@ -127,11 +127,11 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
         def write_blocks(self, rows):
             return real.write_blocks(rows)
 
-        def write_slots(self, slots):
+        def write_slots(self, slots, assume_new=False):
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("DynamoDB throttled us")
-            return real.write_slots(slots)
+            return real.write_slots(slots, assume_new)
 
         def fetch_slots(self, *args, **kwargs):
             return real.fetch_slots(*args, **kwargs)
