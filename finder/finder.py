@@ -19,6 +19,7 @@ from graphite.node import BranchNode, LeafNode
 from turok_core.aws import make_client
 from turok_core.config import TurokConfig, load_config
 from turok_core.index_store import IndexCache
+from turok_core.rollup import consolidate
 from turok_core.schemas import SchemaSet, load_schemas
 from turok_core.series_reader import SeriesReader
 
@@ -102,17 +103,31 @@ class TurokFinder(BaseFinder):
                 results[path] = (tuple(window), list(values) if values is not None else [None] * points)
         return results
 
+    def _consolidated(self, path: str, time_info: tuple, values: list, max_points: int) -> tuple[tuple, list]:
+        """At most ``max_points`` values, merged with the metric's own aggregation method.
+
+        Grafana sends ``maxDataPoints`` with every query; graphite-web would average what is
+        longer, so a counter's sums would show as averages (a long-standing Graphite complaint).
+        """
+        start, _end, step = time_info
+        method = self.schemas.policy_for(path).aggregation_type
+        start, step, values = consolidate(start, step, values, max_points, method)
+        return (start, start + step * len(values), step), values
+
     def fetch(self, patterns: Sequence[str], start_time: float, end_time: Optional[float],
               now: Optional[float] = None, requestContext=None) -> list[dict]:
         """graphite-web's bulk fetch: every leaf of every pattern, read in as few calls as possible."""
         per_pattern = [(pattern, [m.path for m in self.index.match(pattern) if m.is_leaf])
                        for pattern in patterns]
         data = self.fetch_paths((path for _, paths in per_pattern for path in paths), start_time, end_time, now)
+        max_points = (requestContext or {}).get("maxDataPoints")
         results = []
         for pattern, paths in per_pattern:
             for path in paths:
                 if path in data:
                     time_info, values = data[path]
+                    if max_points:
+                        time_info, values = self._consolidated(path, time_info, values, int(max_points))
                     results.append({"pathExpression": pattern, "path": path, "name": path,
                                     "time_info": time_info, "values": values})
         return results

@@ -91,3 +91,31 @@ def rollup_slots(finer: Mapping[int, Optional[float]], finer_step: int, coarse_s
         if value is not None:
             result.append((start, value))
     return result
+
+
+def consolidate(start: int, step: int, values: Sequence[Optional[float]], max_points: int,
+                aggregation_type: str) -> tuple[int, int, list[Optional[float]]]:
+    """``values`` (slots from ``start``) merged into at most ``max_points`` buckets by the metric's own method.
+
+    graphite-web consolidates a series longer than ``maxDataPoints`` by averaging, which turns a
+    sum metric's totals into averages; this does it with ``aggregation_type`` instead. Buckets
+    span a whole number of slots and start at multiples of their span, so successive requests
+    band alike. Returns ``(start, step, values)``; unchanged when already short enough.
+    """
+    count = len(values)
+    if max_points < 1 or count <= max_points:
+        return start, step, list(values)
+    per = -(-count // max_points)
+    while True:
+        span = per * step
+        first = start - start % span
+        buckets = -(-(start + count * step - first) // span)
+        if buckets <= max_points:
+            break
+        per += 1
+    merged: list[Optional[float]] = []
+    for bucket in range(buckets):
+        low = max(0, (first + bucket * span - start) // step)
+        high = min(count, (first + (bucket + 1) * span - start) // step)
+        merged.append(rollup_value(values[low:high], aggregation_type, 0.0) if high > low else None)
+    return first, span, merged

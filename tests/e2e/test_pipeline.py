@@ -62,6 +62,12 @@ def test_plaintext_tcp_and_udp_reach_graphite_web_across_two_utc_days(stack, mid
         # whisper's alignment: the first slot is from - from % step + step, the last is until's
         assert sorted(got) == list(range(start + STEP, end + STEP, STEP))
 
+    # Grafana's maxDataPoints: graphite-web would average a counter's slots; the finder sums them
+    # (1 and 12 in one point: 13, where graphite-web's average would show 6.5)
+    consolidated = graphite_get(stack, "/render", target="e2e.tcp.hits.count", format="json", maxDataPoints=1,
+                                **{"from": start, "until": end})[0]["datapoints"]
+    assert [v for v, _t in consolidated] == [13.0]
+
     found = graphite_get(stack, "/metrics/find", query="e2e.*")
     assert sorted((n["text"], n["leaf"]) for n in found) == [("tcp", 0), ("udp", 0)]
     found = graphite_get(stack, "/metrics/find", query="e2e.tcp.{avg,hits}")

@@ -257,3 +257,17 @@ def test_two_real_turokd_processes_on_one_queue(schema_config, tmp_path):
             wait_for(drained, 25, "queue drained by two turokd processes")
     assert "Traceback" not in log_a.read_text() + log_b.read_text()
     assert snapshot(config) == expected_data(schema_config, batches)
+
+
+def test_consolidate_merges_by_the_metrics_own_method_into_aligned_buckets():
+    from turok_core.rollup import consolidate
+
+    values = [1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0, None]
+    assert consolidate(100, 10, values, 8, "sum") == (100, 10, values)  # short enough: unchanged
+    # 8 slots into at most 4 buckets of 20 s starting at multiples of 20: sums stay sums
+    assert consolidate(100, 10, values, 4, "sum") == (100, 20, [3.0, 4.0, 11.0, 7.0])
+    assert consolidate(100, 10, values, 4, "maximum") == (100, 20, [2.0, 4.0, 6.0, 7.0])
+    # a start inside a bucket: buckets stay aligned, so repeated requests band alike
+    start, step, merged = consolidate(110, 10, values, 4, "sum")
+    assert start % step == 0 and start <= 110 and len(merged) <= 4 and sum(v for v in merged if v) == 25.0
+    assert consolidate(0, 10, [None] * 6, 2, "average") == (0, 30, [None, None])
