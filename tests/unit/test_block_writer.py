@@ -146,3 +146,47 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
     assert closed.deletable == ["a.0"] and closed.rollup_slots >= 1
     assert real.fetch_series(["host0.count"], 60, MIDNIGHT, MIDNIGHT + 60) == {"host0.count": [6.0]}
     assert closed.stats.items_unchanged == 1  # the base block, already stored, was not rewritten
+
+
+def test_two_writers_sharing_the_queue_and_every_message_replayed_give_the_same_tables(config):
+    """Two turokd cores take alternate SQS messages (and each sees every message a second time,
+    a redelivery), holding parts of the same blocks and closing them at the same moments in
+    parallel threads: the tables equal those of one writer that saw each message once."""
+    import threading
+
+    schemas = load_schemas(config)
+    now = [MIDNIGHT - 1800.0]
+    writers = [BlockWriter(BlockStore(make_client("dynamodb", config), config), config, schemas,
+                           clock=lambda: now[0]) for _ in range(2)]
+    flushes = list(stream(schemas, 1800, seed=11))
+    for n, (arrival, messages) in enumerate(flushes):
+        now[0] = arrival
+        if messages:
+            body = encode_messages(messages)
+            writers[n % 2].accept(received(body, f"a{n}"))
+            if n >= 3:  # the redelivery of an earlier message reaches the other writer
+                _arrival, earlier = flushes[n - 3]
+                if earlier:
+                    writers[(n + 1) % 2].accept(received(encode_messages(earlier), f"b{n}"))
+        errors = []
+
+        def close(writer):
+            try:
+                writer.close()
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+        threads = [threading.Thread(target=close, args=(w,)) for w in writers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+    for writer in writers:
+        writer.close_all()
+
+    reference = config.replace(table_prefix=config.table_prefix + "one")
+    one = BlockWriter(BlockStore(make_client("dynamodb", reference), reference), reference, schemas,
+                      clock=lambda: now[0])
+    one.accept(received([b for _a, m in flushes if m for b in encode_messages(m)], "ref"))
+    one.close_all()
+    assert snapshot(config) == snapshot(reference)
