@@ -153,6 +153,8 @@ class StatsdFlushService(service.Service):
             count, examples = bad
             parsed.bad = count
             parsed.bad_examples = [example.encode("utf-8", "replace") for example in examples]
+        # keys passed the name rule at ingest; this catches configured prefixes it refuses
+        parsed.apply_name_rule(self.aggregator.name_rule)
         try:
             self._sink(parsed, SOURCE)
         except Exception:
