@@ -1,4 +1,5 @@
-"""Connection limits, idle timeouts and an endless line against a real ``twistd turok-gateway``.
+"""Connection limits, idle timeouts, an endless line and the metric-name rule against a real
+``twistd turok-gateway``.
 
 One gateway with ``max_connections = 200`` per TCP listener: a thousand idle connections to the
 plaintext port leave 200 open and close the other 800 at once, the gateway's memory stays
@@ -6,9 +7,12 @@ bounded and a client connected before the flood is still served (its point reach
 and StatsD TCP have the same limit. A client sending megabytes without a newline is cut off with
 bounded memory and its connection keeps working after its next newline. A second gateway with a
 2 s idle timeout closes silent connections of all three TCP listeners and keeps a chatty one.
+The same hostile names sent over plaintext TCP and UDP, pickle and StatsD reach SQS normalised by
+one rule, or are refused and counted.
 """
 from __future__ import annotations
 
+import pickle
 import re
 import selectors
 import socket
@@ -19,6 +23,7 @@ import pytest
 
 from tests.conftest import free_port, running_twistd, wait_for
 from tests.unit.test_gateway import QueueReader
+from turok_core.carbon_pickle import encode_frame
 
 LIMIT = 200
 FLOOD = 1000
@@ -41,9 +46,10 @@ def start_gateway(config, workdir):
     return running_twistd("turok-gateway", config, workdir, listening, "the gateway's TCP ports")
 
 
-def rss(pid: int) -> int:
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """The process's resident memory in bytes (``VmHWM``: its peak so far)."""
     with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1)) * 1024
+        return int(re.search(field + r":\s+(\d+) kB", status.read()).group(1)) * 1024
 
 
 def closed_by_gateway(socks: list[socket.socket], settle: float = 1.0, timeout: float = 20.0,
@@ -82,7 +88,8 @@ def log_total(log_path, pattern: str) -> int:
 
 @pytest.fixture
 def limited_gateway(turok_config, tmp_path):
-    config = gateway_config(turok_config, max_connections=LIMIT, idle_timeout_seconds=600)
+    config = gateway_config(turok_config, max_connections=LIMIT, idle_timeout_seconds=600,
+                            statsd_flush_interval_seconds=1.0)
     with start_gateway(config, tmp_path) as (log, process):
         yield config, log, process
 
@@ -101,6 +108,8 @@ def test_a_thousand_idle_connections_are_bounded_and_a_client_is_still_served(li
         assert min(closed) >= LIMIT - 1, "the first connections in are the ones kept"
         growth = rss(process.pid) - before
         assert growth < MAX_RSS_GROWTH, f"the gateway grew by {growth} bytes"
+        print(f"figures: {len(closed)} of {FLOOD} connections refused, RSS {before >> 20} -> "
+              f"{rss(process.pid) >> 20} MiB, peak {rss(process.pid, 'VmHWM') >> 20} MiB")
         wait_for(lambda: log_total(log, r"closed a connection from [^:]+: 200 connections already open "
                                         r"\(max_connections\); (\d+) closed so far") >= 1, 10,
                  "the over-limit connections logged")
@@ -139,6 +148,8 @@ def test_an_endless_line_is_cut_off_with_bounded_memory(limited_gateway):
         time.sleep(0.5)
         growth = rss(process.pid) - before
         assert growth < 8 * 1024 * 1024, f"the gateway grew by {growth} bytes holding an endless line"
+        print(f"figures: 20 MiB line, RSS {before >> 20} -> {rss(process.pid) >> 20} MiB, "
+              f"peak {rss(process.pid, 'VmHWM') >> 20} MiB")
         assert closed_by_gateway([endless], settle=0.3) == set(), "an over-long line does not close the connection"
         # the over-long line ends at its newline; the next line is taken as usual
         endless.setblocking(True)
@@ -173,3 +184,38 @@ def test_idle_connections_are_closed_after_the_timeout(turok_config, tmp_path):
         wait_for(lambda: log_total(log, r"idle for 2.0s \(idle_timeout_seconds\); (\d+) so far") >= 1, 10,
                  "the idle closes logged")
     assert process.returncode is not None
+
+
+def test_one_name_rule_on_every_port(limited_gateway):
+    config, log, process = limited_gateway
+    reader = QueueReader(config)
+    stamp = int(time.time()) - 30  # a closed window: sent at the next flush
+    names = ["{p}.ok", "{p}..dots.", "{p}.tag;b=2;a=1", "{p}.glob*", "{p}.ctl\x01", "{p}." + "x" * 1100]
+    normal = ["{p}.ok", "{p}.dots", "{p}.tag;a=1;b=2"]
+
+    def lines(prefix: str) -> bytes:
+        return b"".join(b"%s 1 %d\n" % (name.format(p=prefix).encode(), stamp) for name in names)
+
+    with socket.create_connection(("127.0.0.1", config.plaintext_port), timeout=10) as tcp:
+        tcp.sendall(lines("tcp"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(lines("udp"), ("127.0.0.1", config.plaintext_udp_port))
+        # StatsD: etsy's sanitising first (the glob and control characters go), then the rule
+        udp.sendto(b"s..dots.:1|g\ns.tag:2|g|#b:2,a:1\ns.glob*:3|g\n...:4|g\n" + b"s" * 1100 + b":5|g\n",
+                   ("127.0.0.1", config.statsd_port))
+    with socket.create_connection(("127.0.0.1", config.pickle_port), timeout=10) as frames:
+        frames.sendall(encode_frame([(name.format(p="pickle"), (stamp, 1)) for name in names]))
+    expected = {name.format(p=p) for name in normal for p in ("tcp", "udp", "pickle")}
+    expected |= {"stats.gauges.s.dots", "stats.gauges.s.tag;a=1;b=2", "stats.gauges.s.glob"}
+    ours = ("tcp.", "udp.", "pickle.", "stats.gauges.")
+
+    def arrived():
+        reader.poll()
+        return {m.metric for m in reader.messages if m.metric.startswith(ours)} >= expected
+    wait_for(arrived, 30, f"{expected} on SQS", interval=0)
+    assert {m.metric for m in reader.messages if m.metric.startswith(ours)} == expected
+    refused = 3 * 3 + 2  # glob, control character and over-long per carbon port; "..." and the long key
+    wait_for(lambda: sum(map(int, re.findall(r"(\d+) malformed input line", log.read_text()))) == refused, 30,
+             f"{refused} refused names counted in the gateway's log")
+    assert "metric name: character '*' is not allowed" in log.read_text()
+    assert process.poll() is None
