@@ -102,11 +102,11 @@ class ConnectionGuard:
         self.open.discard(protocol)
 
     def start(self) -> None:
-        """Start the idle sweep (the listener started listening)."""
+        """Start the idle sweep and check the descriptor limit (the listener started listening)."""
+        self._check_descriptors()
         timeout = self.limits.idle_timeout
         if timeout <= 0 or self._sweep is not None:
             return
-        self._check_descriptors()
         self._sweep = task.LoopingCall(self.sweep)
         if self._reactor is not None:
             self._sweep.clock = self._reactor
