@@ -12,7 +12,7 @@ STACK = [  # the embedded local stack: a local AWS endpoint and graphite-web wit
     "pytz",
     "six",
 ]
-TEST = ["pytest>=8,<9", "pytest-timeout>=2.3,<3", "statsd>=4,<5",
+TEST = ["pytest>=8,<9", "pytest-timeout>=2.3,<3", "statsd>=4,<5", "hypothesis>=6.100,<7",
         "carbon==1.1.10"]  # carbon-relay, a real pickle client (GRAPHITE_NO_PREFIX=1 keeps it in the venv)
 
 setup(

@@ -8,19 +8,23 @@ batch (``decode_frames``). What happens to bad input, always counted in the fact
 - a frame that is not a pickled list is skipped and the connection stays open (carbon's way);
 - a frame that tries to load a class or call a function, or whose length prefix is over
   ``max_frame_bytes``, closes the connection at once (an oversized frame's body is never read);
-- a frame cut short by the disconnect is counted as truncated.
+- a frame cut short by the disconnect is counted as truncated;
+- paths go through the metric-name rule (``turok_core.metric_names``), refused ones are bad points.
+
+The listener has the gateway's connection limit and idle timeout (``gateway.connections``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from turok_core.carbon_pickle import DEFAULT_MAX_FRAME_BYTES, FrameReader, decode_frames
 from turok_core.plaintext import ParsedLines
 from turok_core.ratelimit import Throttle
+
+from .connections import ConnectionLimits, GuardedFactory, GuardedProtocol
 
 log = Logger(namespace="turok.gateway")
 
@@ -39,9 +43,11 @@ class PickleCounters:
     truncated_frames: int = 0  # incomplete when the connection closed
     connections: int = 0
     connections_refused: int = 0  # closed by the gateway (unsafe or oversize frame)
+    connections_over_limit: int = 0  # closed at once: max_connections were already open
+    idle_closed: int = 0  # closed after idle_timeout_seconds without a byte
 
 
-class CarbonPickleProtocol(Protocol):
+class CarbonPickleProtocol(GuardedProtocol):
     """One pickle connection; see the module notes for how bad input is handled."""
 
     def __init__(self, factory: "CarbonPickleFactory") -> None:
@@ -51,17 +57,18 @@ class CarbonPickleProtocol(Protocol):
         self._refused = False
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         peer = self.transport.getPeer()
         self._source = f"pickle {getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
-        self.factory.counters.connections += 1
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
         factory = self.factory
+        self.last_active = now = factory.clock()
         frames = self._reader.feed(data)
         if frames:
-            batch = decode_frames(frames, factory.clock(), factory.max_path_bytes)
+            batch = decode_frames(frames, now, factory.max_path_bytes, factory.name_rule)
             factory.record(batch, self._source)
             if batch.unsafe:
                 self._refuse()
@@ -76,25 +83,29 @@ class CarbonPickleProtocol(Protocol):
         self.transport.abortConnection()
 
     def connectionLost(self, reason=None) -> None:
+        super().connectionLost(reason)
         if not self._refused and self._reader.pending:
             self.factory.record_truncated(self._reader.pending, self._source)
 
 
-class CarbonPickleFactory(Factory):
-    """Builds pickle connections sharing one sink, one set of counters and the log throttle.
+class CarbonPickleFactory(GuardedFactory):
+    """Builds pickle connections sharing one sink, one set of counters, the log throttle, the
+    connection limits and the name rule (``configure`` takes them from a TurokConfig).
 
     ``max_path_bytes`` > 0 makes longer metric paths bad points (the plaintext line limit)."""
 
     def __init__(self, sink: Sink, clock: Callable[[], float],
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_path_bytes: int = 0) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, max_path_bytes: int = 0,
+                 limits: ConnectionLimits = ConnectionLimits(), reactor=None) -> None:
+        self.counters = PickleCounters()
+        super().__init__("pickle", self.counters, clock, limits, reactor)
         self.sink = sink
         self.clock = clock
         self.max_frame_bytes = max_frame_bytes
         self.max_path_bytes = max_path_bytes
-        self.counters = PickleCounters()
         self._log = Throttle(clock, LOG_INTERVAL)
 
-    def buildProtocol(self, addr) -> CarbonPickleProtocol:
+    def make_protocol(self, addr) -> CarbonPickleProtocol:
         return CarbonPickleProtocol(self)
 
     def record(self, batch, source: str) -> None:

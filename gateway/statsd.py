@@ -6,21 +6,24 @@ Every datagram, and every TCP read's complete lines, goes whole into one
 default schema's 10 s base resolution, each flush lands alone in its slot even when the reactor
 runs a few seconds late), and hands the points, stamped with the flush time, to the gateway's
 ``accept`` like any other input; the bad lines of the interval go along so the gateway counts
-and logs them under the ``statsd`` protocol.
+and logs them under the ``statsd`` protocol. The TCP listener has the gateway's connection
+limit and idle timeout (``gateway.connections``), counted in the aggregator's totals.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional
 
 from twisted.application import internet, service
 from twisted.internet import task
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from turok_core.config import TurokConfig
 from turok_core.plaintext import ParsedLines, StreamLines
 from turok_core.statsd import StatsdAggregator, StatsdSettings
 
+from .connections import ConnectionLimits, GuardedFactory, GuardedProtocol, configure_receivers
 from .udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 log = Logger(namespace="turok.gateway.statsd")
@@ -47,15 +50,18 @@ class StatsdUDPProtocol(DatagramProtocol):
         self.aggregator.ingest(datagram)
 
 
-class StatsdTCPProtocol(Protocol):
+class StatsdTCPProtocol(GuardedProtocol):
     """StatsD over TCP: newline-ended lines; an over-long line is dropped, a partial last one too."""
 
-    def __init__(self, aggregator: StatsdAggregator, max_line_length: int) -> None:
+    def __init__(self, aggregator: StatsdAggregator, max_line_length: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.aggregator = aggregator
+        self._clock = clock
         self._lines = StreamLines(max_line_length)
         self._discarded_seen = 0
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_active = self._clock()
         lines = self._lines
         chunk = lines.feed(data)
         if chunk:
@@ -67,22 +73,28 @@ class StatsdTCPProtocol(Protocol):
             self._discarded_seen = lines.discarded
 
     def connectionLost(self, reason=None) -> None:
+        super().connectionLost(reason)
         tail = self._lines.pending
         if tail.strip():  # cut off by the disconnect: perhaps truncated, so never applied
             self.aggregator.add_bad(tail.decode("utf-8", "replace") + " (no newline before the connection closed)")
 
 
-class StatsdTCPFactory(Factory):
-    """Builds ``StatsdTCPProtocol`` instances sharing one aggregator."""
+class StatsdTCPFactory(GuardedFactory):
+    """Builds ``StatsdTCPProtocol`` instances sharing one aggregator and the connection limits
+    (keys go through the aggregator's own name rule, so ``configure`` only takes the limits)."""
 
-    def __init__(self, aggregator: StatsdAggregator, max_line_length: int) -> None:
+    def __init__(self, aggregator: StatsdAggregator, max_line_length: int,
+                 limits: ConnectionLimits = ConnectionLimits(), clock: Optional[Callable[[], float]] = None,
+                 reactor=None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as default_reactor
+            clock = (reactor or default_reactor).seconds
+        super().__init__("StatsD TCP", aggregator.totals, clock, limits, reactor)
         self.aggregator = aggregator
         self.max_line_length = max_line_length
 
-    def buildProtocol(self, addr) -> StatsdTCPProtocol:
-        protocol = StatsdTCPProtocol(self.aggregator, self.max_line_length)
-        protocol.factory = self
-        return protocol
+    def make_protocol(self, addr) -> StatsdTCPProtocol:
+        return StatsdTCPProtocol(self.aggregator, self.max_line_length, self.guard.clock)
 
 
 class StatsdFlushService(service.Service):
@@ -153,6 +165,8 @@ class StatsdFlushService(service.Service):
             count, examples = bad
             parsed.bad = count
             parsed.bad_examples = [example.encode("utf-8", "replace") for example in examples]
+        # keys passed the name rule at ingest; this catches configured prefixes it refuses
+        parsed.apply_name_rule(self.aggregator.name_rule)
         try:
             self._sink(parsed, SOURCE)
         except Exception:
@@ -166,19 +180,30 @@ def add_statsd_services(parent: service.MultiService, config: TurokConfig, sink:
     """Add the StatsD flusher, then its TCP and UDP listeners on ``config.statsd_port``, to ``parent``.
 
     Add them after the gateway's flush service: a MultiService stops its children in reverse, so
-    the listeners stop first, then the last StatsD flush reaches the gateway before it drains."""
+    the listeners stop first, then the last StatsD flush reaches the gateway before it drains.
+
+    Then ``config``'s connection limits and name rule go to every receiver under ``parent``
+    (``gateway.connections.configure_receivers``; the plaintext and pickle listeners are added
+    before this), and the plaintext TCP connection counters join the self-metrics of the
+    ``gateway`` service when ``parent`` has one."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     aggregator = StatsdAggregator(StatsdSettings.from_config(config))
     flusher = StatsdFlushService(aggregator, sink, reactor, clock)
     flusher.setServiceParent(parent)
-    tcp = internet.TCPServer(config.statsd_port, StatsdTCPFactory(aggregator, aggregator.settings.max_line_length),
-                             interface=config.interface, reactor=reactor)
+    tcp_factory = StatsdTCPFactory(aggregator, aggregator.settings.max_line_length,
+                                   ConnectionLimits.from_config(config), flusher.clock, reactor)
+    tcp = internet.TCPServer(config.statsd_port, tcp_factory, interface=config.interface, reactor=reactor)
     tcp.setName("statsd-tcp")
     tcp.setServiceParent(parent)
     udp = internet.UDPServer(config.statsd_port, StatsdUDPProtocol(aggregator), interface=config.interface,
                              maxPacketSize=UDP_MAX_PACKET_SIZE, reactor=reactor)
     udp.setName("statsd-udp")
     udp.setServiceParent(parent)
+    try:
+        registry = parent.getServiceNamed("gateway").receiver_counters
+    except (KeyError, AttributeError):
+        registry = None
+    configure_receivers(parent, config, registry)
     return flusher

@@ -7,8 +7,9 @@ oversized frame is never buffered. ``decode_frames`` unpickles the frames of one
 all their points, as one batch, into the parallel lists of ``ParsedLines`` that the gateway's
 windows take, with the plaintext protocol's rules (``turok_core.plaintext``): ``-1`` means now,
 float timestamps are truncated, NaN values are dropped (counted), infinite values, timestamps
-``<= 0`` or past year 9999, paths that are empty, hold ASCII whitespace, are not UTF-8 or are
-longer than the limit are bad points.
+``<= 0`` or past year 9999, paths that are not text or UTF-8 bytes or are longer than the limit
+are bad points, and every path goes through Turok's metric-name rule (``turok_core.metric_names``:
+normalised, or refused as a bad point).
 
 Unpickling: ``SafeUnpickler`` has no way to reach a class or a function. ``find_class`` and
 ``persistent_load`` always raise, and the opcodes that load or call something (GLOBAL,
@@ -29,11 +30,11 @@ from __future__ import annotations
 import io
 import math
 import pickle
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
+from .metric_names import NameRule
 from .plaintext import MAX_TIMESTAMP, ParsedLines
 
 HEADER = struct.Struct(">I")
@@ -41,8 +42,6 @@ DEFAULT_MAX_FRAME_BYTES = 1 << 20  # carbon's PICKLE_RECEIVER_MAX_LENGTH
 # opcodes that import a name, call something, or hand an id to the application
 CODE_OPCODES = ("GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX",
                 "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID")
-# what bytes.split() splits on, apart from the newline used to join names below
-_SPACE = re.compile(rb"[ \t\r\x0b\x0c]")
 _NUMBER_TYPES = {int, float}
 _EXAMPLE_CHARS = 80
 
@@ -146,11 +145,13 @@ class PickleBatch:
     unsafe: str = ""  # why a frame was refused as trying to run code; empty when none was
 
 
-def decode_frames(frames: Iterable[bytes], now: float, max_path_bytes: int = 0) -> PickleBatch:
+def decode_frames(frames: Iterable[bytes], now: float, max_path_bytes: int = 0,
+                  rule: Optional[NameRule] = None) -> PickleBatch:
     """Unpickle frame bodies and decode all their points as one batch.
 
     Stops at the first frame that tries to run code (``unsafe`` says why); the points of the
-    frames before it are kept. ``max_path_bytes`` > 0 makes longer paths bad points."""
+    frames before it are kept. ``max_path_bytes`` > 0 makes longer paths bad points; ``rule``
+    is the metric-name rule (default: its default limits)."""
     batch = PickleBatch()
     points: list = []
     for frame in frames:
@@ -170,17 +171,19 @@ def decode_frames(frames: Iterable[bytes], now: float, max_path_bytes: int = 0) 
             batch.bad_frame_example = batch.bad_frame_example or f"a pickled {_describe(loaded)}, not a list"
             continue
         points.extend(loaded)
-    batch.parsed = decode_points(points, now, max_path_bytes)
+    batch.parsed = decode_points(points, now, max_path_bytes, rule)
     return batch
 
 
-def decode_points(points: Sequence, now: float, max_path_bytes: int = 0) -> ParsedLines:
+def decode_points(points: Sequence, now: float, max_path_bytes: int = 0,
+                  rule: Optional[NameRule] = None) -> ParsedLines:
     """``(path, (timestamp, value))`` items to parallel lists, with the plaintext rules."""
-    parsed = _decode_fast(points, int(now), max_path_bytes)
-    return parsed if parsed is not None else _decode_slow(points, int(now), max_path_bytes)
+    rule = rule or NameRule()
+    parsed = _decode_fast(points, int(now), max_path_bytes, rule)
+    return parsed if parsed is not None else _decode_slow(points, int(now), max_path_bytes, rule)
 
 
-def _decode_fast(points: Sequence, now: int, max_path_bytes: int) -> Optional[ParsedLines]:
+def _decode_fast(points: Sequence, now: int, max_path_bytes: int, rule: NameRule) -> Optional[ParsedLines]:
     """All points at once with C-level operations, or None when any point needs a closer look."""
     if not points:
         return ParsedLines()
@@ -206,8 +209,8 @@ def _decode_fast(points: Sequence, now: int, max_path_bytes: int) -> Optional[Pa
     except (ValueError, OverflowError):  # not UTF-8, a lone surrogate, a huge int, NaN or inf stamp
         return None
     pieces = joined.split(b"\n")
-    if (len(pieces) != len(names) or not all(pieces) or _SPACE.search(joined)
-            or (max_path_bytes > 0 and max(map(len, pieces)) > max_path_bytes)):
+    longest = max(map(len, pieces))
+    if len(pieces) != len(names) or 0 < max_path_bytes < longest:  # a newline in a path, or too long
         return None
     if not math.isfinite(sum(values)):  # NaN or inf somewhere: sorted out point by point
         return None
@@ -217,10 +220,12 @@ def _decode_fast(points: Sequence, now: int, max_path_bytes: int) -> Optional[Pa
         timestamps = [now if stamp == -1 else stamp for stamp in timestamps]
     if max(timestamps) > MAX_TIMESTAMP:
         return None
-    return ParsedLines(names, values, timestamps)
+    parsed = ParsedLines(names, values, timestamps)
+    parsed.apply_name_rule(rule, joined, longest)
+    return parsed
 
 
-def _decode_slow(points: Sequence, now: int, max_path_bytes: int) -> ParsedLines:
+def _decode_slow(points: Sequence, now: int, max_path_bytes: int, rule: NameRule) -> ParsedLines:
     """Point by point, for batches holding at least one point the fast path cannot take."""
     parsed = ParsedLines()
     names, values, timestamps = parsed.names, parsed.values, parsed.timestamps
@@ -248,6 +253,7 @@ def _decode_slow(points: Sequence, now: int, max_path_bytes: int) -> ParsedLines
         names.append(name)
         values.append(number)
         timestamps.append(timestamp)
+    parsed.apply_name_rule(rule)
     return parsed
 
 
@@ -262,9 +268,9 @@ def _path_name(path: object, max_path_bytes: int) -> Optional[str]:
             return None
     except ValueError:  # UnicodeError: not UTF-8, or a lone surrogate
         return None
-    if not raw or b"\n" in raw or _SPACE.search(raw) or (max_path_bytes > 0 and len(raw) > max_path_bytes):
+    if 0 < max_path_bytes < len(raw):
         return None
-    return path
+    return path  # the metric-name rule decides the rest
 
 
 def _number(raw: object) -> Optional[float]:

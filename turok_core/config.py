@@ -64,6 +64,12 @@ class TurokConfig:
     max_future_seconds: int = 86400  # points stamped further ahead than this are refused
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
+    # metric-name rule (turok_core.metric_names): longer names are refused; at most 2048, DynamoDB's key limit
+    max_metric_name_bytes: int = 1024
+    # TCP receivers (plaintext, pickle, StatsD), each: connections beyond this are closed at once;
+    # a connection silent for idle_timeout_seconds is closed (0: never; carbon has no such limit)
+    max_connections: int = 1024
+    idle_timeout_seconds: float = 300.0
     # --- turokd
     # slots per DynamoDB item; 90 float64 slots and a name stay under the 1 KB write unit
     block_slots: int = 90

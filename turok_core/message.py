@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .aggregation import AGGREGATION_TYPES
+from .metric_names import MetricNameError, check_stored
 from .resolution import format_resolution, parse_resolution
 from .timefmt import from_wire_time, to_wire_time
 
@@ -45,8 +46,10 @@ class TurokMessage:
 def validate_message(metric: Any, start_time: int, datapoints: Any, resolution: int,
                      aggregation_type: Any) -> TurokMessage:
     """Build a message from decoded parts, refusing anything turokd could not store."""
-    if not isinstance(metric, str) or not metric:
-        raise MessageError(f"metric must be a non-empty string, got {metric!r}")
+    try:  # the gateway sends names under the metric-name rule; anything else was not from it
+        check_stored(metric)
+    except MetricNameError as exc:
+        raise MessageError(f"metric {str(metric)[:80]!r}: {exc}") from None
     if aggregation_type not in AGGREGATION_TYPES:
         raise MessageError(f"unknown aggregation_type {aggregation_type!r}")
     if not isinstance(datapoints, list) or not datapoints:

@@ -10,6 +10,8 @@ Semantics (carbon's): a timestamp of ``-1`` means now, float timestamps are trun
 values are dropped silently (counted in ``nan_dropped``). Bad lines are counted, a few kept as
 examples: wrong field count, non-numeric or infinite value, non-numeric timestamp, timestamp
 <= 0 (other than -1) or past year 9999, a path that is not UTF-8, a line longer than the limit.
+Names then go through Turok's metric-name rule (``turok_core.metric_names``): normalised, or
+refused as bad lines with the reason in the example; a clean chunk costs a few byte operations.
 
 ``StreamLines`` cuts a TCP byte stream into complete-line chunks with a bounded partial tail.
 """
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
+
+from .metric_names import MAX_COMPONENT_BYTES, NameRule
 
 MAX_BAD_EXAMPLES = 3
 BAD_EXAMPLE_BYTES = 200
@@ -47,6 +52,19 @@ class ParsedLines:
             self.bad_examples.append(example + note)
 
 
+    def apply_name_rule(self, rule: NameRule, joined: Optional[bytes] = None, longest: int = -1) -> int:
+        """Rewrite the names by the metric-name rule, refusing (as bad lines) the points whose
+        name it refuses; returns how many were refused. ``joined``/``longest``: see NameRule.clean."""
+        names, kept, refused = rule.clean(self.names, joined, longest)
+        self.names = names
+        if kept is None:
+            return 0
+        self.values = [self.values[i] for i in kept]
+        self.timestamps = [self.timestamps[i] for i in kept]
+        name, why = refused[0]
+        self.add_bad(name.encode("utf-8", "backslashreplace"), len(refused), b" (metric name: %s)" % why.encode())
+        return len(refused)
+
     def drop_out_of_range(self, oldest: int, newest: int) -> int:
         """Refuse, as bad lines, points stamped before ``oldest`` or after ``newest``.
 
@@ -66,21 +84,25 @@ class ParsedLines:
         return dropped
 
 
-def parse_plaintext(data: bytes, now: float, max_line_length: int = 0) -> ParsedLines:
+def parse_plaintext(data: bytes, now: float, max_line_length: int = 0,
+                    rule: Optional[NameRule] = None) -> ParsedLines:
     """Parse a chunk of plaintext lines (``\\n`` or ``\\r\\n`` ended; a final line may lack it).
 
     ``now`` replaces ``-1`` timestamps. ``max_line_length`` > 0 makes longer lines bad.
+    ``rule``: the metric-name rule (default: its default limits).
     """
+    rule = rule or NameRule()
     lines = data.split(b"\n")
-    if max_line_length > 0 and max(map(len, lines)) > max_line_length:
-        return _parse_slow(lines, int(now), max_line_length)
-    parsed = _parse_fast(lines, int(now))
+    longest_line = max(map(len, lines))
+    if 0 < max_line_length < longest_line:
+        return _parse_slow(lines, int(now), max_line_length, rule)
+    parsed = _parse_fast(lines, int(now), rule, longest_line)
     if parsed is None:
-        return _parse_slow(lines, int(now), max_line_length)
+        return _parse_slow(lines, int(now), max_line_length, rule)
     return parsed
 
 
-def _parse_fast(lines: list[bytes], now: int):
+def _parse_fast(lines: list[bytes], now: int, rule: NameRule, longest_line: int):
     """Every line at once, or None when any line needs a closer look."""
     rows = [row for row in map(bytes.split, lines) if row]
     if not rows:
@@ -112,11 +134,16 @@ def _parse_fast(lines: list[bytes], now: int):
         timestamps = [now if t == -1 else t for t in timestamps]
     if max(timestamps) > MAX_TIMESTAMP:
         return None
+    joined = b"\n".join(raw_names)
     try:
-        names = b"\n".join(raw_names).decode("utf-8").split("\n")
+        names = joined.decode("utf-8").split("\n")
     except UnicodeDecodeError:
         return None
-    return ParsedLines(names, values, timestamps)
+    parsed = ParsedLines(names, values, timestamps)
+    # no name is longer than its line: short lines spare measuring every name
+    longest = longest_line if longest_line <= MAX_COMPONENT_BYTES else max(map(len, raw_names))
+    parsed.apply_name_rule(rule, joined, longest)
+    return parsed
 
 
 def _float_timestamps(raw_times) -> list[int] | None:
@@ -134,7 +161,7 @@ def _truncate(value: float) -> int:
     return -1 if value == -1.0 else 0
 
 
-def _parse_slow(lines: list[bytes], now: int, max_line_length: int) -> ParsedLines:
+def _parse_slow(lines: list[bytes], now: int, max_line_length: int, rule: NameRule) -> ParsedLines:
     """Line by line, for chunks holding at least one line the fast path cannot take."""
     parsed = ParsedLines()
     names, values, timestamps = parsed.names, parsed.values, parsed.timestamps
@@ -173,6 +200,7 @@ def _parse_slow(lines: list[bytes], now: int, max_line_length: int) -> ParsedLin
         names.append(name)
         values.append(value)
         timestamps.append(timestamp)
+    parsed.apply_name_rule(rule)
     return parsed
 
 

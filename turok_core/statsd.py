@@ -15,6 +15,11 @@ lines that are not UTF-8 or longer than the limit are bad lines (etsy counts unk
 counters and lets Infinity through); ``h`` is a timer (etsy counts it); configured prefixes
 also apply in the legacy namespace (etsy ignores them there; the defaults give etsy's names).
 
+Metric names: a key goes through etsy's sanitising (``sanitise_key``), then Turok's metric-name
+rule (``turok_core.metric_names``: ``a..b`` becomes ``a.b``, tags sorted; an empty key, a bad
+tag or a key too long to fit ``max_metric_name_bytes`` once the longest namespace and suffix are
+added is a bad line). The flushed names pass the rule once more (a bad configured prefix).
+
 No Twisted here: the gateway's ``gateway.statsd`` does the sockets and the flush timer.
 """
 from __future__ import annotations
@@ -26,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import TYPE_CHECKING, Optional, Sequence
+
+from .metric_names import DEFAULT_MAX_NAME_BYTES, NameRule
 
 if TYPE_CHECKING:
     from .config import TurokConfig
@@ -68,6 +75,7 @@ class StatsdSettings:
     delete_idle_stats: bool = False
     histograms: tuple[HistogramSpec, ...] = ()
     max_line_length: int = 8192
+    max_metric_name_bytes: int = DEFAULT_MAX_NAME_BYTES
 
     @classmethod
     def from_config(cls, config: "TurokConfig") -> "StatsdSettings":
@@ -87,6 +95,7 @@ class StatsdSettings:
             delete_idle_stats=config.statsd_delete_idle_stats,
             histograms=parse_histograms(config.statsd_histograms),
             max_line_length=config.statsd_max_line_length,
+            max_metric_name_bytes=config.max_metric_name_bytes,
         )
 
 
@@ -138,6 +147,10 @@ class StatsdTotals:
     flushes: int = 0
     points_flushed: int = 0
     nonfinite_dropped: int = 0  # flushed values that overflowed to inf/NaN
+    # StatsD over TCP (the gateway's connection limits, gateway.connections)
+    connections: int = 0
+    connections_over_limit: int = 0  # refused: max_connections already open
+    idle_closed: int = 0  # closed after idle_timeout_seconds without a byte
 
 
 @dataclass
@@ -158,8 +171,16 @@ class StatsdAggregator:
         self.bad_examples: list[str] = []  # a few bad lines since the last take_bad_lines()
         self._bad_pending = 0
         self.totals = StatsdTotals()
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, str] = {}  # raw key (and tags) -> key under the name rule; "" refused
+        self._key_refusals: dict[str, str] = {}  # raw key -> why the name rule refused it
         self._namespaces()
+        self.name_rule = NameRule(self.settings.max_metric_name_bytes)
+        # keys leave room for the longest namespace and suffix a flush can add
+        room = self.settings.max_metric_name_bytes - self._name_overhead
+        if room < 1:
+            raise ValueError(f"max_metric_name_bytes {self.settings.max_metric_name_bytes} leaves no room for "
+                             f"StatsD keys after {self._name_overhead} bytes of prefixes and suffixes")
+        self._key_rule = NameRule(room)
 
     # --- input ---------------------------------------------------------------------------------
     def ingest(self, data: bytes, packets: int = 1) -> int:
@@ -239,13 +260,16 @@ class StatsdAggregator:
             cache_key = raw_key + "|#" + tags if tags else raw_key
             key = keys.get(cache_key)
             if key is None:
-                key = sanitise_key(raw_key, tags)
+                key, why = self._key_rule.verdict(sanitise_key(raw_key, tags))
                 if len(keys) >= KEY_CACHE_SIZE:
                     keys.clear()
-                keys[cache_key] = key
-            if not key or key[0] == ";":  # nothing left of the name: no Graphite path to write
+                    self._key_refusals.clear()
+                keys[cache_key] = key or ""
+                if key is None:
+                    self._key_refusals[cache_key] = why
+            if not key:  # the name rule refused what etsy's sanitising left
                 bad += len(parts) - 1
-                self._bad_example(line)
+                self._bad_example(f"{line} (metric name: {self._key_refusals.get(cache_key, 'refused')})")
                 continue
             for index in range(1, len(parts)):
                 fields = parts[index].split("|")
@@ -322,6 +346,13 @@ class StatsdAggregator:
             bound = "upper_" if pct > 0 else "lower_"
             self._threshold_names.append((pct, tuple(f"{stat}_{clean}" for stat in (
                 "count", "mean", bound.rstrip("_"), "sum", "sum_squares"))))
+        # the most bytes a flush adds to a key: "<namespace>." and ".<suffix>"
+        namespaces = (self._counter_rate_ns, self._counter_count_ns, self._timer_ns, self._gauge_ns, self._set_ns)
+        suffixes = ["rate", "count", "count_ps", "sum_squares", "median"]
+        suffixes += [name for _, names in self._threshold_names for name in names]
+        suffixes += ["histogram." + name for spec in s.histograms for name in spec.names]
+        self._name_overhead = (max(len(ns.encode("utf-8")) + 1 for ns in namespaces)
+                               + max(len(suffix.encode("utf-8")) + 1 for suffix in suffixes))
 
     @staticmethod
     def _format(namespace: str, key: str, suffix: str = "") -> str:

@@ -98,7 +98,8 @@ def test_bad_points_are_counted_and_good_ones_kept():
     assert parsed.timestamps == [T0, T0 + 10]
     assert parsed.nan_dropped == 1
     assert parsed.bad == len(bad)
-    assert parsed.bad_examples[0] == b"('has space', (1700000000, 1)) (bad path)"
+    # paths refused by the metric-name rule (space, tab, newline, empty) are counted last
+    assert parsed.bad_examples[0] == b"(b'\\xff\\xfe.not.utf8', (1700000000, 1)) (bad path)"
 
 
 def test_fast_and_slow_paths_agree():
