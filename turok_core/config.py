@@ -64,6 +64,12 @@ class TurokConfig:
     max_future_seconds: int = 86400  # points stamped further ahead than this are refused
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
+    # write-ahead spool (turok_core/spool.py): accepted points and unsent bodies on local disk;
+    # a relative spool_dir is under the gateway's working directory
+    spool_dir: str = "turok-spool"
+    spool_max_bytes: int = 536870912  # past it: TCP stops reading, UDP points are dropped (counted)
+    spool_fsync: str = "interval"  # always | interval | never
+    spool_fsync_interval_seconds: float = 1.0
     # --- turokd
     block_slots: int = 60
     receive_wait_seconds: int = 20
