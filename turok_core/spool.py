@@ -608,7 +608,7 @@ class BodySpool:
         empty = [n for n, count in self._unacked.items() if count == 0]
         for number in empty:
             del self._unacked[number]
-        if log.current is not None and log.current in empty:
+        if log.current is not None and (log.current in empty or not self._pending):
             log.rotate()  # the healthy path: everything sent, start afresh
         self._delete_finished()
         return freed
