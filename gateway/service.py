@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import boto3
+from botocore.config import Config as BotoConfig
 from twisted.application import internet, service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
@@ -58,7 +60,7 @@ LOW_WATER = 0.8  # backpressure ends below this fraction of spool_max_bytes
 SEND_BODIES = 100  # bodies per drain round (10 SendMessageBatch calls)
 SEND_BYTES = 4 * 1024 * 1024
 SEND_ATTEMPTS = 2  # MessageQueue's attempts per batch; the drain's backoff does the rest
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 15.0  # seconds before a failed drain is tried again
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a failed drain is tried again
 POISON_ATTEMPTS = 5  # a body SQS refuses this many times while others pass is dropped
 COMPACT_EXTRA_SECONDS = 60.0  # journal segments older than the windows' span + this are compacted
 POLICY_CACHE = 100_000
@@ -106,6 +108,17 @@ class _SendResult:
     refused: list[tuple[int, int]] = field(default_factory=list)  # refused while others passed
     damaged: list[tuple[int, int]] = field(default_factory=list)  # unreadable from the spool
     error: Optional[BaseException] = None
+
+
+def _quick_sqs_client(config: TurokConfig):
+    """``make_client``'s SQS client with short timeouts and one retry: the spool keeps what
+    fails and the drain backs off, so an unreachable endpoint must fail a round fast (and a
+    stopping gateway must not wait minutes for botocore's own retries)."""
+    client = make_client("sqs", config)
+    quick = client.meta.config.merge(BotoConfig(connect_timeout=2, read_timeout=15,
+                                                retries={"mode": "standard", "total_max_attempts": 2}))
+    return boto3.session.Session().client("sqs", region_name=client.meta.region_name,
+                                          endpoint_url=client.meta.endpoint_url, config=quick)
 
 
 class PausingFactory(policies.WrappingFactory):
@@ -312,7 +325,7 @@ class GatewayService(service.Service):
         if self._pool is None:
             self._pool = start_aws_threadpool(self._reactor, config.aws_threads, "turok-gateway-aws")
         if self._queue is None:
-            self._queue = MessageQueue(make_client("sqs", config), config.queue_name,
+            self._queue = MessageQueue(_quick_sqs_client(config), config.queue_name,
                                        config.sqs_max_message_bytes, max_attempts=SEND_ATTEMPTS)
         self._open_spool()
         log.info("turok-gateway: plaintext on {interface} tcp/{tcp} udp/{udp}, pickle on tcp/{pickle}, "
