@@ -168,7 +168,7 @@ class GatewayService(service.Service):
         self.buffer = WindowBuffer(policy, config.window_grace_seconds)
         self._longest_retention = schemas.longest_retention
         self._max_step = max(archives[0].step for _name, archives in schemas.archive_sets())
-        self._steps: dict[str, Optional[int]] = {}
+        self._steps: dict[str, int] = {}  # metric -> base step, 0: no schema
         self.receiver_counters: dict[str, object] = {}  # receiver name → its counters dataclass
         self.pausing_factories: list[PausingFactory] = []
         self.paused = False
@@ -189,6 +189,7 @@ class GatewayService(service.Service):
         self._bad_log = Throttle(self.clock, BAD_LINE_LOG_INTERVAL)
         self._error_log = Throttle(self.clock, ERROR_LOG_INTERVAL)
         self._stats_log = Throttle(self.clock, STATS_LOG_INTERVAL)
+        self._pressure_log = Throttle(self.clock, BAD_LINE_LOG_INTERVAL)
 
     # --- input (reactor thread) ---------------------------------------------------------------
     def accept(self, parsed: ParsedLines, source: str = "", protocol: str = "", droppable: bool = False) -> None:
@@ -233,7 +234,7 @@ class GatewayService(service.Service):
         """Journal points, then put them into their windows (also the self-metrics' sink)."""
         if self.journal is not None:
             try:
-                self.journal.add(names, values, timestamps)
+                self.journal.add(names, values, timestamps, self._longest_step(names))
             except OSError as exc:  # keep accepting: the points are in memory, only not durable
                 self._spool_failed("journal points", exc)
             self._check_pressure()
@@ -275,12 +276,15 @@ class GatewayService(service.Service):
         if not self.paused and size >= limit:
             self.paused = True
             self.counters.backpressure_pauses += 1
-            log.warn("turok-gateway: spool at {size} bytes, over its bound of {limit}: TCP input paused, "
-                     "UDP points dropped until it is under {low} ({backlog} bodies wait for SQS)",
-                     size=size, limit=limit, low=int(limit * LOW_WATER), backlog=self.retry_bodies)
+            if self._pressure_log.ready("pause"):  # a load at the bound flaps: say it now and then
+                log.warn("turok-gateway: spool at {size} bytes, over its bound of {limit}: TCP input paused, "
+                         "UDP points dropped until it is under {low} ({backlog} bodies wait for SQS; "
+                         "{count} pause(s) so far)", size=size, limit=limit, low=int(limit * LOW_WATER),
+                         backlog=self.retry_bodies, count=self.counters.backpressure_pauses)
         elif self.paused and size < limit * LOW_WATER:
             self.paused = False
-            log.info("turok-gateway: spool down to {size} bytes: input resumed", size=size)
+            if self._pressure_log.ready("resume"):
+                log.info("turok-gateway: spool down to {size} bytes: input resumed", size=size)
         else:
             return
         for factory in self.pausing_factories:
@@ -375,18 +379,29 @@ class GatewayService(service.Service):
         self._last_sync = self._last_compact = now
         self._check_pressure()
 
+    def _longest_step(self, names: Sequence[str]) -> int:
+        """The longest base step among ``names``' metrics (0 for no schema); one C-level pass
+        when all are known, so the journal can drop a segment as soon as its windows closed."""
+        steps = self._steps
+        try:
+            return max(map(steps.__getitem__, names)) if names else 0
+        except KeyError:
+            for name in names:
+                self._deadline(name, 0)
+            return max(steps.get(name, self._max_step) for name in names)
+
     def _deadline(self, metric: str, timestamp: int) -> Optional[int]:
         """When ``metric``'s window holding ``timestamp`` can close: slot + step (None: no schema)."""
-        step = self._steps.get(metric, 0)
-        if step == 0:
+        step = self._steps.get(metric)
+        if step is None:
             try:
                 step = self._schemas.policy_for(metric).step
             except ValueError:
-                step = None
+                step = 0  # no schema: the windows refuse it
             if len(self._steps) >= POLICY_CACHE:
                 self._steps.clear()
             self._steps[metric] = step
-        return None if step is None else timestamp - timestamp % step + step
+        return timestamp - timestamp % step + step if step else None
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -437,6 +452,7 @@ class GatewayService(service.Service):
         if self._encoding is None:
             self._release(self.buffer.release(now), now - self.config.window_grace_seconds)
         self._drain()
+        self._check_pressure()
 
     def _maintain(self, now: float) -> None:
         config = self.config

@@ -404,11 +404,17 @@ class PointJournal:
                 records.append((POINTS, msgpack.packb([names, values, stamps])))
         return records
 
-    def _bound(self, timestamps: Sequence[int]) -> float:
-        return max(timestamps) + self.max_step if timestamps else float("-inf")
+    def _bound(self, timestamps: Sequence[int], max_step: Optional[int] = None) -> float:
+        if not timestamps:
+            return float("-inf")
+        return max(timestamps) + (self.max_step if max_step is None else max_step)
 
-    def add(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int]) -> None:
-        """Journal a chunk of accepted points (before they join their windows)."""
+    def add(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
+            max_step: Optional[int] = None) -> None:
+        """Journal a chunk of accepted points (before they join their windows).
+
+        ``max_step``, when the caller knows it, is the longest step of these points' metrics
+        (default: the journal's): their windows close by the newest stamp plus it."""
         if not names:
             return
         payload = msgpack.packb([names, values, timestamps])
@@ -416,7 +422,7 @@ class PointJournal:
         segment = self._segments.get(number)
         if segment is None:
             segment = self._segments[number] = _Segment()
-        segment.newest_deadline = max(segment.newest_deadline, self._bound(timestamps))
+        segment.newest_deadline = max(segment.newest_deadline, self._bound(timestamps, max_step))
         segment.points += len(names)
 
     def begin_release(self, released_until: float, now: float) -> int:

@@ -11,6 +11,7 @@ RELIABILITY.md.
 from __future__ import annotations
 
 import ast
+import random
 import re
 import select
 import signal
@@ -133,19 +134,18 @@ class Proxy:
 
 
 class Sent:
-    """What the test sent: points per (metric, slot), each worth 1."""
+    """What the test sent: the sum of the values sent per (metric, slot), and the point count."""
 
     def __init__(self) -> None:
         self.per_slot: Counter = Counter()
+        self.total = 0
 
-    def lines(self, metrics: list[str], stamp: int) -> bytes:
-        for metric in metrics:
-            self.per_slot[(metric, stamp - stamp % STEP)] += 1
-        return b"".join(b"%s 1 %d\n" % (metric.encode(), stamp) for metric in metrics)
-
-    @property
-    def total(self) -> int:
-        return sum(self.per_slot.values())
+    def lines(self, metrics: list[str], stamp: int, values: list[int] | None = None) -> bytes:
+        values = values or [1] * len(metrics)
+        for metric, value in zip(metrics, values):
+            self.per_slot[(metric, stamp - stamp % STEP)] += value
+        self.total += len(metrics)
+        return b"".join(b"%s %d %d\n" % (metric.encode(), value, stamp) for metric, value in zip(metrics, values))
 
 
 class Queue:
@@ -191,9 +191,9 @@ class Queue:
         assert set(stored) == set(sent.per_slot), "slots stored that were never sent, or missing"
         wrong = {key: (stored[key], count) for key, count in sent.per_slot.items() if stored[key] != count}
         assert not wrong, f"(stored, sent) differ: {wrong}"
-        duplicated = sum(int(values[0]) * (len(values) - 1) for key, values in self.values.items()
+        duplicated = sum(len(values) - 1 for key, values in self.values.items()  # repeated messages
                          if key[0].startswith("durability."))
-        return {"sent": sent.total, "stored": int(sum(stored.values())), "duplicated": duplicated, "lost": 0}
+        return {"sent": sent.total, "stored": sent.total, "duplicated": duplicated, "lost": 0}
 
     def self_metric(self, name: str) -> list[float]:
         return [value for (metric, _), values in self.values.items() if metric.endswith(".gateway." + name)
@@ -202,9 +202,10 @@ class Queue:
 
 def gateway_config(turok_config, tmp_path: Path, proxy: Proxy, **changes):
     config = with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION)
-    return config.replace(aws_endpoint_url=proxy.url, plaintext_port=free_port(), plaintext_udp_port=free_port(),
-                          pickle_port=free_port(), statsd_port=free_port(), flush_interval_seconds=0.2,
-                          window_grace_seconds=GRACE, self_metrics_interval_seconds=0, aws_threads=2, **changes)
+    settings = dict(aws_endpoint_url=proxy.url, plaintext_port=free_port(), plaintext_udp_port=free_port(),
+                    pickle_port=free_port(), statsd_port=free_port(), flush_interval_seconds=0.2,
+                    window_grace_seconds=GRACE, self_metrics_interval_seconds=0, aws_threads=2)
+    return config.replace(**{**settings, **changes})
 
 
 def listening(port: int):
@@ -346,18 +347,24 @@ def test_past_the_spool_bound_tcp_waits_udp_drops_and_memory_stays_bounded(turok
     udp_sent = peak = 0
     rss_limit = 200 * 2 ** 20
     many = [f"durability.load{i:04d}" for i in range(1000)]
+    chance = random.Random(5)
     try:
         with running_twistd("turok-gateway", config, tmp_path, listening(config.plaintext_port),
                             "the gateway") as (log_path, process):
             proxy.close()  # SQS is down: the spool can only grow
             tcp = socket.create_connection(("127.0.0.1", config.plaintext_port), timeout=10)
             tcp.setblocking(False)
-            pending = b""
+            # each batch one older slot, closed already: its windows go to the body spool at the
+            # next flush, so the bodies (not only the journal) reach the bound
+            oldest = int(time.time()) - 30
+            pending, batches = b"", 0
             blocked_since = None
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # push until the gateway stops reading for 3 s
                 if not pending:
-                    pending = sent.lines(many, int(time.time()))
+                    values = [chance.randrange(1, 1000) for _ in many]
+                    pending = sent.lines(many, oldest - STEP * batches, values)
+                    batches += 1
                 try:
                     pending = pending[tcp.send(pending):]
                     blocked_since = None
@@ -367,7 +374,8 @@ def test_past_the_spool_bound_tcp_waits_udp_drops_and_memory_stays_bounded(turok
                         break
                     time.sleep(0.05)
                 peak = max(peak, rss_bytes(process.pid))
-            assert blocked_since is not None, "the gateway never stopped reading"
+            assert blocked_since is not None and time.monotonic() - blocked_since > 3, \
+                "the gateway never stopped reading"
             assert "TCP input paused" in log_path.read_text()
             # UDP meanwhile: refused and counted, never buffered
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
