@@ -55,7 +55,7 @@ log = Logger(namespace="turok.gateway")
 BAD_LINE_LOG_INTERVAL = 10.0  # seconds between two reports of malformed input
 ERROR_LOG_INTERVAL = 30.0
 STATS_LOG_INTERVAL = 60.0
-SHUTDOWN_SEND_SECONDS = 20.0  # how long a stopping gateway keeps trying to empty its spool
+SHUTDOWN_SEND_SECONDS = 10.0  # how long a stopping gateway keeps trying to empty its spool
 LOW_WATER = 0.8  # backpressure ends below this fraction of spool_max_bytes
 SEND_BODIES = 100  # bodies per drain round (10 SendMessageBatch calls)
 SEND_BYTES = 4 * 1024 * 1024
@@ -280,7 +280,7 @@ class GatewayService(service.Service):
                 log.warn("turok-gateway: spool at {size} bytes, over its bound of {limit}: TCP input paused, "
                          "UDP points dropped until it is under {low} ({backlog} bodies wait for SQS; "
                          "{count} pause(s) so far)", size=size, limit=limit, low=int(limit * LOW_WATER),
-                         backlog=self.retry_bodies, count=self.counters.backpressure_pauses)
+                         backlog=self.backlog_bodies, count=self.counters.backpressure_pauses)
         elif self.paused and size < limit * LOW_WATER:
             self.paused = False
             if self._pressure_log.ready("resume"):
@@ -308,12 +308,12 @@ class GatewayService(service.Service):
         return counters, {"open_windows": buffer.open_windows,
                           "buffered_points": buffer.buffered_points,
                           "spool_bytes": self.spool_bytes,
-                          "spool_backlog_bodies": self.retry_bodies,
+                          "spool_backlog_bodies": self.backlog_bodies,
                           "spool_backlog_bytes": self.backlog_bytes,
                           "backpressure": int(self.paused)}
 
     @property
-    def retry_bodies(self) -> int:
+    def backlog_bodies(self) -> int:
         """Bodies waiting for SQS (spooled or, for want of disk, in memory)."""
         return (self.spool.pending_count if self.spool is not None else 0) + len(self._unspooled)
 
@@ -326,12 +326,16 @@ class GatewayService(service.Service):
     def startService(self) -> None:
         super().startService()
         config = self.config
+        try:  # first: no thread may be running when this exits the process
+            self._open_spool()
+        except (SpoolError, OSError) as exc:  # a gateway that cannot keep what it accepts must not run
+            log.critical("turok-gateway: cannot open the spool: {error}", error=exc)
+            raise SystemExit(f"turok-gateway: cannot open the spool: {exc}") from None
         if self._pool is None:
             self._pool = start_aws_threadpool(self._reactor, config.aws_threads, "turok-gateway-aws")
         if self._queue is None:
             self._queue = MessageQueue(_quick_sqs_client(config), config.queue_name,
                                        config.sqs_max_message_bytes, max_attempts=SEND_ATTEMPTS)
-        self._open_spool()
         log.info("turok-gateway: plaintext on {interface} tcp/{tcp} udp/{udp}, pickle on tcp/{pickle}, "
                  "windows closing {grace}s after their slot, flush every {flush}s to SQS queue {queue}",
                  interface=config.interface, tcp=config.plaintext_port, udp=config.plaintext_udp_port,
@@ -413,6 +417,8 @@ class GatewayService(service.Service):
 
     @defer.inlineCallbacks
     def _shutdown(self):
+        if self.journal is None:  # never started (the spool could not be opened)
+            return
         if self._encoding is not None:
             yield self._encoding
         messages = self.buffer.release_all()
@@ -420,7 +426,7 @@ class GatewayService(service.Service):
             log.info("turok-gateway: shutting down, spooling {count} open window(s)", count=len(messages))
             yield self._release(messages, float("inf"))
         deadline = self.clock() + SHUTDOWN_SEND_SECONDS
-        while self.retry_bodies and self.clock() < deadline:
+        while self.backlog_bodies and self.clock() < deadline:
             if self._sending is not None:
                 yield self._sending
                 continue
@@ -428,10 +434,10 @@ class GatewayService(service.Service):
             if not sent:
                 yield task.deferLater(self._reactor, min(1.0, max(0.0, deadline - self.clock())), lambda: None)
         self._report_bad_lines(force=True)
-        if self.retry_bodies:
+        if self.backlog_bodies:
             log.error("turok-gateway: SQS did not take {count} bodies ({bytes} bytes) before shutdown; "
                       "they stay in the spool {directory} and are sent at the next start",
-                      count=self.retry_bodies, bytes=self.backlog_bytes, directory=self.config.spool_dir)
+                      count=self.backlog_bodies, bytes=self.backlog_bytes, directory=str(self.spool.log.directory.parent))
         for part in (self.spool, self.journal):
             if part is not None:
                 part.close()
@@ -447,7 +453,7 @@ class GatewayService(service.Service):
                      "spool {spool} bytes, backlog {backlog} bodies ({backlog_bytes} bytes)",
                      counters=asdict(self.counters), windows=self.buffer.open_windows,
                      points=self.buffer.buffered_points, spool=self.spool_bytes,
-                     backlog=self.retry_bodies, backlog_bytes=self.backlog_bytes)
+                     backlog=self.backlog_bodies, backlog_bytes=self.backlog_bytes)
         self._maintain(now)
         if self._encoding is None:
             self._release(self.buffer.release(now), now - self.config.window_grace_seconds)
@@ -534,7 +540,7 @@ class GatewayService(service.Service):
 
     def _drain(self) -> None:
         """Start a send of the oldest waiting bodies unless one is running or backing off."""
-        if self._sending is None and self.retry_bodies and self.clock() >= self._next_send:
+        if self._sending is None and self.backlog_bodies and self.clock() >= self._next_send:
             self._send_head()
 
     def _send_head(self) -> defer.Deferred:
@@ -620,7 +626,7 @@ class GatewayService(service.Service):
         if result.error is None:
             if self._failures:
                 log.info("turok-gateway: SQS queue {queue} takes messages again; backlog {count} bodies",
-                         queue=self.config.queue_name, count=self.retry_bodies)
+                         queue=self.config.queue_name, count=self.backlog_bodies)
             self._failures = 0
             return True
         counters.send_errors += 1
@@ -630,7 +636,7 @@ class GatewayService(service.Service):
         if self._failures == 1 or self._error_log.ready("send"):
             log.error("turok-gateway: sending to SQS queue {queue} failed ({error}); {count} bodies "
                       "({bytes} bytes) wait in the spool, next try in {delay:.1f}s",
-                      queue=self.config.queue_name, error=result.error, count=self.retry_bodies,
+                      queue=self.config.queue_name, error=result.error, count=self.backlog_bodies,
                       bytes=self.backlog_bytes, delay=delay)
         return False
 

@@ -423,10 +423,11 @@ def test_sigterm_delivers_open_windows_or_keeps_them_for_the_next_start(turok_co
                             "the gateway") as (log_path, process):
             for _ in range(5):
                 send_acknowledged(config.plaintext_port, sent.lines(METRICS, int(time.time())))
+            peak = rss_bytes(process.pid)
             stop(process)
         queue.poll()
         figures = queue.check_exactly_once(sent)
-        report("sigterm", {**figures, "refused": 0})
+        report("sigterm", {**figures, "refused": 0, "peak_rss_mb": round(peak / 2 ** 20)})
         assert "shutting down, spooling" in log_path.read_text()
 
         # SQS down at shutdown: the exit is prompt and the windows wait in the spool
@@ -435,6 +436,7 @@ def test_sigterm_delivers_open_windows_or_keeps_them_for_the_next_start(turok_co
                             "the gateway") as (log_path, process):
             for _ in range(5):
                 send_acknowledged(config.plaintext_port, later.lines(METRICS, int(time.time())))
+            peak = rss_bytes(process.pid)
             proxy.close()
             started = time.monotonic()
             stop(process, timeout=60)
@@ -445,8 +447,9 @@ def test_sigterm_delivers_open_windows_or_keeps_them_for_the_next_start(turok_co
                             "the restarted gateway") as (log_path, process):
             queue2 = Queue(turok_config)
             queue2.wait_for(later, 20)
+            peak = max(peak, rss_bytes(process.pid))
             stop(process)
         figures = queue2.check_exactly_once(later)
-        report("sigterm-sqs-down", {**figures, "refused": 0})
+        report("sigterm-sqs-down", {**figures, "refused": 0, "peak_rss_mb": round(peak / 2 ** 20)})
     finally:
         proxy.close()

@@ -197,15 +197,15 @@ def test_failed_sends_are_kept_and_retried(turok_config, tmp_path):
     feed(gateway, reactor, b"a.b 1 %d\na.b 2 %d\n" % (T0 - 100, T0 - 95))
     reactor.advance(1.0)
     assert gateway.counters.send_errors == 1
-    assert gateway.retry_bodies == 1
+    assert gateway.backlog_bodies == 1
     assert gateway.counters.bodies_sent == 0
     reactor.advance(1.0)  # still failing: the body stays queued, not duplicated
-    assert (gateway.counters.send_errors, gateway.retry_bodies) == (2, 1)
+    assert (gateway.counters.send_errors, gateway.backlog_bodies) == (2, 1)
 
     client.failing = False
     feed(gateway, reactor, b"c.count 5 %d\n" % (T0 - 50))
     reactor.advance(1.0)
-    assert gateway.retry_bodies == 0
+    assert gateway.backlog_bodies == 0
     assert gateway.counters.bodies_sent == 2
     got = reader.wait_for_count(2, 10)
     assert got == [TurokMessage("a.b", T0 - 100, [1.0, 2.0], 10, "average"),
@@ -249,11 +249,11 @@ def test_spool_bound_pauses_tcp_drops_udp_and_recovers(turok_config, tmp_path):
     udp(parse_plaintext(b"u.a 1 %d\nu.b 2 %d\n" % (T0, T0), T0), "udp")
     assert gateway.counters.points_dropped_overload == 2
     reactor.advance(1.0)  # released into the spool, not sent: still over the bound
-    assert gateway.retry_bodies == 1 and gateway.paused
+    assert gateway.backlog_bodies == 1 and gateway.paused
     assert gateway.self_metrics()[1]["spool_backlog_bodies"] == 1
     client.failing = False
     reactor.pump([1.0] * 3)  # the backoff passes, the body goes, the spool empties
-    assert gateway.retry_bodies == 0 and not gateway.paused and paused == [True, False]
+    assert gateway.backlog_bodies == 0 and not gateway.paused and paused == [True, False]
     assert gateway.counters.bodies_sent == 1
     gateway.stopService()
 
@@ -267,7 +267,7 @@ def test_restart_replays_open_windows_and_unsent_bodies_once(turok_config, tmp_p
     client.failing = True
     feed(gateway, reactor, b"x.count 3 %d\ny.count 4 %d\n" % (T0 + 5, T0 - 200))
     reactor.advance(1.0)  # y's window goes to the spool and fails to send
-    assert gateway.retry_bodies == 1
+    assert gateway.backlog_bodies == 1
     # a crash: nothing flushed; the next process finds the spool as it is
     for part in (gateway.journal, gateway.spool):
         part.log.close()
