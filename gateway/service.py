@@ -128,6 +128,12 @@ class PausingFactory(policies.WrappingFactory):
         super().__init__(wrapped)
         self._is_paused = is_paused
 
+    def __getattr__(self, name: str):
+        # transparent: the receiver's settings and counters read through the wrapper
+        if name == "wrappedFactory":
+            raise AttributeError(name)
+        return getattr(self.wrappedFactory, name)
+
     def buildProtocol(self, addr):
         inner = self.wrappedFactory.buildProtocol(addr)
         return None if inner is None else self.protocol(self, inner)

@@ -20,7 +20,8 @@ from turok_core.aws import make_client
 from turok_core.codec import decode_body
 from turok_core.message import TurokMessage
 from turok_core.plaintext import parse_plaintext
-from turok_core.queues import MessageQueue
+from turok_core.config import TurokConfig
+from turok_core.queues import MessageQueue, QueueSendError
 
 T0 = 1_700_000_000
 GRACE = 5
@@ -292,4 +293,57 @@ def test_points_outside_retention_or_too_far_ahead_are_refused_as_bad_lines(turo
     assert gateway.counters.bad_lines == 3  # two before retention (one in 1970), one far ahead
     assert gateway.counters.bad_lines_by_protocol == {"test": 3}
     assert gateway.buffer.buffered_points == 2
+    gateway.stopService()
+
+
+class RefusingQueue:
+    """Takes every body except those carrying a ``poison.*`` metric, which it refuses one by one
+    (as SQS's per-entry failures do) while taking the others of the batch."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return "refusing"
+
+    def send(self, bodies):
+        refused = [b for b in bodies if any(m.metric.startswith("poison.") for m in decode_body(b))]
+        self.sent.extend(b for b in bodies if b not in refused)
+        if refused:
+            raise QueueSendError("entries kept failing", refused)
+
+
+def test_a_body_sqs_keeps_refusing_is_dropped_and_counted(tmp_path):
+    reactor = ImmediateReactor()
+    reactor.advance(T0)
+    queue = RefusingQueue()
+    gateway = GatewayService(TurokConfig(window_grace_seconds=2, self_metrics_interval_seconds=0,
+                                         spool_dir=str(tmp_path)), reactor=reactor, queue=queue, pool=ImmediatePool())
+    gateway.startService()
+    feed(gateway, reactor, b"poison.a 1 %d\n" % (T0 - 100))
+    for i in range(30):  # a good body every flush keeps company to the refused one
+        feed(gateway, reactor, b"good.a %d %d\n" % (i, T0 - 90 + i * 10))
+        reactor.advance(1.0)
+        if gateway.counters.bodies_dropped:
+            break
+    assert gateway.counters.bodies_dropped == 1
+    reactor.advance(10.0)
+    assert gateway.backlog_bodies == 0
+    assert not [m for b in queue.sent for m in decode_body(b) if m.metric.startswith("poison.")]
+    gateway.stopService()
+
+
+def test_a_failing_disk_keeps_the_bodies_in_memory_and_says_so(turok_config, tmp_path):
+    gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
+    reader = QueueReader(turok_config)
+
+    def disk_full(bodies):
+        raise OSError(28, "No space left on device")
+    gateway.spool.add = disk_full
+    feed(gateway, reactor, b"disk.a 1 %d\n" % (T0 - 100))
+    reactor.advance(1.0)
+    assert gateway.counters.spool_errors == 1
+    assert gateway.counters.bodies_sent == 1  # sent from memory
+    assert reader.wait_for_count(1, 10) == [TurokMessage("disk.a", T0 - 100, [1.0], 10, "average")]
     gateway.stopService()
