@@ -355,6 +355,9 @@ class PointJournal:
                 if kind == RELEASE:
                     rid, when = msgpack.unpackb(payload)
                     releases[rid] = (number, offset, when)
+                    # ids go on from the last run's, so a marker a crash left behind never
+                    # meets a new one of the same id
+                    self._next_release = max(self._next_release, rid + 1)
                 elif kind == DONE:
                     rid = msgpack.unpackb(payload)
                     if rid in releases:
