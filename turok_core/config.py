@@ -70,6 +70,12 @@ class TurokConfig:
     # a connection silent for idle_timeout_seconds is closed (0: never; carbon has no such limit)
     max_connections: int = 1024
     idle_timeout_seconds: float = 300.0
+    # write-ahead spool (turok_core/spool.py): accepted points and unsent bodies on local disk;
+    # a relative spool_dir is under the gateway's working directory
+    spool_dir: str = "turok-spool"
+    spool_max_bytes: int = 536870912  # past it: TCP stops reading, UDP points are dropped (counted)
+    spool_fsync: str = "interval"  # always | interval | never
+    spool_fsync_interval_seconds: float = 1.0
     # --- turokd
     # slots per DynamoDB item; 90 float64 slots and a name stay under the 1 KB write unit
     block_slots: int = 90

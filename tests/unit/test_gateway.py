@@ -20,7 +20,8 @@ from turok_core.aws import make_client
 from turok_core.codec import decode_body
 from turok_core.message import TurokMessage
 from turok_core.plaintext import parse_plaintext
-from turok_core.queues import MessageQueue
+from turok_core.config import TurokConfig
+from turok_core.queues import MessageQueue, QueueSendError
 
 T0 = 1_700_000_000
 GRACE = 5
@@ -143,7 +144,7 @@ def test_gateway_end_to_end(gateway, turok_config):
     log_text = log_path.read_text()
     assert "plaintext on 127.0.0.1 tcp/%d udp/%d" % (tcp_port, udp_port) in log_text
     assert turok_config.queue_name in log_text
-    assert "shutting down, sending 2 open window(s)" in log_text
+    assert "shutting down, spooling 2 open window(s)" in log_text
     assert "over the 4096-byte line limit" in log_text
     stopped = re.search(r"turok-gateway: stopped; (\{.*\})", log_text)
     assert stopped, log_text
@@ -174,13 +175,14 @@ class FlakyClient:
         return self._client.send_message_batch(**kwargs)
 
 
-def in_process_gateway(config, **kwargs):
+def in_process_gateway(config, spool_dir, **changes):
     reactor = ImmediateReactor()
     reactor.advance(T0)
     client = FlakyClient(make_client("sqs", config))
     queue = MessageQueue(client, config.queue_name, max_attempts=2, sleep=lambda seconds: None)
-    gateway = GatewayService(config.replace(flush_interval_seconds=1.0, window_grace_seconds=2),
-                             reactor=reactor, queue=queue, pool=ImmediatePool(), **kwargs)
+    gateway = GatewayService(config.replace(flush_interval_seconds=1.0, window_grace_seconds=2,
+                                            spool_dir=str(spool_dir), **changes),
+                             reactor=reactor, queue=queue, pool=ImmediatePool())
     gateway.startService()
     return gateway, reactor, client
 
@@ -189,22 +191,22 @@ def feed(gateway, reactor, data: bytes) -> None:
     gateway.accept(parse_plaintext(data, reactor.seconds()), "test")
 
 
-def test_failed_sends_are_kept_and_retried(turok_config):
-    gateway, reactor, client = in_process_gateway(turok_config)
+def test_failed_sends_are_kept_and_retried(turok_config, tmp_path):
+    gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
     reader = QueueReader(turok_config)
     client.failing = True
     feed(gateway, reactor, b"a.b 1 %d\na.b 2 %d\n" % (T0 - 100, T0 - 95))
     reactor.advance(1.0)
     assert gateway.counters.send_errors == 1
-    assert gateway.retry_bodies == 1
+    assert gateway.backlog_bodies == 1
     assert gateway.counters.bodies_sent == 0
     reactor.advance(1.0)  # still failing: the body stays queued, not duplicated
-    assert (gateway.counters.send_errors, gateway.retry_bodies) == (2, 1)
+    assert (gateway.counters.send_errors, gateway.backlog_bodies) == (2, 1)
 
     client.failing = False
     feed(gateway, reactor, b"c.count 5 %d\n" % (T0 - 50))
     reactor.advance(1.0)
-    assert gateway.retry_bodies == 0
+    assert gateway.backlog_bodies == 0
     assert gateway.counters.bodies_sent == 2
     got = reader.wait_for_count(2, 10)
     assert got == [TurokMessage("a.b", T0 - 100, [1.0, 2.0], 10, "average"),
@@ -222,19 +224,67 @@ def test_failed_sends_are_kept_and_retried(turok_config):
     assert reader.wait_for_count(1, 10) == [TurokMessage("open.one", now - now % 10, [7.0], 10, "average")]
 
 
-def test_retry_list_is_bounded(turok_config):
-    gateway, reactor, client = in_process_gateway(turok_config, max_retry_bytes=1)
+def test_spool_bound_pauses_tcp_drops_udp_and_recovers(turok_config, tmp_path):
+    gateway, reactor, client = in_process_gateway(turok_config, tmp_path, spool_max_bytes=2000)
+    paused = []
+
+    class Transport:
+        connected = True
+
+        def pauseProducing(self):
+            paused.append(True)
+
+        def resumeProducing(self):
+            paused.append(False)
+
+    class Wrapper:
+        transport = Transport()
+
+    factory = gateway.pausing(object())
+    factory.protocols[Wrapper()] = 1
     client.failing = True
-    feed(gateway, reactor, b"a.b 1 %d\n" % (T0 - 100))
-    reactor.advance(1.0)
-    assert gateway.counters.send_errors == 1
-    assert (gateway.retry_bodies, gateway.counters.bodies_dropped) == (0, 1)
+    for i in range(100):  # ~35 bytes journaled per line: over the bound
+        feed(gateway, reactor, b"a.b%d %d %d\n" % (i, i, T0 - 100))
+    assert gateway.paused and paused == [True]
+    udp = gateway.sink("plaintext_udp", droppable=True)
+    udp(parse_plaintext(b"u.a 1 %d\nu.b 2 %d\n" % (T0, T0), T0), "udp")
+    assert gateway.counters.points_dropped_overload == 2
+    reactor.advance(1.0)  # released into the spool, not sent: still over the bound
+    assert gateway.backlog_bodies == 1 and gateway.paused
+    assert gateway.self_metrics()[1]["spool_backlog_bodies"] == 1
     client.failing = False
+    reactor.pump([1.0] * 3)  # the backoff passes, the body goes, the spool empties
+    assert gateway.backlog_bodies == 0 and not gateway.paused and paused == [True, False]
+    assert gateway.counters.bodies_sent == 1
     gateway.stopService()
 
 
-def test_points_outside_retention_or_too_far_ahead_are_refused_as_bad_lines(turok_config):
-    gateway, reactor, client = in_process_gateway(turok_config)
+def test_restart_replays_open_windows_and_unsent_bodies_once(turok_config, tmp_path):
+    gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
+    reader = QueueReader(turok_config)
+    feed(gateway, reactor, b"x.count 1 %d\nx.count 2 %d\n" % (T0 - 100, T0 + 5))
+    reactor.advance(1.0)  # the old window is released and sent; the current one stays open
+    assert gateway.counters.bodies_sent == 1
+    client.failing = True
+    feed(gateway, reactor, b"x.count 3 %d\ny.count 4 %d\n" % (T0 + 5, T0 - 200))
+    reactor.advance(1.0)  # y's window goes to the spool and fails to send
+    assert gateway.backlog_bodies == 1
+    # a crash: nothing flushed; the next process finds the spool as it is
+    for part in (gateway.journal, gateway.spool):
+        part.log.close()
+    client.failing = False
+    again, reactor2, _ = in_process_gateway(turok_config, tmp_path)
+    assert again.counters.points_replayed == 2  # x.count's open window (1 delivered point skipped)
+    assert again.counters.bodies_replayed == 1
+    again.stopService()
+    got = reader.wait_for_count(3, 10)
+    assert got == [TurokMessage("x.count", T0 - 100, [1.0], 10, "sum"),
+                   TurokMessage("x.count", T0, [2.0, 3.0], 10, "sum"),
+                   TurokMessage("y.count", T0 - 200, [4.0], 10, "sum")]
+
+
+def test_points_outside_retention_or_too_far_ahead_are_refused_as_bad_lines(turok_config, tmp_path):
+    gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
     now = int(reactor.seconds())
     oldest = now - gateway._longest_retention
     feed(gateway, reactor, b"ok.a 1 %d\nold.a 2 %d\nahead.a 3 %d\nok.b 4 %d\nold.b 5 1\n" % (
@@ -243,4 +293,57 @@ def test_points_outside_retention_or_too_far_ahead_are_refused_as_bad_lines(turo
     assert gateway.counters.bad_lines == 3  # two before retention (one in 1970), one far ahead
     assert gateway.counters.bad_lines_by_protocol == {"test": 3}
     assert gateway.buffer.buffered_points == 2
+    gateway.stopService()
+
+
+class RefusingQueue:
+    """Takes every body except those carrying a ``poison.*`` metric, which it refuses one by one
+    (as SQS's per-entry failures do) while taking the others of the batch."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return "refusing"
+
+    def send(self, bodies):
+        refused = [b for b in bodies if any(m.metric.startswith("poison.") for m in decode_body(b))]
+        self.sent.extend(b for b in bodies if b not in refused)
+        if refused:
+            raise QueueSendError("entries kept failing", refused)
+
+
+def test_a_body_sqs_keeps_refusing_is_dropped_and_counted(tmp_path):
+    reactor = ImmediateReactor()
+    reactor.advance(T0)
+    queue = RefusingQueue()
+    gateway = GatewayService(TurokConfig(window_grace_seconds=2, self_metrics_interval_seconds=0,
+                                         spool_dir=str(tmp_path)), reactor=reactor, queue=queue, pool=ImmediatePool())
+    gateway.startService()
+    feed(gateway, reactor, b"poison.a 1 %d\n" % (T0 - 100))
+    for i in range(30):  # a good body every flush keeps company to the refused one
+        feed(gateway, reactor, b"good.a %d %d\n" % (i, T0 - 90 + i * 10))
+        reactor.advance(1.0)
+        if gateway.counters.bodies_dropped:
+            break
+    assert gateway.counters.bodies_dropped == 1
+    reactor.advance(10.0)
+    assert gateway.backlog_bodies == 0
+    assert not [m for b in queue.sent for m in decode_body(b) if m.metric.startswith("poison.")]
+    gateway.stopService()
+
+
+def test_a_failing_disk_keeps_the_bodies_in_memory_and_says_so(turok_config, tmp_path):
+    gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
+    reader = QueueReader(turok_config)
+
+    def disk_full(bodies):
+        raise OSError(28, "No space left on device")
+    gateway.spool.add = disk_full
+    feed(gateway, reactor, b"disk.a 1 %d\n" % (T0 - 100))
+    reactor.advance(1.0)
+    assert gateway.counters.spool_errors == 1
+    assert gateway.counters.bodies_sent == 1  # sent from memory
+    assert reader.wait_for_count(1, 10) == [TurokMessage("disk.a", T0 - 100, [1.0], 10, "average")]
     gateway.stopService()

@@ -85,7 +85,8 @@ def test_gateway_records_its_points_into_its_own_windows(tmp_path):
     reactor = ImmediateReactor()
     reactor.advance(T0)
     queue = ListQueue()
-    config = TurokConfig(self_metrics_interval_seconds=60, agent_name="gw", window_grace_seconds=2)
+    config = TurokConfig(self_metrics_interval_seconds=60, agent_name="gw", window_grace_seconds=2,
+                         spool_dir=str(tmp_path / "spool"))
     gateway = GatewayService(config, reactor=reactor, queue=queue, pool=ImmediatePool())
     gateway.startService()
     tcp, udp = gateway.sink("plaintext_tcp"), gateway.sink("plaintext_udp")
@@ -122,11 +123,11 @@ def test_gateway_records_its_points_into_its_own_windows(tmp_path):
     gateway.stopService()
 
 
-def test_self_metrics_can_be_turned_off():
+def test_self_metrics_can_be_turned_off(tmp_path):
     reactor = ImmediateReactor()
     reactor.advance(T0)
     queue = ListQueue()
-    gateway = GatewayService(TurokConfig(self_metrics_interval_seconds=0), reactor=reactor, queue=queue,
+    gateway = GatewayService(TurokConfig(self_metrics_interval_seconds=0, spool_dir=str(tmp_path)), reactor=reactor, queue=queue,
                              pool=ImmediatePool())
     gateway.startService()
     reactor.advance(200)
