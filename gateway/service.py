@@ -47,6 +47,7 @@ from turok_core.windows import WindowBuffer
 
 from .pickle import CarbonPickleFactory
 from .plaintext import PlaintextTCPFactory, PlaintextUDPProtocol
+from .connections import configure_receivers
 from .statsd import add_statsd_services
 from .udp import UDP_MAX_PACKET_SIZE
 
@@ -695,4 +696,6 @@ def make_gateway_service(config: TurokConfig, reactor=None,
     # memory is one entry per key, so it is not paused (its flushes are journaled like any point)
     statsd = add_statsd_services(top, config, gateway.sink("statsd"), reactor, gateway.clock)
     gateway.receiver_counters["statsd"] = statsd.aggregator.totals
+    # connection limits, idle timeouts and the metric-name rule, on every listener alike
+    configure_receivers(top, config, gateway.receiver_counters)
     return top

@@ -23,7 +23,7 @@ from turok_core.config import TurokConfig
 from turok_core.plaintext import ParsedLines, StreamLines
 from turok_core.statsd import StatsdAggregator, StatsdSettings
 
-from .connections import ConnectionLimits, GuardedFactory, GuardedProtocol, configure_receivers
+from .connections import ConnectionLimits, GuardedFactory, GuardedProtocol
 from .udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 log = Logger(namespace="turok.gateway.statsd")
@@ -181,11 +181,7 @@ def add_statsd_services(parent: service.MultiService, config: TurokConfig, sink:
 
     Add them after the gateway's flush service: a MultiService stops its children in reverse, so
     the listeners stop first, then the last StatsD flush reaches the gateway before it drains.
-
-    Then ``config``'s connection limits and name rule go to every receiver under ``parent``
-    (``gateway.connections.configure_receivers``; the plaintext and pickle listeners are added
-    before this), and the plaintext TCP connection counters join the self-metrics of the
-    ``gateway`` service when ``parent`` has one."""
+    The caller applies ``gateway.connections.configure_receivers`` to ``parent`` afterwards."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
@@ -201,9 +197,4 @@ def add_statsd_services(parent: service.MultiService, config: TurokConfig, sink:
                              maxPacketSize=UDP_MAX_PACKET_SIZE, reactor=reactor)
     udp.setName("statsd-udp")
     udp.setServiceParent(parent)
-    try:
-        registry = parent.getServiceNamed("gateway").receiver_counters
-    except (KeyError, AttributeError):
-        registry = None
-    configure_receivers(parent, config, registry)
     return flusher

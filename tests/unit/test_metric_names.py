@@ -141,7 +141,9 @@ def test_turokd_decoder_refuses_names_the_gateway_would_not_send():
 def test_the_gateway_configures_every_receiver(tmp_path):
     config = TurokConfig(max_metric_name_bytes=512, max_connections=7, idle_timeout_seconds=42)
     top = make_gateway_service(config)
-    receivers = {child.name: child.args[1] for child in top if hasattr(child, "args")}
+    # (TCP factories wrapped by the gateway's backpressure: unwrap them)
+    receivers = {child.name: getattr(child.args[1], "wrappedFactory", child.args[1])
+                 for child in top if hasattr(child, "args")}
     for name in ("plaintext-tcp", "pickle-tcp", "statsd-tcp"):
         assert (receivers[name].guard.limits.max_connections, receivers[name].guard.limits.idle_timeout) == (7, 42.0)
     assert isinstance(receivers["plaintext-tcp"], PlaintextTCPFactory)
