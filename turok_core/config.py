@@ -83,6 +83,9 @@ class TurokConfig:
     # the last slot's message to arrive); its SQS messages are deleted only after that write
     block_close_delay_seconds: float = 30.0
     block_tick_seconds: float = 1.0  # how often turokd looks for blocks to close
+    # turokd stops receiving while it holds this many SQS messages (SQS allows ~120,000 in
+    # flight per queue; held data is in memory): a DynamoDB outage cannot grow it without bound
+    max_held_messages: int = 60000
     # turokd answers the finder's queries for slots it holds (carbon's CACHE_QUERY_PORT)
     cache_interface: str = "127.0.0.1"
     cache_port: int = 7002

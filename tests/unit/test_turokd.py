@@ -239,3 +239,59 @@ def test_poison_message_goes_to_the_dead_letter_queue_and_never_blocks_the_queue
         assert [m.body for m in moved] == ["this is no turok body"]
         assert "body is neither JSON nor base64" in logfile.read_text()
         assert process.poll() is None
+
+
+def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, monkeypatch):
+    """Blocks that cannot be written keep their messages held; past the bound the pollers wait
+    instead of receiving more, and receive again once a tick has written and deleted them."""
+    from twisted.internet import defer
+    from twisted.internet.testing import MemoryReactorClock
+
+    from turok_core.queues import ReceivedMessage
+    from turok_core.services import consumer as consumer_module
+    from turok_core.services import turokd as turokd_module
+
+    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
+    monkeypatch.setattr(consumer_module, "deferToThreadPool",
+                        lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
+    clock = MemoryReactorClock()
+    config = turok_config.replace(turokd_pollers=1, max_held_messages=2, receive_wait_seconds=0)
+
+    class Queue:
+        def __init__(self):
+            self.calls, self.deleted = 0, []
+
+        def receive(self, *args):
+            self.calls += 1
+            body = encode_messages([TurokMessage(f"held.m{self.calls}", DAY, [1], 10, "sum")])[0]
+            return [ReceivedMessage(body, f"h{self.calls}", f"m{self.calls}", 1)]
+
+        def delete(self, handles):
+            self.deleted.extend(handles)
+
+    class Store:  # DynamoDB down
+        config = turok_config
+
+        def write_blocks(self, rows):
+            raise RuntimeError("DynamoDB unreachable")
+
+    class IndexQueue:
+        def send(self, bodies):
+            pass
+
+    queue = Queue()
+    service = turokd_module.TurokdService(config, reactor=clock, store=Store(), queue=queue,
+                                          index_queue=IndexQueue(), clock=lambda: DAY + 86400)
+    service.startService()
+    try:
+        for _ in range(10):
+            clock.advance(1.0)
+        assert queue.calls == 2 and service.writer.open.held_messages == 2  # held, then waiting
+        assert service.counters.receive_pauses >= 5 and service.counters.errors >= 5 and queue.deleted == []
+        service.writer.store = BlockStore(make_client("dynamodb", config), config)  # DynamoDB is back
+        clock.advance(1.0)
+        clock.advance(1.0)
+        assert queue.deleted[:2] == ["h1", "h2"] and queue.calls > 2
+    finally:
+        service.running = False
+        clock.advance(5)

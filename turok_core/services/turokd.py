@@ -52,6 +52,7 @@ class TurokdCounters:
     tables_created: int = 0
     messages_deleted: int = 0
     visibility_extensions: int = 0  # held messages given a longer visibility timeout
+    receive_pauses: int = 0  # poll rounds skipped because max_held_messages were held
     announcements_sent: int = 0  # index-queue bodies
     names_announced: int = 0
     cache_queries: int = 0  # finder queries for held slots
@@ -135,6 +136,11 @@ class TurokdService(QueueConsumerService):
     def poll_once(self):
         """One receive → hold → announce round (deleting waits for the blocks' tick)."""
         config = self.config
+        if self.writer.open.held_messages >= config.max_held_messages:
+            # blocks cannot be written (DynamoDB down?): hold no more until ticks catch up
+            self.counters.receive_pauses += 1
+            yield task.deferLater(self._reactor, config.block_tick_seconds, lambda: None)
+            return
         received = yield self._in_pool(self._queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
                                        config.visibility_timeout_seconds)
         if not received:
