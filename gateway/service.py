@@ -261,7 +261,7 @@ class GatewayService(service.Service):
         limit = self.config.sqs_max_message_bytes
         if messages:
             try:
-                bodies.extend(encode_messages(messages, limit))
+                bodies.extend(encode_messages(messages, limit, self.config.sqs_compression_level))
             except Exception:  # one message that cannot be encoded must not sink the others
                 for message in messages:
                     try:

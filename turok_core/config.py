@@ -64,6 +64,8 @@ class TurokConfig:
     max_future_seconds: int = 86400  # points stamped further ahead than this are refused
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
+    # zlib level of gateway bodies, 0-9: 1 costs far less CPU than 6 for bodies a few % larger
+    sqs_compression_level: int = 1
     # --- turokd
     block_slots: int = 60
     receive_wait_seconds: int = 20
