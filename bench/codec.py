@@ -20,12 +20,9 @@ import sys
 import time
 from typing import Callable
 
-from common import REPO, median
-
-sys.path.insert(0, str(REPO))
-
-from turok_core import codec  # noqa: E402
-from turok_core.windows import WindowBuffer  # noqa: E402
+from common import REPO, median  # (puts the checkout first on sys.path)
+from turok_core import codec
+from turok_core.windows import WindowBuffer
 
 T0 = 1_700_000_000 // 3600 * 3600
 SQS_CHUNK = 65536

@@ -23,6 +23,7 @@ import binascii
 import json
 import math
 import zlib
+from itertools import chain, compress, islice
 from operator import attrgetter
 from typing import Iterable
 
@@ -65,7 +66,12 @@ def _compact(values: list) -> list:
         if True not in integral:  # nothing to convert: no Python work per value
             return values
         if -_INT_LIMIT < min(values) and max(values) < _INT_LIMIT:
-            return [int(v) if whole else v for v, whole in zip(values, integral)]
+            if False not in integral:
+                return list(map(int, values))
+            values = values.copy()  # Python work only for the integral ones
+            for i in compress(range(len(values)), integral):
+                values[i] = int(values[i])
+            return values
     limit = _INT_LIMIT
     return [int(v) if type(v) is float and v.is_integer() and -limit < v < limit else v for v in values]
 
@@ -80,8 +86,16 @@ class _Group:
         self.names = names
         if list not in set(map(type, windows)):  # one value per window: a flat list of numbers
             self.values = _compact(windows)
-        else:
-            self.values = [_window_values(aggregation, window) for window in windows]
+            return
+        # some windows hold several values: compact them all in one flat pass, then cut it up
+        windows = [window if type(window) is list else [window] for window in windows]
+        lengths = list(map(len, windows))
+        if max(lengths) > MAX_RAW_DATAPOINTS:
+            windows = [[aggregate(aggregation, window)] if len(window) > MAX_RAW_DATAPOINTS else window
+                       for window in windows]
+            lengths = list(map(len, windows))
+        flat = iter(_compact(list(chain.from_iterable(windows))))
+        self.values = [next(flat) if length == 1 else list(islice(flat, length)) for length in lengths]
 
     def pack(self, packer: msgpack.Packer, lo: int, hi: int) -> bytes:
         names = self.names[lo:hi]
@@ -89,16 +103,6 @@ class _Group:
         if joined.count(NAME_SEPARATOR) != len(names) - 1:
             joined = names  # a name holds the separator
         return packer.pack([self.slot, self.step, self.aggregation, joined, self.values[lo:hi]])
-
-
-def _window_values(aggregation: str, window):
-    if type(window) is not list:
-        return _compact([window])[0]
-    if len(window) == 1:
-        return _compact(window)[0]
-    if len(window) > MAX_RAW_DATAPOINTS:
-        return _compact([aggregate(aggregation, window)])[0]
-    return _compact(window)
 
 
 def _groups_of(messages: Iterable[TurokMessage]) -> list[_Group]:
@@ -134,8 +138,10 @@ class _Encoder:
         self._head = self._packer.pack_map_header(2) + self._packer.pack("v") + self._packer.pack(ENVELOPE_VERSION) \
             + self._packer.pack("groups")
         self._per_window = _FIRST_GUESS_BYTES_PER_WINDOW
+        self.attempts = 0  # bodies encoded, counting those too large that were split again
 
     def body(self, spans: list[tuple[_Group, int, int]]) -> str:
+        self.attempts += 1
         packer = self._packer
         envelope = self._head + packer.pack_array_header(len(spans)) \
             + b"".join(group.pack(packer, lo, hi) for group, lo, hi in spans)
