@@ -118,55 +118,39 @@ class WindowBuffer:
         """Buffer parallel lists of points into their windows; returns how many were buffered."""
         if not names:
             return 0
-        policies = self._policies
-        # The usual chunk: one timestamp, one policy, names new to their window. Then the whole
-        # chunk is one dict update, with no Python work per point (it was the gateway's
-        # second-largest cost).
+        chunk_policies = list(map(self._policies.get, names))
+        # The usual chunk: one timestamp and one policy, so one group. Names new to it (one
+        # point per window) go in with one dict update, no Python work per point: adding points
+        # was the gateway's second-largest cost.
         ts = timestamps[0]
-        chunk_policies = list(map(policies.get, names))
         policy = chunk_policies[0]
-        if (policy is not None and chunk_policies.count(policy) == len(names)
-                and timestamps.count(ts) == len(names)):
-            step = policy[0]
-            key = (ts - ts % step, step, policy[1])
-            group = self._groups.get(key)
-            if group is None:
-                group = self._groups[key] = {}
-            if group.keys().isdisjoint(names):
-                before = len(group)
-                group.update(zip(names, values))
-                new_windows = len(group) - before
-                if new_windows == len(names):
-                    self._open_windows += new_windows
-                    self._buffered_points += new_windows
-                    return new_windows
-                # a name repeated within the chunk: undo, and take the point by point path
+        if (policy is None or chunk_policies.count(policy) != len(names)
+                or timestamps.count(ts) != len(names)):
+            return self._add_each(names, values, timestamps, chunk_policies)
+        step = policy[0]
+        key = (ts - ts % step, step, policy[1])
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+        if group.keys().isdisjoint(names):
+            before = len(group)
+            group.update(zip(names, values))
+            new_windows = len(group) - before
+            if new_windows != len(names):  # a name repeated within the chunk: undo, go point by point
                 for name in names:
-                    group.pop(name, None)
-        return self._add_each(names, values, timestamps)
+                    del group[name]
+                new_windows = self._add_to_group(group, names, values)
+        else:
+            new_windows = self._add_to_group(group, names, values)
+        self._open_windows += new_windows
+        self._buffered_points += len(names)
+        return len(names)
 
-    def _add_each(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int]) -> int:
-        policies = self._policies
-        groups = self._groups
-        last_ts = last_policy = last_group = None
-        new_windows = rejected = 0
-        for name, value, ts in zip(names, values, timestamps):
-            try:
-                policy = policies[name]
-            except KeyError:
-                policy = self._policy(name)
-            if policy is None:  # no policy for this metric
-                rejected += 1
-                continue
-            if ts == last_ts and policy is last_policy:  # policies are interned: `is` suffices
-                group = last_group
-            else:
-                step = policy[0]
-                key = (ts - ts % step, step, policy[1])
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = {}
-                last_ts, last_policy, last_group = ts, policy, group
+    @staticmethod
+    def _add_to_group(group: dict, names: Sequence[str], values: Sequence[float]) -> int:
+        """Add points to one group's windows; returns how many windows they opened."""
+        new_windows = 0
+        for name, value in zip(names, values):
             # a window of one value holds the bare value (no list: less memory, less work)
             window = group.get(name, _NONE)
             if window is _NONE:
@@ -176,8 +160,41 @@ class WindowBuffer:
                 window.append(value)
             else:
                 group[name] = [window, value]
+        return new_windows
+
+    def _add_each(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
+                  chunk_policies: list[Optional[Policy]]) -> int:
+        """Points of several timestamps or policies: sorted out by group, then added per group."""
+        policies = self._policies
+        groups = self._groups
+        by_key: dict[tuple[int, int, str], tuple[dict, list, list]] = {}
+        last_ts = last_policy = None
+        group_names: list = []
+        group_values: list = []
+        rejected = 0
+        for name, value, ts, policy in zip(names, values, timestamps, chunk_policies):
+            if policy is None:
+                # not cached yet, or cached as having no policy
+                policy = policies[name] if name in policies else self._policy(name)
+                if policy is None:
+                    rejected += 1
+                    continue
+            if ts != last_ts or policy is not last_policy:  # policies are interned: `is` suffices
+                step = policy[0]
+                key = (ts - ts % step, step, policy[1])
+                pending = by_key.get(key)
+                if pending is None:
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = {}
+                    pending = by_key[key] = (group, [], [])
+                _, group_names, group_values = pending
+                last_ts, last_policy = ts, policy
+            group_names.append(name)
+            group_values.append(value)
+        for group, group_names, group_values in by_key.values():
+            self._open_windows += self._add_to_group(group, group_names, group_values)
         added = len(names) - rejected
-        self._open_windows += new_windows
         self._buffered_points += added
         self.rejected_points += rejected
         return added
