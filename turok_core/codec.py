@@ -39,8 +39,9 @@ ENVELOPE_VERSION = 2
 FLAG_RAW = b"\x00"
 FLAG_ZLIB = b"\x01"
 COMPRESS_MIN_BYTES = 512
-# zlib level for bodies. Level 1 costs about a quarter of level 6's CPU and makes bodies about
-# 10-20% larger (BENCHMARKS.md, "Envelope v2"); SQS bills per 64 KB chunk, a far smaller cost.
+# zlib level for bodies. Level 6 costs 1.3-2.6x the encoding CPU of level 1 and saves 0-4% of
+# the bytes with one value per window (BENCHMARKS.md, "Envelope v2"); SQS bills per 64 KB
+# chunk, cents per billion points either way.
 DEFAULT_COMPRESSION_LEVEL = 1
 # A window holding more raw values than this is sent as its exact aggregate instead: the
 # message carries the whole window, so reducing it here gives what turokd would compute.
