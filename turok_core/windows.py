@@ -138,7 +138,7 @@ class WindowBuffer:
             new_windows = len(group) - before
             if new_windows != len(names):  # a name repeated within the chunk: undo, go point by point
                 for name in names:
-                    del group[name]
+                    group.pop(name, None)  # (all were absent before the update)
                 new_windows = self._add_to_group(group, names, values)
         else:
             new_windows = self._add_to_group(group, names, values)

@@ -157,14 +157,16 @@ def test_names_repeated_in_a_chunk_or_already_open_join_their_window_in_order():
     buffer.add_points(["a", "b"], [1.0, 2.0], [T0, T0])
     buffer.add_points(["a", "c", "a"], [3.0, 4.0, 5.0], [T0 + 1] * 3)  # "a" repeats in the chunk
     buffer.add_points(["b", "d"], [6.0, 7.0], [T0 + 2] * 2)  # "b" is already open
-    buffer.add_points(["e", "e"], [8.0, 9.0], [T0] * 2)  # bulk path undone: both values kept
-    assert (buffer.open_windows, buffer.buffered_points) == (5, 9)
+    buffer.add_points(["e", "f"], [8.0, 0.5], [T0 - 10] * 2)  # (caches the policies of e and f)
+    buffer.add_points(["e", "f", "e"], [9.0, 1.5, 10.0], [T0] * 3)  # bulk update undone: all kept
+    assert (buffer.open_windows, buffer.buffered_points) == (8, 12)
     released = buffer.release(T0 + 10)
-    assert released.points == 9
-    assert sorted(released, key=lambda m: m.metric) == [
+    assert released.points == 12
+    assert sorted(released, key=lambda m: (m.start_time, m.metric)) == [
+        TurokMessage("e", T0 - 10, [8.0], 10, "average"), TurokMessage("f", T0 - 10, [0.5], 10, "average"),
         TurokMessage("a", T0, [1.0, 3.0, 5.0], 10, "average"), TurokMessage("b", T0, [2.0, 6.0], 10, "average"),
         TurokMessage("c", T0, [4.0], 10, "average"), TurokMessage("d", T0, [7.0], 10, "average"),
-        TurokMessage("e", T0, [8.0, 9.0], 10, "average")]
+        TurokMessage("e", T0, [9.0, 10.0], 10, "average"), TurokMessage("f", T0, [1.5], 10, "average")]
 
 
 def test_released_batch_is_a_sequence_of_messages_and_empty_when_nothing_closed():
