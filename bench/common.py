@@ -5,11 +5,16 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
+# the checkout's turok_core, not a copy `make install` put in site-packages: the gateways the
+# benchmarks start run the checkout (PYTHONPATH), and decoding their bodies must match it
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 VENV_BIN = REPO / ".venv" / "bin"
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -17,7 +17,7 @@ settled) and the fraction delivered. Prints medians of ``--repeat`` runs and the
 Turok/anchor (median of the per-run ratios). Everything binds 127.0.0.1.
 
     .venv/bin/python bench/plaintext_ingest.py [--points 2000000] [--connections 2] [--repeat 3]
-        [--per-window 1] [--protocol plaintext|pickle] [--profile FILE]
+        [--per-window 1] [--protocol plaintext|pickle] [--profile FILE] [--gc-threshold N]
 
 With ``--protocol pickle`` the same points go as 500-point pickle frames to the gateway's and
 carbon-relay's pickle receivers (carbon-c-relay has none).
@@ -183,6 +183,7 @@ class TurokGateway:
         self.queue_url = ""
         self.counted = 0
         self.bodies = 0
+        self.gc_threshold = 0  # > 0: the gateway's first GC generation threshold (an experiment)
 
     def start_moto(self) -> None:
         self.moto_port = free_port()
@@ -201,6 +202,11 @@ class TurokGateway:
         self.port = free_port()
         self.pickle_port = free_port()
         env = dict(os.environ, PYTHONPATH=str(REPO), **CREDENTIALS)
+        if self.gc_threshold:  # a sitecustomize the gateway's interpreter runs first
+            site = self.workdir / "gc-site"
+            site.mkdir(exist_ok=True)
+            (site / "sitecustomize.py").write_text(f"import gc\ngc.set_threshold({self.gc_threshold}, 10, 10)\n")
+            env["PYTHONPATH"] = f"{site}{os.pathsep}{REPO}"
         env.update({
             "TUROK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.moto_port}", "TUROK_AWS_REGION": "us-east-1",
             "TUROK_QUEUE_NAME": queue, "TUROK_INTERFACE": "127.0.0.1",
@@ -414,6 +420,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "(carbon-c-relay has none, so it is left out)")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway into FILE (collapsed stacks)")
     parser.add_argument("--native", action="store_true", help="with --profile: C frames too (zlib, …)")
+    parser.add_argument("--gc-threshold", type=int, default=0, metavar="N",
+                        help="experiment: start the gateway with gc.set_threshold(N, 10, 10) (CPython's is 700)")
     args = parser.parse_args(argv)
     args.receivers = args.receivers.split(",")
     if args.protocol == "pickle":
@@ -428,6 +436,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         payloads = [to_pickle_frames(payload) for payload in payloads]
     workdir = Path(tempfile.mkdtemp(prefix="turok-bench-ingest-"))
     turok = TurokGateway(workdir)
+    turok.gc_threshold = args.gc_threshold
     runs: list[dict[str, Result]] = []
     try:
         if "turok" in args.receivers:

@@ -3,7 +3,8 @@
     .venv/bin/python bench/run_all.py [--quick]
 
 ``--quick``: 200,000 points and one run for the ingest benchmarks (plaintext, pickle), every other rate for StatsD,
-one run for memory (minutes instead of a quarter of an hour).
+one run for memory, 20,000 windows for the codec, 100 series and a 100,000-name index for reads
+(minutes instead of half an hour).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def main(argv: list[str]) -> int:
         ["plaintext_ingest.py", "--protocol", "pickle"] + (["--points", "200000", "--repeat", "1"] if quick else []),
         ["statsd_udp.py"] + (["--quick"] if quick else []),
         ["memory.py"] + (["--quick"] if quick else []),
+        ["codec.py"] + (["--windows", "20000", "--repeat", "3"] if quick else []),
+        ["reads.py"] + (["--series", "100", "--renders", "3", "--find-names", "100000"] if quick else []),
     ]
     failed = 0
     for script, *args in runs:

@@ -512,7 +512,7 @@ class GatewayService(service.Service):
         result = _Encoded(messages=len(messages))
         limit = self.config.sqs_max_message_bytes
         try:
-            result.bodies = encode_messages(messages, limit)
+            result.bodies = encode_messages(messages, limit, self.config.sqs_compression_level)
         except Exception:
             for message in messages:
                 try:

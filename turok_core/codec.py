@@ -1,9 +1,15 @@
 """SQS bodies: many Turok messages per SQS message, and the design's plain JSON form.
 
-A Turok body is base64 text of one flag byte and a msgpack envelope::
+A Turok body is base64 text of one flag byte and a msgpack envelope, columnar since version 2::
 
-    {"v": 1, "fields": [metric, start_time, datapoints, resolution, aggregation_type],
-     "messages": [[...], [...], ...]}
+    {"v": 2, "groups": [[start_time, resolution, aggregation_type, names, values], ...]}
+
+A group holds the windows of one slot (epoch seconds), resolution (seconds) and aggregation:
+``names`` is their metric names, sorted, joined by newlines (a list of strings if a name holds a
+newline); ``values`` pairs with them: a number for a window of one value, a list of numbers for
+more. Integral floats travel as msgpack ints and decode as floats. Version 1 envelopes (one row
+per message: ``{"v": 1, "fields": [...], "messages": [[...], ...]}`` with the design's text time
+and resolution) are still decoded.
 
 The flag says whether the envelope is zlib-compressed (done when it makes the body smaller).
 ``encode_messages`` cuts a batch into bodies that never exceed the queue's maximum message
@@ -15,97 +21,192 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import zlib
-from typing import Iterable, Sequence
+from itertools import chain, compress, islice
+from operator import attrgetter
+from typing import Iterable
 
 import msgpack
 
-from .aggregation import aggregate
+from .aggregation import AGGREGATION_TYPES, aggregate
 from .message import WIRE_FIELDS, MessageError, TurokMessage, message_from_wire, validate_message
-from .resolution import format_resolution, parse_resolution
-from .timefmt import from_wire_time, to_wire_time
+from .resolution import parse_resolution
+from .timefmt import from_wire_time
+from .windows import WindowBatch
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 FLAG_RAW = b"\x00"
 FLAG_ZLIB = b"\x01"
 COMPRESS_MIN_BYTES = 512
+# zlib level for bodies. Level 6 costs 1.3-2.6x the encoding CPU of level 1 and saves 0-4% of
+# the bytes with one value per window (BENCHMARKS.md, "Envelope v2"); SQS bills per 64 KB
+# chunk, cents per billion points either way.
+DEFAULT_COMPRESSION_LEVEL = 1
 # A window holding more raw values than this is sent as its exact aggregate instead: the
 # message carries the whole window, so reducing it here gives what turokd would compute.
 MAX_RAW_DATAPOINTS = 2048
-# Envelope bytes before compression that we try to fit in one body; halved until it fits.
-_RAW_TARGET_FACTOR = 3
+# Inflated envelopes are refused past this: a real one is a few times its body (at most 1 MiB),
+# a zlib bomb of 272 KB would otherwise inflate to 200 MB in turokd
+MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
+NAME_SEPARATOR = "\n"  # never inside a plaintext name; a group whose names hold it sends a list
+# msgpack ints are at most 64 bits: integral floats beyond this stay floats
+_INT_LIMIT = float(2 ** 62)
+# Fill a body to this fraction of the limit when guessing its window count from the last one:
+# a body over the limit is encoded again in halves, which costs a compression.
+_FILL = 0.85
+_FIRST_GUESS_BYTES_PER_WINDOW = 8.0
 
 
 def base64_size(raw_size: int) -> int:
     return 4 * ((raw_size + 2) // 3)
 
 
-class _EnvelopeWriter:
-    def __init__(self) -> None:
-        packer = msgpack.Packer(use_bin_type=True)
-        self._packer = packer
-        self._head = (packer.pack_map_header(3) + packer.pack("v") + packer.pack(ENVELOPE_VERSION)
-                      + packer.pack("fields") + packer.pack(list(WIRE_FIELDS)) + packer.pack("messages"))
-        self._times: dict[int, str] = {}
-        self._resolutions: dict[int, str] = {}
+def _compact(values: list) -> list:
+    """Integral floats as ints (1-5 msgpack bytes instead of 9); decode turns them back."""
+    types = set(map(type, values))
+    if types == {float}:
+        integral = list(map(float.is_integer, values))
+        if True not in integral:  # nothing to convert: no Python work per value
+            return values
+        if -_INT_LIMIT < min(values) and max(values) < _INT_LIMIT:
+            if False not in integral:
+                return list(map(int, values))
+            values = values.copy()  # Python work only for the integral ones
+            for i in compress(range(len(values)), integral):
+                values[i] = int(values[i])
+            return values
+    limit = _INT_LIMIT
+    return [int(v) if type(v) is float and v.is_integer() and -limit < v < limit else v for v in values]
 
-    def row(self, message: TurokMessage) -> bytes:
-        wire_time = self._times.get(message.start_time)
-        if wire_time is None:
-            wire_time = self._times[message.start_time] = to_wire_time(message.start_time)
-        resolution = self._resolutions.get(message.resolution)
-        if resolution is None:
-            resolution = self._resolutions[message.resolution] = format_resolution(message.resolution)
-        datapoints = message.datapoints
-        if len(datapoints) > MAX_RAW_DATAPOINTS:
-            datapoints = [aggregate(message.aggregation_type, datapoints)]
-        return self._packer.pack([message.metric, wire_time, datapoints, resolution,
-                                  message.aggregation_type])
 
-    def body(self, rows: Sequence[bytes]) -> str:
-        envelope = self._head + self._packer.pack_array_header(len(rows)) + b"".join(rows)
+class _Group:
+    """One envelope group: sorted names and their packed values, for one slot/step/aggregation."""
+    __slots__ = ("slot", "step", "aggregation", "names", "values")
+
+    def __init__(self, slot: int, step: int, aggregation: str, names: list[str], windows: list) -> None:
+        """``windows`` pairs with ``names`` (sorted): a bare value or a list of values each."""
+        self.slot, self.step, self.aggregation = slot, step, aggregation
+        self.names = names
+        if list not in set(map(type, windows)):  # one value per window: a flat list of numbers
+            self.values = _compact(windows)
+            return
+        # some windows hold several values: compact them all in one flat pass, then cut it up
+        windows = [window if type(window) is list else [window] for window in windows]
+        lengths = list(map(len, windows))
+        if max(lengths) > MAX_RAW_DATAPOINTS:
+            windows = [[aggregate(aggregation, window)] if len(window) > MAX_RAW_DATAPOINTS else window
+                       for window in windows]
+            lengths = list(map(len, windows))
+        flat = iter(_compact(list(chain.from_iterable(windows))))
+        self.values = [next(flat) if length == 1 else list(islice(flat, length)) for length in lengths]
+
+    def pack(self, packer: msgpack.Packer, lo: int, hi: int) -> bytes:
+        names = self.names[lo:hi]
+        joined = NAME_SEPARATOR.join(names)
+        if joined.count(NAME_SEPARATOR) != len(names) - 1:
+            joined = names  # a name holds the separator
+        return packer.pack([self.slot, self.step, self.aggregation, joined, self.values[lo:hi]])
+
+
+def _groups_of(messages: Iterable[TurokMessage]) -> list[_Group]:
+    """Envelope groups for a window batch (as the buffer holds it) or for any messages."""
+    groups = []
+    if isinstance(messages, WindowBatch):
+        for slot, step, aggregation, windows in messages.groups:
+            # names sorted together compress about tenfold: neighbours share long prefixes
+            names = sorted(windows)
+            if names:
+                groups.append(_Group(slot, step, aggregation, names, list(map(windows.__getitem__, names))))
+        return groups
+    # other callers may send one metric twice for a slot: keep every message, in order
+    grouped: dict[tuple[int, int, str], list[TurokMessage]] = {}
+    for m in messages:
+        key = (m.start_time, m.resolution, m.aggregation_type)
+        rows = grouped.get(key)
+        if rows is None:
+            rows = grouped[key] = []
+        rows.append(m)
+    for key in sorted(grouped):
+        rows = sorted(grouped[key], key=attrgetter("metric"))  # stable: repeats keep their order
+        groups.append(_Group(*key, [m.metric for m in rows], [m.datapoints for m in rows]))
+    return groups
+
+
+class _Encoder:
+    def __init__(self, groups: list[_Group], limit: int, level: int) -> None:
+        self._groups = groups
+        self._limit = limit
+        self._level = level
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._head = self._packer.pack_map_header(2) + self._packer.pack("v") + self._packer.pack(ENVELOPE_VERSION) \
+            + self._packer.pack("groups")
+        self._per_window = _FIRST_GUESS_BYTES_PER_WINDOW
+        self.attempts = 0  # bodies encoded, counting those too large that were split again
+
+    def body(self, spans: list[tuple[_Group, int, int]]) -> str:
+        self.attempts += 1
+        packer = self._packer
+        envelope = self._head + packer.pack_array_header(len(spans)) \
+            + b"".join(group.pack(packer, lo, hi) for group, lo, hi in spans)
         payload = FLAG_RAW + envelope
         if len(envelope) >= COMPRESS_MIN_BYTES:
-            compressed = zlib.compress(envelope, 6)
+            compressed = zlib.compress(envelope, self._level)
             if len(compressed) < len(envelope):
                 payload = FLAG_ZLIB + compressed
         return base64.b64encode(payload).decode("ascii")
 
+    def encode(self) -> list[str]:
+        """Bodies for every window, each filled close to the limit, in the groups' order."""
+        bodies: list[str] = []
+        cursor = [(group, 0) for group in reversed(self._groups)]  # a stack: next group on top
+        while cursor:
+            want = max(1, int(self._limit * _FILL / self._per_window))
+            spans, taken = [], 0
+            while cursor and taken < want:
+                group, lo = cursor.pop()
+                hi = min(len(group.names), lo + want - taken)
+                spans.append((group, lo, hi))
+                taken += hi - lo
+                if hi < len(group.names):
+                    cursor.append((group, hi))
+            self._fit(spans, taken, bodies)
+        return bodies
 
-def encode_messages(messages: Iterable[TurokMessage], max_body_bytes: int = 262144) -> list[str]:
-    """Encode messages into as few SQS bodies as fit, each at most ``max_body_bytes`` long."""
-    writer = _EnvelopeWriter()
-    rows = [writer.row(m) for m in messages]
-    if not rows:
-        return []
-    raw_target = max_body_bytes * _RAW_TARGET_FACTOR
-    bodies: list[str] = []
-    start = 0
-    while start < len(rows):
-        end, size = start, 0
-        while end < len(rows) and (end == start or size + len(rows[end]) <= raw_target):
-            size += len(rows[end])
-            end += 1
-        _encode_fitting(writer, rows, start, end, max_body_bytes, bodies)
-        start = end
-    return bodies
-
-
-def _encode_fitting(writer: _EnvelopeWriter, rows: Sequence[bytes], start: int, end: int,
-                    limit: int, out: list[str]) -> None:
-    """Append bodies for rows[start:end], splitting the range in halves until each fits."""
-    pending = [(start, end)]
-    while pending:
-        lo, hi = pending.pop()
-        body = writer.body(rows[lo:hi])
-        if len(body) <= limit:
+    def _fit(self, spans: list[tuple[_Group, int, int]], count: int, out: list[str]) -> None:
+        """Append bodies for ``spans`` (``count`` windows), halving until each fits the limit."""
+        body = self.body(spans)
+        self._per_window = max(len(body) / count, 0.5)
+        if len(body) <= self._limit:
             out.append(body)
-        elif hi - lo == 1:
-            raise MessageError(f"one message encodes to {len(body)} bytes, over the {limit}-byte limit")
-        else:
-            mid = (lo + hi) // 2
-            pending.append((mid, hi))  # popped second: bodies keep the messages' order
-            pending.append((lo, mid))
+            return
+        if count == 1:
+            raise MessageError(f"one message encodes to {len(body)} bytes, over the {self._limit}-byte limit")
+        half = count // 2
+        first, second, seen = [], [], 0
+        for group, lo, hi in spans:
+            cut = min(max(half - seen, 0), hi - lo)
+            if cut:
+                first.append((group, lo, lo + cut))
+            if lo + cut < hi:
+                second.append((group, lo + cut, hi))
+            seen += hi - lo
+        self._fit(first, half, out)
+        self._fit(second, count - half, out)
+
+
+def encode_messages(messages: Iterable[TurokMessage], max_body_bytes: int = 262144,
+                    compression_level: int = DEFAULT_COMPRESSION_LEVEL) -> list[str]:
+    """Encode messages into as few SQS bodies as fit, each at most ``max_body_bytes`` long.
+
+    ``messages`` may be a ``WindowBatch`` from ``WindowBuffer.release``: its groups are encoded
+    as they are, without a message object per window.
+    """
+    groups = _groups_of(messages)
+    if not groups:
+        return []
+    level = min(max(compression_level, 0), 9)  # a bad setting must not make every body unencodable
+    return _Encoder(groups, max_body_bytes, level).encode()
 
 
 def decode_body(body: str) -> list[TurokMessage]:
@@ -125,7 +226,10 @@ def decode_body(body: str) -> list[TurokMessage]:
     flag, data = payload[:1], payload[1:]
     try:
         if flag == FLAG_ZLIB:
-            data = zlib.decompress(data)
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(data, MAX_ENVELOPE_BYTES)
+            if inflater.unconsumed_tail:  # a zlib bomb: refused before it can fill memory
+                raise MessageError(f"envelope inflates past {MAX_ENVELOPE_BYTES} bytes")
         elif flag != FLAG_RAW:
             raise MessageError(f"unknown envelope flag {flag!r}")
         envelope = msgpack.unpackb(data, raw=False, strict_map_key=True)
@@ -139,8 +243,70 @@ def decode_body(body: str) -> list[TurokMessage]:
 def _decode_envelope(envelope) -> list[TurokMessage]:
     if not isinstance(envelope, dict):
         raise MessageError("envelope is not a map")
-    if envelope.get("v") != ENVELOPE_VERSION:
-        raise MessageError(f"unsupported envelope version {envelope.get('v')!r}")
+    version = envelope.get("v")
+    if version == ENVELOPE_VERSION:
+        return _decode_groups(envelope.get("groups"))
+    if version == 1:
+        return _decode_rows(envelope)
+    raise MessageError(f"unsupported envelope version {version!r}")
+
+
+def _decode_groups(groups) -> list[TurokMessage]:
+    """Version 2: ``[slot, step, aggregation, names, values]`` per group (see the module doc)."""
+    if not isinstance(groups, list):
+        raise MessageError("envelope lacks groups")
+    messages: list[TurokMessage] = []
+    for group in groups:
+        if not isinstance(group, list) or len(group) != 5:
+            raise MessageError(f"envelope group {group!r:.80} is not [slot, step, aggregation, names, values]")
+        slot, step, aggregation, names, values = group
+        if type(slot) is not int or type(step) is not int or step <= 0 or slot % step:
+            raise MessageError(f"envelope group has a bad slot {slot!r} or step {step!r}")
+        if aggregation not in AGGREGATION_TYPES:
+            raise MessageError(f"unknown aggregation_type {aggregation!r}")
+        if isinstance(names, str):
+            names = names.split(NAME_SEPARATOR)
+        if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
+            raise MessageError("envelope group's names and values do not pair up")
+        if not all(type(name) is str and name for name in names):
+            raise MessageError("envelope group holds an empty or non-string metric name")
+        messages.extend(TurokMessage(name, slot, datapoints, step, aggregation)
+                        for name, datapoints in zip(names, _decode_values(values)))
+    return messages
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def _floats(values: list) -> list[float]:
+    if not _NUMBER_TYPES.issuperset(map(type, values)):
+        raise MessageError("datapoints hold a non-number")
+    try:
+        floats = list(map(float, values))
+    except OverflowError:
+        raise MessageError("datapoints hold a number too large for a float") from None
+    if not all(map(math.isfinite, floats)):
+        raise MessageError("datapoints hold a non-finite number")
+    return floats
+
+
+def _decode_values(values: list) -> list[list[float]]:
+    """Each window's datapoints: a number stands for a one-value window, a list for more."""
+    if list not in set(map(type, values)):
+        return [[value] for value in _floats(values)]
+    windows = []
+    for value in values:
+        if type(value) is list:
+            if not value:
+                raise MessageError("a window's datapoints are empty")
+            windows.append(_floats(value))
+        else:
+            windows.append(_floats([value]))
+    return windows
+
+
+def _decode_rows(envelope: dict) -> list[TurokMessage]:
+    """Version 1: one ``fields``-ordered row per message, times and resolutions as text."""
     fields, rows = envelope.get("fields"), envelope.get("messages")
     if not isinstance(fields, list) or not isinstance(rows, list):
         raise MessageError("envelope lacks fields or messages")

@@ -4,7 +4,8 @@ A window is one metric's values for one slot of ``step`` seconds (the base resol
 metric's schema), starting at ``slot = ts - ts % step``. Windows are kept grouped by
 ``(slot, step, aggregation_type)`` so ``release`` inspects groups (a few per resolution in
 flight), not metrics. A window is released once ``slot + step + grace <= now``: the grace lets
-points that arrive a little late still join their window.
+points that arrive a little late still join their window. ``release`` hands the groups over as a
+``WindowBatch``, which ``codec.encode_messages`` encodes without a message object per window.
 
 Late data: a point whose window was already released is buffered again in a fresh window and
 released at the next ``release`` call, as a second message for the same slot. turokd sets the
@@ -13,12 +14,77 @@ point later than the grace replaces its slot's value instead of joining it.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 from .message import TurokMessage
 
 Policy = tuple[int, str]  # (step seconds, aggregation type)
 DEFAULT_POLICY_CACHE_SIZE = 1_000_000
+_NONE = object()
+
+
+class WindowGroup(NamedTuple):
+    """The windows of one slot, step and aggregation: metric -> its value when the window holds
+    one, else the list of its values in arrival order."""
+    slot: int
+    step: int
+    aggregation: str
+    windows: dict[str, object]
+
+
+def window_values(window) -> list:
+    """A window's values as a list (a one-value window holds the bare value)."""
+    return window if type(window) is list else [window]
+
+
+class WindowBatch(Sequence[TurokMessage]):
+    """Windows released together, kept in the buffer's groups.
+
+    It is a sequence of ``TurokMessage`` (built only when iterated or indexed), so callers that
+    want messages get them, while ``codec.encode_messages`` reads ``groups`` directly: with one
+    point per window, building a message object per window cost the gateway as much as adding
+    the points.
+    """
+    __slots__ = ("groups", "_count", "_messages")
+
+    def __init__(self, groups: list[WindowGroup]) -> None:
+        self.groups = groups
+        self._count = sum(len(group.windows) for group in groups)
+        self._messages: Optional[list[TurokMessage]] = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[TurokMessage]:
+        if self._messages is not None:
+            return iter(self._messages)
+        return (TurokMessage(metric, slot, window_values(window), step, aggregation)
+                for slot, step, aggregation, windows in self.groups for metric, window in windows.items())
+
+    def __getitem__(self, index):
+        if self._messages is None:
+            self._messages = list(iter(self))
+        return self._messages[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (WindowBatch, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WindowBatch({len(self.groups)} groups, {self._count} windows)"
+
+    @property
+    def points(self) -> int:
+        """Values held by all the windows."""
+        points = self._count
+        for group in self.groups:
+            windows = group.windows.values()
+            if list in set(map(type, windows)):  # some window holds more than one value
+                points += sum(len(window) - 1 for window in windows if type(window) is list)
+        return points
 
 
 class WindowBuffer:
@@ -50,38 +116,85 @@ class WindowBuffer:
 
     def add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int]) -> int:
         """Buffer parallel lists of points into their windows; returns how many were buffered."""
+        if not names:
+            return 0
+        chunk_policies = list(map(self._policies.get, names))
+        # The usual chunk: one timestamp and one policy, so one group. Names new to it (one
+        # point per window) go in with one dict update, no Python work per point: adding points
+        # was the gateway's second-largest cost.
+        ts = timestamps[0]
+        policy = chunk_policies[0]
+        if (policy is None or chunk_policies.count(policy) != len(names)
+                or timestamps.count(ts) != len(names)):
+            return self._add_each(names, values, timestamps, chunk_policies)
+        step = policy[0]
+        key = (ts - ts % step, step, policy[1])
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {}
+        if group.keys().isdisjoint(names):
+            before = len(group)
+            group.update(zip(names, values))
+            new_windows = len(group) - before
+            if new_windows != len(names):  # a name repeated within the chunk: undo, go point by point
+                for name in names:
+                    group.pop(name, None)  # (all were absent before the update)
+                new_windows = self._add_to_group(group, names, values)
+        else:
+            new_windows = self._add_to_group(group, names, values)
+        self._open_windows += new_windows
+        self._buffered_points += len(names)
+        return len(names)
+
+    @staticmethod
+    def _add_to_group(group: dict, names: Sequence[str], values: Sequence[float]) -> int:
+        """Add points to one group's windows; returns how many windows they opened."""
+        new_windows = 0
+        for name, value in zip(names, values):
+            # a window of one value holds the bare value (no list: less memory, less work)
+            window = group.get(name, _NONE)
+            if window is _NONE:
+                group[name] = value
+                new_windows += 1
+            elif type(window) is list:
+                window.append(value)
+            else:
+                group[name] = [window, value]
+        return new_windows
+
+    def _add_each(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
+                  chunk_policies: list[Optional[Policy]]) -> int:
+        """Points of several timestamps or policies: sorted out by group, then added per group."""
         policies = self._policies
         groups = self._groups
-        last_key = last_group = None
-        added = new_windows = rejected = 0
-        for name, value, ts in zip(names, values, timestamps):
-            try:
-                step, aggregation = policies[name]
-            except KeyError:
-                policy = self._policy(name)
+        by_key: dict[tuple[int, int, str], tuple[dict, list, list]] = {}
+        last_ts = last_policy = None
+        group_names: list = []
+        group_values: list = []
+        rejected = 0
+        for name, value, ts, policy in zip(names, values, timestamps, chunk_policies):
+            if policy is None:
+                # not cached yet, or cached as having no policy
+                policy = policies[name] if name in policies else self._policy(name)
                 if policy is None:
                     rejected += 1
                     continue
-                step, aggregation = policy
-            except TypeError:  # cached None: no policy for this metric
-                rejected += 1
-                continue
-            key = (ts - ts % step, step, aggregation)
-            if key == last_key:  # the usual case: a chunk's points share a timestamp
-                group = last_group
-            else:
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = {}
-                last_key, last_group = key, group
-            window = group.get(name)
-            if window is None:
-                group[name] = [value]
-                new_windows += 1
-            else:
-                window.append(value)
-            added += 1
-        self._open_windows += new_windows
+            if ts != last_ts or policy is not last_policy:  # policies are interned: `is` suffices
+                step = policy[0]
+                key = (ts - ts % step, step, policy[1])
+                pending = by_key.get(key)
+                if pending is None:
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = {}
+                    pending = by_key[key] = (group, [], [])
+                _, group_names, group_values = pending
+                last_ts, last_policy = ts, policy
+            group_names.append(name)
+            group_values.append(value)
+        for group, group_names, group_values in by_key.values():
+            self._open_windows += self._add_to_group(group, group_names, group_values)
+        added = len(names) - rejected
         self._buffered_points += added
         self.rejected_points += rejected
         return added
@@ -98,23 +211,20 @@ class WindowBuffer:
         self._policies[name] = policy
         return policy
 
-    def release(self, now: float) -> list[TurokMessage]:
-        """Messages for every window with ``slot + step + grace <= now``, forgetting them."""
+    def release(self, now: float) -> WindowBatch:
+        """Every window with ``slot + step + grace <= now``, forgetting them."""
         grace = self.grace_seconds
         closed = sorted(key for key in self._groups if key[0] + key[1] + grace <= now)
         return self._take(closed)
 
-    def release_all(self) -> list[TurokMessage]:
-        """Messages for every window, open or not (at shutdown)."""
+    def release_all(self) -> WindowBatch:
+        """Every window, open or not (at shutdown)."""
         return self._take(sorted(self._groups))
 
-    def _take(self, keys) -> list[TurokMessage]:
-        messages: list[TurokMessage] = []
-        for key in keys:
-            slot, step, aggregation = key
-            group = self._groups.pop(key)
-            messages.extend(TurokMessage(metric, slot, values, step, aggregation)
-                            for metric, values in group.items())
-            self._open_windows -= len(group)
-            self._buffered_points -= sum(map(len, group.values()))
-        return messages
+    def _take(self, keys) -> WindowBatch:
+        groups = self._groups
+        taken = [WindowGroup(*key, groups.pop(key)) for key in keys]
+        batch = WindowBatch(taken)
+        self._open_windows -= len(batch)
+        self._buffered_points -= batch.points
+        return batch

@@ -135,3 +135,46 @@ def test_policy_cache_is_bounded():
     buffer.add_points(names, [1.0] * 25, [T0] * 25)
     assert len(buffer._policies) <= 10
     assert len(buffer.release_all()) == 25
+
+
+def test_a_chunk_of_one_timestamp_and_policy_takes_the_bulk_path_with_the_same_result():
+    names = [f"h{i}.cpu" for i in range(1000)]
+    buffer = WindowBuffer(table_policy, grace_seconds=0)
+    # policies unknown yet: point by point (and they get cached)
+    assert buffer.add_points(names, [float(i) for i in range(1000)], [T0] * 1000) == 1000
+    # policies cached, one stamp, names new to the window: one dict update
+    assert buffer.add_points(names, [float(-i) for i in range(1000)], [T0 + 20] * 1000) == 1000
+    assert (buffer.open_windows, buffer.buffered_points) == (2000, 2000)
+    released = buffer.release(T0 + 100)
+    assert len(released) == 2000 and released.points == 2000
+    assert list(released) == ([TurokMessage(n, T0, [float(i)], 10, "average") for i, n in enumerate(names)]
+                              + [TurokMessage(n, T0 + 20, [float(-i)], 10, "average") for i, n in enumerate(names)])
+    assert (buffer.open_windows, buffer.buffered_points) == (0, 0)
+
+
+def test_names_repeated_in_a_chunk_or_already_open_join_their_window_in_order():
+    buffer = WindowBuffer(table_policy, grace_seconds=0)
+    buffer.add_points(["a", "b"], [1.0, 2.0], [T0, T0])
+    buffer.add_points(["a", "c", "a"], [3.0, 4.0, 5.0], [T0 + 1] * 3)  # "a" repeats in the chunk
+    buffer.add_points(["b", "d"], [6.0, 7.0], [T0 + 2] * 2)  # "b" is already open
+    buffer.add_points(["e", "f"], [8.0, 0.5], [T0 - 10] * 2)  # (caches the policies of e and f)
+    buffer.add_points(["e", "f", "e"], [9.0, 1.5, 10.0], [T0] * 3)  # bulk update undone: all kept
+    assert (buffer.open_windows, buffer.buffered_points) == (8, 12)
+    released = buffer.release(T0 + 10)
+    assert released.points == 12
+    assert sorted(released, key=lambda m: (m.start_time, m.metric)) == [
+        TurokMessage("e", T0 - 10, [8.0], 10, "average"), TurokMessage("f", T0 - 10, [0.5], 10, "average"),
+        TurokMessage("a", T0, [1.0, 3.0, 5.0], 10, "average"), TurokMessage("b", T0, [2.0, 6.0], 10, "average"),
+        TurokMessage("c", T0, [4.0], 10, "average"), TurokMessage("d", T0, [7.0], 10, "average"),
+        TurokMessage("e", T0, [9.0, 10.0], 10, "average"), TurokMessage("f", T0, [1.5], 10, "average")]
+
+
+def test_released_batch_is_a_sequence_of_messages_and_empty_when_nothing_closed():
+    buffer = WindowBuffer(table_policy, grace_seconds=0)
+    assert not buffer.release(T0) and len(buffer.release_all()) == 0
+    buffer.add_points(["x.count", "slow.y"], [1.0, 2.0], [T0, T0])
+    batch = buffer.release_all()
+    assert bool(batch) and len(batch) == 2 and [g.step for g in batch.groups] == [60, 10]  # by slot
+    assert list(batch) == [TurokMessage("slow.y", T0 - T0 % 60, [2.0], 60, "average"),
+                           TurokMessage("x.count", T0, [1.0], 10, "sum")]
+    assert batch[-1].metric == "x.count" and batch == list(batch)
