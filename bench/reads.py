@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 from common import REPO, VENV_BIN, free_port, machine, median, stop, wait_port
 

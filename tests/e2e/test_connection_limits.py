@@ -12,7 +12,6 @@ one rule, or are refused and counted.
 """
 from __future__ import annotations
 
-import pickle
 import re
 import selectors
 import socket

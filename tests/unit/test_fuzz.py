@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turok_core.carbon_pickle import (HEADER, FrameReader, MalformedPickleError, UnsafePickleError, decode_frames,
-                                      encode_frame, load_frame)
+                                      load_frame)
 from turok_core.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
 from turok_core.message import MessageError, TurokMessage
 from turok_core.metric_names import NameRule, check_stored, normalise
