@@ -78,6 +78,10 @@ class TurokConfig:
     spool_fsync_interval_seconds: float = 1.0
     # zlib level of gateway bodies, 0-9: 1 costs far less CPU than 6 for bodies a few % larger
     sqs_compression_level: int = 1
+    # the gateway process's first garbage-collector generation threshold (CPython's is 700); the
+    # parser makes a list per line, which set the cyclic collector off every few hundred points
+    # (BENCHMARKS.md); 0 keeps Python's default
+    gc_threshold: int = 20000
     # --- turokd
     # slots per DynamoDB item; 90 float64 slots and a name stay under the 1 KB write unit
     block_slots: int = 90

@@ -104,7 +104,7 @@ def parse_plaintext(data: bytes, now: float, max_line_length: int = 0,
 
 def _parse_fast(lines: list[bytes], now: int, rule: NameRule, longest_line: int):
     """Every line at once, or None when any line needs a closer look."""
-    rows = [row for row in map(bytes.split, lines) if row]
+    rows = list(filter(None, map(bytes.split, lines)))  # blank lines dropped, at C speed
     if not rows:
         return ParsedLines()
     try:

@@ -30,8 +30,12 @@ class TurokServiceMaker:
         from turok_core.config import load_config
 
         module_name, function_name = self._factory.split(":")
-        make_service = getattr(importlib.import_module(module_name), function_name)
-        return make_service(load_config(options["config"]))
+        module = importlib.import_module(module_name)
+        config = load_config(options["config"])
+        tune_process = getattr(module, "tune_gc", None)  # process-wide settings, for a real process only
+        if tune_process is not None:
+            tune_process(config)
+        return getattr(module, function_name)(config)
 
 
 gateway = TurokServiceMaker(

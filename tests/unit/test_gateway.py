@@ -347,3 +347,20 @@ def test_a_failing_disk_keeps_the_bodies_in_memory_and_says_so(turok_config, tmp
     assert gateway.counters.bodies_sent == 1  # sent from memory
     assert reader.wait_for_count(1, 10) == [TurokMessage("disk.a", T0 - 100, [1.0], 10, "average")]
     gateway.stopService()
+
+
+def test_the_gateway_process_tunes_its_garbage_collector(tmp_path):
+    """twistd's plugin calls ``tune_gc`` before making the gateway (a subprocess: it is process-wide)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = ("import gc\n"
+              "from twisted_plugins.turok_plugins import gateway\n"
+              "gateway.makeService({'config': None})\n"
+              "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)\n")
+    env = {"PATH": "/usr/bin:/bin", "TUROK_SPOOL_DIR": str(tmp_path / "spool"), "TUROK_GC_THRESHOLD": "12345"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["12345", "True"], out.stderr
