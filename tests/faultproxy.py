@@ -24,8 +24,10 @@ closes its connection so a worker is never held by an idle keep-alive client.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import time
 import queue
 import random
 import socket
@@ -62,7 +64,7 @@ class Faults:
 
     The error kinds are drawn in one roll, so their rates add up (at most 1). A batch request that
     meets no error is then made partial with probability ``partial_batch``; each of its items (or
-    keys) is left unprocessed with probability ``unprocessed_fraction``.
+    keys) is left unprocessed with probability ``unprocessed_fraction`` (and at least one is).
     """
     provisioned: float = 0.0
     throttling: float = 0.0
@@ -98,6 +100,7 @@ class FaultProxy:
         self.faults = faults
         self.counts: dict[tuple[str, str], int] = {}
         self.requests: dict[str, int] = {}  # DynamoDB requests seen, by operation
+        self._arrivals: dict[bytes, list[float]] = {}  # DynamoDB request fingerprint → arrival times
         self._connections: "queue.Queue[Optional[socket.socket]]" = queue.Queue(maxsize=workers * 4)
         self._server = _Server(("127.0.0.1", port), _Handler, self)
         self._workers = [threading.Thread(target=self._work, name=f"faultproxy-{i}", daemon=True)
@@ -123,6 +126,13 @@ class FaultProxy:
         ``503``, ``500-lost``, ``503-lost``, ``unprocessed-items``, ``unprocessed-keys``)."""
         with self._lock:
             return sum(n for (_op, k), n in self.counts.items() if kind is None or k == kind)
+
+    def retry_gaps(self) -> list[list[float]]:
+        """For each DynamoDB request that arrived more than once (same operation and body: a
+        retry), the seconds between its consecutive arrivals."""
+        with self._lock:
+            times = [list(t) for t in self._arrivals.values() if len(t) > 1]
+        return [[b - a for a, b in zip(t, t[1:])] for t in times]
 
     def start(self) -> "FaultProxy":
         for worker in self._workers:
@@ -162,10 +172,13 @@ class FaultProxy:
         with self._lock:
             self.counts[(operation, kind)] = self.counts.get((operation, kind), 0) + 1
 
-    def _decide(self, operation: str) -> tuple[Optional[str], bool, Optional[random.Random]]:
+    def _decide(self, operation: str, body: bytes) -> tuple[Optional[str], bool, Optional[random.Random]]:
         """(error kind or None, whether the error comes after forwarding, generator for a partial batch)."""
+        fingerprint = hashlib.sha1(operation.encode() + b"\0" + body).digest()
         with self._lock:
             self.requests[operation] = self.requests.get(operation, 0) + 1
+            if len(self._arrivals) < 1_000_000:
+                self._arrivals.setdefault(fingerprint, []).append(time.monotonic())
             faults = self.faults
             if faults.operations is not None and operation not in faults.operations:
                 return None, False, None
@@ -214,7 +227,7 @@ class FaultProxy:
         if not target.startswith(DYNAMODB_TARGET_PREFIX):
             return self.forward(method, path, headers, body)
         operation = target[len(DYNAMODB_TARGET_PREFIX):]
-        kind, after, partial = self._decide(operation)
+        kind, after, partial = self._decide(operation, body)
         if kind is not None:
             if after:
                 self.forward(method, path, headers, body)  # applied upstream; the answer is lost
@@ -230,10 +243,12 @@ class FaultProxy:
         return self.forward(method, path, headers, body)
 
     def _split(self, rng: random.Random, items: list) -> tuple[list, list]:
+        """(kept, left unprocessed): each item left with ``unprocessed_fraction``, at least one."""
         fraction = self.faults.unprocessed_fraction
+        chosen = rng.randrange(len(items)) if items else -1
         kept, left = [], []
-        for item in items:
-            (left if rng.random() < fraction else kept).append(item)
+        for index, item in enumerate(items):
+            (left if index == chosen or rng.random() < fraction else kept).append(item)
         return kept, left
 
     def _partial_write(self, rng, method, path, headers, body):

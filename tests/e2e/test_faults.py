@@ -16,7 +16,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import running_twistd, wait_for, with_schema_files
-from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, peak_rss_kib
+from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib
 from tests.faultproxy import FaultProxy, Faults
 from turok_core.aws import make_client
 from turok_core.storage import BACKOFF_BASE, BACKOFF_CAP, BlockStore
@@ -116,19 +116,22 @@ def test_backoff_is_capped_exponential_and_jittered(turok_config):
     assert max(draws[0]) < min(draws[5])  # exponential
 
 
-@pytest.mark.parametrize("conditional", [True, False], ids=["putitem", "batchwriteitem"])
-def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, proxy, turok_config, tmp_path):
+# the BatchWriteItem path makes fewer, larger requests: more data so every kind of fault shows up
+@pytest.mark.parametrize("conditional,metrics,slots", [(True, 20, 24), (False, 30, 36)],
+                         ids=["putitem", "batchwriteitem"])
+def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, metrics, slots, proxy, turok_config,
+                                                              tmp_path):
     config = with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION).replace(
         conditional_writes=conditional, block_slots=6, window_grace_seconds=2, visibility_timeout_seconds=10,
         receive_wait_seconds=1, turokd_pollers=2, aws_threads=4, put_threads=4, self_metrics_interval_seconds=0)
-    direct = BlockStore(make_client("dynamodb", config), config)  # the audit reads moto directly
+    direct = audit_store(config)  # the audit reads moto directly
     now = int(time.time())
-    stream = SumStream(config, metrics=20, first_slot=now - 600, seed=3 + conditional, per_body=5)
+    stream = SumStream(config, metrics=metrics, first_slot=now - 600, seed=3 + conditional, per_body=5)
     proxy.faults = Faults.uniform(FAULT_RATE)
     with running_twistd("turokd", config.replace(aws_endpoint_url=proxy.url), tmp_path, turokd_ready,
                         "turokd start") as (logfile, process):
         watch = DrainWatch(stream, direct, config)
-        stream.send_steadily(slots=24, interval=0.25, on_slot=lambda _: watch.check())
+        stream.send_steadily(slots=slots, interval=0.25, on_slot=lambda _: watch.check())
         started = time.monotonic()
         wait_for(watch.check, 150, "every point stored and the queue empty", interval=0.5)
         drained = time.monotonic() - started
@@ -145,5 +148,9 @@ def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, proxy
     missing = {kind for kind in kinds if not proxy.injected(kind) + proxy.injected(f"{kind}-lost")}
     assert not missing, f"faults never injected: {missing} ({proxy.counts})"
     assert proxy.injected("500-lost") + proxy.injected("503-lost") > 0
+    # the faulted requests came again (botocore's and the store's retries), after capped, jittered waits
+    gaps = [gap for repeats in proxy.retry_gaps() for gap in repeats]
+    assert len(gaps) > 10 and max(gaps) < 25.0, gaps
+    assert len({round(gap, 3) for gap in gaps}) > len(gaps) // 2, gaps
     total = sum(proxy.requests.values())
     assert 0.15 < proxy.injected() / total < 0.45, (proxy.injected(), total)
