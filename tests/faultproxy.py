@@ -13,7 +13,10 @@ it injects, at the rates of its ``Faults`` and from one seeded random generator:
   ``UnprocessedItems``; partial ``BatchGetItem``: only some keys are read, the rest come back as
   ``UnprocessedKeys`` (a batch may be answered with nothing processed at all, as AWS may).
 
-Other services (SQS, S3) pass through untouched. The test changes the faults at any time with
+Other services (SQS, S3) pass through untouched, except that conditional S3 PUTs (``If-Match``,
+``If-None-Match``) are forwarded one at a time: moto checks the condition and stores the object
+in two steps without a lock, so two concurrent compare-and-swaps could both win there, which S3
+never allows. The test changes the faults at any time with
 ``proxy.faults = Faults(...)`` or ``proxy.set_faults(...)`` and reads what was injected from
 ``proxy.counts`` (``{(operation, kind): n}``). The draws come from one ``random.Random(seed)``, so a
 run's sequence of decisions is fixed, while which request meets which decision depends on the
@@ -97,6 +100,7 @@ class FaultProxy:
         self._upstream_timeout = upstream_timeout
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # one conditional S3 PUT at a time (see the module doc)
         self.faults = faults
         self.counts: dict[tuple[str, str], int] = {}
         self.requests: dict[str, int] = {}  # DynamoDB requests seen, by operation
@@ -223,8 +227,12 @@ class FaultProxy:
     def handle(self, method: str, path: str, headers: list[tuple[str, str]],
                body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         """Answer one client request: forwarded, faulted or made partial."""
-        target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
+        names = {k.lower(): v for k, v in headers}
+        target = names.get("x-amz-target", "")
         if not target.startswith(DYNAMODB_TARGET_PREFIX):
+            if method == "PUT" and ("if-match" in names or "if-none-match" in names):
+                with self._swap_lock:
+                    return self.forward(method, path, headers, body)
             return self.forward(method, path, headers, body)
         operation = target[len(DYNAMODB_TARGET_PREFIX):]
         kind, after, partial = self._decide(operation, body)
