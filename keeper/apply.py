@@ -260,14 +260,18 @@ class Applier:
             if dead:
                 index = IndexStore(self._s3, self._config, sleep=self._sleep)
                 report.removed = dead  # before the call: a failure part-way may have removed some
-                index.remove_names(dead)
-                # today's tables first (where a live metric writes), then every other table
-                again = today_tables + [t for t in self._tables_now(remaining_tables, deleted, prefix, joiner)
-                                        if t not in today_tables]
-                back = [name for name in dead if self._in_any(again, name, report)]
-                if back:
-                    index.add_names(back)
-                    report.readded = back
+                try:
+                    index.remove_names(dead)
+                finally:
+                    # also after a removal that failed part-way (a shard lost every compare-and-swap):
+                    # the shards it did rewrite may have taken out a name that came back meanwhile
+                    # today's tables first (where a live metric writes), then every other table
+                    again = today_tables + [t for t in self._tables_now(remaining_tables, deleted, prefix, joiner)
+                                            if t not in today_tables]
+                    back = [name for name in dead if self._in_any(again, name, report)]
+                    if back:
+                        index.add_names(back)
+                        report.readded = back
         except Exception as exc:  # hygiene must not hide what the deletions did
             report.error = f"{type(exc).__name__}: {exc}"
         return report

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 
 import keeper.apply as apply_module
 from keeper.apply import Applier, list_tables
@@ -24,6 +25,7 @@ from tests.conftest import ROOT, VENV_BIN, running_twistd, wait_for, with_schema
 from tests.faultproxy import FaultProxy
 from turok_core.announcements import encode_announcements
 from turok_core.aws import make_client
+from turok_core.index import shard_of
 from turok_core.index_store import IndexStore
 from turok_core.queues import MessageQueue
 from turok_core.schemas import load_schemas
@@ -121,7 +123,7 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
     with FaultProxy(moto_endpoint) as proxy:  # S3 compare-and-swap as atomic as S3's (see faultproxy)
         config = with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION).replace(
             aws_endpoint_url=proxy.url, index_shards=1, indexer_pollers=2, receive_wait_seconds=1,
-            visibility_timeout_seconds=10, self_metrics_interval_seconds=0, write_max_attempts=30)
+            visibility_timeout_seconds=10, self_metrics_interval_seconds=0)
         config_file = tmp_path / "turok.ini"
         write_config(config, config_file)
         store = BlockStore(make_client("dynamodb", config), config)
@@ -211,3 +213,41 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
     # the indexers really raced each other (and the keeper) for the one shard, and both worked
     assert sum(c["conflicts_retried"] for c in counters) > 0 and all(c["shard_writes"] for c in counters)
     assert sum(c["errors"] for c in counters) == 0
+
+
+def test_a_removal_that_fails_part_way_still_adds_back_what_came_back(turok_config, tmp_path, monkeypatch):
+    """The removal rewrites one shard, then loses every compare-and-swap on the next and gives up:
+    a name of the first shard that came back meanwhile must still be added back."""
+    now = int(time.time())
+    config = turok_config.replace(index_shards=2, write_max_attempts=2, index_prefix="partial/")
+    pool = [f"race.n{i}" for i in range(20)]
+    back = next(n for n in pool if shard_of(n, 2) == 0)  # the shard removed first
+    stuck = next(n for n in pool if shard_of(n, 2) == 1)  # the shard whose removal gives up
+    config, store = keeper_setup(config, tmp_path, [back, stuck], now)
+    s3 = make_client("s3", config)
+    stuck_key = IndexStore(s3, config).layout.shard_key(1, 2)
+
+    class Contended:
+        """S3 where another writer always wins the race for shard 1; ``back`` returns meanwhile."""
+        def __getattr__(self, attribute):
+            return getattr(s3, attribute)
+
+        returned = False
+
+        def put_object(self, **kwargs):
+            if not Contended.returned:  # between the keeper's check of the names and their removal
+                Contended.returned = True
+                store.write_slots([(back, STEP, now - DAY - (now - DAY) % STEP, 5.0)])  # a late point
+            if kwargs["Key"] == stuck_key:
+                raise ClientError({"Error": {"Code": "PreconditionFailed"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 412}}, "PutObject")
+            return s3.put_object(**kwargs)
+
+    client = make_client("dynamodb", config)
+    plan = plan_for(load_schemas(config), list_tables(client), config.table_prefix, config.table_joiner,
+                    now, days_ahead=0)
+    applier = Applier(client, config, s3_client=Contended(), sleep=lambda s: None)
+    applier.apply(plan)
+    report = applier.hygiene
+    assert "IndexConflictError" in report.error and report.readded == [back]
+    assert index_names(config) == {back, stuck}  # nothing lost; the stuck name waits for the next run
