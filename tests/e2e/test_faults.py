@@ -22,6 +22,7 @@ from turok_core.aws import make_client
 from turok_core.storage import BACKOFF_BASE, BACKOFF_CAP, BlockStore
 
 FAULT_RATE = 0.3
+MAX_EXTRA_SLOTS = 24
 
 
 def turokd_ready(log):
@@ -116,6 +117,13 @@ def test_backoff_is_capped_exponential_and_jittered(turok_config):
     assert max(draws[0]) < min(draws[5])  # exponential
 
 
+def missing_kinds(proxy, conditional) -> set[str]:
+    """The kinds of fault not injected yet (partial BatchWriteItem only exists without conditions)."""
+    kinds = {"provisioned", "throttling", "500", "503", "unprocessed-keys"}
+    kinds |= set() if conditional else {"unprocessed-items"}
+    return {kind for kind in kinds if not proxy.injected(kind) + proxy.injected(f"{kind}-lost")}
+
+
 # the BatchWriteItem path makes fewer, larger requests: more data so every kind of fault shows up
 @pytest.mark.parametrize("conditional,metrics,slots", [(True, 20, 24), (False, 30, 36)],
                          ids=["putitem", "batchwriteitem"])
@@ -126,12 +134,20 @@ def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, metri
         receive_wait_seconds=1, turokd_pollers=2, aws_threads=4, put_threads=4, self_metrics_interval_seconds=0)
     direct = audit_store(config)  # the audit reads moto directly
     now = int(time.time())
-    stream = SumStream(config, metrics=metrics, first_slot=now - 600, seed=3 + conditional, per_body=5)
+    stream = SumStream(config, metrics=metrics, first_slot=now - 900, seed=3 + conditional, per_body=5)
     proxy.faults = Faults.uniform(FAULT_RATE)
     with running_twistd("turokd", config.replace(aws_endpoint_url=proxy.url), tmp_path, turokd_ready,
                         "turokd start") as (logfile, process):
         watch = DrainWatch(stream, direct, config)
         stream.send_steadily(slots=slots, interval=0.25, on_slot=lambda _: watch.check())
+        # turokd writes each block once, so requests are few: the stream goes on (bounded) until
+        # every kind of fault has been met at least once
+        for _ in range(MAX_EXTRA_SLOTS):
+            if not missing_kinds(proxy, conditional):
+                break
+            stream.send_slot()
+            watch.check()
+            time.sleep(0.25)
         started = time.monotonic()
         wait_for(watch.check, 150, "every point stored and the queue empty", interval=0.5)
         drained = time.monotonic() - started
@@ -143,9 +159,7 @@ def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, metri
           f"{watch.checks} checks; injected {dict(sorted(proxy.counts.items()))}; requests {proxy.requests}")
     assert audit.exact and audit.rollups_wrong == 0, audit.examples
     assert not watch.violations, f"SQS bodies deleted before their data was stored: {watch.violations[:5]}"
-    kinds = {"provisioned", "throttling", "500", "503"} | {"unprocessed-keys"}
-    kinds |= set() if conditional else {"unprocessed-items"}
-    missing = {kind for kind in kinds if not proxy.injected(kind) + proxy.injected(f"{kind}-lost")}
+    missing = missing_kinds(proxy, conditional)
     assert not missing, f"faults never injected: {missing} ({proxy.counts})"
     assert proxy.injected("500-lost") + proxy.injected("503-lost") > 0
     # the faulted requests came again (botocore's and the store's retries), after capped, jittered waits
