@@ -138,10 +138,10 @@ def audit_store(config) -> BlockStore:
     return BlockStore(make_client("dynamodb", config), config, clock=lambda: float(next(ticks)))
 
 
-def queue_depth(config) -> int:
-    """Messages on the metrics queue, visible or in flight."""
+def queue_depth(config, name: Optional[str] = None) -> int:
+    """Messages on queue ``name`` (default: the metrics queue), visible or in flight."""
     sqs = make_client("sqs", config)
-    url = sqs.get_queue_url(QueueName=config.queue_name)["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=name or config.queue_name)["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 

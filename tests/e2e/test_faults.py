@@ -16,7 +16,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import running_twistd, wait_for, with_schema_files
-from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib
+from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib, queue_depth
 from tests.faultproxy import FaultProxy, Faults
 from turok_core.aws import make_client
 from turok_core.storage import BACKOFF_BASE, BACKOFF_CAP, BlockStore
@@ -159,6 +159,7 @@ def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, metri
           f"{watch.checks} checks; injected {dict(sorted(proxy.counts.items()))}; requests {proxy.requests}")
     assert audit.exact and audit.rollups_wrong == 0, audit.examples
     assert not watch.violations, f"SQS bodies deleted before their data was stored: {watch.violations[:5]}"
+    assert queue_depth(config, config.dead_letter_queue_name) == 0  # no good message dead-lettered
     missing = missing_kinds(proxy, conditional)
     assert not missing, f"faults never injected: {missing} ({proxy.counts})"
     assert proxy.injected("500-lost") + proxy.injected("503-lost") > 0

@@ -22,6 +22,7 @@ import keeper.apply as apply_module
 from keeper.apply import Applier, list_tables
 from keeper.plan import plan_for
 from tests.conftest import ROOT, VENV_BIN, running_twistd, wait_for, with_schema_files
+from tests.e2e.sum_stream import queue_depth
 from tests.faultproxy import FaultProxy
 from turok_core.announcements import encode_announcements
 from turok_core.aws import make_client
@@ -86,13 +87,6 @@ def test_a_name_that_returns_outside_todays_tables_during_pruning_stays_indexed(
     assert report.error == "" and sorted(report.removed) == ["race.back", "race.gone"]
     assert report.readded == ["race.back"]
     assert index_names(config) == {"race.back"}
-
-
-def index_queue_depth(config) -> int:
-    sqs = make_client("sqs", config)
-    url = sqs.get_queue_url(QueueName=config.index_queue_name)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
 def final_counters(log) -> dict:
@@ -193,7 +187,7 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
                     for worker in workers:
                         worker.join(30)
                 dead.update(set(candidates) - returned)
-            wait_for(lambda: announced <= index_names(config) and index_queue_depth(config) == 0, 60,
+            wait_for(lambda: announced <= index_names(config) and queue_depth(config, config.index_queue_name) == 0, 60,
                      "every announced name indexed and the index queue empty", interval=0.5)
         index = index_names(config)
     counters = [final_counters(d / "turok-indexer.log") for d in dirs]  # logged when they stopped

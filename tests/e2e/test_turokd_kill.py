@@ -12,7 +12,7 @@ import threading
 import time
 
 from tests.conftest import running_twistd, wait_for, with_schema_files
-from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib
+from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib, queue_depth
 
 
 def turokd_ready(log):
@@ -21,7 +21,7 @@ def turokd_ready(log):
 
 def test_turokd_killed_mid_stream_stores_every_point_exactly_once(turok_config, tmp_path):
     config = with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION).replace(
-        block_slots=6, window_grace_seconds=2, visibility_timeout_seconds=4, receive_wait_seconds=1,
+        block_slots=6, window_grace_seconds=2, visibility_timeout_seconds=10, receive_wait_seconds=1,
         turokd_pollers=2, aws_threads=4, self_metrics_interval_seconds=0)
     store = audit_store(config)
     stream = SumStream(config, metrics=30, first_slot=int(time.time()) - 900, seed=11, per_body=5,
@@ -44,7 +44,13 @@ def test_turokd_killed_mid_stream_stores_every_point_exactly_once(turok_config, 
         watch = DrainWatch(stream, store, config)
         sender.join(30)
         assert not sender.is_alive()
-        wait_for(watch.check, 120, "every point stored and the queue empty", interval=0.5)
+        try:
+            wait_for(watch.check, 120, "every point stored and the queue empty", interval=0.5)
+        except AssertionError:
+            last = watch.last
+            raise AssertionError(f"queue depth {watch.depth}, dead-letter queue "
+                                 f"{queue_depth(config, config.dead_letter_queue_name)}; stored {last.stored}/{last.sent}, duplicated "
+                                 f"{last.duplicated}, lost {last.lost}, wrong {last.wrong}; e.g. {last.examples}")
         peaks.append(peak_rss_kib(process.pid))
     audit = stream.audit(store, rollups=True)
     print(f"\nturokd SIGKILL: sent {audit.sent}, stored {audit.stored}, duplicated {audit.duplicated}, "
@@ -52,4 +58,7 @@ def test_turokd_killed_mid_stream_stores_every_point_exactly_once(turok_config, 
           f"{killed_at.stored} stored of {killed_at.sent} sent ({sent_at_kill} bodies); peak RSS {peaks} KiB")
     assert killed_at.stored < killed_at.sent < audit.sent, "the kill must land in the middle of the stream"
     assert audit.exact and audit.rollups_wrong == 0, audit.examples
-    assert not watch.violations, f"SQS bodies deleted before their data was stored: {watch.violations[:5]}"
+    dead_lettered = queue_depth(config, config.dead_letter_queue_name)
+    assert not watch.violations, (f"SQS bodies gone from the queue before their data was stored: "
+                                  f"{watch.violations[:5]}; {dead_lettered} on the dead-letter queue")
+    assert dead_lettered == 0
