@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tests.conftest import wait_for
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
 from turok_core.message import TurokMessage
@@ -138,6 +139,11 @@ def audit_store(config) -> BlockStore:
     return BlockStore(make_client("dynamodb", config), config, clock=lambda: float(next(ticks)))
 
 
+def turokd_ready(log: Path) -> bool:
+    """``running_twistd``'s readiness test for turokd."""
+    return "poller(s) on queue" in log.read_text()
+
+
 def queue_depth(config, name: Optional[str] = None) -> int:
     """Messages on queue ``name`` (default: the metrics queue), visible or in flight."""
     sqs = make_client("sqs", config)
@@ -170,6 +176,17 @@ class DrainWatch:
         self.violations: list[tuple[int, int]] = []  # (deleted, complete) when deleted > complete
         self.last: Optional[Audit] = None
         self.depth = -1
+
+    def wait(self, timeout: float) -> None:
+        """Check every half second until the queue is empty and everything is stored exactly."""
+        try:
+            wait_for(self.check, timeout, "every point stored and the queue empty", interval=0.5)
+        except AssertionError as exc:
+            last, config = self.last, self._config
+            raise AssertionError(
+                f"{exc}: queue depth {self.depth}, dead-letter queue "
+                f"{queue_depth(config, config.dead_letter_queue_name)}; stored {last.stored}/{last.sent}, "
+                f"duplicated {last.duplicated}, lost {last.lost}, wrong {last.wrong}; e.g. {last.examples}") from None
 
     def check(self) -> bool:
         """One observation; True once the queue is empty and everything sent is stored exactly."""

@@ -15,18 +15,15 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.conftest import running_twistd, wait_for, with_schema_files
-from tests.e2e.sum_stream import AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib, queue_depth
+from tests.conftest import running_twistd, with_schema_files
+from tests.e2e.sum_stream import (AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib,
+                                  queue_depth, turokd_ready)
 from tests.faultproxy import FaultProxy, Faults
 from turok_core.aws import make_client
 from turok_core.storage import BACKOFF_BASE, BACKOFF_CAP, BlockStore
 
 FAULT_RATE = 0.3
 MAX_EXTRA_SLOTS = 24
-
-
-def turokd_ready(log):
-    return "poller(s) on queue" in log.read_text()
 
 
 @pytest.fixture
@@ -149,7 +146,7 @@ def test_turokd_stores_every_point_once_under_dynamodb_faults(conditional, metri
             watch.check()
             time.sleep(0.25)
         started = time.monotonic()
-        wait_for(watch.check, 150, "every point stored and the queue empty", interval=0.5)
+        watch.wait(150)
         drained = time.monotonic() - started
         peak = peak_rss_kib(process.pid)
     audit = stream.audit(direct, rollups=True)

@@ -177,7 +177,8 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
                 kept.update(staying)
                 stop = threading.Event()
                 workers = [threading.Thread(target=stream, args=(round_number, stop)),
-                           threading.Thread(target=comeback, args=(candidates[::2], store.table_for(expired, STEP), stop))]
+                           threading.Thread(target=comeback,
+                                            args=(candidates[::2], store.table_for(expired, STEP), stop))]
                 for worker in workers:
                     worker.start()
                 try:
@@ -187,8 +188,8 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
                     for worker in workers:
                         worker.join(30)
                 dead.update(set(candidates) - returned)
-            wait_for(lambda: announced <= index_names(config) and queue_depth(config, config.index_queue_name) == 0, 60,
-                     "every announced name indexed and the index queue empty", interval=0.5)
+            wait_for(lambda: announced <= index_names(config) and not queue_depth(config, config.index_queue_name),
+                     60, "every announced name indexed and the index queue empty", interval=0.5)
         index = index_names(config)
     counters = [final_counters(d / "turok-indexer.log") for d in dirs]  # logged when they stopped
     hygiene = [report["index_hygiene"] for report in reports]
@@ -209,7 +210,7 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
     assert sum(c["errors"] for c in counters) == 0
 
 
-def test_a_removal_that_fails_part_way_still_adds_back_what_came_back(turok_config, tmp_path, monkeypatch):
+def test_a_removal_that_fails_part_way_still_adds_back_what_came_back(turok_config, tmp_path):
     """The removal rewrites one shard, then loses every compare-and-swap on the next and gives up:
     a name of the first shard that came back meanwhile must still be added back."""
     now = int(time.time())
@@ -223,10 +224,10 @@ def test_a_removal_that_fails_part_way_still_adds_back_what_came_back(turok_conf
 
     class Contended:
         """S3 where another writer always wins the race for shard 1; ``back`` returns meanwhile."""
+        returned = False
+
         def __getattr__(self, attribute):
             return getattr(s3, attribute)
-
-        returned = False
 
         def put_object(self, **kwargs):
             if not Contended.returned:  # between the keeper's check of the names and their removal
