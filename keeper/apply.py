@@ -8,8 +8,12 @@ Nothing is deleted that the plan did not name.
 
 Index hygiene: names seen in the deleted tables that have no item left in any remaining Turok
 table (one ``Query ... Limit 1`` per name and table, today's tables first, then oldest first,
-bounded) are removed from the S3 index by compare-and-swap; those that show up in today's tables
-right after the removal (a metric that came back meanwhile) are added back.
+bounded) are removed from the S3 index by compare-and-swap; those found again right after the
+removal (a metric that came back meanwhile) are added back. That second look covers every
+remaining table plus any Turok table made since the plan listed them, not only today's: a point
+stored between a name's first check and its removal may be a late one (yesterday's table) or a
+future one (tomorrow's), and turokd, which announces a name once a day, would not announce it
+again, so the name would stay out of the index while its data is stored.
 """
 from __future__ import annotations
 
@@ -148,7 +152,8 @@ class Applier:
         if self._s3 is not None:
             deleted = {o.action.table for o in outcomes if o.action.kind == DELETE and o.status == "done"}
             remaining = (set(plan.present) - deleted) | {a.table for a in plan.creates}
-            self.hygiene = self.index_hygiene(self._seen, remaining, plan.now, plan.prefix, plan.joiner)
+            self.hygiene = self.index_hygiene(self._seen, remaining, plan.now, plan.prefix, plan.joiner,
+                                              deleted=deleted)
         return outcomes
 
     def _create(self, action: Action) -> Outcome:
@@ -210,13 +215,17 @@ class Applier:
         return int(response.get("Count", 0)) > 0
 
     def index_hygiene(self, candidates: Iterable[str], remaining_tables: Iterable[str], now: int,
-                      prefix: str, joiner: str) -> HygieneReport:
-        """Remove from the index the ``candidates`` with no item in any of ``remaining_tables``."""
+                      prefix: str, joiner: str, deleted: Iterable[str] = ()) -> HygieneReport:
+        """Remove from the index the ``candidates`` with no item in any of ``remaining_tables``.
+
+        ``deleted`` names the tables this run deleted: they may still be listed while DynamoDB
+        finishes deleting them, and must not count as a place a name came back to."""
         report = HygieneReport()
         names = sorted(set(candidates))
         report.candidates = len(names)
         if not names:
             return report
+        remaining_tables = set(remaining_tables)
         today = day_start(now)
         parsed = {t: parse_table_name(t, prefix, joiner) for t in remaining_tables}
         tables = [t for t, p in parsed.items() if p is not None]
@@ -251,14 +260,29 @@ class Applier:
             if dead:
                 index = IndexStore(self._s3, self._config, sleep=self._sleep)
                 report.removed = dead  # before the call: a failure part-way may have removed some
-                index.remove_names(dead)
-                back = [name for name in dead if self._in_any(today_tables, name, report)]
-                if back:
-                    index.add_names(back)
-                    report.readded = back
+                try:
+                    index.remove_names(dead)
+                finally:
+                    # also after a removal that failed part-way (a shard lost every compare-and-swap):
+                    # the shards it did rewrite may have taken out a name that came back meanwhile
+                    # today's tables first (where a live metric writes), then every other table
+                    again = today_tables + [t for t in self._tables_now(remaining_tables, deleted, prefix, joiner)
+                                            if t not in today_tables]
+                    back = [name for name in dead if self._in_any(again, name, report)]
+                    if back:
+                        index.add_names(back)
+                        report.readded = back
         except Exception as exc:  # hygiene must not hide what the deletions did
             report.error = f"{type(exc).__name__}: {exc}"
         return report
+
+    def _tables_now(self, remaining: set[str], deleted: Iterable[str], prefix: str, joiner: str) -> list[str]:
+        """The remaining Turok tables plus those made since the plan listed them, newest day first."""
+        tables = set(remaining) | {t for t in list_tables(self._client) if parse_table_name(t, prefix, joiner)}
+        tables -= set(deleted)
+        parsed = {t: parse_table_name(t, prefix, joiner) for t in tables}
+        return sorted((t for t, p in parsed.items() if p is not None),
+                      key=lambda t: (-parsed[t].day, parsed[t].step))
 
     def _in_any(self, tables: Sequence[str], name: str, report: HygieneReport) -> bool:
         for table in tables:

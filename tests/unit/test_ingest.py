@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from turok_core.aws import make_client
 from turok_core.blocks import block_span, decode_datapoints
 from turok_core.codec import encode_json, encode_messages
@@ -26,7 +27,7 @@ def received(body: str, n: int = 1) -> ReceivedMessage:
 
 def scan_all(config):
     client = make_client("dynamodb", config)
-    tables = [t for t in client.list_tables(Limit=100)["TableNames"] if t.startswith(config.table_prefix + "_")]
+    tables = [t for t in list_tables(client) if t.startswith(config.table_prefix + "_")]
     return {t: sorted(client.scan(TableName=t, ConsistentRead=True)["Items"],
                       key=lambda i: (i["metric"]["S"], i["start_time"]["N"])) for t in sorted(tables)}
 

@@ -11,6 +11,7 @@ import threading
 import pytest
 import whisper
 
+from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
@@ -119,7 +120,7 @@ def snapshot(config) -> dict[str, list]:
     """Every item of every table under the config's prefix, keyed by the name after the prefix."""
     client = make_client("dynamodb", config)
     prefix = config.table_prefix + config.table_joiner
-    tables = [t for t in client.list_tables(Limit=100)["TableNames"] if t.startswith(prefix)]
+    tables = [t for t in list_tables(client) if t.startswith(prefix)]
     result = {}
     for table in tables:
         items = client.scan(TableName=table, ConsistentRead=True)["Items"]

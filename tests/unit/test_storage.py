@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from turok_core.aws import make_client
 from turok_core.blocks import block_span, decode_datapoints
 from turok_core.storage import (BATCH_GET_KEYS, BATCH_WRITE_ITEMS, BlockStore, BlockWriteError, item_size)
@@ -134,7 +135,7 @@ def test_range_across_midnight_uses_two_day_tables(turok_config):
     midnight = DAY + 86400
     store.write_slots([("x.y", STEP, midnight - 10, 1.0), ("x.y", STEP, midnight, 2.0),
                        ("x.y", 60, midnight - 60, 7.0)])
-    tables = make_client("dynamodb", turok_config).list_tables(Limit=100)["TableNames"]
+    tables = list_tables(make_client("dynamodb", turok_config))
     prefix = turok_config.table_prefix
     mine = sorted(t for t in tables if t.startswith(prefix + "_"))
     assert mine == [f"{prefix}_01-04-2014_10sec", f"{prefix}_01-04-2014_1min", f"{prefix}_02-04-2014_10sec"]
