@@ -255,11 +255,12 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
     monkeypatch.setattr(consumer_module, "deferToThreadPool",
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
     clock = MemoryReactorClock()
-    config = turok_config.replace(turokd_pollers=1, max_held_messages=2, receive_wait_seconds=0)
+    config = turok_config.replace(turokd_pollers=1, max_held_messages=2, receive_wait_seconds=0,
+                                  visibility_timeout_seconds=4)
 
     class Queue:
         def __init__(self):
-            self.calls, self.deleted = 0, []
+            self.calls, self.deleted, self.extended = 0, [], []
 
         def receive(self, *args):
             self.calls += 1
@@ -268,6 +269,9 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
 
         def delete(self, handles):
             self.deleted.extend(handles)
+
+        def change_visibility(self, entries):
+            self.extended.extend(entries)
 
     class Store:  # DynamoDB down
         config = turok_config
@@ -288,6 +292,9 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
             clock.advance(1.0)
         assert queue.calls == 2 and service.writer.open.held_messages == 2  # held, then waiting
         assert service.counters.receive_pauses >= 5 and service.counters.errors >= 5 and queue.deleted == []
+        # their blocks are due but cannot be written: the held messages are kept invisible, not
+        # left to be received again (and counted toward the dead-letter queue)
+        assert {handle for handle, seconds in queue.extended if seconds >= 60} == {"h1", "h2"}
         service.writer.store = BlockStore(make_client("dynamodb", config), config)  # DynamoDB is back
         clock.advance(1.0)
         clock.advance(1.0)

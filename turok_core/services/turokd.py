@@ -82,6 +82,9 @@ class TurokdService(QueueConsumerService):
         self._tick_call: Optional[task.LoopingCall] = None
         self._ticking: Optional[defer.Deferred] = None
         self._cache_port = None
+        # held receipt handle → (when its blocks are all written, when SQS would show it again)
+        self._visible_until: dict[str, tuple[float, float]] = {}
+        self._extending = False
 
     @property
     def pollers(self) -> int:
@@ -161,25 +164,52 @@ class TurokdService(QueueConsumerService):
             yield self._announce(batch.metrics)
 
     def _extend_visibility(self, batch: DecodedBatch) -> defer.Deferred:
-        """Held messages that must wait past their visibility timeout get a longer one."""
+        """Track the batch's held messages; those that must wait past their timeout get a longer one."""
         now = self.clock()
         timeout = self.config.visibility_timeout_seconds
-        longer = [(receipt, deadline - now + VISIBILITY_MARGIN) for deadline, receipt in batch.held
-                  if deadline - now + VISIBILITY_MARGIN > timeout]
-        if not longer:
+        for deadline, receipt in batch.held:
+            self._visible_until[receipt] = (deadline, now + timeout)
+        return self._extend([receipt for deadline, receipt in batch.held
+                             if deadline - now + VISIBILITY_MARGIN > timeout], now)
+
+    def _extend_expiring(self) -> defer.Deferred:
+        """Held messages about to become visible again (their blocks not written yet: a slow or
+        failing write) get more time, so SQS neither redelivers them nor counts them toward the
+        dead-letter queue while their data is in memory."""
+        now = self.clock()
+        soon = now + max(VISIBILITY_MARGIN / 2, 2 * self.config.block_tick_seconds)
+        return self._extend([receipt for receipt, (_deadline, until) in self._visible_until.items()
+                             if until <= soon], now)
+
+    def _extend(self, receipts: list[str], now: float) -> defer.Deferred:
+        if not receipts:
             return defer.succeed(None)
+        longer = []
+        for receipt in receipts:
+            deadline, _until = self._visible_until[receipt]
+            seconds = max(deadline - now, 0) + VISIBILITY_MARGIN
+            self._visible_until[receipt] = (deadline, now + seconds)
+            longer.append((receipt, seconds))
         self.counters.visibility_extensions += len(longer)
         return self._in_pool(self._queue.change_visibility, longer)
 
-    def _tick(self) -> Optional[defer.Deferred]:
-        """Write what has closed; a tick still running (slow writes) is not doubled."""
-        if self._ticking is not None or self.writer is None:
-            return None
+    def _tick(self) -> None:
+        """Write what has closed (a tick still writing is not doubled), and keep held messages
+        invisible, also while a slow or failing write is in progress."""
+        if self.writer is None:
+            return
+        if not self._extending:
+            self._extending = True
+            extended = self._extend_expiring()
+            extended.addErrback(lambda failure: self._errors.error(
+                "visibility", "turokd: extending held messages' visibility failed: {error!r}", error=failure.value))
+            extended.addBoth(lambda _: setattr(self, "_extending", False))
+        if self._ticking is not None:
+            return
         ticking = self._close_due()
         if not ticking.called:
             self._ticking = ticking
             ticking.addBoth(self._tick_done)
-        return None
 
     def _tick_done(self, result):
         self._ticking = None
@@ -200,6 +230,8 @@ class TurokdService(QueueConsumerService):
         if result.deletable:  # only now is what they carry durable in DynamoDB
             yield self._in_pool(self._queue.delete, result.deletable)
             self.counters.messages_deleted += len(result.deletable)
+            for receipt in result.deletable:
+                self._visible_until.pop(receipt, None)
 
     @defer.inlineCallbacks
     def _announce(self, metrics):
