@@ -105,6 +105,8 @@ class CountingClient:
 
     def _bill_receive_message(self, _request, response):
         self._billing["sqs"] += _chunks(sum(len(m["Body"]) for m in response.get("Messages", [])))
+        if not response.get("Messages"):
+            self._billing["sqs_empty"] += 1  # a long poll that returned empty: billed all the same
 
     def _bill_delete_message_batch(self, _request, _response):
         self._billing["sqs"] += 1
@@ -225,6 +227,8 @@ def report(result: dict, values_kind: str) -> None:
     print(f"{'DynamoDB write units':<34}{per_k['wcu']:>12.2f}{1000 + 1000 / 6 + 1000 / 360:>22.0f}{15:>10}")
     print(f"{'DynamoDB read units':<34}{per_k['rcu']:>12.2f}{'':>22}{'':>10}")
     print(f"{'SQS requests (64 KB chunks)':<34}{per_k['sqs']:>12.3f}{3000:>22}{0.5:>10}")
+    print(f"{'  of which empty receives':<34}{billing['sqs_empty'] * 1000 / points:>12.3f}   (one per 10 s flush here: "
+          f"an upper bound for turokd's two long-polling pollers, each returning empty every 20 s when idle)")
     print(f"{'S3 PUT/LIST requests':<34}{per_k['s3_put']:>12.4f}")
     print(f"{'S3 GET/HEAD requests':<34}{per_k['s3_get']:>12.4f}")
     print(f"{'$ per million points':<34}{dollars_per_m_points:>12.4f}{1000 * 0.625 + 3000 * 0.4:>22.0f}")

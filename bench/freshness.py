@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = TurokConfig(table_prefix=f"fresh{uuid.uuid4().hex[:6]}", plaintext_port=free_port(),
                          plaintext_udp_port=free_port(), pickle_port=free_port(), statsd_port=free_port(),
-                         local_aws_port=free_port(), graphite_port=free_port(), cache_port=free_port())
+                         local_aws_port=free_port(), graphite_port=free_port(), cache_port=free_port(),
+                         gateway_cache_port=free_port())
     with tempfile.TemporaryDirectory(prefix="turok-fresh-") as run_dir:
         stack = LocalStack(config, Path(run_dir))
         stack.start(timeout=120)

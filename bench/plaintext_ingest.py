@@ -212,6 +212,7 @@ class TurokGateway:
             "TUROK_QUEUE_NAME": queue, "TUROK_INTERFACE": "127.0.0.1",
             "TUROK_PLAINTEXT_PORT": str(self.port), "TUROK_PLAINTEXT_UDP_PORT": str(free_port()),
             "TUROK_PICKLE_PORT": str(self.pickle_port), "TUROK_STATSD_PORT": str(free_port()),
+            "TUROK_GATEWAY_CACHE_PORT": str(free_port()),
             "TUROK_SELF_METRICS_INTERVAL_SECONDS": "3600",
         })
         env.update(extra_env or {})

@@ -40,10 +40,11 @@ from turok_core.queues import MessageQueue, QueueSendError, batch_bodies
 from turok_core.ratelimit import Throttle
 from turok_core.schemas import load_schemas
 from turok_core.selfmetrics import flatten_counters
+from turok_core.services.cache_server import cache_site
 from turok_core.services.selfmetrics_loop import SelfMetricsLoop
 from turok_core.services.threads import start_aws_threadpool
 from turok_core.spool import BodySpool, PointJournal, SpoolError, SpooledBody
-from turok_core.windows import WindowBuffer
+from turok_core.windows import WindowBuffer, WindowGroup, window_points
 
 from .pickle import CarbonPickleFactory
 from .plaintext import PlaintextTCPFactory, PlaintextUDPProtocol
@@ -86,6 +87,8 @@ class GatewayCounters:
     points_replayed: int = 0  # journaled points put back into windows at start-up
     bodies_replayed: int = 0  # spooled bodies found unsent at start-up
     spool_damaged_records: int = 0  # damaged or torn spool regions skipped at start-up
+    cache_queries: int = 0  # finder queries for the windows held here
+    cache_queries_refused: int = 0  # malformed ones
     # per receiving protocol (plaintext_tcp, plaintext_udp, pickle, statsd, …): the key is
     # accept's ``protocol`` argument; reported as turok.agents.<agent>.gateway.<field>.<protocol>
     points_by_protocol: dict[str, int] = field(default_factory=dict)
@@ -187,6 +190,8 @@ class GatewayService(service.Service):
         self._self_metrics: Optional[SelfMetricsLoop] = None
         self._encoding: Optional[defer.Deferred] = None
         self._sending: Optional[defer.Deferred] = None
+        # released windows still answered to cache queries: (released at, groups), oldest first
+        self._recent: list[tuple[float, list[WindowGroup]]] = []
         self._failures = 0
         self._next_send = 0.0
         self._refusals: dict[tuple[int, int], int] = {}
@@ -490,6 +495,9 @@ class GatewayService(service.Service):
         """Journal a release of ``messages``, encode them in the pool, spool the bodies."""
         if not messages:
             return defer.succeed(None)
+        groups = getattr(messages, "groups", None)  # a WindowBatch: answer for it a while longer
+        if groups is not None:
+            self._recent.append((self.clock(), groups))
         try:
             release = self.journal.begin_release(released_until, self.clock())
         except OSError as exc:
@@ -506,6 +514,25 @@ class GatewayService(service.Service):
 
     def _in_pool(self, function, *args) -> defer.Deferred:
         return deferToThreadPool(self._reactor, self._pool, function, *args)
+
+    def cached_points(self, metrics: list, start: float, until: float) -> dict:
+        """The finder's cache query: ``metrics``' windows in ``[start, until)``, open or released
+        less than ``gateway_recent_seconds`` ago (still on their way to a turokd), aggregated."""
+        horizon = self.clock() - self.config.gateway_recent_seconds
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.pop(0)
+        found: dict[str, dict[int, dict[int, float]]] = {}
+        for _released, groups in self._recent:
+            window_points(groups, metrics, start, until, found)
+        window_points(self.buffer.open_groups(), metrics, start, until, found)  # newest last: it wins
+        return {metric: {step: sorted(map(list, slots.items())) for step, slots in steps.items()}
+                for metric, steps in found.items()}
+
+    def _count_cache_query(self, answered: bool) -> None:
+        if answered:
+            self.counters.cache_queries += 1
+        else:
+            self.counters.cache_queries_refused += 1
 
     def _encode(self, messages: list[TurokMessage]) -> _Encoded:
         """Pool thread: encode ``messages``; one message that cannot be encoded sinks no other."""
@@ -709,4 +736,9 @@ def make_gateway_service(config: TurokConfig, reactor=None,
     gateway.receiver_counters["statsd"] = statsd.aggregator.totals
     # connection limits, idle timeouts and the metric-name rule, on every listener alike
     configure_receivers(top, config, gateway.receiver_counters)
+    # the finder's queries for the windows the gateway holds (listed in its cache_hosts)
+    cache = internet.TCPServer(config.gateway_cache_port, cache_site(gateway.cached_points, gateway._count_cache_query),
+                               interface=config.cache_interface, reactor=reactor)
+    cache.setName("cache-query")
+    cache.setServiceParent(top)
     return top

@@ -69,7 +69,7 @@ def turok_config(moto_endpoint):
     from turok_core.provision import provision
 
     tag = uuid.uuid4().hex[:8]
-    cache_port = free_port()
+    cache_port, gateway_cache_port = free_port(), free_port()
     config = TurokConfig(
         aws_endpoint_url=moto_endpoint,
         aws_region="us-east-1",
@@ -81,7 +81,8 @@ def turok_config(moto_endpoint):
         receive_wait_seconds=1,
         block_close_delay_seconds=2,
         cache_port=cache_port,
-        cache_hosts=f"127.0.0.1:{cache_port}",
+        gateway_cache_port=gateway_cache_port,
+        cache_hosts=f"127.0.0.1:{cache_port},127.0.0.1:{gateway_cache_port}",
     )
     provision(config)
     return config

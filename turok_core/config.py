@@ -78,6 +78,10 @@ class TurokConfig:
     spool_fsync_interval_seconds: float = 1.0
     # zlib level of gateway bodies, 0-9: 1 costs far less CPU than 6 for bodies a few % larger
     sqs_compression_level: int = 1
+    # the gateway answers the finder's cache queries for the windows it holds (open, or released
+    # less than gateway_recent_seconds ago: on their way through SQS to turokd)
+    gateway_cache_port: int = 7003
+    gateway_recent_seconds: float = 30.0
     # the gateway process's first garbage-collector generation threshold (CPython's is 700); the
     # parser makes a list per line, which set the cyclic collector off every few hundred points
     # (BENCHMARKS.md); 0 keeps Python's default
@@ -117,7 +121,7 @@ class TurokConfig:
     index_refresh_seconds: float = 5.0
     # turokd cache endpoints the finder asks for points not yet written (carbon's
     # CARBONLINK_HOSTS): comma-separated host:port; empty: read DynamoDB only
-    cache_hosts: str = "127.0.0.1:7002"
+    cache_hosts: str = "127.0.0.1:7002,127.0.0.1:7003"
     cache_timeout_seconds: float = 1.0  # carbon's CARBONLINK_TIMEOUT
     # --- the embedded local stack (`make run`): local AWS endpoint and graphite-web
     local_aws_port: int = 5000

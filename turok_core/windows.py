@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
+from .aggregation import aggregate
 from .message import TurokMessage
 
 Policy = tuple[int, str]  # (step seconds, aggregation type)
@@ -85,6 +86,20 @@ class WindowBatch(Sequence[TurokMessage]):
             if list in set(map(type, windows)):  # some window holds more than one value
                 points += sum(len(window) - 1 for window in windows if type(window) is list)
         return points
+
+
+def window_points(groups, metrics: Sequence[str], start: float, end: float,
+                  into: dict[str, dict[int, dict[int, float]]]) -> None:
+    """Add the aggregates of ``metrics``' windows in ``groups`` with slots in ``[start, end)`` to
+    ``into`` (metric → step → slot → value): what the gateway answers a finder's cache query with."""
+    wanted = list(dict.fromkeys(metrics))
+    for slot, step, aggregation, windows in groups:
+        if not start <= slot < end:
+            continue
+        for metric in wanted:
+            window = windows.get(metric)
+            if window is not None:
+                into.setdefault(metric, {}).setdefault(step, {})[slot] = aggregate(aggregation, window_values(window))
 
 
 class WindowBuffer:
@@ -210,6 +225,10 @@ class WindowBuffer:
             policy = self._interned.setdefault((int(step), aggregation), (int(step), aggregation))
         self._policies[name] = policy
         return policy
+
+    def open_groups(self) -> list[WindowGroup]:
+        """The open windows, grouped (for ``window_points``); a snapshot, safe to keep."""
+        return [WindowGroup(*key, windows) for key, windows in self._groups.items()]
 
     def release(self, now: float) -> WindowBatch:
         """Every window with ``slot + step + grace <= now``, forgetting them."""

@@ -19,6 +19,7 @@ def stack(tmp_path_factory):
     config = TurokConfig(
         table_prefix=f"e2e{uuid.uuid4().hex[:6]}",
         cache_port=free_port(),
+        gateway_cache_port=free_port(),
         block_close_delay_seconds=2,
         plaintext_port=free_port(),
         plaintext_udp_port=free_port(),

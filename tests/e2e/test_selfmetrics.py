@@ -33,7 +33,7 @@ def running_stack(run_dir, **overrides):
         table_prefix=f"sm{uuid.uuid4().hex[:6]}",
         plaintext_port=free_port(), plaintext_udp_port=free_port(), pickle_port=free_port(),
         statsd_port=free_port(), local_aws_port=free_port(), graphite_port=free_port(),
-        cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=1, flush_interval_seconds=0.5, receive_wait_seconds=1, index_refresh_seconds=0.5,
+        cache_port=free_port(), gateway_cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=1, flush_interval_seconds=0.5, receive_wait_seconds=1, index_refresh_seconds=0.5,
         self_metrics_interval_seconds=2, schemas_file=str(run_dir / "schemas.conf"),
     )
     settings.update(overrides)

@@ -46,7 +46,7 @@ def statsd_stack(tmp_path_factory):
         table_prefix=f"sd{uuid.uuid4().hex[:6]}",
         plaintext_port=free_port(), plaintext_udp_port=free_port(), pickle_port=free_port(),
         statsd_port=free_port(), local_aws_port=free_port(), graphite_port=free_port(),
-        cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=2, flush_interval_seconds=0.5, receive_wait_seconds=1,
+        cache_port=free_port(), gateway_cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=2, flush_interval_seconds=0.5, receive_wait_seconds=1,
         index_refresh_seconds=0.5,
         statsd_flush_interval_seconds=FLUSH,
         statsd_legacy_namespace=VECTORS["config"]["legacy_namespace"],

@@ -36,7 +36,7 @@ def test_an_unreachable_turokd_is_skipped_and_a_real_one_answers():
     blocks = OpenBlocks(block_slots=6, close_delay=5)
     blocks.add({("a.b", 10, 1000): 1.5, ("a.b", 10, 1010): 2.5, ("x.y", 10, 1000): 9.0})
     counted = []
-    port = reactor.listenTCP(0, cache_site(blocks, counted.append), interface="127.0.0.1")
+    port = reactor.listenTCP(0, cache_site(blocks.points, counted.append), interface="127.0.0.1")
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)
     thread.start()
     try:

@@ -1,4 +1,4 @@
-"""turokd's cache query endpoint: the slots it holds, for the finder (``cache_query.py``)."""
+"""The cache query endpoint of turokd and the gateway: the slots they hold, for the finder (``cache_query.py``)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,9 @@ from typing import Callable
 from twisted.web import resource, server
 
 from ..cache_query import CacheQueryError, encode_answer, parse_request
-from ..open_blocks import OpenBlocks
+
+# (metrics, from, until) → {metric: {step: [[slot start, value], …]}}, e.g. ``OpenBlocks.points``
+PointsSource = Callable[[list, float, float], dict]
 
 
 class CacheQueryResource(resource.Resource):
@@ -15,9 +17,9 @@ class CacheQueryResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, blocks: OpenBlocks, counted: Callable[[bool], None]) -> None:
+    def __init__(self, points: PointsSource, counted: Callable[[bool], None]) -> None:
         super().__init__()
-        self._blocks = blocks
+        self._points = points
         self._counted = counted  # called with True for a query answered, False for one refused
 
     def render_POST(self, request) -> bytes:
@@ -32,16 +34,16 @@ class CacheQueryResource(resource.Resource):
             request.setResponseCode(400)
             return encode_error(str(exc))
         self._counted(True)
-        return encode_answer(self._blocks.points(metrics, start, until))
+        return encode_answer(self._points(metrics, start, until))
 
 
 def encode_error(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode()
 
 
-def cache_site(blocks: OpenBlocks, counted: Callable[[bool], None]) -> server.Site:
-    """An HTTP site answering cache queries from ``blocks``; ``counted`` hears of each query."""
-    site = server.Site(CacheQueryResource(blocks, counted))
+def cache_site(points: PointsSource, counted: Callable[[bool], None]) -> server.Site:
+    """An HTTP site answering cache queries from ``points``; ``counted`` hears of each query."""
+    site = server.Site(CacheQueryResource(points, counted))
     site.noisy = False
     site.displayTracebacks = False
     return site

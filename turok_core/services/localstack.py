@@ -65,7 +65,7 @@ class LocalStack:
         if self.own_endpoint:
             config = config.replace(aws_endpoint_url=f"http://127.0.0.1:{config.local_aws_port}")
         # graphite-web's finder asks this stack's own turokd for the slots it holds
-        config = config.replace(cache_hosts=f"127.0.0.1:{config.cache_port}")
+        config = config.replace(cache_hosts=f"127.0.0.1:{config.cache_port},127.0.0.1:{config.gateway_cache_port}")
         self.config = config
         self.config_path = self.run_dir / "turok.conf"
         self.processes: dict[str, subprocess.Popen] = {}

@@ -107,7 +107,7 @@ class TurokdService(QueueConsumerService):
 
     def startService(self) -> None:
         super().startService()
-        site = cache_site(self.writer.open, self._count_cache_query)
+        site = cache_site(self.writer.open.points, self._count_cache_query)
         self._cache_port = self._reactor.listenTCP(self.config.cache_port, site,
                                                    interface=self.config.cache_interface)
         log.info("turokd: cache queries on {interface}:{port}", interface=self.config.cache_interface,
