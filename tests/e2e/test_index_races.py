@@ -207,7 +207,11 @@ def test_two_indexers_and_the_keeper_pruning_at_once(moto_endpoint, turok_config
     assert index == announced | kept
     # the indexers really raced each other (and the keeper) for the one shard, and both worked
     assert sum(c["conflicts_retried"] for c in counters) > 0 and all(c["shard_writes"] for c in counters)
-    assert sum(c["errors"] for c in counters) == 0
+    # a round may lose every compare-and-swap on the one shard under this much contention: it
+    # fails, its announcements stay in SQS and are added on redelivery; no other failure is allowed
+    errors = [line for d in dirs for line in (d / "turok-indexer.log").read_text().splitlines() if "#error]" in line]
+    assert sum(c["errors"] for c in counters) == len(errors)
+    assert all("IndexConflictError" in line and "kept changing" in line for line in errors), errors
 
 
 def test_a_removal_that_fails_part_way_still_adds_back_what_came_back(turok_config, tmp_path):
