@@ -3,8 +3,9 @@
     .venv/bin/python bench/run_all.py [--quick]
 
 ``--quick``: 200,000 points and one run for the ingest benchmarks (plaintext, pickle), every other rate for StatsD,
-one run for memory, 20,000 windows for the codec, 100 series and a 100,000-name index for reads
-(minutes instead of half an hour).
+one run for memory, 20,000 windows for the codec, 100 series and a 100,000-name index for reads,
+20,000 open blocks for turokd's memory, 3 freshness samples and an hour of 1,000 metrics for the
+cost (minutes instead of an hour and a half).
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def main(argv: list[str]) -> int:
         ["memory.py"] + (["--quick"] if quick else []),
         ["codec.py"] + (["--windows", "20000", "--repeat", "3"] if quick else []),
         ["reads.py"] + (["--series", "100", "--renders", "3", "--find-names", "100000"] if quick else []),
+        ["turokd_memory.py"] + (["--metrics", "20000"] if quick else []),
+        ["freshness.py"] + (["--samples", "3"] if quick else []),
+        # issue 4's day of 10,000 metrics takes about 40 minutes with --writes batch (same write units)
+        ["cost.py"] + (["--metrics", "1000", "--hours", "1"] if quick else ["--writes", "batch"]),
     ]
     failed = 0
     for script, *args in runs:
