@@ -187,11 +187,17 @@ def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(turok_confi
     metrics = [f"read.m{i}" for i in range(150)]
     store.write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
     client = Unreliable(make_client("dynamodb", turok_config), get_failures=2)
-    reader = make_store(turok_config, client, sleep=lambda s: None)
+    reader = make_store(turok_config.replace(put_threads=1), client, sleep=lambda s: None)  # one call at a time
     got = reader.fetch_series(metrics, STEP, DAY, DAY + 1200)  # 2 blocks per metric: 300 keys
-    assert got == {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
+    expected = {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
+    assert got == expected
     # 300 keys: 100 (50 left over) → 100 (50 left over) → 100 → 100; left-over keys asked again
     assert client.get_sizes == [100, 100, 100, 100]
+    # several calls at once (put_threads): the same answer, still at most 100 keys per call
+    client = Unreliable(make_client("dynamodb", turok_config), get_failures=2)
+    reader = make_store(turok_config.replace(put_threads=3), client, sleep=lambda s: None)
+    assert reader.fetch_series(metrics, STEP, DAY, DAY + 1200) == expected
+    assert max(client.get_sizes) == 100 and sum(client.get_sizes) == 300 + 100
 
 
 def test_merge_sets_given_slots_and_keeps_the_others(turok_config):
