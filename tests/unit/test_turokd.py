@@ -302,3 +302,32 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
     finally:
         service.running = False
         clock.advance(5)
+
+
+def test_sigterm_writes_the_open_blocks_and_deletes_their_messages(turokd):
+    """Graceful shutdown: blocks still open (current data, 15-minute blocks) are written and their
+    SQS messages deleted before turokd exits, so nothing waits for a redelivery."""
+    import time
+
+    config, logfile, process = turokd
+    queue = MessageQueue(make_client("sqs", config), config.queue_name)
+    store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
+    now = int(time.time())
+    slot = now - now % 10
+    names = [f"shutdown.m{i}" for i in range(5)]
+    queue.send(encode_messages([TurokMessage(name, slot, [i + 1.0], 10, "sum") for i, name in enumerate(names)]))
+    wait_for(lambda: _not_visible(config) == 1, 20, "turokd to hold the message")
+    assert store.fetch_series(names, 10, slot, slot + 10) == {name: [None] for name in names}  # still open
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert "wrote 5 open block(s) at shutdown" in logfile.read_text()
+    assert store.fetch_series(names, 10, slot, slot + 10) == {name: [i + 1.0] for i, name in enumerate(names)}
+    assert queue_depth(config, config.queue_name) == 0
+
+
+def _not_visible(config) -> int:
+    sqs = make_client("sqs", config)
+    url = sqs.get_queue_url(QueueName=config.queue_name)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+    return int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
