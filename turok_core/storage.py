@@ -220,8 +220,7 @@ class BlockStore:
         when not everything could be written.
         """
         spans: dict[int, int] = {}
-        tables: dict[tuple[int, int], str] = {}
-        blocks: dict[BlockKey, tuple[int, dict[int, float]]] = {}
+        blocks: dict[tuple[str, int, int], dict[int, float]] = {}
         for metric, step, slot_start, value in slots:
             span = spans.get(step)
             if span is None:
@@ -229,15 +228,9 @@ class BlockStore:
             if slot_start % step:
                 raise ValueError(f"slot {slot_start} of {metric!r} is not aligned to {step}s")
             start = slot_start - slot_start % span
-            table = tables.get((start - start % 86400, step))
-            if table is None:
-                table = tables[(start - start % 86400, step)] = self.table_for(start, step)
-            key = (table, metric, start)
-            entry = blocks.get(key)
-            if entry is None:
-                entry = blocks[key] = (step, {})
-            entry[1][(slot_start - start) // step] = value
-        return self._write(blocks, spans, assume_new)
+            blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
+        return self.write_blocks([(metric, step, start, values) for (metric, step, start), values in blocks.items()],
+                                 assume_new)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
                      assume_new: bool = True) -> WriteStats:
