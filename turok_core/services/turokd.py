@@ -134,6 +134,7 @@ class TurokdService(QueueConsumerService):
                       "were not deleted, so SQS redelivers them", error=exc)
         if self._cache_port is not None:
             yield self._cache_port.stopListening()
+        self._log_stats()  # the counters again, with the shutdown's writes
 
     @defer.inlineCallbacks
     def poll_once(self):
