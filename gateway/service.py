@@ -498,6 +498,7 @@ class GatewayService(service.Service):
         groups = getattr(messages, "groups", None)  # a WindowBatch: answer for it a while longer
         if groups is not None:
             self._recent.append((self.clock(), groups))
+            self._forget_recent()
         try:
             release = self.journal.begin_release(released_until, self.clock())
         except OSError as exc:
@@ -518,15 +519,19 @@ class GatewayService(service.Service):
     def cached_points(self, metrics: list, start: float, until: float) -> dict:
         """The finder's cache query: ``metrics``' windows in ``[start, until)``, open or released
         less than ``gateway_recent_seconds`` ago (still on their way to a turokd), aggregated."""
-        horizon = self.clock() - self.config.gateway_recent_seconds
-        while self._recent and self._recent[0][0] < horizon:
-            self._recent.pop(0)
+        self._forget_recent()
         found: dict[str, dict[int, dict[int, float]]] = {}
         for _released, groups in self._recent:
             window_points(groups, metrics, start, until, found)
         window_points(self.buffer.open_groups(), metrics, start, until, found)  # newest last: it wins
         return {metric: {step: sorted(map(list, slots.items())) for step, slots in steps.items()}
                 for metric, steps in found.items()}
+
+    def _forget_recent(self) -> None:
+        """Drop the released windows older than ``gateway_recent_seconds`` (turokd has them)."""
+        horizon = self.clock() - self.config.gateway_recent_seconds
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.pop(0)
 
     def _count_cache_query(self, answered: bool) -> None:
         if answered:

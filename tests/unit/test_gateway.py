@@ -364,3 +364,24 @@ def test_the_gateway_process_tunes_its_garbage_collector(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.split() == ["12345", "True"], out.stderr
+
+
+def test_cache_queries_see_open_and_just_released_windows(turok_config, tmp_path):
+    """The finder's cache query to the gateway: open windows aggregated as turokd will, released
+    ones for ``gateway_recent_seconds`` (on their way through SQS), then forgotten."""
+    gateway, reactor, _client = in_process_gateway(turok_config, tmp_path, gateway_recent_seconds=5)
+    now = int(reactor.seconds())
+    slot = now - now % 10
+    feed(gateway, reactor, b"c.hits.count 2 %d\nc.hits.count 3 %d\nc.load 4 %d\nc.load 8 %d\n"
+         % (slot, slot + 1, slot, slot + 2))
+    assert gateway.cached_points(["c.hits.count", "c.load", "nope"], slot - 60, slot + 60) == {
+        "c.hits.count": {10: [[slot, 5.0]]}, "c.load": {10: [[slot, 6.0]]}}
+    assert gateway.cached_points(["c.load"], slot + 10, slot + 60) == {}
+    reactor.advance(slot + 10 + 2 + 1 - reactor.seconds())  # the window closes and is released
+    assert gateway.buffer.open_windows == 0 and gateway.counters.bodies_sent == 1
+    assert gateway.cached_points(["c.load"], slot - 60, slot + 60) == {"c.load": {10: [[slot, 6.0]]}}
+    for _ in range(6):
+        reactor.advance(1.0)
+    assert gateway.cached_points(["c.load"], slot - 60, slot + 60) == {}  # turokd has it by now
+    assert gateway._recent == []
+    gateway.stopService()
