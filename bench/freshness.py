@@ -5,10 +5,10 @@
 Starts the whole `make run` stack (moto server, gateway, turokd, indexer, graphite-web) on free
 loopback ports with every other setting at its default, then sends one point at a time, each
 for a new metric and stamped "now", over Carbon plaintext TCP, and polls `/render` every 0.1 s
-until it shows. A new name also waits for the indexer (the finder's index copy is revalidated
-every `index_refresh_seconds`); a second point of an already known name shows the data path alone.
-The floor is the gateway's window: a point waits for its 10 s slot to end plus
-`window_grace_seconds` (10 s) before it is sent, so ~15 s on average at the defaults.
+until it shows. A new name also waits for the indexer (turokd announces it when the window
+reaches it, and the finder's index copy is revalidated every `index_refresh_seconds`); a second
+point of an already known name shows the data path alone: the finder asks the gateway for its
+open windows and turokd for its open blocks (`cache_hosts`), so it shows at once.
 """
 from __future__ import annotations
 
