@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
-APT_PACKAGES := libcairo2
+# libcairo2 for graphite-web; a C compiler (and below, Python's headers) for turok_core._speedups
+APT_PACKAGES := libcairo2 gcc
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test bench install deps apt clean
+.PHONY: run test bench install deps apt headers clean
 
 run: install
 	$(PY) -m turok_core.services.localstack run
@@ -24,10 +25,18 @@ bench: APT_PACKAGES += carbon-c-relay
 bench: install
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# the project itself, reinstalled every time so twistd's plugins match the checkout
-install: apt deps
+# the project itself, reinstalled every time so twistd's plugins match the checkout; the C
+# extension is also built in place, for the processes the tests and benchmarks run from the checkout
+install: apt headers deps
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
+	$(PY) setup.py --quiet build_ext --inplace
 	@rm -rf build *.egg-info
+
+# Python.h for the venv's interpreter: Debian's python3 has it in python3-dev
+headers: | $(PY)
+	@$(PY) -c "import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q python3-dev; }
 
 deps: $(DEPS_STAMP)
 
@@ -50,4 +59,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info
+	rm -rf $(VENV) .run build *.egg-info turok_core/_speedups*.so

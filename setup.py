@@ -1,5 +1,5 @@
 """Turok: a Graphite-compatible time-series store on AWS (SQS, DynamoDB, S3)."""
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 STACK = [  # the embedded local stack: a local AWS endpoint and graphite-web with the Turok finder
     "moto[server]>=5.0,<6",
@@ -30,6 +30,10 @@ setup(
         "boto3>=1.34,<2",
         "msgpack>=1.0,<2",
     ],
+    # the gateway's parsing of clean input in C; optional: without a compiler the pure-Python
+    # parsers do the same work (turok_core/native.py)
+    ext_modules=[Extension("turok_core._speedups", ["turok_core/_speedups.c"], optional=True,
+                           extra_compile_args=["-O2"])],
     extras_require={"stack": STACK, "test": TEST},
     entry_points={"console_scripts": [
         "turok-provision=turok_core.provision:main",

@@ -31,6 +31,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols import policies
 
+from turok_core import native
 from turok_core.aws import make_client
 from turok_core.codec import encode_messages
 from turok_core.config import TurokConfig
@@ -349,9 +350,10 @@ class GatewayService(service.Service):
             self._queue = MessageQueue(_quick_sqs_client(config), config.queue_name,
                                        config.sqs_max_message_bytes, max_attempts=SEND_ATTEMPTS)
         log.info("turok-gateway: plaintext on {interface} tcp/{tcp} udp/{udp}, pickle on tcp/{pickle}, "
-                 "windows closing {grace}s after their slot, flush every {flush}s to SQS queue {queue}",
+                 "windows closing {grace}s after their slot, flush every {flush}s to SQS queue {queue}; "
+                 "parsers: {parsers}",
                  interface=config.interface, tcp=config.plaintext_port, udp=config.plaintext_udp_port,
-                 pickle=config.pickle_port,
+                 pickle=config.pickle_port, parsers=native.describe(),
                  grace=config.window_grace_seconds, flush=config.flush_interval_seconds,
                  queue=config.queue_name)
         # look the queue up now so a wrong name or endpoint shows at start-up, not at first flush
