@@ -245,13 +245,14 @@ class GatewayService(service.Service):
 
     def _add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int]) -> int:
         """Journal points, then put them into their windows (also the self-metrics' sink)."""
+        policies = self.buffer.known_policies(names)
         if self.journal is not None:
             try:
-                self.journal.add(names, values, timestamps, self._longest_step(names))
+                self.journal.add(names, values, timestamps, self._longest_step(names, policies))
             except OSError as exc:  # keep accepting: the points are in memory, only not durable
                 self._spool_failed("journal points", exc)
             self._check_pressure()
-        return self.buffer.add_points(names, values, timestamps)
+        return self.buffer.add_points(names, values, timestamps, policies)
 
     def _report_bad_lines(self, force: bool = False) -> None:
         if not self._bad_pending or not (self._bad_log.ready("bad-lines") or force):
@@ -397,9 +398,18 @@ class GatewayService(service.Service):
         self._last_sync = self._last_compact = now
         self._check_pressure()
 
-    def _longest_step(self, names: Sequence[str]) -> int:
-        """The longest base step among ``names``' metrics (0 for no schema); one C-level pass
-        when all are known, so the journal can drop a segment as soon as its windows closed."""
+    def _longest_step(self, names: Sequence[str], policies: Sequence[Optional[tuple[int, str]]] = ()) -> int:
+        """The longest base step among ``names``' metrics (0 for no schema), so the journal can
+        drop a segment as soon as its windows closed. ``policies``: the window buffer's cached
+        policies of ``names``; when it knows them all (the usual chunk has one), no name is
+        looked up again."""
+        if policies:
+            first = policies[0]
+            if first is not None and policies.count(first) == len(policies):  # interned: `is` hits
+                return first[0]
+            distinct = set(policies)
+            if None not in distinct:
+                return max(step for step, _aggregation in distinct)
         steps = self._steps
         try:
             return max(map(steps.__getitem__, names)) if names else 0

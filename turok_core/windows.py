@@ -129,11 +129,22 @@ class WindowBuffer:
         """Points in open windows."""
         return self._buffered_points
 
-    def add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int]) -> int:
-        """Buffer parallel lists of points into their windows; returns how many were buffered."""
+    def known_policies(self, names: Sequence[str]) -> list[Optional[Policy]]:
+        """Each name's cached (step, aggregation), None when not cached yet or without a policy.
+
+        Pass the list on to ``add_points``: callers that need the steps first (the gateway's
+        journal) then look the names up once, not twice."""
+        return list(map(self._policies.get, names))
+
+    def add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
+                   chunk_policies: Optional[list[Optional[Policy]]] = None) -> int:
+        """Buffer parallel lists of points into their windows; returns how many were buffered.
+
+        ``chunk_policies``: ``known_policies(names)``, when the caller has it already."""
         if not names:
             return 0
-        chunk_policies = list(map(self._policies.get, names))
+        if chunk_policies is None:
+            chunk_policies = list(map(self._policies.get, names))
         # The usual chunk: one timestamp and one policy, so one group. Names new to it (one
         # point per window) go in with one dict update, no Python work per point: adding points
         # was the gateway's second-largest cost.
