@@ -11,7 +11,9 @@ connections to, in turn and in the same run:
   forwarding pickle to ``counting_sink.py``;
 * carbon-c-relay from Debian, ``-q 4000000``, forwarding plaintext to ``counting_sink.py``;
 * carbon-cache from PyPI carbon 1.1.10, writing whisper files with no rate limits; delivered =
-  the points it reports committed to whisper (its own ``committedPoints``).
+  the points it reports committed to whisper (its own ``committedPoints``);
+* on request (``--receivers …,turok-pure``), the same gateway with ``TUROK_PURE_PYTHON=1``:
+  without its C extension, to show what the extension is worth.
 
 For each: CPU seconds of the receiving process (utime+stime, all threads, /proc) from just before
 the first byte until it stops rising, points per CPU-second, wall points/s (first byte → CPU
@@ -19,7 +21,7 @@ settled) and the fraction delivered. Prints medians of ``--repeat`` runs and the
 Turok/anchor (median of the per-run ratios). Everything binds 127.0.0.1.
 
     .venv/bin/python bench/plaintext_ingest.py [--points 2000000] [--connections 2] [--repeat 3]
-        [--per-window 1] [--protocol plaintext|pickle] [--profile FILE] [--gc-threshold N]
+        [--per-window 1] [--protocol plaintext|pickle] [--receivers LIST] [--profile FILE]
 
 With ``--protocol pickle`` the same points go as 500-point pickle frames to the gateway's and
 carbon-relay's pickle receivers (carbon-c-relay has none).
@@ -420,12 +422,16 @@ def print_profile(path: str, top: int = 18) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------
+RECEIVERS = ("turok", "turok-pure", "carbon-relay", "carbon-c-relay", "carbon-cache")
+
+
 def run_once(run: int, args, payloads: list[bytes], workdir: Path, turok: TurokGateway) -> dict[str, Result]:
     results: dict[str, Result] = {}
-    receivers = [r for r in ("turok", "carbon-relay", "carbon-c-relay", "carbon-cache") if r in args.receivers]
+    receivers = [r for r in RECEIVERS if r in args.receivers]
     for receiver in receivers:
-        if receiver == "turok":
-            pid = turok.start(run)
+        if receiver in ("turok", "turok-pure"):
+            # turok-pure: the same gateway without its C extension (turok_core/native.py)
+            pid = turok.start(run, {"TUROK_PURE_PYTHON": "1"} if receiver == "turok-pure" else None)
             spy = None
             if args.profile:  # sampling, non-blocking: a few % of the gateway's CPU at most
                 spy = subprocess.Popen([str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--nonblocking",
@@ -434,7 +440,8 @@ def run_once(run: int, args, payloads: list[bytes], workdir: Path, turok: TurokG
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)
             try:
-                result = measure("turok-gateway", pid, turok.pickle_port if args.protocol == "pickle" else turok.port, payloads, args.points, turok.delivered,
+                name = "turok-gateway" if receiver == "turok" else "turok-gateway, pure Python"
+                result = measure(name, pid, turok.pickle_port if args.protocol == "pickle" else turok.port, payloads, args.points, turok.delivered,
                                  args.timeout)
                 if args.verbose:
                     print(f"  turok: {turok.bodies} SQS bodies", flush=True)
@@ -483,7 +490,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="points of one name per 10 s window (1 = a collector reporting every 10 s)")
     parser.add_argument("--queue", type=int, default=4_000_000, help="relay queue sizes (points)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per receiver and run")
-    parser.add_argument("--receivers", default="turok,carbon-relay,carbon-c-relay,carbon-cache")
+    parser.add_argument("--receivers", default="turok,carbon-relay,carbon-c-relay,carbon-cache",
+                        help="comma-separated, of: " + ",".join(RECEIVERS))
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--protocol", choices=("plaintext", "pickle"), default="plaintext",
                         help="pickle: the same points in 500-point pickle frames to the pickle receivers "
@@ -535,7 +543,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             wall_ratio = median([run["turok"].per_wall / run[anchor].per_wall for run in runs])
             complete = all(run["turok"].fraction >= 1.0 and run[anchor].fraction >= 1.0 for run in runs)
             verdict = "meets" if cpu_ratio >= target and complete else "MISSES"
-            print(f"Turok/{anchor}: {cpu_ratio:.2f}x pts/CPU-s, {wall_ratio:.2f}x wall pts/s "
+            each = ", ".join(f"{run['turok'].per_cpu / run[anchor].per_cpu:.2f}x" for run in runs)
+            print(f"Turok/{anchor}: {cpu_ratio:.2f}x pts/CPU-s (runs: {each}), {wall_ratio:.2f}x wall pts/s "
                   + (f"(target >= {target:g}x pts/CPU-s, all delivered: {verdict} it)" if target
                      else "(the process Turok's gateway replaces; no target)"))
     return 0
