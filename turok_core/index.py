@@ -298,34 +298,26 @@ class NameTree:
         below = bisect_left(names, path + ".", at + leaf, hi)
         return leaf, below, bisect_left(names, path + "/", below, hi)
 
-    def _children(self, prefix: str, lo: int, hi: int) -> dict[str, list]:
+    def _children(self, prefix: str, lo: int, hi: int) -> dict[str, tuple[bool, int, int]]:
         """Each child component of the run [lo, hi) of names starting with ``prefix``:
-        [is a leaf, start, end of the run below it].
+        (is a leaf, start, end of the run below it).
 
-        A child's leaf and its run need not be neighbours ('web' < 'web-1.x' < 'web.x')."""
+        A child's leaf and its run need not be neighbours ('web' < 'web-1.x' < 'web.x'), but
+        the leaf always comes first, and each is met once."""
         names = self._names
         start = len(prefix)
-        children: dict[str, list] = {}
+        children: dict[str, tuple[bool, int, int]] = {}
         at = lo
         while at < hi:
             name = names[at]
             dot = name.find(".", start)
             if dot < 0:
-                key = name[start:]
-                entry = children.get(key)
-                if entry is None:
-                    children[key] = [True, at, at]
-                else:
-                    entry[0] = True
+                children[name[start:]] = (True, at, at)
                 at += 1
             else:
                 key = name[start:dot]
                 end = bisect_left(names, name[:dot] + "/", at + 1, hi)
-                entry = children.get(key)
-                if entry is None:
-                    children[key] = [False, at, end]
-                else:  # its leaf came first
-                    entry[1], entry[2] = at, end
+                children[key] = (key in children, at, end)
                 at = end
         return children
 
@@ -350,7 +342,8 @@ class NameTree:
                 return
             self._walk(path, leaf, lo, hi, components, index + 1, found)  # zero components
             for key, (child_leaf, start, end) in self._children(prefix, lo, hi).items():
-                self._walk(prefix + key, child_leaf, start, end, components, index, found)
+                if start < end:  # below a bare leaf, the components left match nothing
+                    self._walk(prefix + key, child_leaf, start, end, components, index, found)
         elif isinstance(component, str):
             child_leaf, start, end = self._child(prefix + component, lo, hi)
             if child_leaf or start < end:
