@@ -19,7 +19,7 @@ import sys
 import zlib
 from bisect import bisect_left
 from itertools import islice
-from typing import Iterable, NamedTuple, Optional, Pattern, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Pattern, Union
 
 TAG_SEPARATOR = ";"
 GLOBSTAR = "**"
@@ -287,67 +287,63 @@ class NameTree:
             return [Match(pattern, True)] if pattern in self._tagged else []
         found: set[Match] = set()
         for components in compile_pattern(pattern):
-            self._walk(None, False, 0, len(self._names), components, 0, found)
+            self._walk(None, 0, len(self._names), components, 0, found)
         return sorted(found)
 
-    def _child(self, path: str, lo: int, hi: int) -> tuple[bool, int, int]:
-        """(whether ``path`` is a leaf, the run of names below it), searching within [lo, hi)."""
-        names = self._names
-        at = bisect_left(names, path, lo, hi)
-        leaf = at < hi and names[at] == path
-        below = bisect_left(names, path + ".", at + leaf, hi)
-        return leaf, below, bisect_left(names, path + "/", below, hi)
+    def _below(self, path: str, lo: int, hi: int) -> tuple[int, int]:
+        """The run of names below ``path``, searched for within [lo, hi)."""
+        start = bisect_left(self._names, path + ".", lo, hi)
+        return start, bisect_left(self._names, path + "/", start, hi)
 
-    def _children(self, prefix: str, lo: int, hi: int) -> dict[str, tuple[bool, int, int]]:
-        """Each child component of the run [lo, hi) of names starting with ``prefix``:
-        (is a leaf, start, end of the run below it).
+    def _children(self, prefix: str, lo: int, hi: int) -> Iterator[tuple[str, bool, int, int]]:
+        """The children of the run [lo, hi) of names starting with ``prefix``, as
+        ``(key, True, at, at)`` for the leaf ``prefix + key`` and ``(key, False, start, end)`` for
+        the (non-empty) run of names below ``prefix + key``.
 
-        A child's leaf and its run need not be neighbours ('web' < 'web-1.x' < 'web.x'), but
-        the leaf always comes first, and each is met once."""
+        A child that is both comes twice, its leaf first but not always right before its run
+        ('web' < 'web-1.x' < 'web.x')."""
         names = self._names
-        start = len(prefix)
-        children: dict[str, tuple[bool, int, int]] = {}
+        skip = len(prefix)
         at = lo
         while at < hi:
             name = names[at]
-            dot = name.find(".", start)
+            dot = name.find(".", skip)
             if dot < 0:
-                children[name[start:]] = (True, at, at)
+                yield name[skip:], True, at, at
                 at += 1
             else:
-                key = name[start:dot]
                 end = bisect_left(names, name[:dot] + "/", at + 1, hi)
-                children[key] = (key in children, at, end)
+                yield name[skip:dot], False, at, end
                 at = end
-        return children
 
-    def _walk(self, path: Optional[str], leaf: bool, lo: int, hi: int, components: list[_Component],
-              index: int, found: set[Match]) -> None:
-        """Match ``components[index:]`` below ``path`` (None: the root), a leaf or not, whose
+    def _walk(self, path: Optional[str], lo: int, hi: int, components: list[_Component], index: int,
+              found: set[Match]) -> None:
+        """Match ``components[index:]`` (at least one) below ``path`` (None: the root), whose
         descendants are the names [lo, hi)."""
-        if index == len(components):
-            if path is not None:
-                if leaf:
-                    found.add(Match(path, True))
-                if lo < hi:
-                    found.add(Match(path, False))
-            return
         if lo >= hi:
-            return  # nothing below: the remaining components need at least one more level
+            return  # each component left needs a level below (a non-final ** is followed by one)
         component = components[index]
+        last = index == len(components) - 1
         prefix = "" if path is None else path + "."
         if component is None:  # **
-            if index == len(components) - 1:
+            if last:
                 self._everything_below(prefix, lo, hi, found)
                 return
-            self._walk(path, leaf, lo, hi, components, index + 1, found)  # zero components
-            for key, (child_leaf, start, end) in self._children(prefix, lo, hi).items():
-                if start < end:  # below a bare leaf, the components left match nothing
-                    self._walk(prefix + key, child_leaf, start, end, components, index, found)
+            self._walk(path, lo, hi, components, index + 1, found)  # zero components
+            for key, leaf, start, end in self._children(prefix, lo, hi):
+                if not leaf:  # nothing below a leaf for the components left to match
+                    self._walk(prefix + key, start, end, components, index, found)
         elif isinstance(component, str):
-            child_leaf, start, end = self._child(prefix + component, lo, hi)
-            if child_leaf or start < end:
-                self._walk(prefix + component, child_leaf, start, end, components, index + 1, found)
+            child = prefix + component
+            start, end = self._below(child, lo, hi)
+            if not last:
+                self._walk(child, start, end, components, index + 1, found)
+                return
+            at = bisect_left(self._names, child, lo, start)
+            if at < start and self._names[at] == child:
+                found.add(Match(child, True))
+            if start < end:
+                found.add(Match(child, False))
         else:
             if component.head:  # only the names starting with it can match
                 head = prefix + component.head
@@ -356,9 +352,12 @@ class NameTree:
                 if after is not None:
                     hi = bisect_left(self._names, after, lo, hi)
             fullmatch = component.regex.fullmatch
-            for key, (child_leaf, start, end) in self._children(prefix, lo, hi).items():
+            for key, leaf, start, end in self._children(prefix, lo, hi):
                 if fullmatch(key):
-                    self._walk(prefix + key, child_leaf, start, end, components, index + 1, found)
+                    if last:
+                        found.add(Match(prefix + key, leaf))
+                    elif not leaf:
+                        self._walk(prefix + key, start, end, components, index + 1, found)
 
     def _everything_below(self, prefix: str, lo: int, hi: int, found: set[Match]) -> None:
         """Every name in [lo, hi) as a leaf, and every path between ``prefix`` and it as a branch."""
