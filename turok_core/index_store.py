@@ -22,6 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from typing import Callable, Iterable, Optional
 
 from botocore.exceptions import ClientError
@@ -344,7 +345,8 @@ class IndexCache:
                         self._etags[shard] = etag
                     changed = True
         if changed or self._tree is None:
-            self._tree = NameTree(name for names in self._shard_names.values() for name in names)
+            # each shard is a sorted run: the tree's one sort merges them
+            self._tree = NameTree(chain.from_iterable(self._shard_names.values()))
             self.rebuilds += 1
         self._checked_at = self._clock()
         return changed
