@@ -327,7 +327,9 @@ class CarbonCache:
     delivered = the points it reports committed to whisper (its own ``committedPoints`` metric,
     every second; the few dozen points of its own metrics are counted too)."""
 
-    def __init__(self, workdir: Path, pickle: bool = False) -> None:
+    def __init__(self, workdir: Path, pickle: bool = False, max_updates_per_second: str = "inf") -> None:
+        """``max_updates_per_second``: carbon's MAX_UPDATES_PER_SECOND (``1`` keeps the points in
+        its cache, which the memory benchmark measures)."""
         root = self.root = workdir / "carbon-cache"
         (root / "conf").mkdir(parents=True, exist_ok=True)
         for sub in ("storage", "log", "run"):
@@ -346,7 +348,7 @@ CACHE_QUERY_INTERFACE = 127.0.0.1
 CACHE_QUERY_PORT = {query_port}
 ENABLE_UDP_LISTENER = False
 MAX_CACHE_SIZE = inf
-MAX_UPDATES_PER_SECOND = inf
+MAX_UPDATES_PER_SECOND = {max_updates_per_second}
 MAX_CREATES_PER_MINUTE = inf
 USE_FLOW_CONTROL = True
 CARBON_METRIC_INTERVAL = 1

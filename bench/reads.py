@@ -208,11 +208,13 @@ def measure_find(env: dict[str, str], sizes: list[int], queries: int, cold_runs:
     from turok_core.aws import make_client
     from turok_core.config import load_config
     from turok_core.index_store import IndexCache, IndexStore
+    from turok_core.provision import provision_bucket
 
     rows = []
     for size in sizes:
         config = load_config(environ=dict(env, TUROK_INDEX_PREFIX=f"find-{size}/"))
         s3 = make_client("s3", config)
+        provision_bucket(s3, config)  # (kept if it exists) so --series 0 measures find alone
         # 10 metrics × 100 hosts × 10 services × (size / 10,000) clusters
         names = [f"dc.c{c:03d}.svc{s}.h{h:02d}.m{m}" for c in range(size // 10_000) for s in range(10)
                  for h in range(100) for m in range(10)]

@@ -21,6 +21,8 @@ from turok_core.carbon_pickle import MalformedPickleError, UnsafePickleError, de
 from turok_core.metric_names import NameRule
 from turok_core.plaintext import parse_plaintext
 
+from .test_fuzz import mutate, mutations
+
 NOW = 1_700_000_000
 CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -154,25 +156,6 @@ def test_clean_frames_take_the_c_unpickler_and_columns(items, protocol):
     fast, slow = both(decode_frames, [frame], NOW, 0, NameRule())
     assert_same_parse(fast.parsed, slow.parsed)
     assert len(fast.parsed.names) == len(items)
-
-
-mutations = st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]),
-                               st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6)
-
-
-def mutate(data: bytes, edits) -> bytes:
-    buffer = bytearray(data)
-    for kind, position, byte in edits:
-        at = position % (len(buffer) + 1)
-        if kind == "flip" and at < len(buffer):
-            buffer[at] ^= byte or 1
-        elif kind == "insert":
-            buffer[at:at] = bytes([byte])
-        elif kind == "delete":
-            del buffer[at:at + 1]
-        else:
-            del buffer[at:]
-    return bytes(buffer)
 
 
 @CHECKS
