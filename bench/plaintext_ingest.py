@@ -218,6 +218,8 @@ class TurokGateway:
             "TUROK_PICKLE_PORT": str(self.pickle_port), "TUROK_STATSD_PORT": str(free_port()),
             "TUROK_GATEWAY_CACHE_PORT": str(free_port()),
             "TUROK_SELF_METRICS_INTERVAL_SECONDS": "3600",
+            # a spool of its own: a previous run's spooled windows must not be replayed into this one
+            "TUROK_SPOOL_DIR": tempfile.mkdtemp(prefix="spool-", dir=self.workdir),
         })
         env.update(extra_env or {})
         log = self.workdir / f"gateway-{run}.log"

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, VENV_BIN, free_port, machine, median, stop, wait_port
+from common import REPO, VENV_BIN, cpu_seconds, free_port, machine, median, stop, wait_port
 
 RETENTIONS = ((60, 1440), (300, 2016))  # 1m:1d, 5m:7d
 SCHEMAS = "[bench]\npattern = ^bench\\.\nretentions = 1m:1d,5m:7d\n\n[default]\npattern = .*\nretentions = 1m:1d\n"
@@ -161,19 +161,25 @@ def measure_child(storage: str, count: int, renders: int) -> None:
 
         finder.blocks._client.meta.events.register("after-call.dynamodb", count_call)
     client = Client()
+    moto_pid = int(os.environ.get("BENCH_MOTO_PID", "0"))
     for expected, pattern in patterns(count):
         for label, since in RANGES:
-            times, requests, units, answered = [], [], [], 0
+            times, requests, units, answered, own_cpu, moto_cpu = [], [], [], 0, [], []
             for attempt in range(renders + 1):
                 calls["requests"], calls["units"] = 0, 0.0
+                cpu_before = time.process_time()  # graphite-web and the finder: all threads
+                moto_before = cpu_seconds(moto_pid) if moto_pid else 0.0
                 started = time.perf_counter()
                 response = client.get("/render/", {"target": pattern, "from": since, "format": "json"})
                 elapsed = time.perf_counter() - started
+                own_cpu.append(time.process_time() - cpu_before)
+                moto_cpu.append(cpu_seconds(moto_pid) - moto_before if moto_pid else 0.0)
                 if response.status_code != 200:
                     raise RuntimeError(f"{storage} render {pattern} {since}: HTTP {response.status_code}")
                 series = json.loads(response.content)
                 answered = len(series)
                 if attempt == 0:
+                    own_cpu.pop(), moto_cpu.pop()
                     continue  # the first render warms graphite's and the finder's caches
                 times.append(elapsed)
                 requests.append(calls["requests"])
@@ -182,12 +188,14 @@ def measure_child(storage: str, count: int, renders: int) -> None:
             print(json.dumps({"storage": storage, "series": expected, "answered": answered, "range": label,
                               "median_ms": median(times) * 1000,
                               "p95_ms": times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)] * 1000,
-                              "requests": median(requests), "units": median(units)}), flush=True)
+                              "requests": median(requests), "units": median(units),
+                              "cpu_ms": median(own_cpu) * 1000, "moto_cpu_ms": median(moto_cpu) * 1000}), flush=True)
 
 
-def run_child(storage: str, env: dict[str, str], workdir: Path, count: int, renders: int) -> list[dict]:
+def run_child(storage: str, env: dict[str, str], workdir: Path, count: int, renders: int,
+              moto_pid: int) -> list[dict]:
     child_env = dict(os.environ, **env, DJANGO_SETTINGS_MODULE="graphite.settings",
-                     PYTHONPATH=f"{workdir}{os.pathsep}{REPO}")
+                     PYTHONPATH=f"{workdir}{os.pathsep}{REPO}", BENCH_MOTO_PID=str(moto_pid))
     if storage == "turok":
         child_env.update(GRAPHITE_SETTINGS_MODULE="finder.graphite_settings",
                          GRAPHITE_STORAGE_DIR=str(workdir / "graphite-turok"))
@@ -268,11 +276,12 @@ def main(argv: list[str]) -> int:
         now = int(time.time())
         if args.series:
             load(env, workdir, args.series, now)
-            results = run_child("turok", env, workdir, args.series, args.renders) \
-                + run_child("whisper", env, workdir, args.series, args.renders)
+            results = run_child("turok", env, workdir, args.series, args.renders, moto.pid) \
+                + run_child("whisper", env, workdir, args.series, args.renders, moto.pid)
             print("\n| series | range | Turok median / p95 ms | whisper median / p95 ms | Turok / whisper (median) "
-                  "| DynamoDB requests per render | read units per render |")
-            print("|---|---|---|---|---|---|---|")
+                  "| DynamoDB requests per render | read units per render "
+                  "| CPU ms per render: Turok's graphite-web / moto / whisper's graphite-web |")
+            print("|---|---|---|---|---|---|---|---|")
             by_case = {(r["storage"], r["series"], r["range"]): r for r in results}
             for expected, _ in patterns(args.series):
                 for label, _ in RANGES:
@@ -282,7 +291,8 @@ def main(argv: list[str]) -> int:
                             print(f"  ({r['storage']} answered {r['answered']} series, not {expected})")
                     print(f"| {expected:,} | {label} | {t['median_ms']:.1f} / {t['p95_ms']:.1f} "
                           f"| {w['median_ms']:.1f} / {w['p95_ms']:.1f} | {t['median_ms'] / w['median_ms']:.2f}× "
-                          f"| {t['requests']:g} | {t['units']:g} |", flush=True)
+                          f"| {t['requests']:g} | {t['units']:g} "
+                          f"| {t['cpu_ms']:.0f} / {t['moto_cpu_ms']:.0f} / {w['cpu_ms']:.0f} |", flush=True)
         sizes = [int(s) for s in args.find_names.split(",") if s]
         if sizes:
             rows = measure_find(env, sizes, args.find_queries)
