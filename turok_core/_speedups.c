@@ -467,37 +467,50 @@ static PyObject *pickle_columns(PyObject *module, PyObject *args) {
     Py_ssize_t max_path, max_name;
     if (!PyArg_ParseTuple(args, "O!Lnn:pickle_columns", &PyList_Type, &points, &now, &max_path, &max_name))
         return NULL;
+    /* Our own references to everything read: an allocation below may run the garbage collector,
+     * and with it a finalizer that changes the caller's list or an inner list. */
+    PyObject *items = PyList_GetSlice(points, 0, PyList_GET_SIZE(points));
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(items);
     Columns c;
-    /* a list holding only tuples, lists and immutable scalars: nothing here can change it */
-    Py_ssize_t count = PyList_GET_SIZE(points);
     if (columns_init(&c, count) < 0) {
         columns_clear(&c);
+        Py_DECREF(items);
         return NULL;
     }
+    PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *path, *pair, *raw_stamp, *raw_value;
+        PyObject *path, *pair, *raw_stamp, *raw_value, *name, *value;
         long long stamp;
-        if (!pair_of(PyList_GET_ITEM(points, i), &path, &pair) || !pair_of(pair, &raw_stamp, &raw_value)
+        if (!pair_of(PyList_GET_ITEM(items, i), &path, &pair) || !pair_of(pair, &raw_stamp, &raw_value)
             || !pickle_stamp(raw_stamp, now, &stamp))
-            return columns_give_up(&c);
-        PyObject *name = pickle_name(path, max_path, max_name);
-        if (name == NULL)
-            return columns_give_up(&c);
-        PyObject *value = pickle_value(raw_value);
+            goto give_up;
+        Py_INCREF(path);
+        Py_INCREF(raw_value);
+        name = pickle_name(path, max_path, max_name);
+        value = name == NULL ? NULL : pickle_value(raw_value);
+        Py_DECREF(path);
+        Py_DECREF(raw_value);
         if (value == NULL) {
-            Py_DECREF(name);
-            if (PyErr_Occurred()) {
-                columns_clear(&c);
-                return NULL;
-            }
-            return columns_give_up(&c);
+            Py_XDECREF(name);
+            if (PyErr_Occurred())
+                goto fail;
+            goto give_up;
         }
-        if (columns_add(&c, name, value, stamp) < 0) {
-            columns_clear(&c);
-            return NULL;
-        }
+        if (columns_add(&c, name, value, stamp) < 0)
+            goto fail;
     }
-    return columns_result(&c);
+    result = columns_result(&c);
+    Py_DECREF(items);
+    return result;
+give_up:
+    Py_DECREF(items);
+    return columns_give_up(&c);
+fail:
+    Py_DECREF(items);
+    columns_clear(&c);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

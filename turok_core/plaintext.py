@@ -3,10 +3,11 @@
 ``parse_plaintext`` turns a buffer of complete lines into parallel lists of names, values and
 timestamps. When the C extension (``turok_core._speedups``, built by ``make install``) is there,
 a chunk of clean lines is parsed by it in one call, without a Python step per line; it answers
-None for anything unusual and the Python code below decides. That code first tries a fast path that handles every line of the chunk with C-level
-operations (``bytes.split``, ``map(float, …)``, one UTF-8 decode of all names); only when that
-path meets something unusual does it go through the chunk line by line, so one malformed line
-costs the chunk a slower parse but never loses its good lines.
+None for anything unusual and the Python code below decides. That code first tries a fast path
+that handles every line of the chunk with C-level operations (``bytes.split``, ``map(float, …)``,
+one UTF-8 decode of all names); only when that path meets something unusual does it go through
+the chunk line by line, so one malformed line costs the chunk a slower parse but never loses its
+good lines.
 
 Semantics (carbon's): a timestamp of ``-1`` means now, float timestamps are truncated, NaN
 values are dropped silently (counted in ``nan_dropped``). Bad lines are counted, a few kept as
