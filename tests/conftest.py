@@ -21,10 +21,21 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port returned: nothing may get one twice
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on now and that this test run has not handed out before
+    (a port chosen for a config is only bound later, when its service starts: the kernel could
+    offer it again to the next caller meanwhile)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port left that was not handed out already")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
