@@ -30,8 +30,8 @@ from common import REPO, cpu_seconds, free_port, human, machine, stop, wait_cpu_
 from plaintext_ingest import Sink, TurokGateway
 
 COUNTERS = 1000
-SINGLE_RATES = (20_000, 40_000, 60_000, 90_000, 120_000, 160_000)  # lines/s = datagrams/s
-MULTI_RATES = (200_000, 400_000, 600_000, 900_000, 1_200_000)  # lines/s in 20-line datagrams
+SINGLE_RATES = (20_000, 40_000, 60_000, 90_000, 120_000, 160_000, 200_000, 250_000)  # lines/s = datagrams/s
+MULTI_RATES = (200_000, 400_000, 600_000, 900_000, 1_200_000, 1_600_000, 2_000_000)  # lines/s in 20-line datagrams
 MAX_LOSS = 0.001
 TICK = 0.005
 NODE_DIR = REPO / "bench" / ".node"

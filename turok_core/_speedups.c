@@ -13,6 +13,9 @@
  *       (_pickle) may load it: see carbon_pickle.py for why the C unpickler is not safe otherwise
  *   pickle_columns(points, now, max_path_bytes, max_name_bytes)
  *       unpickled [(path, (timestamp, value)), ...] -> (names, values, timestamps), or None
+ *   statsd_apply(data, keys, counters, timers, timer_counts, gauges, max_line_length)
+ *       applies a datagram's clean lines to turok_core.statsd.StatsdAggregator's state and
+ *       stops at the first line it does not take on, for the Python code to go on from there
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -513,10 +516,198 @@ fail:
     return NULL;
 }
 
+/* --- StatsD ------------------------------------------------------------------------------ */
+
+/* A StatsD number (value or sample rate) as Python's float() reads it; 0 when Python must. */
+static int statsd_number(const unsigned char *text, Py_ssize_t size, double *out) {
+    if (size == 0 || memchr(text, '_', size) != NULL)  /* float() takes 1_000, JavaScript not */
+        return 0;
+    if (parse_simple_decimal(text, size, out))
+        return 1;
+    /* the text is followed by '|', '\n' or the bytes' NUL, where strtod stops */
+    char *end;
+    double value = PyOS_string_to_double((const char *)text, &end, NULL);
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = value;
+    return (const unsigned char *)end == text + size && isfinite(value);
+}
+
+/* mapping[key] = mapping.get(key, 0.0) + add, for a dict of floats; -1 error, 0 look closer */
+static int add_to_float(PyObject *mapping, PyObject *key, double add) {
+    PyObject *old = PyDict_GetItemWithError(mapping, key);
+    double total;
+    if (old == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        total = 0.0 + add;
+    } else if (PyFloat_CheckExact(old)) {
+        total = PyFloat_AS_DOUBLE(old) + add;
+    } else {
+        return 0;
+    }
+    PyObject *value = PyFloat_FromDouble(total);
+    if (value == NULL)
+        return -1;
+    int failed = PyDict_SetItem(mapping, key, value);
+    Py_DECREF(value);
+    return failed ? -1 : 1;
+}
+
+/* Applies one parsed line; 1 done, 0 look closer, -1 error. */
+static int statsd_line(PyObject *key, const unsigned char *text, Py_ssize_t text_size, const unsigned char *kind,
+                       Py_ssize_t kind_size, double rate, PyObject *counters, PyObject *timers,
+                       PyObject *timer_counts, PyObject *gauges) {
+    double value;
+    if (!statsd_number(text, text_size, &value))
+        return 0;
+    if (kind_size == 1 && kind[0] == 'c')
+        return add_to_float(counters, key, value * (1.0 / rate));
+    if ((kind_size == 2 && kind[0] == 'm' && kind[1] == 's') || (kind_size == 1 && kind[0] == 'h')) {
+        if (value < 0.0)
+            return 0;
+        PyObject *samples = PyDict_GetItemWithError(timers, key);
+        if (samples == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            samples = PyList_New(0);
+            if (samples == NULL || PyDict_SetItem(timers, key, samples) < 0) {
+                Py_XDECREF(samples);
+                return -1;
+            }
+            Py_DECREF(samples);  /* the dict holds it */
+        } else if (!PyList_CheckExact(samples)) {
+            return 0;
+        }
+        /* the count first: it may still look closer, and nothing must be half applied */
+        PyObject *count = PyDict_GetItemWithError(timer_counts, key);
+        if ((count == NULL && PyErr_Occurred()) || (count != NULL && !PyFloat_CheckExact(count)))
+            return count == NULL ? -1 : 0;
+        PyObject *sample = PyFloat_FromDouble(value);
+        if (sample == NULL)
+            return -1;
+        Py_INCREF(samples);  /* while the dict may change under a finalizer */
+        int failed = PyList_Append(samples, sample);
+        Py_DECREF(samples);
+        Py_DECREF(sample);
+        if (failed)
+            return -1;
+        return add_to_float(timer_counts, key, 1.0 / rate) < 0 ? -1 : 1;
+    }
+    if (kind_size == 1 && kind[0] == 'g') {
+        PyObject *old = PyDict_GetItemWithError(gauges, key);
+        if (old == NULL && PyErr_Occurred())
+            return -1;
+        if ((text[0] == '+' || text[0] == '-') && old != NULL) {
+            if (!PyFloat_CheckExact(old))
+                return 0;
+            value = PyFloat_AS_DOUBLE(old) + value;
+        }
+        PyObject *gauge = PyFloat_FromDouble(value);
+        if (gauge == NULL)
+            return -1;
+        int failed = PyDict_SetItem(gauges, key, gauge);
+        Py_DECREF(gauge);
+        return failed ? -1 : 1;
+    }
+    return 0;  /* sets, unknown types: Python */
+}
+
+PyDoc_STRVAR(statsd_apply_doc,
+"statsd_apply(data, keys, counters, timers, timer_counts, gauges, max_line_length) -> (offset, lines)\n\n"
+"Applies the clean lines at the start of a StatsD datagram (bytes) to StatsdAggregator's dicts:\n"
+"ASCII `key:value|c|ms|h|g[|@rate]` lines, one value each, no tags, whose raw key is in `keys`\n"
+"with a non-empty name. Stops at the first other line: returns the offset where it stopped\n"
+"(len(data) when it took every line) and how many non-blank lines it applied.");
+
+static PyObject *statsd_apply(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    PyObject *keys, *counters, *timers, *timer_counts, *gauges;
+    Py_ssize_t max_line;
+    if (!PyArg_ParseTuple(args, "y*O!O!O!O!O!n:statsd_apply", &view, &PyDict_Type, &keys, &PyDict_Type, &counters,
+                          &PyDict_Type, &timers, &PyDict_Type, &timer_counts, &PyDict_Type, &gauges, &max_line))
+        return NULL;
+    if (!PyBytes_Check(view.obj)) {  /* its trailing NUL ends the last number for strtod */
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "statsd_apply() needs bytes");
+        return NULL;
+    }
+    const unsigned char *data = view.buf, *end = data + view.len, *line = data;
+    Py_ssize_t applied = 0;
+    int failed = 0;
+    while (line < end) {
+        const unsigned char *eol = memchr(line, '\n', end - line);
+        if (eol == NULL)
+            eol = end;
+        Py_ssize_t size = eol - line;
+        if (size == 0) {
+            line = eol + 1;
+            continue;
+        }
+        if (max_line > 0 && size > max_line)
+            break;
+        const unsigned char *colon = NULL, *bar1 = NULL, *bar2 = NULL;
+        int usual = 1;
+        for (const unsigned char *p = line; p < eol && usual; p++) {
+            unsigned char ch = *p;
+            if (ch >= 0x80 || ch == '#')
+                usual = 0;  /* UTF-8 or tags: Python */
+            else if (ch == ':')
+                usual = colon == NULL, colon = p;
+            else if (ch == '|' && colon != NULL) {
+                if (bar1 == NULL)
+                    bar1 = p;
+                else
+                    usual = bar2 == NULL, bar2 = p;
+            }
+        }
+        if (!usual || colon == NULL || bar1 == NULL)
+            break;
+        double rate = 1.0;
+        const unsigned char *kind_end = bar2 != NULL ? bar2 : eol;
+        if (bar2 != NULL) {
+            if (eol - bar2 < 2 || bar2[1] != '@' || !statsd_number(bar2 + 2, eol - bar2 - 2, &rate)
+                || !(rate > 0.0))
+                break;
+        }
+        PyObject *raw_key = ascii_str(line, colon - line);
+        if (raw_key == NULL) {
+            failed = 1;
+            break;
+        }
+        PyObject *key = PyDict_GetItemWithError(keys, raw_key);
+        Py_DECREF(raw_key);
+        if (key == NULL) {
+            failed = PyErr_Occurred() != NULL;
+            break;  /* a key not seen yet: Python sanitises it */
+        }
+        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) == 0)
+            break;  /* refused by the name rule: a bad line */
+        Py_INCREF(key);
+        int done = statsd_line(key, colon + 1, bar1 - colon - 1, bar1 + 1, kind_end - bar1 - 1, rate, counters,
+                               timers, timer_counts, gauges);
+        Py_DECREF(key);
+        if (done <= 0) {
+            failed = done < 0;
+            break;
+        }
+        applied++;
+        line = eol + 1;
+    }
+    PyBuffer_Release(&view);
+    if (failed)
+        return NULL;
+    Py_ssize_t offset = line < end ? line - data : (Py_ssize_t)(end - data);
+    return Py_BuildValue("(nn)", offset, applied);
+}
+
 static PyMethodDef methods[] = {
     {"parse_lines", parse_lines, METH_VARARGS, parse_lines_doc},
     {"pickle_is_plain", pickle_is_plain, METH_O, pickle_is_plain_doc},
     {"pickle_columns", pickle_columns, METH_VARARGS, pickle_columns_doc},
+    {"statsd_apply", statsd_apply, METH_VARARGS, statsd_apply_doc},
     {NULL, NULL, 0, NULL},
 };
 

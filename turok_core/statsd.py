@@ -2,7 +2,9 @@
 
 ``StatsdAggregator.ingest`` takes one whole datagram (or a chunk of complete TCP lines) and
 applies every line in one loop: the chunk is decoded and split once, key sanitising is cached
-per raw key. ``StatsdAggregator.flush`` computes what etsy's graphite backend would send at a
+per raw key. With the C extension (``turok_core.native``) the clean lines of keys seen before
+(``key:value|c``, ``ms``, ``h``, ``g``, with a sample rate or not) are applied in C first, up to
+the first line it leaves to this code. ``StatsdAggregator.flush`` computes what etsy's graphite backend would send at a
 flush and returns it as parallel ``names``/``values`` lists, then resets the state for the next
 interval (counters to 0, timers and sets emptied, gauges kept; with ``delete_idle_stats`` keys
 are forgotten instead, so idle keys send nothing).
@@ -33,6 +35,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from .metric_names import DEFAULT_MAX_NAME_BYTES, NameRule
+from .native import speedups as _native
 
 if TYPE_CHECKING:
     from .config import TurokConfig
@@ -187,6 +190,13 @@ class StatsdAggregator:
         """Apply a datagram (or ``packets`` TCP reads' complete lines); returns the bad lines."""
         self.packets_received += packets
         self.totals.packets_received += packets
+        applied = 0
+        if _native is not None and type(data) is bytes:
+            # the clean lines at the start (usually all) in C; the rest from the first other one
+            offset, applied = _native.statsd_apply(data, self._keys, self.counters, self.timers,
+                                                   self.timer_counts, self.gauges, self.settings.max_line_length)
+            if offset:
+                data = data[offset:]
         try:
             lines = data.decode("utf-8").split("\n")
             undecodable = 0
@@ -194,7 +204,7 @@ class StatsdAggregator:
             lines, undecodable = self._decode_lines(data)
         metrics, bad = self._apply(lines)
         bad += undecodable
-        metrics += undecodable
+        metrics += undecodable + applied
         self.metrics_received += metrics
         self.totals.metrics_received += metrics
         self.bad_lines_seen += bad

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turok_core import carbon_pickle, native, plaintext
+from turok_core import carbon_pickle, native, plaintext, statsd
 from turok_core.carbon_pickle import MalformedPickleError, UnsafePickleError, decode_frames, load_frame
 from turok_core.metric_names import NameRule
 from turok_core.plaintext import parse_plaintext
@@ -36,12 +36,12 @@ def test_the_extension_is_built_here():
 
 @contextlib.contextmanager
 def pure_python():
-    saved = plaintext._native, carbon_pickle._native
-    plaintext._native = carbon_pickle._native = None
+    saved = plaintext._native, carbon_pickle._native, statsd._native
+    plaintext._native = carbon_pickle._native = statsd._native = None
     try:
         yield
     finally:
-        plaintext._native, carbon_pickle._native = saved
+        plaintext._native, carbon_pickle._native, statsd._native = saved
 
 
 def both(function, *args):
@@ -185,3 +185,56 @@ def test_carbon_relay_style_frames_are_plain():
     items = [(f"servers.web{i:03d}.cpu", (NOW + i, i * 0.5)) for i in range(1000)]  # past BINPUT's 255
     for protocol in range(1, 6):  # protocol 0's text opcodes are left to the Python unpickler
         assert native.speedups.pickle_is_plain(pickle.dumps(items, protocol=protocol)), protocol
+
+
+# --- StatsD --------------------------------------------------------------------------------------
+
+statsd_keys = st.sampled_from(["a.b", "api.req", "x y", "a/b", "é", "k;t=1", "a|b", "", "..", "q" * 300])
+statsd_values = st.one_of(st.sampled_from(["1", "-1", "+2", "0", "-0", "1.5", "1_0", "nan", "inf", "1e400", "",
+                                           " 1", "3.", ".5", "1e3", "0x1", "abc"]),
+                          st.floats(-1e6, 1e6).map(repr))
+statsd_kinds = st.sampled_from(["c", "ms", "h", "g", "s", "x", " c", "c\r", "C"])
+statsd_rates = st.sampled_from(["", "|@0.5", "|@0.1", "|@0", "|@-1", "|@abc", "|@1_0", "|@", "|0.5", "|@ 0.5",
+                                "|@1e400", "|@0.5|x", "|#t:1"])
+statsd_lines = st.one_of(
+    st.tuples(statsd_keys, statsd_values, statsd_kinds, statsd_rates).map(lambda p: f"{p[0]}:{p[1]}|{p[2]}{p[3]}"),
+    st.sampled_from(["", "a.b", "a.b:1|c:2|c", "a.b:1", ":1|c", "\u00e9.x:1|c", "a.b:1|c|@0.5|#t:1"]))
+statsd_datagrams = st.lists(st.lists(statsd_lines, max_size=20).map("\n".join).map(str.encode)
+                            | st.binary(max_size=40), min_size=1, max_size=6)
+
+
+def statsd_state(aggregator) -> tuple:
+    floats = lambda mapping: {key: repr(value) for key, value in mapping.items()}  # noqa: E731
+    return (floats(aggregator.counters), {k: list(map(repr, v)) for k, v in aggregator.timers.items()},
+            floats(aggregator.timer_counts), floats(aggregator.gauges), aggregator.sets,
+            aggregator.metrics_received, aggregator.bad_lines_seen, aggregator.bad_examples,
+            list(aggregator.counters), list(aggregator.timers), list(aggregator.gauges))
+
+
+def run_statsd(datagrams) -> tuple:
+    aggregator = statsd.StatsdAggregator(statsd.StatsdSettings(max_line_length=60))
+    for datagram in datagrams:
+        aggregator.ingest(datagram)
+    state = statsd_state(aggregator)
+    flushed = [(name, repr(value)) for name, value in zip(*aggregator.flush())
+               if not name.endswith("processing_time")]  # a duration: differs run to run
+    return state, flushed
+
+
+@CHECKS
+@given(statsd_datagrams)
+def test_statsd_datagrams_apply_as_the_python_aggregator_does(datagrams):
+    fast, slow = both(run_statsd, datagrams * 2)  # twice: the second time every key is known
+    assert fast == slow
+
+
+def test_clean_statsd_datagrams_are_taken_by_the_extension():
+    aggregator = statsd.StatsdAggregator()
+    datagram = b"\n".join(b"app.c%d:%d|c|@0.5\napp.t%d:%d.5|ms\napp.g%d:-%d|g" % (i, i, i, i, i, i)
+                          for i in range(20))
+    aggregator.ingest(datagram)  # keys seen first by the Python code, which sanitises them
+    keys = aggregator._keys
+    offset, applied = native.speedups.statsd_apply(datagram, keys, aggregator.counters, aggregator.timers,
+                                                   aggregator.timer_counts, aggregator.gauges, 0)
+    assert (offset, applied) == (len(datagram), 60)
+    assert aggregator.counters["app.c3"] == 12.0 and aggregator.timers["app.t2"] == [2.5, 2.5]
