@@ -568,6 +568,10 @@ static int statsd_line(PyObject *key, const unsigned char *text, Py_ssize_t text
     if ((kind_size == 2 && kind[0] == 'm' && kind[1] == 's') || (kind_size == 1 && kind[0] == 'h')) {
         if (value < 0.0)
             return 0;
+        /* the count's type first: nothing may be half applied when this line goes to Python */
+        PyObject *count = PyDict_GetItemWithError(timer_counts, key);
+        if ((count == NULL && PyErr_Occurred()) || (count != NULL && !PyFloat_CheckExact(count)))
+            return count == NULL ? -1 : 0;
         PyObject *samples = PyDict_GetItemWithError(timers, key);
         if (samples == NULL) {
             if (PyErr_Occurred())
@@ -577,21 +581,15 @@ static int statsd_line(PyObject *key, const unsigned char *text, Py_ssize_t text
                 Py_XDECREF(samples);
                 return -1;
             }
-            Py_DECREF(samples);  /* the dict holds it */
-        } else if (!PyList_CheckExact(samples)) {
+        } else if (PyList_CheckExact(samples)) {
+            Py_INCREF(samples);  /* ours while allocating: a finalizer could change the dict */
+        } else {
             return 0;
         }
-        /* the count first: it may still look closer, and nothing must be half applied */
-        PyObject *count = PyDict_GetItemWithError(timer_counts, key);
-        if ((count == NULL && PyErr_Occurred()) || (count != NULL && !PyFloat_CheckExact(count)))
-            return count == NULL ? -1 : 0;
         PyObject *sample = PyFloat_FromDouble(value);
-        if (sample == NULL)
-            return -1;
-        Py_INCREF(samples);  /* while the dict may change under a finalizer */
-        int failed = PyList_Append(samples, sample);
+        int failed = sample == NULL || PyList_Append(samples, sample) < 0;
+        Py_XDECREF(sample);
         Py_DECREF(samples);
-        Py_DECREF(sample);
         if (failed)
             return -1;
         return add_to_float(timer_counts, key, 1.0 / rate) < 0 ? -1 : 1;
