@@ -535,6 +535,16 @@ static int statsd_number(const unsigned char *text, Py_ssize_t size, double *out
     return (const unsigned char *)end == text + size && isfinite(value);
 }
 
+/* mapping[key] = value; 1 done, -1 error */
+static int set_float(PyObject *mapping, PyObject *key, double value) {
+    PyObject *number = PyFloat_FromDouble(value);
+    if (number == NULL)
+        return -1;
+    int failed = PyDict_SetItem(mapping, key, number);
+    Py_DECREF(number);
+    return failed ? -1 : 1;
+}
+
 /* mapping[key] = mapping.get(key, 0.0) + add, for a dict of floats; -1 error, 0 look closer */
 static int add_to_float(PyObject *mapping, PyObject *key, double add) {
     PyObject *old = PyDict_GetItemWithError(mapping, key);
@@ -548,12 +558,7 @@ static int add_to_float(PyObject *mapping, PyObject *key, double add) {
     } else {
         return 0;
     }
-    PyObject *value = PyFloat_FromDouble(total);
-    if (value == NULL)
-        return -1;
-    int failed = PyDict_SetItem(mapping, key, value);
-    Py_DECREF(value);
-    return failed ? -1 : 1;
+    return set_float(mapping, key, total);
 }
 
 /* Applies one parsed line; 1 done, 0 look closer, -1 error. */
@@ -603,12 +608,7 @@ static int statsd_line(PyObject *key, const unsigned char *text, Py_ssize_t text
                 return 0;
             value = PyFloat_AS_DOUBLE(old) + value;
         }
-        PyObject *gauge = PyFloat_FromDouble(value);
-        if (gauge == NULL)
-            return -1;
-        int failed = PyDict_SetItem(gauges, key, gauge);
-        Py_DECREF(gauge);
-        return failed ? -1 : 1;
+        return set_float(gauges, key, value);
     }
     return 0;  /* sets, unknown types: Python */
 }
