@@ -1,10 +1,10 @@
 /* turok_core._speedups: the gateway's per-point work in C, for the common clean input only.
  *
- * Each function either answers exactly what the pure-Python code in turok_core.plaintext and
- * turok_core.carbon_pickle would, or returns None ("look closer"), and the caller then runs the
- * Python code, which owns every rule about bad input. So the C side never refuses or counts a
- * point: it only goes fast when nothing is unusual, and its tests compare it with the Python
- * reference on generated input.
+ * Each function either does exactly what the pure-Python code in turok_core.plaintext,
+ * turok_core.carbon_pickle and turok_core.statsd would, or leaves the input ("look closer": None,
+ * or where it stopped) to that code, which owns every rule about bad input. So the C side never
+ * refuses or counts a point: it only goes fast when nothing is unusual, and its tests
+ * (tests/unit/test_speedups.py) compare it with the Python reference on generated input.
  *
  *   parse_lines(data, now, max_line_length, max_name_bytes)
  *       carbon plaintext lines -> (names, values, timestamps), or None
@@ -93,7 +93,9 @@ static int parse_simple_decimal(const unsigned char *s, Py_ssize_t size, double 
     Py_ssize_t i = 0;
     int negative = 0, digits = 0, fraction = -1;
     unsigned long long mantissa = 0;
-    if (size && (s[0] == '-' || s[0] == '+')) {
+    if (size == 0)
+        return 0;
+    if (s[0] == '-' || s[0] == '+') {
         negative = s[0] == '-';
         i = 1;
     }
