@@ -245,10 +245,10 @@ class GatewayService(service.Service):
 
     def _add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int]) -> int:
         """Journal points, then put them into their windows (also the self-metrics' sink)."""
-        policies = self.buffer.known_policies(names)
+        policies = self.buffer.policies_of(names)
         if self.journal is not None:
             try:
-                self.journal.add(names, values, timestamps, self._longest_step(names, policies))
+                self.journal.add(names, values, timestamps, self._longest_step(policies))
             except OSError as exc:  # keep accepting: the points are in memory, only not durable
                 self._spool_failed("journal points", exc)
             self._check_pressure()
@@ -398,25 +398,16 @@ class GatewayService(service.Service):
         self._last_sync = self._last_compact = now
         self._check_pressure()
 
-    def _longest_step(self, names: Sequence[str], policies: Sequence[Optional[tuple[int, str]]] = ()) -> int:
-        """The longest base step among ``names``' metrics (0 for no schema), so the journal can
-        drop a segment as soon as its windows closed. ``policies``: the window buffer's cached
-        policies of ``names``; when it knows them all (the usual chunk has one), no name is
-        looked up again."""
-        if policies:
-            first = policies[0]
-            if first is not None and policies.count(first) == len(policies):  # interned: `is` hits
-                return first[0]
-            distinct = set(policies)
-            if None not in distinct:
-                return max(step for step, _aggregation in distinct)
-        steps = self._steps
-        try:
-            return max(map(steps.__getitem__, names)) if names else 0
-        except KeyError:
-            for name in names:
-                self._deadline(name, 0)
-            return max(steps.get(name, self._max_step) for name in names)
+    @staticmethod
+    def _longest_step(policies: Sequence[Optional[tuple[int, str]]]) -> int:
+        """The longest base step among a chunk's policies (``WindowBuffer.policies_of``; 0 when
+        none has one), so the journal can drop a segment as soon as its windows closed."""
+        if not policies:
+            return 0
+        first = policies[0]
+        if first is not None and policies.count(first) == len(policies):  # the usual chunk: one policy
+            return first[0]
+        return max((policy[0] for policy in set(policies) if policy is not None), default=0)
 
     def _deadline(self, metric: str, timestamp: int) -> Optional[int]:
         """When ``metric``'s window holding ``timestamp`` can close: slot + step (None: no schema)."""

@@ -129,18 +129,25 @@ class WindowBuffer:
         """Points in open windows."""
         return self._buffered_points
 
-    def known_policies(self, names: Sequence[str]) -> list[Optional[Policy]]:
-        """Each name's cached (step, aggregation), None when not cached yet or without a policy.
+    def policies_of(self, names: Sequence[str]) -> list[Optional[Policy]]:
+        """Each name's (step, aggregation), None for a name no policy matches; names not seen
+        before are looked up (and cached) now.
 
         Pass the list on to ``add_points``: callers that need the steps first (the gateway's
-        journal) then look the names up once, not twice."""
-        return list(map(self._policies.get, names))
+        journal) then look each name up once, not twice."""
+        cached = self._policies
+        found = list(map(cached.get, names))
+        if None in found:  # new names (or names without a policy, cached as None)
+            for i in [i for i, policy in enumerate(found) if policy is None]:
+                name = names[i]
+                found[i] = cached[name] if name in cached else self._policy(name)
+        return found
 
     def add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
                    chunk_policies: Optional[list[Optional[Policy]]] = None) -> int:
         """Buffer parallel lists of points into their windows; returns how many were buffered.
 
-        ``chunk_policies``: ``known_policies(names)``, when the caller has it already."""
+        ``chunk_policies``: ``policies_of(names)``, when the caller has it already."""
         if not names:
             return 0
         if chunk_policies is None:

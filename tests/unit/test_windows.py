@@ -178,3 +178,21 @@ def test_released_batch_is_a_sequence_of_messages_and_empty_when_nothing_closed(
     assert list(batch) == [TurokMessage("slow.y", T0 - T0 % 60, [2.0], 60, "average"),
                            TurokMessage("x.count", T0, [1.0], 10, "sum")]
     assert batch[-1].metric == "x.count" and batch == list(batch)
+
+
+def test_policies_of_looks_each_name_up_once_for_the_journal_and_the_windows():
+    looked_up = []
+
+    def policy(metric: str) -> tuple[int, str]:
+        looked_up.append(metric)
+        if metric.startswith("orphan."):
+            raise ValueError("no schema")
+        return table_policy(metric)
+
+    buffer = WindowBuffer(policy, grace_seconds=5)
+    names = ["a", "slow.b", "orphan.c", "a"]
+    policies = buffer.policies_of(names)
+    assert policies == [(10, "average"), (60, "average"), None, (10, "average")]
+    assert buffer.add_points(names, [1.0, 2.0, 3.0, 4.0], [T0] * 4, policies) == 3
+    assert buffer.rejected_points == 1
+    assert buffer.policies_of(names) == policies and sorted(looked_up) == ["a", "orphan.c", "slow.b"]
