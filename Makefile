@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
-# libcairo2 for graphite-web; a C compiler (and below, Python's headers) for turok_core._speedups
+# libcairo2 for graphite-web; a C compiler (and below, Python's headers) for turok_core.parse._speedups
 APT_PACKAGES := libcairo2 gcc
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: run test bench install deps apt headers clean
 
 run: install
-	$(PY) -m turok_core.services.localstack run
+	$(PY) -m turok_core.dev.stack run
 
 # the real-client tests run Debian's collectd
 test: APT_PACKAGES += collectd-core
@@ -59,4 +59,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/_speedups*.so
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so

@@ -24,20 +24,20 @@ setup(
                                     "finder", "finder.*", "keeper", "keeper.*"]) + ["twisted.plugins"],
     # twistd finds plugins in twisted/plugins: install ours there, as carbon does
     package_dir={"twisted.plugins": "twisted_plugins"},
-    package_data={"turok_core": ["conf/*.conf"], "keeper": ["templates/*"]},
+    package_data={"turok_core.model": ["conf/*.conf"], "keeper": ["templates/*"]},
     install_requires=[
         "twisted>=23.10,<26",
         "boto3>=1.34,<2",
         "msgpack>=1.0,<2",
     ],
     # the gateway's parsing of clean input in C; optional: without a compiler the pure-Python
-    # parsers do the same work (turok_core/native.py)
-    ext_modules=[Extension("turok_core._speedups", ["turok_core/_speedups.c"], optional=True,
+    # parsers do the same work (turok_core/parse/native.py)
+    ext_modules=[Extension("turok_core.parse._speedups", ["turok_core/parse/_speedups.c"], optional=True,
                            extra_compile_args=["-O2"])],
     extras_require={"stack": STACK, "test": TEST},
     entry_points={"console_scripts": [
-        "turok-provision=turok_core.provision:main",
-        "turok-localstack=turok_core.services.localstack:main",
+        "turok-provision=turok_core.runtime.provision:main",
+        "turok-localstack=turok_core.dev.stack:main",
         "turok-keeper=keeper.cli:main",
     ]},
 )

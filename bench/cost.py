@@ -28,17 +28,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN, free_port, machine, stop, wait_port  # noqa: E402
-from turok_core.aws import make_client  # noqa: E402
-from turok_core.codec import encode_messages  # noqa: E402
-from turok_core.config import TurokConfig  # noqa: E402
-from turok_core.index_store import IndexStore  # noqa: E402
-from turok_core.ingest import Announcer, BlockWriter  # noqa: E402
-from turok_core.provision import provision  # noqa: E402
-from turok_core.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
-from turok_core.schemas import load_schemas  # noqa: E402
-from turok_core.services.turokd import VISIBILITY_MARGIN  # noqa: E402
-from turok_core.storage import BlockStore, item_size  # noqa: E402
-from turok_core.windows import WindowBuffer  # noqa: E402
+from turok_core.runtime.aws import make_client  # noqa: E402
+from turok_core.wire.codec import encode_messages  # noqa: E402
+from turok_core.model.config import TurokConfig  # noqa: E402
+from turok_core.index.s3_store import IndexStore  # noqa: E402
+from turok_core.turokd.block_writer import Announcer, BlockWriter  # noqa: E402
+from turok_core.runtime.provision import provision  # noqa: E402
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
+from turok_core.model.schemas import load_schemas  # noqa: E402
+from turok_core.turokd.service import VISIBILITY_MARGIN  # noqa: E402
+from turok_core.storage.tables import BlockStore, item_size  # noqa: E402
+from turok_core.windows.buffer import WindowBuffer  # noqa: E402
 
 STEP = 10
 CHUNK = 65536

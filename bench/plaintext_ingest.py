@@ -234,7 +234,7 @@ class TurokGateway:
     def delivered(self) -> int:
         """Receive (without deleting: they stay invisible) every message now on the queue and
         add up the datapoints of servers.* in them."""
-        from turok_core.codec import decode_body
+        from turok_core.wire.codec import decode_body
         for _ in range(100_000):
             reply = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
                                              VisibilityTimeout=3600, WaitTimeSeconds=0)

@@ -2,7 +2,7 @@
 same data in whisper files, and ``find`` latency over large indexes.
 
 Render: M series (``bench.h<NNN>.m<K>``, retentions ``1m:1d,5m:7d``, average) are written once
-with ``turok_core.storage.BlockStore`` into DynamoDB tables on a moto server this script starts
+with ``turok_core.storage.tables.BlockStore`` into DynamoDB tables on a moto server this script starts
 (their names into the S3 index with ``IndexStore``), and into whisper files with the same
 archives and values. Then, in one child process per storage, a real graphite-web (Django
 ``Client``, ``/render/?format=json``) with ``finder.TurokFinder`` or graphite-web's
@@ -91,11 +91,11 @@ def load(env: dict[str, str], workdir: Path, count: int, now: int) -> None:
     """Write ``count`` series into DynamoDB (+ the S3 index) and into whisper files."""
     import whisper
 
-    from turok_core.aws import make_client
-    from turok_core.config import load_config
-    from turok_core.index_store import IndexStore
-    from turok_core.provision import provision_bucket
-    from turok_core.storage import BlockStore
+    from turok_core.runtime.aws import make_client
+    from turok_core.model.config import load_config
+    from turok_core.index.s3_store import IndexStore
+    from turok_core.runtime.provision import provision_bucket
+    from turok_core.storage.tables import BlockStore
 
     config = load_config(environ=env)
     s3 = make_client("s3", config)
@@ -147,7 +147,7 @@ def measure_child(storage: str, count: int, renders: int) -> None:
 
     calls = {"requests": 0, "units": 0.0}
     if storage == "turok":
-        from turok_core.storage import item_size
+        from turok_core.storage.tables import item_size
         finder = next(f for f in STORE.finders if type(f).__name__ == "TurokFinder")
 
         def count_call(http_response, parsed, model, **_):
@@ -197,7 +197,7 @@ def run_child(storage: str, env: dict[str, str], workdir: Path, count: int, rend
     child_env = dict(os.environ, **env, DJANGO_SETTINGS_MODULE="graphite.settings",
                      PYTHONPATH=f"{workdir}{os.pathsep}{REPO}", BENCH_MOTO_PID=str(moto_pid))
     if storage == "turok":
-        child_env.update(GRAPHITE_SETTINGS_MODULE="finder.graphite_settings",
+        child_env.update(GRAPHITE_SETTINGS_MODULE="turok_core.dev.graphite_settings",
                          GRAPHITE_STORAGE_DIR=str(workdir / "graphite-turok"))
     else:
         (workdir / "bench_whisper_settings.py").write_text(WHISPER_SETTINGS.format(
@@ -213,10 +213,10 @@ def run_child(storage: str, env: dict[str, str], workdir: Path, count: int, rend
 
 def measure_find(env: dict[str, str], sizes: list[int], queries: int, cold_runs: int = 3) -> list[tuple]:
     """Cold and warm ``IndexCache.match`` over indexes of ``sizes`` names each."""
-    from turok_core.aws import make_client
-    from turok_core.config import load_config
-    from turok_core.index_store import IndexCache, IndexStore
-    from turok_core.provision import provision_bucket
+    from turok_core.runtime.aws import make_client
+    from turok_core.model.config import load_config
+    from turok_core.index.s3_store import IndexCache, IndexStore
+    from turok_core.runtime.provision import provision_bucket
 
     rows = []
     for size in sizes:

@@ -139,7 +139,7 @@ def run_trials(pid: int, port: int, trials: list[Trial], seconds: float, timeout
 
 
 def turok_received(turok: TurokGateway) -> dict[str, float]:
-    from turok_core.codec import decode_body
+    from turok_core.wire.codec import decode_body
     sums: dict[str, float] = {}
     prefix = "stats_counts.bench."
     for _ in range(100_000):

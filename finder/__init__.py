@@ -1,6 +1,6 @@
 """Turok's graphite-web finder: ``STORAGE_FINDERS = ('finder.TurokFinder',)``.
 
-The classes are imported on first use: graphite-web imports ``finder.graphite_settings`` while its
+The classes are imported on first use: graphite-web imports ``turok_core.dev.graphite_settings`` while its
 own settings are still loading, before graphite's modules can be imported.
 """
 
@@ -9,9 +9,9 @@ __all__ = ["TurokFinder", "TurokReader"]
 
 def __getattr__(name: str):
     if name == "TurokFinder":
-        from .finder import TurokFinder
+        from finder.finder import TurokFinder
         return TurokFinder
     if name == "TurokReader":
-        from .reader import TurokReader
+        from finder.reader import TurokReader
         return TurokReader
     raise AttributeError(f"module 'finder' has no attribute {name!r}")

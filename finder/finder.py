@@ -16,14 +16,14 @@ from typing import Callable, Iterable, Optional, Sequence
 from graphite.finders.utils import BaseFinder
 from graphite.node import BranchNode, LeafNode
 
-from turok_core.aws import make_client
-from turok_core.config import TurokConfig, load_config
-from turok_core.index_store import IndexCache
-from turok_core.rollup import consolidate
-from turok_core.schemas import SchemaSet, load_schemas
-from turok_core.series_reader import SeriesReader
+from turok_core.runtime.aws import make_client
+from turok_core.model.config import TurokConfig, load_config
+from turok_core.index.s3_store import IndexCache
+from turok_core.turokd.rollup import consolidate
+from turok_core.model.schemas import SchemaSet, load_schemas
+from turok_core.storage.series_reader import SeriesReader
 
-from .reader import TurokReader, Window, archive_window
+from finder.reader import TurokReader, Window, archive_window
 
 
 class TurokFinder(BaseFinder):
@@ -46,15 +46,15 @@ class TurokFinder(BaseFinder):
 
     @property
     def blocks(self):
-        """The DynamoDB block reader (``turok_core.storage.BlockStore``), made on first use."""
+        """The DynamoDB block reader (``turok_core.storage.tables.BlockStore``), made on first use."""
         if self._blocks is None:
-            from turok_core.storage import BlockStore
+            from turok_core.storage.tables import BlockStore
             self._blocks = BlockStore(make_client("dynamodb", self.config), self.config)
         return self._blocks
 
     @property
     def series(self) -> SeriesReader:
-        """Stored, held and freshly rolled-up slots (``turok_core.series_reader``), made on first use."""
+        """Stored, held and freshly rolled-up slots (``turok_core.storage.series_reader``), made on first use."""
         if self._series is None:
             self._series = SeriesReader(self.blocks, self.config, self.schemas, self._cache, self._clock)
         return self._series

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 from graphite.intervals import Interval, IntervalSet
 
-from turok_core.schemas import Archive
+from turok_core.model.schemas import Archive
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .finder import TurokFinder
+    from finder.finder import TurokFinder
 
 
 class Window(NamedTuple):

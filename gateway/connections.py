@@ -26,11 +26,11 @@ from twisted.internet import task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from turok_core.metric_names import NameRule
-from turok_core.ratelimit import Throttle
+from turok_core.model.metric_names import NameRule
+from turok_core.runtime.ratelimit import Throttle
 
 if TYPE_CHECKING:
-    from turok_core.config import TurokConfig
+    from turok_core.model.config import TurokConfig
 
 log = Logger(namespace="turok.gateway")
 

@@ -9,7 +9,7 @@ batch (``decode_frames``). What happens to bad input, always counted in the fact
 - a frame that tries to load a class or call a function, or whose length prefix is over
   ``max_frame_bytes``, closes the connection at once (an oversized frame's body is never read);
 - a frame cut short by the disconnect is counted as truncated;
-- paths go through the metric-name rule (``turok_core.metric_names``), refused ones are bad points.
+- paths go through the metric-name rule (``turok_core.model.metric_names``), refused ones are bad points.
 
 The listener has the gateway's connection limit and idle timeout (``gateway.connections``).
 """
@@ -20,11 +20,11 @@ from typing import Callable
 
 from twisted.logger import Logger
 
-from turok_core.carbon_pickle import DEFAULT_MAX_FRAME_BYTES, FrameReader, decode_frames
-from turok_core.plaintext import ParsedLines
-from turok_core.ratelimit import Throttle
+from turok_core.parse.carbon_pickle import DEFAULT_MAX_FRAME_BYTES, FrameReader, decode_frames
+from turok_core.parse.plaintext import ParsedLines
+from turok_core.runtime.ratelimit import Throttle
 
-from .connections import ConnectionLimits, GuardedFactory, GuardedProtocol
+from gateway.connections import ConnectionLimits, GuardedFactory, GuardedProtocol
 
 log = Logger(namespace="turok.gateway")
 

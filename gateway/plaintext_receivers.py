@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from turok_core.metric_names import NameRule
-from turok_core.plaintext import ParsedLines, StreamLines, parse_plaintext
+from turok_core.model.metric_names import NameRule
+from turok_core.parse.plaintext import ParsedLines, StreamLines, parse_plaintext
 
-from .connections import ConnectionCounters, ConnectionLimits, GuardedFactory, GuardedProtocol
-from .udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
+from gateway.connections import ConnectionCounters, ConnectionLimits, GuardedFactory, GuardedProtocol
+from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 if TYPE_CHECKING:
-    from turok_core.config import TurokConfig
+    from turok_core.model.config import TurokConfig
 
 log = Logger(namespace="turok.gateway")
 

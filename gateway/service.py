@@ -1,6 +1,6 @@
 """The gateway service: plaintext listeners → WindowBuffer → Turok messages on SQS.
 
-``GatewayService`` owns the window buffer, the write-ahead spool (``turok_core.spool``) and the
+``GatewayService`` owns the window buffer, the write-ahead spool (``turok_core.spool.segments``) and the
 counters. Every accepted chunk of points is journaled before it joins its windows. Every
 ``config.flush_interval_seconds`` the windows that have closed (slot + step + grace) are
 released, encoded in the AWS thread pool (never on the reactor thread) and appended to the body
@@ -31,27 +31,27 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols import policies
 
-from turok_core import native
-from turok_core.aws import make_client
-from turok_core.codec import encode_messages
-from turok_core.config import TurokConfig
-from turok_core.message import TurokMessage
-from turok_core.plaintext import ParsedLines
-from turok_core.queues import MessageQueue, QueueSendError, batch_bodies
-from turok_core.ratelimit import Throttle
-from turok_core.schemas import load_schemas
-from turok_core.selfmetrics import flatten_counters
-from turok_core.services.cache_server import cache_site
-from turok_core.services.selfmetrics_loop import SelfMetricsLoop
-from turok_core.services.threads import start_aws_threadpool
-from turok_core.spool import BodySpool, PointJournal, SpoolError, SpooledBody
-from turok_core.windows import WindowBuffer, WindowGroup, window_points
+from turok_core.parse import native
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import encode_messages
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import TurokMessage
+from turok_core.parse.plaintext import ParsedLines
+from turok_core.wire.queues import MessageQueue, QueueSendError, batch_bodies
+from turok_core.runtime.ratelimit import Throttle
+from turok_core.model.schemas import load_schemas
+from turok_core.runtime.selfmetrics import flatten_counters
+from turok_core.runtime.cache_server import cache_site
+from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
+from turok_core.runtime.threads import start_aws_threadpool
+from turok_core.spool.segments import BodySpool, PointJournal, SpoolError, SpooledBody
+from turok_core.windows.buffer import WindowBuffer, WindowGroup, window_points
 
-from .pickle import CarbonPickleFactory
-from .plaintext import PlaintextTCPFactory, PlaintextUDPProtocol
-from .connections import configure_receivers
-from .statsd import add_statsd_services
-from .udp import UDP_MAX_PACKET_SIZE
+from gateway.pickle_receiver import CarbonPickleFactory
+from gateway.plaintext_receivers import PlaintextTCPFactory, PlaintextUDPProtocol
+from gateway.connections import configure_receivers
+from gateway.statsd_receivers import add_statsd_services
+from gateway.udp import UDP_MAX_PACKET_SIZE
 
 log = Logger(namespace="turok.gateway")
 

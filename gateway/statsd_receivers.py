@@ -1,4 +1,4 @@
-"""StatsD receivers (UDP and TCP) and the flush timer, around ``turok_core.statsd``.
+"""StatsD receivers (UDP and TCP) and the flush timer, around ``turok_core.statsd.aggregator``.
 
 Every datagram, and every TCP read's complete lines, goes whole into one
 ``StatsdAggregator.ingest`` call. ``StatsdFlushService`` flushes the aggregator every
@@ -19,12 +19,12 @@ from twisted.internet import task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from turok_core.config import TurokConfig
-from turok_core.plaintext import ParsedLines, StreamLines
-from turok_core.statsd import StatsdAggregator, StatsdSettings
+from turok_core.model.config import TurokConfig
+from turok_core.parse.plaintext import ParsedLines, StreamLines
+from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings
 
-from .connections import ConnectionLimits, GuardedFactory, GuardedProtocol
-from .udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
+from gateway.connections import ConnectionLimits, GuardedFactory, GuardedProtocol
+from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 log = Logger(namespace="turok.gateway.statsd")
 

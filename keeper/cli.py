@@ -10,12 +10,12 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from turok_core.aws import make_client
-from turok_core.config import load_config
-from turok_core.schemas import SchemaError, load_schemas
+from turok_core.runtime.aws import make_client
+from turok_core.model.config import load_config
+from turok_core.model.schemas import SchemaError, load_schemas
 
-from .apply import DEFAULT_GUARD_MAX_PAGES, DEFAULT_HYGIENE_MAX_QUERIES, Applier, list_tables
-from .plan import plan_for, render_text, to_json
+from keeper.apply import DEFAULT_GUARD_MAX_PAGES, DEFAULT_HYGIENE_MAX_QUERIES, Applier, list_tables
+from keeper.plan import plan_for, render_text, to_json
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,8 +76,8 @@ def moto_endpoint(tmp_path_factory):
 @pytest.fixture
 def turok_config(moto_endpoint):
     """A TurokConfig on the moto server with names unique to this test, already provisioned."""
-    from turok_core.config import TurokConfig
-    from turok_core.provision import provision
+    from turok_core.model.config import TurokConfig
+    from turok_core.runtime.provision import provision
 
     tag = uuid.uuid4().hex[:8]
     cache_port, gateway_cache_port = free_port(), free_port()
@@ -105,7 +105,7 @@ def running_twistd(plugin: str, config, workdir: Path, ready: Callable[[Path], o
     """A real ``twistd -n <plugin> --config FILE`` on the checkout's code; yields (log, process).
 
     ``ready(log_path)`` says when it serves; on exit the process gets SIGTERM, then SIGKILL."""
-    from turok_core.services.localstack import write_config
+    from turok_core.dev.stack import write_config
 
     ini, logfile = workdir / f"{plugin}.ini", workdir / f"{plugin}.log"
     write_config(config, ini)
@@ -139,7 +139,7 @@ def graphite_django(tmp_path_factory):
     """graphite-web's Django settings with Turok's settings module and a throw-away storage dir
     (the finder imports graphite's modules, which need them)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "graphite.settings")
-    os.environ.setdefault("GRAPHITE_SETTINGS_MODULE", "finder.graphite_settings")
+    os.environ.setdefault("GRAPHITE_SETTINGS_MODULE", "turok_core.dev.graphite_settings")
     os.environ.setdefault("GRAPHITE_STORAGE_DIR", str(tmp_path_factory.mktemp("graphite")))
     import django
 

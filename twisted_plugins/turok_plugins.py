@@ -27,7 +27,7 @@ class TurokServiceMaker:
     def makeService(self, options):
         import importlib
 
-        from turok_core.config import load_config
+        from turok_core.model.config import load_config
 
         module_name, function_name = self._factory.split(":")
         module = importlib.import_module(module_name)
@@ -43,7 +43,7 @@ gateway = TurokServiceMaker(
     "gateway.service:make_gateway_service")
 turokd = TurokServiceMaker(
     "turokd", "turokd: Turok messages from SQS, aggregated into DynamoDB day tables.",
-    "turok_core.services.turokd:make_turokd_service")
+    "turok_core.turokd.service:make_turokd_service")
 indexer = TurokServiceMaker(
     "turok-indexer", "turok-indexer: new metric names into the sharded S3 index.",
-    "turok_core.services.indexer:make_indexer_service")
+    "turok_core.index.service:make_indexer_service")

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import free_port, running_twistd, wait_for
 from tests.unit.test_gateway import QueueReader
-from turok_core.carbon_pickle import encode_frame
+from turok_core.parse.carbon_pickle import encode_frame
 
 LIMIT = 200
 FLOOD = 1000

@@ -19,8 +19,8 @@ from tests.conftest import running_twistd, with_schema_files
 from tests.e2e.sum_stream import (AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib,
                                   queue_depth, turokd_ready)
 from tests.faultproxy import FaultProxy, Faults
-from turok_core.aws import make_client
-from turok_core.storage import BACKOFF_BASE, BACKOFF_CAP, BlockStore
+from turok_core.runtime.aws import make_client
+from turok_core.storage.tables import BACKOFF_BASE, BACKOFF_CAP, BlockStore
 
 FAULT_RATE = 0.3
 MAX_EXTRA_SLOTS = 24

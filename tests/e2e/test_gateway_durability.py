@@ -22,8 +22,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
-from turok_core.aws import make_client
-from turok_core.codec import decode_body
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import decode_body
 
 STEP = 10
 GRACE = 2

@@ -24,15 +24,15 @@ from keeper.plan import plan_for
 from tests.conftest import ROOT, VENV_BIN, running_twistd, wait_for, with_schema_files
 from tests.e2e.sum_stream import queue_depth
 from tests.faultproxy import FaultProxy
-from turok_core.announcements import encode_announcements
-from turok_core.aws import make_client
-from turok_core.index import shard_of
-from turok_core.index_store import IndexStore
-from turok_core.queues import MessageQueue
-from turok_core.schemas import load_schemas
-from turok_core.services.localstack import write_config
-from turok_core.storage import BlockStore
-from turok_core.timefmt import day_start
+from turok_core.wire.announcements import encode_announcements
+from turok_core.runtime.aws import make_client
+from turok_core.index.names import shard_of
+from turok_core.index.s3_store import IndexStore
+from turok_core.wire.queues import MessageQueue
+from turok_core.model.schemas import load_schemas
+from turok_core.dev.stack import write_config
+from turok_core.storage.tables import BlockStore
+from turok_core.model.timefmt import day_start
 
 DAY = 86400
 STEP = 10

@@ -27,7 +27,7 @@ def test_localstack_run_takes_ports_from_the_environment_and_stops_on_ctrl_c(tmp
            "TUROK_RECEIVE_WAIT_SECONDS": "1", "TUROK_INDEX_REFRESH_SECONDS": "0.5",
            **{f"TUROK_{name}": str(port) for name, port in ports.items()}}
     env.pop("TUROK_CONFIG", None)
-    process = subprocess.Popen([sys.executable, "-m", "turok_core.services.localstack", "run",
+    process = subprocess.Popen([sys.executable, "-m", "turok_core.dev.stack", "run",
                                 "--run-dir", str(tmp_path)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     try:

@@ -9,9 +9,9 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.aws import make_client
-from turok_core.naming import table_name
-from turok_core.storage import BlockStore
+from turok_core.runtime.aws import make_client
+from turok_core.storage.table_names import table_name
+from turok_core.storage.tables import BlockStore
 
 STEP = 10  # the shipped default schema's base resolution
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.config import TurokConfig
-from turok_core.services.localstack import LocalStack
+from turok_core.model.config import TurokConfig
+from turok_core.dev.stack import LocalStack
 
 HOST = socket.gethostname().replace(".", "_")
 AGENTS = f"turok.agents.{HOST}"

@@ -17,8 +17,8 @@ import statsd
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.config import TurokConfig
-from turok_core.services.localstack import LocalStack
+from turok_core.model.config import TurokConfig
+from turok_core.dev.stack import LocalStack
 
 VECTORS = json.loads(Path("/work/shared/reference/statsd-vectors.json").read_text())
 FLUSH = VECTORS["config"]["flush_interval_s"]

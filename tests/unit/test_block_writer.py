@@ -8,13 +8,13 @@ import pytest
 
 from tests.unit.test_rollups import AGGREGATION, MIDNIGHT, NAMES, SCHEMAS, received, snapshot
 from tests.conftest import with_schema_files
-from turok_core.codec import encode_messages
-from turok_core.ingest import BlockWriter, process_batch
-from turok_core.message import TurokMessage
-from turok_core.schemas import load_schemas
-from turok_core.series_reader import SeriesReader
-from turok_core.storage import BlockStore
-from turok_core.aws import make_client
+from turok_core.wire.codec import encode_messages
+from turok_core.turokd.block_writer import BlockWriter, process_batch
+from turok_core.model.message import TurokMessage
+from turok_core.model.schemas import load_schemas
+from turok_core.storage.series_reader import SeriesReader
+from turok_core.storage.tables import BlockStore
+from turok_core.runtime.aws import make_client
 
 BLOCK_SLOTS = 6  # blocks of 60 s at 10 s, 6 min at 1 min, 6 h at 1 h
 DELAY = 5

@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port
-from turok_core.cache_query import CacheClient, CacheQueryError, encode_answer, merge_answer, parse_request
-from turok_core.open_blocks import OpenBlocks
+from turok_core.wire.cache_query import CacheClient, CacheQueryError, encode_answer, merge_answer, parse_request
+from turok_core.turokd.open_blocks import OpenBlocks
 
 
 def test_requests_are_checked_and_answers_merge_across_hosts():
@@ -31,7 +31,7 @@ def test_an_unreachable_turokd_is_skipped_and_a_real_one_answers():
     # the suite's only use of the global reactor in process (it cannot run twice): a thread serves
     from twisted.internet import reactor
 
-    from turok_core.services.cache_server import cache_site
+    from turok_core.runtime.cache_server import cache_site
 
     blocks = OpenBlocks(block_slots=6, close_delay=5)
     blocks.add({("a.b", 10, 1000): 1.5, ("a.b", 10, 1010): 2.5, ("x.y", 10, 1000): 9.0})

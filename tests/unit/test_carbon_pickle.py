@@ -11,13 +11,13 @@ import time
 import pytest
 from twisted.internet.testing import StringTransport
 
-from gateway.pickle import CarbonPickleFactory
+from gateway.pickle_receiver import CarbonPickleFactory
 from gateway.service import make_gateway_service
-from turok_core.carbon_pickle import (DEFAULT_MAX_FRAME_BYTES, HEADER, FrameReader, MalformedPickleError,
+from turok_core.parse.carbon_pickle import (DEFAULT_MAX_FRAME_BYTES, HEADER, FrameReader, MalformedPickleError,
                                       UnsafePickleError, decode_frames, encode_frame,
                                       load_frame)
-from turok_core.config import TurokConfig
-from turok_core.plaintext import MAX_TIMESTAMP
+from turok_core.model.config import TurokConfig
+from turok_core.parse.plaintext import MAX_TIMESTAMP
 
 T0 = 1_700_000_000
 NOW = 1_700_000_555.75

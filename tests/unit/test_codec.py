@@ -7,9 +7,9 @@ import zlib
 import msgpack
 import pytest
 
-from turok_core.codec import decode_body, encode_json, encode_messages, MAX_RAW_DATAPOINTS
-from turok_core.message import MessageError, TurokMessage
-from turok_core.windows import WindowBuffer
+from turok_core.wire.codec import decode_body, encode_json, encode_messages, MAX_RAW_DATAPOINTS
+from turok_core.model.message import MessageError, TurokMessage
+from turok_core.windows.buffer import WindowBuffer
 
 T0 = 1396362900  # 01-04-2014 14:35:00 UTC
 
@@ -239,8 +239,8 @@ def test_a_zlib_bomb_is_refused_before_it_fills_memory():
     import tracemalloc
     import zlib
 
-    from turok_core.codec import FLAG_ZLIB, MAX_ENVELOPE_BYTES, decode_body
-    from turok_core.message import MessageError
+    from turok_core.wire.codec import FLAG_ZLIB, MAX_ENVELOPE_BYTES, decode_body
+    from turok_core.model.message import MessageError
 
     bomb = base64.b64encode(FLAG_ZLIB + zlib.compress(bytes(200 << 20), 9)).decode()  # 272 KB → 200 MB
     tracemalloc.start()

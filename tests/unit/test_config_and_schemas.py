@@ -3,10 +3,10 @@ import textwrap
 
 import pytest
 
-from turok_core.blocks import block_span, block_start, decode_datapoints, encode_datapoints
-from turok_core.config import TurokConfig, load_config
-from turok_core.queues import batch_bodies
-from turok_core.schemas import Archive, SchemaError, SchemaSet
+from turok_core.storage.block_layout import block_span, block_start, decode_datapoints, encode_datapoints
+from turok_core.model.config import TurokConfig, load_config
+from turok_core.wire.queues import batch_bodies
+from turok_core.model.schemas import Archive, SchemaError, SchemaSet
 
 
 def write(tmp_path, name, text):
@@ -139,7 +139,7 @@ class _FlakyClient:
 
 
 def test_queue_send_retries_failed_entries_and_still_tries_later_batches():
-    from turok_core.queues import MessageQueue, QueueSendError
+    from turok_core.wire.queues import MessageQueue, QueueSendError
 
     client = _FlakyClient()
     queue = MessageQueue(client, "q", max_message_bytes=20, max_attempts=3, sleep=lambda s: None)

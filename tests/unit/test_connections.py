@@ -7,11 +7,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from gateway.connections import ConnectionLimits
-from gateway.pickle import CarbonPickleFactory
-from gateway.plaintext import PlaintextTCPFactory
-from gateway.statsd import StatsdTCPFactory
-from turok_core.carbon_pickle import encode_frame
-from turok_core.statsd import StatsdAggregator
+from gateway.pickle_receiver import CarbonPickleFactory
+from gateway.plaintext_receivers import PlaintextTCPFactory
+from gateway.statsd_receivers import StatsdTCPFactory
+from turok_core.parse.carbon_pickle import encode_frame
+from turok_core.statsd.aggregator import StatsdAggregator
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 40000)
 

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from turok_core.aws import make_client
-from turok_core.index_store import IndexCache, IndexStore
+from turok_core.runtime.aws import make_client
+from turok_core.index.s3_store import IndexCache, IndexStore
 
 NOW = 1_700_000_000 - 1_700_000_000 % 86400 + 7 * 3600 + 17  # 07:00:17 UTC, mid-slot
 SLOT = NOW - NOW % 10  # the current 10 s slot
@@ -67,8 +67,8 @@ class CountingBlocks:
 def setup(request, turok_config, tmp_path):
     """A finder over a real S3 index and a block store: in memory, or the real DynamoDB one."""
     from finder import TurokFinder
-    from turok_core.schemas import load_schemas
-    from turok_core.storage import BlockStore
+    from turok_core.model.schemas import load_schemas
+    from turok_core.storage.tables import BlockStore
 
     schemas_file = tmp_path / "storage-schemas.conf"
     schemas_file.write_text(SCHEMAS)
@@ -244,7 +244,7 @@ def test_graphite_settings_module(tmp_path):
 
     def load(**extra):
         env = {k: v for k, v in os.environ.items() if k != "TUROK_GRAPHITE_SECRET_KEY"}
-        env.update(DJANGO_SETTINGS_MODULE="graphite.settings", GRAPHITE_SETTINGS_MODULE="finder.graphite_settings",
+        env.update(DJANGO_SETTINGS_MODULE="graphite.settings", GRAPHITE_SETTINGS_MODULE="turok_core.dev.graphite_settings",
                    GRAPHITE_STORAGE_DIR=str(tmp_path / "storage"), PYTHONPATH=str(ROOT), **extra)
         done = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path),
                               capture_output=True, text=True, timeout=60)

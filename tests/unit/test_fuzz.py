@@ -19,13 +19,13 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turok_core.carbon_pickle import (HEADER, FrameReader, MalformedPickleError, UnsafePickleError, decode_frames,
+from turok_core.parse.carbon_pickle import (HEADER, FrameReader, MalformedPickleError, UnsafePickleError, decode_frames,
                                       load_frame)
-from turok_core.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
-from turok_core.message import MessageError, TurokMessage
-from turok_core.metric_names import NameRule, check_stored, normalise
-from turok_core.plaintext import MAX_TIMESTAMP, ParsedLines, StreamLines, parse_plaintext
-from turok_core.statsd import StatsdAggregator, StatsdSettings
+from turok_core.wire.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
+from turok_core.model.message import MessageError, TurokMessage
+from turok_core.model.metric_names import NameRule, check_stored, normalise
+from turok_core.parse.plaintext import MAX_TIMESTAMP, ParsedLines, StreamLines, parse_plaintext
+from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings
 
 NOW = 1_700_000_000
 FUZZ = settings(max_examples=150, deadline=2000, database=None, derandomize=True,

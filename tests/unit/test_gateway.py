@@ -16,12 +16,12 @@ import pytest
 from gateway.service import GatewayService
 from tests.conftest import free_port, running_twistd, wait_for
 from tests.fakes import ImmediatePool, ImmediateReactor
-from turok_core.aws import make_client
-from turok_core.codec import decode_body
-from turok_core.message import TurokMessage
-from turok_core.plaintext import parse_plaintext
-from turok_core.config import TurokConfig
-from turok_core.queues import MessageQueue, QueueSendError
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import decode_body
+from turok_core.model.message import TurokMessage
+from turok_core.parse.plaintext import parse_plaintext
+from turok_core.model.config import TurokConfig
+from turok_core.wire.queues import MessageQueue, QueueSendError
 
 T0 = 1_700_000_000
 GRACE = 5

@@ -13,7 +13,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turok_core.index import Glob, Match, NameTree, compile_pattern
+from turok_core.index.names import Glob, Match, NameTree, compile_pattern
 
 CHECKS = settings(max_examples=400, deadline=None, database=None, derandomize=True)
 

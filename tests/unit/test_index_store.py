@@ -3,9 +3,9 @@ import threading
 
 import pytest
 
-from turok_core.aws import make_client
-from turok_core.index import Match, decode_shard, shard_of
-from turok_core.index_store import IndexCache, IndexConflictError, IndexStore
+from turok_core.runtime.aws import make_client
+from turok_core.index.names import Match, decode_shard, shard_of
+from turok_core.index.s3_store import IndexCache, IndexConflictError, IndexStore
 
 
 class ManualClock:

@@ -6,10 +6,10 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 import pytest
 
 from tests.conftest import running_twistd, wait_for
-from turok_core.announcements import encode_announcements
-from turok_core.aws import make_client
-from turok_core.index_store import IndexCache, IndexStore
-from turok_core.queues import MessageQueue
+from turok_core.wire.announcements import encode_announcements
+from turok_core.runtime.aws import make_client
+from turok_core.index.s3_store import IndexCache, IndexStore
+from turok_core.wire.queues import MessageQueue
 
 
 @pytest.fixture
@@ -66,10 +66,10 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     """One poll round in-process, with the thread pool replaced by direct calls."""
     from twisted.internet import defer, task
 
-    from turok_core.config import TurokConfig
-    from turok_core.index_store import AddStats, IndexConflictError
-    from turok_core.queues import ReceivedMessage
-    from turok_core.services.indexer import IndexerService
+    from turok_core.model.config import TurokConfig
+    from turok_core.index.s3_store import AddStats, IndexConflictError
+    from turok_core.wire.queues import ReceivedMessage
+    from turok_core.index.service import IndexerService
 
     class Queue:
         def __init__(self, bodies):

@@ -7,13 +7,13 @@ import json
 import pytest
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
-from turok_core.aws import make_client
-from turok_core.blocks import block_span, decode_datapoints
-from turok_core.codec import encode_json, encode_messages
-from turok_core.ingest import Announcer, process_batch
-from turok_core.message import TurokMessage
-from turok_core.queues import ReceivedMessage
-from turok_core.storage import BlockStore, BlockWriteError
+from turok_core.runtime.aws import make_client
+from turok_core.storage.block_layout import block_span, decode_datapoints
+from turok_core.wire.codec import encode_json, encode_messages
+from turok_core.turokd.block_writer import Announcer, process_batch
+from turok_core.model.message import TurokMessage
+from turok_core.wire.queues import ReceivedMessage
+from turok_core.storage.tables import BlockStore, BlockWriteError
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
 DESIGN_BODY = json.dumps({"metric": "a.b", "start_time": "01-04-2014 14:35:00",

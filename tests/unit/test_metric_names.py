@@ -1,4 +1,4 @@
-"""The metric-name rule (turok_core.metric_names) and its use by every receiver and by turokd."""
+"""The metric-name rule (turok_core.model.metric_names) and its use by every receiver and by turokd."""
 from __future__ import annotations
 
 import pytest
@@ -6,17 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.connections import ConnectionCounters
-from gateway.pickle import CarbonPickleFactory
-from gateway.plaintext import PlaintextTCPFactory, PlaintextUDPProtocol
+from gateway.pickle_receiver import CarbonPickleFactory
+from gateway.plaintext_receivers import PlaintextTCPFactory, PlaintextUDPProtocol
 from gateway.service import make_gateway_service
-from gateway.statsd import StatsdTCPFactory
-from turok_core.carbon_pickle import decode_points
-from turok_core.config import TurokConfig
-from turok_core.message import MessageError, validate_message
-from turok_core.metric_names import (HARD_MAX_NAME_BYTES, MAX_COMPONENT_BYTES, MetricNameError, NameRule,
+from gateway.statsd_receivers import StatsdTCPFactory
+from turok_core.parse.carbon_pickle import decode_points
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import MessageError, validate_message
+from turok_core.model.metric_names import (HARD_MAX_NAME_BYTES, MAX_COMPONENT_BYTES, MetricNameError, NameRule,
                                      check_stored, normalise, quick_ok)
-from turok_core.plaintext import parse_plaintext
-from turok_core.statsd import StatsdAggregator, StatsdSettings
+from turok_core.parse.plaintext import parse_plaintext
+from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings
 
 T0 = 1_700_000_000
 

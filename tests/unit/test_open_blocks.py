@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import calendar
 
-from turok_core.open_blocks import OpenBlocks
+from turok_core.turokd.open_blocks import OpenBlocks
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
 SPAN = 60  # 6 slots of 10 s

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from turok_core.plaintext import (BAD_EXAMPLE_BYTES, MAX_BAD_EXAMPLES, MAX_TIMESTAMP, ParsedLines,
+from turok_core.parse.plaintext import (BAD_EXAMPLE_BYTES, MAX_BAD_EXAMPLES, MAX_TIMESTAMP, ParsedLines,
                                   StreamLines, parse_plaintext)
 
 NOW = 1_700_000_000.7

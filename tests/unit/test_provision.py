@@ -1,5 +1,5 @@
-from turok_core.aws import make_client
-from turok_core.provision import provision
+from turok_core.runtime.aws import make_client
+from turok_core.runtime.provision import provision
 
 
 def test_provision_is_idempotent_and_wires_the_dead_letter_queue(turok_config):

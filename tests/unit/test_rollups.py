@@ -13,14 +13,14 @@ import whisper
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
-from turok_core.aws import make_client
-from turok_core.codec import encode_messages
-from turok_core.ingest import process_batch
-from turok_core.message import TurokMessage
-from turok_core.queues import MessageQueue, ReceivedMessage
-from turok_core.rollup import WHISPER_METHODS, coarse_slots, rollup_slots, rollup_value, whisper_xff
-from turok_core.schemas import load_schemas
-from turok_core.storage import BlockStore
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import encode_messages
+from turok_core.turokd.block_writer import process_batch
+from turok_core.model.message import TurokMessage
+from turok_core.wire.queues import MessageQueue, ReceivedMessage
+from turok_core.turokd.rollup import WHISPER_METHODS, coarse_slots, rollup_slots, rollup_value, whisper_xff
+from turok_core.model.schemas import load_schemas
+from turok_core.storage.tables import BlockStore
 
 MIDNIGHT = calendar.timegm((2024, 3, 2, 0, 0, 0))
 SCHEMAS = "[all]\npattern = .*\nretentions = 10s:1h,1min:1d,1h:7d\n"
@@ -261,7 +261,7 @@ def test_two_real_turokd_processes_on_one_queue(schema_config, tmp_path):
 
 
 def test_consolidate_merges_by_the_metrics_own_method_into_aligned_buckets():
-    from turok_core.rollup import consolidate
+    from turok_core.turokd.rollup import consolidate
 
     values = [1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0, None]
     assert consolidate(100, 10, values, 8, "sum") == (100, 10, values)  # short enough: unchanged

@@ -12,14 +12,14 @@ from twisted.logger import Logger
 
 from gateway.service import GatewayService
 from tests.fakes import ImmediatePool, ImmediateReactor
-from turok_core.aws import make_client
-from turok_core.codec import decode_body
-from turok_core.config import TurokConfig
-from turok_core.message import TurokMessage
-from turok_core.plaintext import parse_plaintext
-from turok_core.queues import MessageQueue, ReceivedMessage
-from turok_core.selfmetrics import SelfMetricsReporter, agent_name, flatten_counters, metric_prefix
-from turok_core.services.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import decode_body
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import TurokMessage
+from turok_core.parse.plaintext import parse_plaintext
+from turok_core.wire.queues import MessageQueue, ReceivedMessage
+from turok_core.runtime.selfmetrics import SelfMetricsReporter, agent_name, flatten_counters, metric_prefix
+from turok_core.runtime.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
 
 T0 = 1_700_000_040  # a multiple of 60
 log = Logger(namespace="turok.test")
@@ -165,8 +165,8 @@ def test_queue_sink_sends_one_message_per_counter_and_slot_and_retries():
 
 def test_consumer_reports_receive_lag_and_sends_to_the_metrics_queue(turok_config, monkeypatch):
     """turokd on a fake clock: its self-metrics reach config.queue_name as Turok messages."""
-    from turok_core.services import consumer as consumer_module
-    from turok_core.services.turokd import TurokdService
+    from turok_core.runtime import consumer as consumer_module
+    from turok_core.turokd.service import TurokdService
 
     monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
     monkeypatch.setattr(consumer_module, "deferToThreadPool",
@@ -205,7 +205,7 @@ def test_consumer_reports_receive_lag_and_sends_to_the_metrics_queue(turok_confi
 
 
 def test_receive_lag_never_negative():
-    from turok_core.services.indexer import IndexerService
+    from turok_core.index.service import IndexerService
 
     clock = Clock()
     clock.advance(T0)
@@ -243,7 +243,7 @@ def test_a_failing_snapshot_never_stops_the_loop(broken):
 
 
 def test_settings_come_from_the_file_and_the_environment(tmp_path):
-    from turok_core.config import load_config
+    from turok_core.model.config import load_config
 
     path = tmp_path / "turok.conf"
     path.write_text("[turok]\nself_metrics_interval_seconds = 15\nagent_name = box.one\n")

@@ -1,4 +1,4 @@
-"""The C extension (``turok_core._speedups``) against the pure-Python parsers it accelerates.
+"""The C extension (``turok_core.parse._speedups``) against the pure-Python parsers it accelerates.
 
 The extension only ever takes the clean input and answers None for anything else, so for every
 input the gateway's result must be exactly what the pure-Python code gives: same names, values
@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turok_core import carbon_pickle, native, plaintext, statsd
-from turok_core.carbon_pickle import MalformedPickleError, UnsafePickleError, decode_frames, load_frame
-from turok_core.metric_names import NameRule
-from turok_core.plaintext import parse_plaintext
+from turok_core.parse import carbon_pickle, native, plaintext
+from turok_core.statsd import aggregator as statsd
+from turok_core.parse.carbon_pickle import MalformedPickleError, UnsafePickleError, decode_frames, load_frame
+from turok_core.model.metric_names import NameRule
+from turok_core.parse.plaintext import parse_plaintext
 
-from .test_fuzz import mutate, mutations
+from tests.unit.test_fuzz import mutate, mutations
 
 NOW = 1_700_000_000
 CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,

@@ -6,7 +6,7 @@ import os
 import msgpack
 import pytest
 
-from turok_core.spool import (BASE, BODY, HEADER, POINTS, BodySpool, PointJournal, ScanStats, SegmentLog,
+from turok_core.spool.segments import (BASE, BODY, HEADER, POINTS, BodySpool, PointJournal, ScanStats, SegmentLog,
                               SpoolError, frame, scan)
 
 STEP = 10

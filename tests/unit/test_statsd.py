@@ -14,10 +14,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from gateway.statsd import StatsdFlushService, StatsdTCPProtocol, StatsdUDPProtocol
+from gateway.statsd_receivers import StatsdFlushService, StatsdTCPProtocol, StatsdUDPProtocol
 from tests.conftest import ROOT, free_port, wait_for
-from turok_core.config import TurokConfig, load_config
-from turok_core.statsd import StatsdAggregator, StatsdSettings, parse_histograms, parse_thresholds, sanitise_key
+from turok_core.model.config import TurokConfig, load_config
+from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings, parse_histograms, parse_thresholds, sanitise_key
 
 VECTORS = json.loads((Path("/work/shared/reference/statsd-vectors.json")).read_text())
 INTERNAL = ("statsd.", "stats.statsd.", "stats_counts.statsd.", "stats.counters.statsd.")
@@ -360,8 +360,8 @@ LISTENER = textwrap.dedent("""
     from twisted.application import service
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    from gateway.statsd import add_statsd_services
-    from turok_core.config import TurokConfig
+    from gateway.statsd_receivers import add_statsd_services
+    from turok_core.model.config import TurokConfig
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     def sink(parsed, source):
         points = dict(zip(parsed.names, parsed.values))

@@ -11,12 +11,12 @@ import signal
 import pytest
 
 from tests.conftest import running_twistd, wait_for
-from turok_core.announcements import decode_announcement
-from turok_core.aws import make_client
-from turok_core.codec import encode_messages
-from turok_core.message import TurokMessage
-from turok_core.queues import MessageQueue
-from turok_core.storage import BlockStore
+from turok_core.wire.announcements import decode_announcement
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import encode_messages
+from turok_core.model.message import TurokMessage
+from turok_core.wire.queues import MessageQueue
+from turok_core.storage.tables import BlockStore
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
 
@@ -142,9 +142,9 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     from twisted.internet import defer
     from twisted.logger import globalLogPublisher
 
-    from turok_core.queues import ReceivedMessage
-    from turok_core.services import consumer as consumer_module
-    from turok_core.services import turokd as turokd_module
+    from turok_core.wire.queues import ReceivedMessage
+    from turok_core.runtime import consumer as consumer_module
+    from turok_core.turokd import service as turokd_module
 
     # the AWS thread pool, run inline: the fakes below never block
     monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
@@ -216,7 +216,7 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
 def test_poison_message_goes_to_the_dead_letter_queue_and_never_blocks_the_queue(turok_config, tmp_path):
     """An undecodable body is logged with its reason, left undeleted, and moved by SQS's redrive
     policy to the dead-letter queue after ``dead_letter_max_receives``; good bodies keep flowing."""
-    from turok_core.provision import provision
+    from turok_core.runtime.provision import provision
 
     config = turok_config.replace(queue_name=turok_config.queue_name + "-poison",
                                   dead_letter_queue_name=turok_config.dead_letter_queue_name + "-poison",
@@ -247,9 +247,9 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
     from twisted.internet import defer
     from twisted.internet.testing import MemoryReactorClock
 
-    from turok_core.queues import ReceivedMessage
-    from turok_core.services import consumer as consumer_module
-    from turok_core.services import turokd as turokd_module
+    from turok_core.wire.queues import ReceivedMessage
+    from turok_core.runtime import consumer as consumer_module
+    from turok_core.turokd import service as turokd_module
 
     monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
     monkeypatch.setattr(consumer_module, "deferToThreadPool",

@@ -1,10 +1,10 @@
 """WindowBuffer: alignment, release after slot + step + grace, policies, late data."""
 from __future__ import annotations
 
-from turok_core.config import TurokConfig
-from turok_core.message import TurokMessage
-from turok_core.schemas import load_schemas
-from turok_core.windows import WindowBuffer
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import TurokMessage
+from turok_core.model.schemas import load_schemas
+from turok_core.windows.buffer import WindowBuffer
 
 T0 = 1_700_000_000  # divisible by 10 and by 20, not by 60
 

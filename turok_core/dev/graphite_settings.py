@@ -1,4 +1,4 @@
-"""graphite-web settings for Turok's embedded stack: ``GRAPHITE_SETTINGS_MODULE=finder.graphite_settings``.
+"""graphite-web settings for Turok's embedded stack: ``GRAPHITE_SETTINGS_MODULE=turok_core.dev.graphite_settings``.
 
 graphite-web's ``graphite/settings.py`` imports this module in place of ``local_settings`` and
 copies every name in it over its defaults, then derives the paths it was not given from

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..config import SECTION, TurokConfig, load_config
-from ..provision import provision
+from turok_core.model.config import SECTION, TurokConfig, load_config
+from turok_core.runtime.provision import provision
 
 BIN = Path(sys.executable).parent
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "turok-local", "AWS_SECRET_ACCESS_KEY": "turok-local"}
@@ -82,7 +82,7 @@ class LocalStack:
             del env[key]
         env.update({
             "DJANGO_SETTINGS_MODULE": "graphite.settings",
-            "GRAPHITE_SETTINGS_MODULE": "finder.graphite_settings",
+            "GRAPHITE_SETTINGS_MODULE": "turok_core.dev.graphite_settings",
             "GRAPHITE_STORAGE_DIR": str(self.run_dir / "graphite"),
         })
         self.env = env

@@ -35,7 +35,7 @@ class TurokConfig:
     index_shards: int = 64
     table_prefix: str = "turok"
     table_joiner: str = "_"
-    # --- carbon schema files (empty: the defaults shipped in turok_core/conf)
+    # --- carbon schema files (empty: the defaults shipped in turok_core/model/conf)
     schemas_file: str = ""
     aggregation_file: str = ""
     # --- gateway
@@ -64,13 +64,13 @@ class TurokConfig:
     max_future_seconds: int = 86400  # points stamped further ahead than this are refused
     flush_interval_seconds: float = 1.0
     sqs_max_message_bytes: int = 262144
-    # metric-name rule (turok_core.metric_names): longer names are refused; at most 2048, DynamoDB's key limit
+    # metric-name rule (turok_core.model.metric_names): longer names are refused; at most 2048, DynamoDB's key limit
     max_metric_name_bytes: int = 1024
     # TCP receivers (plaintext, pickle, StatsD), each: connections beyond this are closed at once;
     # a connection silent for idle_timeout_seconds is closed (0: never; carbon has no such limit)
     max_connections: int = 1024
     idle_timeout_seconds: float = 300.0
-    # write-ahead spool (turok_core/spool.py): accepted points and unsent bodies on local disk;
+    # write-ahead spool (turok_core/spool/): accepted points and unsent bodies on local disk;
     # a relative spool_dir is under the gateway's working directory
     spool_dir: str = "turok-spool"
     spool_max_bytes: int = 536870912  # past it: TCP stops reading, UDP points are dropped (counted)

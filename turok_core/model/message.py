@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .aggregation import AGGREGATION_TYPES
-from .metric_names import MetricNameError, check_stored
-from .resolution import format_resolution, parse_resolution
-from .timefmt import from_wire_time, to_wire_time
+from turok_core.model.aggregation import AGGREGATION_TYPES
+from turok_core.model.metric_names import MetricNameError, check_stored
+from turok_core.model.resolution import format_resolution, parse_resolution
+from turok_core.model.timefmt import from_wire_time, to_wire_time
 
 WIRE_FIELDS = ("metric", "start_time", "datapoints", "resolution", "aggregation_type")
 

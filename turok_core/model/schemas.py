@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Pattern
 
-from .aggregation import normalise_aggregation
-from .resolution import SECONDS_PER_DAY, parse_duration
+from turok_core.model.aggregation import normalise_aggregation
+from turok_core.model.resolution import SECONDS_PER_DAY, parse_duration
 
 DEFAULT_AGGREGATION = "average"
 DEFAULT_X_FILES_FACTOR = 0.5

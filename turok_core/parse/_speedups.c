@@ -712,7 +712,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "turok_core._speedups",
+    PyModuleDef_HEAD_INIT, "turok_core.parse._speedups",
     "The gateway's per-point parsing in C for clean input; None means: use the Python code.",
     -1, methods,
 };

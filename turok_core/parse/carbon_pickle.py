@@ -5,10 +5,10 @@ A frame is a 4-byte big-endian length, then a pickle (protocol 0 to 5) of
 refuses a frame longer than the limit as soon as its length prefix is read, so the body of an
 oversized frame is never buffered. ``decode_frames`` unpickles the frames of one read and turns
 all their points, as one batch, into the parallel lists of ``ParsedLines`` that the gateway's
-windows take, with the plaintext protocol's rules (``turok_core.plaintext``): ``-1`` means now,
+windows take, with the plaintext protocol's rules (``turok_core.parse.plaintext``): ``-1`` means now,
 float timestamps are truncated, NaN values are dropped (counted), infinite values, timestamps
 ``<= 0`` or past year 9999, paths that are not text or UTF-8 bytes or are longer than the limit
-are bad points, and every path goes through Turok's metric-name rule (``turok_core.metric_names``:
+are bad points, and every path goes through Turok's metric-name rule (``turok_core.model.metric_names``:
 normalised, or refused as a bad point).
 
 Unpickling: ``SafeUnpickler`` has no way to reach a class or a function. ``find_class`` and
@@ -18,7 +18,7 @@ STACK_GLOBAL, REDUCE, BUILD, INST, OBJ, NEWOBJ, NEWOBJ_EX, EXT1/2/4, PERSID, BIN
 pure-Python unpickler on purpose: the C one (``_pickle``) sizes its memo array from the index a
 PUT / LONG_BINPUT opcode names, so a 9-byte pickle naming index 2**30 makes it allocate and zero
 gigabytes; the Python one keeps its memo in a dict. Its cost is ~65 ms per MB of pickle, a few
-microseconds per point. So when the C extension is built (``turok_core.native``), a frame first
+microseconds per point. So when the C extension is built (``turok_core.parse.native``), a frame first
 goes through ``pickle_is_plain``, a C walk over its opcodes that passes only plain-data opcodes
 (no GLOBAL, REDUCE, … and no dicts or sets) whose memo indices are below the frame's length; such
 a frame is loaded by the C unpickler (~15× faster), any other by ``SafeUnpickler``, which also
@@ -39,9 +39,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from .metric_names import NameRule
-from .native import speedups as _native
-from .plaintext import MAX_TIMESTAMP, ParsedLines
+from turok_core.model.metric_names import NameRule
+from turok_core.parse.native import speedups as _native
+from turok_core.parse.plaintext import MAX_TIMESTAMP, ParsedLines
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME_BYTES = 1 << 20  # carbon's PICKLE_RECEIVER_MAX_LENGTH

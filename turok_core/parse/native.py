@@ -1,4 +1,4 @@
-"""The optional C extension ``turok_core._speedups``: the gateway's per-point parsing for clean input.
+"""The optional C extension ``turok_core.parse._speedups``: the gateway's per-point parsing for clean input.
 
 ``speedups`` is the extension module, or None when it was not built (no C compiler) or
 ``TUROK_PURE_PYTHON=1`` is set (as msgpack's ``MSGPACK_PUREPYTHON``): the pure-Python parsers
@@ -17,7 +17,7 @@ def _load() -> Optional[ModuleType]:
     if os.environ.get("TUROK_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from . import _speedups
+        from turok_core.parse import _speedups
     except ImportError:
         return None
     return _speedups
@@ -28,4 +28,4 @@ speedups: Optional[ModuleType] = _load()
 
 def describe() -> str:
     """For start-up logs: which parser implementation this process runs."""
-    return "C speedups" if speedups is not None else "pure Python (turok_core._speedups not built or disabled)"
+    return "C speedups" if speedups is not None else "pure Python (turok_core.parse._speedups not built or disabled)"

@@ -1,7 +1,7 @@
 """Carbon's plaintext protocol, ``path value timestamp`` per line, parsed a whole chunk at a time.
 
 ``parse_plaintext`` turns a buffer of complete lines into parallel lists of names, values and
-timestamps. When the C extension (``turok_core._speedups``, built by ``make install``) is there,
+timestamps. When the C extension (``turok_core.parse._speedups``, built by ``make install``) is there,
 a chunk of clean lines is parsed by it in one call, without a Python step per line; it answers
 None for anything unusual and the Python code below decides. That code first tries a fast path
 that handles every line of the chunk with C-level operations (``bytes.split``, ``map(float, …)``,
@@ -13,7 +13,7 @@ Semantics (carbon's): a timestamp of ``-1`` means now, float timestamps are trun
 values are dropped silently (counted in ``nan_dropped``). Bad lines are counted, a few kept as
 examples: wrong field count, non-numeric or infinite value, non-numeric timestamp, timestamp
 <= 0 (other than -1) or past year 9999, a path that is not UTF-8, a line longer than the limit.
-Names then go through Turok's metric-name rule (``turok_core.metric_names``): normalised, or
+Names then go through Turok's metric-name rule (``turok_core.model.metric_names``): normalised, or
 refused as bad lines with the reason in the example; a clean chunk costs a few byte operations.
 
 ``StreamLines`` cuts a TCP byte stream into complete-line chunks with a bounded partial tail.
@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .metric_names import MAX_COMPONENT_BYTES, NameRule
-from .native import speedups as _native
+from turok_core.model.metric_names import MAX_COMPONENT_BYTES, NameRule
+from turok_core.parse.native import speedups as _native
 
 MAX_BAD_EXAMPLES = 3
 BAD_EXAMPLE_BYTES = 200

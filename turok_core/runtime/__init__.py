@@ -1,1 +1,3 @@
-"""The Twisted services turokd and turok-indexer: thin shells around turok-lib."""
+"""What the daemons share at run time: boto3 clients, the AWS thread pool, the SQS consumer loop,
+self-metrics, the cache-query server, log rate limits and provisioning. The only part of
+turok_core besides the ``service.py`` shells that may use Twisted."""

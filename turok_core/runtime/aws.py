@@ -4,7 +4,7 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config as BotoConfig
 
-from .config import TurokConfig
+from turok_core.model.config import TurokConfig
 
 DEFAULT_REGION = "us-east-1"
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 from twisted.web import resource, server
 
-from ..cache_query import CacheQueryError, encode_answer, parse_request
+from turok_core.wire.cache_query import CacheQueryError, encode_answer, parse_request
 
 # (metrics, from, until) → {metric: {step: [[slot start, value], …]}}, e.g. ``OpenBlocks.points``
 PointsSource = Callable[[list, float, float], dict]

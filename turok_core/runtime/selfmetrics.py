@@ -14,7 +14,7 @@ import resource
 import socket
 from typing import Mapping, Optional
 
-from .config import TurokConfig
+from turok_core.model.config import TurokConfig
 
 AGENTS_ROOT = "turok.agents"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")

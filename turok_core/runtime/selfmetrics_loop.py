@@ -1,7 +1,7 @@
 """The timer behind every service's self-metrics, and the SQS sink of the services without windows.
 
 ``SelfMetricsLoop`` calls ``collect`` every ``config.self_metrics_interval_seconds`` and hands the
-resulting points (see ``turok_core.selfmetrics``) to a sink: the gateway's own ``WindowBuffer``,
+resulting points (see ``turok_core.runtime.selfmetrics``) to a sink: the gateway's own ``WindowBuffer``,
 or, for turokd and the indexer, a ``QueueSelfMetricsSink`` that windows them by the metrics'
 schemas and sends the closed windows as Turok messages on ``config.queue_name``.
 """
@@ -12,13 +12,13 @@ from typing import Callable, Mapping, Optional
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from ..codec import encode_messages
-from ..config import TurokConfig
-from ..message import TurokMessage
-from ..ratelimit import Throttle
-from ..schemas import load_schemas
-from ..selfmetrics import SelfMetricsReporter, metric_prefix, process_counters, process_gauges
-from ..windows import WindowBuffer
+from turok_core.wire.codec import encode_messages
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import TurokMessage
+from turok_core.runtime.ratelimit import Throttle
+from turok_core.model.schemas import load_schemas
+from turok_core.runtime.selfmetrics import SelfMetricsReporter, metric_prefix, process_counters, process_gauges
+from turok_core.windows.buffer import WindowBuffer
 
 PointSink = Callable[[list[str], list[float], list[int]], object]
 Collect = Callable[[], tuple[Mapping[str, float], Mapping[str, float]]]  # (counters, gauges)

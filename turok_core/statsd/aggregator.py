@@ -2,7 +2,7 @@
 
 ``StatsdAggregator.ingest`` takes one whole datagram (or a chunk of complete TCP lines) and
 applies every line in one loop: the chunk is decoded and split once, key sanitising is cached
-per raw key. With the C extension (``turok_core.native``) the clean lines of keys seen before
+per raw key. With the C extension (``turok_core.parse.native``) the clean lines of keys seen before
 (``key:value|c``, ``ms``, ``h``, ``g``, with a sample rate or not) are applied in C first, up to
 the first line it leaves to this code. ``StatsdAggregator.flush`` computes what etsy's graphite backend would send at a
 flush and returns it as parallel ``names``/``values`` lists, then resets the state for the next
@@ -18,11 +18,11 @@ counters and lets Infinity through); ``h`` is a timer (etsy counts it); configur
 also apply in the legacy namespace (etsy ignores them there; the defaults give etsy's names).
 
 Metric names: a key goes through etsy's sanitising (``sanitise_key``), then Turok's metric-name
-rule (``turok_core.metric_names``: ``a..b`` becomes ``a.b``, tags sorted; an empty key, a bad
+rule (``turok_core.model.metric_names``: ``a..b`` becomes ``a.b``, tags sorted; an empty key, a bad
 tag or a key too long to fit ``max_metric_name_bytes`` once the longest namespace and suffix are
 added is a bad line). The flushed names pass the rule once more (a bad configured prefix).
 
-No Twisted here: the gateway's ``gateway.statsd`` does the sockets and the flush timer.
+No Twisted here: the gateway's ``gateway.statsd_receivers`` does the sockets and the flush timer.
 """
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from .metric_names import DEFAULT_MAX_NAME_BYTES, NameRule
-from .native import speedups as _native
+from turok_core.model.metric_names import DEFAULT_MAX_NAME_BYTES, NameRule
+from turok_core.parse.native import speedups as _native
 
 if TYPE_CHECKING:
-    from .config import TurokConfig
+    from turok_core.model.config import TurokConfig
 
 MAX_BAD_EXAMPLES = 3
 BAD_EXAMPLE_CHARS = 200

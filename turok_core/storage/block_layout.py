@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import msgpack
 
-from .resolution import SECONDS_PER_DAY
+from turok_core.model.resolution import SECONDS_PER_DAY
 
 
 def block_span(step: int, block_slots: int) -> int:

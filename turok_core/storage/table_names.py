@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from .resolution import format_resolution, parse_resolution
-from .timefmt import day_name, day_start, parse_day_name
+from turok_core.model.resolution import format_resolution, parse_resolution
+from turok_core.model.timefmt import day_name, day_start, parse_day_name
 
 
 class TableName(NamedTuple):

@@ -26,10 +26,10 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from botocore.exceptions import ClientError
 
-from .blocks import block_span, decode_datapoints, encode_datapoints
-from .config import TurokConfig
-from .naming import table_name
-from .timefmt import day_start
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
+from turok_core.model.config import TurokConfig
+from turok_core.storage.table_names import table_name
+from turok_core.model.timefmt import day_start
 
 BATCH_GET_KEYS = 100
 BATCH_WRITE_ITEMS = 25

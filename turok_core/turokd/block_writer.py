@@ -18,16 +18,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
-from .aggregation import aggregate
-from .codec import decode_body
-from .config import TurokConfig
-from .message import MessageError
-from .open_blocks import OpenBlocks
-from .queues import ReceivedMessage
-from .resolution import SECONDS_PER_DAY
-from .rollup_writer import PendingRollups, RollupPlan, rollup_blocks
-from .schemas import SchemaSet
-from .storage import BlockStore, WriteStats
+from turok_core.model.aggregation import aggregate
+from turok_core.wire.codec import decode_body
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import MessageError
+from turok_core.turokd.open_blocks import OpenBlocks
+from turok_core.wire.queues import ReceivedMessage
+from turok_core.model.resolution import SECONDS_PER_DAY
+from turok_core.turokd.rollup_writer import PendingRollups, RollupPlan, rollup_blocks
+from turok_core.model.schemas import SchemaSet
+from turok_core.storage.tables import BlockStore, WriteStats
 
 MAX_METRIC_BYTES = 2048  # DynamoDB's limit for a partition key value
 

@@ -24,7 +24,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .blocks import block_span
+from turok_core.storage.block_layout import block_span
 
 NAN = math.nan
 BlockId = tuple[int, int]  # (step, block start)

@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .blocks import block_span
-from .rollup import rollup_slots
-from .schemas import MetricPolicy, SchemaError, SchemaSet
-from .storage import BlockStore, WriteStats
+from turok_core.storage.block_layout import block_span
+from turok_core.turokd.rollup import rollup_slots
+from turok_core.model.schemas import MetricPolicy, SchemaError, SchemaSet
+from turok_core.storage.tables import BlockStore, WriteStats
 
 ROLLUP_VERIFY_ROUNDS = 8  # recomputations of coarse blocks whose finer data keeps changing under us
 POLICY_CACHE_SIZE = 1_000_000

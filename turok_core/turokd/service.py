@@ -19,15 +19,15 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from ..announcements import encode_announcements
-from ..aws import make_client
-from ..config import TurokConfig
-from ..ingest import Announcer, BlockWriter, CloseResult, DecodedBatch
-from ..queues import SQS_BATCH_ENTRIES, MessageQueue
-from ..schemas import SchemaSet, load_schemas
-from ..storage import BlockStore
-from .cache_server import cache_site
-from .consumer import QueueConsumerService, RateLimitedLog
+from turok_core.wire.announcements import encode_announcements
+from turok_core.runtime.aws import make_client
+from turok_core.model.config import TurokConfig
+from turok_core.turokd.block_writer import Announcer, BlockWriter, CloseResult, DecodedBatch
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
+from turok_core.model.schemas import SchemaSet, load_schemas
+from turok_core.storage.tables import BlockStore
+from turok_core.runtime.cache_server import cache_site
+from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog
 
 log = Logger(namespace="turok.turokd")
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
-from .aggregation import aggregate
-from .message import TurokMessage
+from turok_core.model.aggregation import aggregate
+from turok_core.model.message import TurokMessage
 
 Policy = tuple[int, str]  # (step seconds, aggregation type)
 DEFAULT_POLICY_CACHE_SIZE = 1_000_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from .message import MessageError
+from turok_core.model.message import MessageError
 
 ANNOUNCEMENT_VERSION = 1
 _ENVELOPE_OVERHEAD = len('{"v": 1, "metrics": []}')

@@ -8,7 +8,7 @@ with JSON so an operator can ask too::
     → {"a.b": {"10": [[1700000010, 1.5], …]}, …}    (per metric, per step: [slot start, value])
 
 The request side (``CacheClient``) and the request/answer codec are here, free of Twisted;
-turokd's HTTP resource (``services/cache_server.py``) answers from its ``OpenBlocks``.
+turokd's HTTP resource (``turok_core/runtime/cache_server.py``) answers from its ``OpenBlocks``.
 """
 from __future__ import annotations
 

@@ -29,11 +29,11 @@ from typing import Iterable
 
 import msgpack
 
-from .aggregation import AGGREGATION_TYPES, aggregate
-from .message import WIRE_FIELDS, MessageError, TurokMessage, message_from_wire, validate_message
-from .resolution import parse_resolution
-from .timefmt import from_wire_time
-from .windows import WindowBatch
+from turok_core.model.aggregation import AGGREGATION_TYPES, aggregate
+from turok_core.model.message import WIRE_FIELDS, MessageError, TurokMessage, message_from_wire, validate_message
+from turok_core.model.resolution import parse_resolution
+from turok_core.model.timefmt import from_wire_time
+from turok_core.windows.buffer import WindowBatch
 
 ENVELOPE_VERSION = 2
 FLAG_RAW = b"\x00"

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from .config import TurokConfig
+from turok_core.model.config import TurokConfig
 
 SQS_BATCH_ENTRIES = 10
 MAX_VISIBILITY = 43200  # SQS's longest visibility timeout: 12 hours

@@ -1,0 +1,2 @@
+"""The local development stack behind ``make run`` and the end-to-end tests: a moto server, the
+three twistd services and graphite-web with the Turok finder, all on 127.0.0.1."""
