@@ -18,7 +18,6 @@ counters go into its own windows as ``turok.agents.<agent>.gateway.*`` points.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -43,6 +42,7 @@ from turok_core.model.schemas import load_schemas
 from turok_core.runtime.selfmetrics import flatten_counters
 from turok_core.runtime.cache_server import cache_site
 from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
+from turok_core.runtime.retry import Backoff
 from turok_core.runtime.threads import start_aws_threadpool
 from turok_core.spool.segments import BodySpool, PointJournal, SpoolError, SpooledBody
 from turok_core.windows.buffer import WindowBuffer, WindowGroup, window_points
@@ -63,7 +63,7 @@ LOW_WATER = 0.8  # backpressure ends below this fraction of spool_max_bytes
 SEND_BODIES = 100  # bodies per drain round (10 SendMessageBatch calls)
 SEND_BYTES = 4 * 1024 * 1024
 SEND_ATTEMPTS = 2  # MessageQueue's attempts per batch; the drain's backoff does the rest
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a failed drain is tried again
+DRAIN_BACKOFF = Backoff(base=0.5, cap=8.0)  # seconds before a failed drain is tried again
 POISON_ATTEMPTS = 5  # a body SQS refuses this many times while others pass is dropped
 COMPACT_EXTRA_SECONDS = 60.0  # journal segments older than the windows' span + this are compacted
 POLICY_CACHE = 100_000
@@ -673,7 +673,7 @@ class GatewayService(service.Service):
             return True
         counters.send_errors += 1
         self._failures += 1
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+        delay = DRAIN_BACKOFF.delay(self._failures - 1)
         self._next_send = self.clock() + delay
         if self._failures == 1 or self._error_log.ready("send"):
             log.error("turok-gateway: sending to SQS queue {queue} failed ({error}); {count} bodies "

@@ -17,7 +17,6 @@ again, so the name would stay out of the index while its data is stored.
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
@@ -30,17 +29,15 @@ from turok_core.index.s3_store import IndexStore
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
 from turok_core.model.timefmt import day_start, to_wire_time
+from turok_core.runtime.retry import Backoff, error_code
 
 from keeper.plan import CREATE, DELETE, Action, Outcome, Plan
 
 DEFAULT_GUARD_MAX_PAGES = 2000  # Scan pages of up to 1 MB each: tables up to ~2 GB are checked
 DEFAULT_HYGIENE_MAX_QUERIES = 200_000  # Query calls index hygiene may spend in one run
 DELETE_ATTEMPTS = 5  # DynamoDB caps concurrent table operations (LimitExceededException)
+DELETE_BACKOFF = Backoff(base=2.0, cap=30.0)
 MAX_LISTED_NAMES = 1000  # names listed in a report (the counts are always whole)
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 def list_tables(client) -> list[str]:
@@ -173,7 +170,7 @@ class Applier:
             survey = survey_table(self._client, action.table, oldest, self._guard_max_pages,
                                   self._guard_page_items)
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return Outcome(action, "done", "already gone")
             return Outcome(action, "failed", f"guard scan failed: {exc}")
         if survey.found:
@@ -186,12 +183,12 @@ class Applier:
             try:
                 self._client.delete_table(TableName=action.table)
             except ClientError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code == "ResourceNotFoundException":
                     return Outcome(action, "done", "already gone")
                 if code != "LimitExceededException" or attempt + 1 == DELETE_ATTEMPTS:
                     return Outcome(action, "failed", f"{code or type(exc).__name__}: {exc}")
-                self._sleep(min(30.0, 2.0 * 2 ** attempt) * random.uniform(0.5, 1.0))
+                self._sleep(DELETE_BACKOFF.delay(attempt))
                 continue
             self._seen |= survey.metrics
             return Outcome(action, "done", f"deleted (guard read {survey.pages} page(s), "
@@ -209,7 +206,7 @@ class Applier:
                 ExpressionAttributeNames={"#metric": "metric"},
                 ExpressionAttributeValues={":metric": {"S": metric}})
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
         return int(response.get("Count", 0)) > 0

@@ -20,7 +20,7 @@ from tests.e2e.sum_stream import (AGGREGATION, SCHEMAS, DrainWatch, SumStream, a
                                   queue_depth, turokd_ready)
 from tests.faultproxy import FaultProxy, Faults
 from turok_core.runtime.aws import make_client
-from turok_core.storage.tables import BACKOFF_BASE, BACKOFF_CAP, BlockStore
+from turok_core.storage.tables import BACKOFF, BlockStore
 
 FAULT_RATE = 0.3
 MAX_EXTRA_SLOTS = 24
@@ -107,10 +107,10 @@ def test_backoff_is_capped_exponential_and_jittered(turok_config):
             store._backoff(attempt)
             draws[attempt].append(sleeps.pop())
     for attempt, values in draws.items():
-        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)
+        ceiling = min(BACKOFF.cap, BACKOFF.base * 2 ** attempt)
         assert all(ceiling / 2 <= value <= ceiling for value in values), attempt  # jitter in [½, 1]
         assert len(set(values)) > 40  # jittered: concurrent retries do not fall in step
-    assert max(draws[15]) <= BACKOFF_CAP and min(draws[15]) >= BACKOFF_CAP / 2  # capped
+    assert max(draws[15]) <= BACKOFF.cap and min(draws[15]) >= BACKOFF.cap / 2  # capped
     assert max(draws[0]) < min(draws[5])  # exponential
 
 

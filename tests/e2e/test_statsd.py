@@ -20,7 +20,7 @@ from tests.e2e.conftest import graphite_get
 from turok_core.model.config import TurokConfig
 from turok_core.dev.stack import LocalStack
 
-VECTORS = json.loads(Path("/work/shared/reference/statsd-vectors.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "statsd-vectors.json").read_text())
 FLUSH = VECTORS["config"]["flush_interval_s"]
 STEP = 10  # the shipped schema's base resolution for stats.*
 

@@ -19,7 +19,7 @@ from tests.conftest import ROOT, free_port, wait_for
 from turok_core.model.config import TurokConfig, load_config
 from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings, parse_histograms, parse_thresholds, sanitise_key
 
-VECTORS = json.loads((Path("/work/shared/reference/statsd-vectors.json")).read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "statsd-vectors.json").read_text())
 INTERNAL = ("statsd.", "stats.statsd.", "stats_counts.statsd.", "stats.counters.statsd.")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from typing import Callable, Iterable, Optional
 from botocore.exceptions import ClientError
 
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.retry import Backoff, error_code, http_status
 from turok_core.index.names import Match, NameTree, decode_shard, encode_shard, shard_of, valid_name
 
 log = logging.getLogger("turok.index")
@@ -35,6 +35,8 @@ log = logging.getLogger("turok.index")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _CONFLICT_STATUSES = (409, 412)
+# a lost race is retried soon: the other writer is done; the wide jitter splits contenders apart
+CONFLICT_BACKOFF = Backoff(base=0.02, cap=2.0, jitter=(0.5, 1.5))
 
 
 class IndexConflictError(RuntimeError):
@@ -56,24 +58,16 @@ class AddStats:
     conflicts: int = 0  # lost compare-and-swap races, each followed by a retry
 
 
-def _status(error: ClientError) -> int:
-    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _is_missing(error: ClientError) -> bool:
-    return _status(error) == 404 or _code(error) in ("NoSuchKey", "404")
+    return http_status(error) == 404 or error_code(error) in ("NoSuchKey", "404")
 
 
 def _is_not_modified(error: ClientError) -> bool:
-    return _status(error) == 304 or _code(error) in ("304", "NotModified")
+    return http_status(error) == 304 or error_code(error) in ("304", "NotModified")
 
 
 def _is_conflict(error: ClientError) -> bool:
-    return _status(error) in _CONFLICT_STATUSES or _code(error) in (
+    return http_status(error) in _CONFLICT_STATUSES or error_code(error) in (
         "PreconditionFailed", "ConditionalRequestConflict")
 
 
@@ -205,7 +199,7 @@ class IndexStore:
                     raise
                 stats.conflicts += 1
                 if attempt + 1 < self._max_attempts:
-                    self._sleep(min(2.0, 0.02 * 2 ** attempt) * random.uniform(0.5, 1.5))
+                    self._sleep(CONFLICT_BACKOFF.delay(attempt))
                 continue
             return len(updated ^ current)
         raise IndexConflictError(f"shard {key} kept changing for {self._max_attempts} attempts")

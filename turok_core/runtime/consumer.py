@@ -23,11 +23,12 @@ from turok_core.wire.queues import MessageQueue, ReceivedMessage
 from turok_core.runtime.ratelimit import Throttle
 from turok_core.runtime.selfmetrics import flatten_counters
 from turok_core.runtime.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
+from turok_core.runtime.retry import Backoff
 from turok_core.runtime.threads import start_aws_threadpool
 
 ERROR_LOG_INTERVAL = 30.0  # seconds between two log lines about the same kind of failure
 STATS_LOG_INTERVAL = 60.0
-MAX_ERROR_BACKOFF = 30.0
+ERROR_BACKOFF = Backoff(base=1.0, cap=30.0)  # a failed poll is retried after this
 
 
 class RateLimitedLog:
@@ -141,7 +142,7 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
                 self.counters.errors += 1
                 self._errors.error("poll", "{service} poller {number}: {error!r}",
                                    service=self.name, number=number, error=exc)
-                delay = min(MAX_ERROR_BACKOFF, 0.5 * 2 ** min(failures, 8))
+                delay = ERROR_BACKOFF.delay(failures - 1)
                 yield task.deferLater(self._reactor, delay, lambda: None)
 
     def _log_stats(self) -> None:

@@ -16,7 +16,6 @@ used by many threads at once; merges of the same block by threads of one process
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +29,11 @@ from turok_core.storage.block_layout import block_span, decode_datapoints, encod
 from turok_core.model.config import TurokConfig
 from turok_core.storage.table_names import table_name
 from turok_core.model.timefmt import day_start
+from turok_core.runtime.retry import Backoff, error_code
 
 BATCH_GET_KEYS = 100
 BATCH_WRITE_ITEMS = 25
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 5.0
+BACKOFF = Backoff(base=0.05, cap=5.0)
 TABLE_PRESENT_TTL = 300.0  # seconds a table seen to exist is trusted (a deletion is caught on read)
 TABLE_ABSENT_TTL = 10.0  # seconds a missing table is believed missing (new day tables appear)
 TABLE_WAIT_POLLS = 240  # DescribeTable polls while a table becomes ACTIVE
@@ -74,10 +73,6 @@ def item_size(metric: str, start_time: int, blob: bytes) -> int:
     """DynamoDB's size of a block item: attribute names plus values (numbers ~1 byte per 2 digits)."""
     digits = len(str(start_time).strip("0")) or 1
     return _NAME_BYTES + len(metric.encode("utf-8")) + (digits + 1) // 2 + 1 + len(blob)
-
-
-def _error_code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 class _BlockLocks:
@@ -145,7 +140,7 @@ class BlockStore:
             try:
                 status = self._client.describe_table(TableName=name)["Table"]["TableStatus"]
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 status = None
             if status == "ACTIVE":
@@ -163,7 +158,7 @@ class BlockStore:
                     created = True
                     continue  # moto creates tables ACTIVE at once: look again before sleeping
                 except ClientError as exc:
-                    if _error_code(exc) != "ResourceInUseException":  # another writer made it
+                    if error_code(exc) != "ResourceInUseException":  # another writer made it
                         raise
             self._sleep(TABLE_WAIT_INTERVAL)
         else:
@@ -192,7 +187,7 @@ class BlockStore:
             try:
                 exists = self._client.describe_table(TableName=name)["Table"]["TableStatus"] in READABLE_STATUSES
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 exists = False
             with self._lock:
@@ -267,7 +262,7 @@ class BlockStore:
             try:
                 self._merge_and_write(blocks, spans, stats, assume_new)
             except ClientError as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 # a table we knew was deleted (retention) while we held it: make it again, once
                 self._forget_tables(names)
@@ -376,7 +371,7 @@ class BlockStore:
                 self._client.put_item(TableName=table, Item=item, **condition)
                 return True, attempt + 1
             except ClientError as exc:
-                code = _error_code(exc)
+                code = error_code(exc)
                 if code == "ConditionalCheckFailedException":
                     return False, attempt + 1
                 if code not in _THROTTLED or attempt + 1 >= attempts:
@@ -483,7 +478,7 @@ class BlockStore:
                 items = self._batch_get(keys, consistent=False)
                 break
             except ClientError as exc:
-                if not retry or _error_code(exc) != "ResourceNotFoundException":
+                if not retry or error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._forget_tables(present)  # a table went away since we looked: look again
         for _table, item in items:
@@ -523,7 +518,7 @@ class BlockStore:
                 items = self._batch_get(keys, consistent=consistent)
                 break
             except ClientError as exc:
-                if not retry or _error_code(exc) != "ResourceNotFoundException":
+                if not retry or error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._forget_tables(present)
         for _table, item in items:
@@ -536,4 +531,4 @@ class BlockStore:
         return result
 
     def _backoff(self, attempt: int) -> None:
-        self._sleep(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0))
+        self._sleep(BACKOFF.delay(attempt))

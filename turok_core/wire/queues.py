@@ -4,15 +4,16 @@ Blocking boto3 calls: services run these methods in their AWS thread pool, never
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.retry import Backoff
 
 SQS_BATCH_ENTRIES = 10
 MAX_VISIBILITY = 43200  # SQS's longest visibility timeout: 12 hours
+BACKOFF = Backoff(base=0.1, cap=5.0)
 
 
 class QueueSendError(RuntimeError):
@@ -159,4 +160,4 @@ class MessageQueue:
                 for i, (handle, seconds) in enumerate(chunk)])
 
     def _backoff(self, attempt: int) -> None:
-        self._sleep(min(5.0, 0.1 * 2 ** attempt) * random.uniform(0.5, 1.0))
+        self._sleep(BACKOFF.delay(attempt))
