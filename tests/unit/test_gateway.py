@@ -357,7 +357,7 @@ def test_the_gateway_process_tunes_its_garbage_collector(tmp_path):
     from tests.conftest import ROOT
 
     script = ("import gc\n"
-              "from twisted_plugins.turok_plugins import gateway\n"
+              "from twisted_plugins.turok_gateway_plugin import gateway\n"
               "gateway.makeService({'config': None})\n"
               "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)\n")
     env = {"PATH": "/usr/bin:/bin", "TUROK_SPOOL_DIR": str(tmp_path / "spool"), "TUROK_GC_THRESHOLD": "12345"}
