@@ -4,11 +4,10 @@ Each takes ``--config FILE`` (INI, section ``[turok]``; ``$TUROK_CONFIG`` when o
 honours ``TUROK_*`` environment overrides. The services are imported only in ``makeService`` so
 ``twistd --help`` stays fast and never needs AWS.
 """
-from zope.interface import implementer
-
 from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin
 from twisted.python import usage
+from zope.interface import implementer
 
 
 class TurokOptions(usage.Options):

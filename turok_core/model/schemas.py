@@ -167,7 +167,7 @@ class SchemaSet:
 
     def policy_for(self, metric: str) -> MetricPolicy:
         """The archives and aggregation of ``metric`` (first matching section of each file)."""
-        for rule, archives in self._schemas:
+        for rule, archives in self._schemas:  # noqa: B007 - archives is the answer, after the loop
             if rule.pattern.search(metric):
                 break
         else:

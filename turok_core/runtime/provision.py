@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig, load_config
+from turok_core.runtime.aws import make_client
 
 
 def ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:

@@ -12,13 +12,13 @@ from typing import Callable, Mapping, Optional
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from turok_core.wire.codec import encode_messages
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
-from turok_core.runtime.ratelimit import Throttle
 from turok_core.model.schemas import load_schemas
+from turok_core.runtime.ratelimit import Throttle
 from turok_core.runtime.selfmetrics import SelfMetricsReporter, metric_prefix, process_counters, process_gauges
 from turok_core.windows.buffer import WindowBuffer
+from turok_core.wire.codec import encode_messages
 
 PointSink = Callable[[list[str], list[float], list[int]], object]
 Collect = Callable[[], tuple[Mapping[str, float], Mapping[str, float]]]  # (counters, gauges)
