@@ -66,4 +66,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so .mypy_cache .ruff_cache
