@@ -1,5 +1,6 @@
-# Turok: `make run` starts the whole stack locally, `make test` runs the whole suite.
-# Both create (or reuse) a virtualenv in .venv and install everything they need first.
+# Turok: `make run` starts the whole stack locally, `make lint` runs ruff and mypy, `make test`
+# runs lint and then the whole suite. Each creates (or reuses) a virtualenv in .venv and installs
+# everything it needs first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,14 +10,20 @@ APT_PACKAGES := libcairo2 gcc
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test bench install deps apt headers clean
+.PHONY: run lint test bench install deps apt headers clean
 
 run: install
 	$(PY) -m turok_core.dev.stack run
 
-# the real-client tests run Debian's collectd
+# the style the code keeps (configured in pyproject.toml): lint and import order, then types
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# lint first: a style or type error fails fast, before the slow suite; the real-client tests
+# run Debian's collectd
 test: APT_PACKAGES += collectd-core
-test: install
+test: lint
 	$(PY) -m pytest tests
 
 # issue 6's benchmarks (bench/), on demand only, never part of `make test`;
@@ -59,4 +66,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so .mypy_cache .ruff_cache

@@ -13,7 +13,9 @@ STACK = [  # the embedded local stack: a local AWS endpoint and graphite-web wit
     "six",
 ]
 TEST = ["pytest>=8,<9", "pytest-timeout>=2.3,<3", "statsd>=4,<5", "hypothesis>=6.100,<7",
-        "carbon==1.1.10"]  # carbon-relay, a real pickle client (GRAPHITE_NO_PREFIX=1 keeps it in the venv)
+        "carbon==1.1.10",  # carbon-relay, a real pickle client (GRAPHITE_NO_PREFIX=1 keeps it in the venv)
+        # make lint: pinned to a minor release, as new ones add rules and checks that would fail make test
+        "ruff>=0.17,<0.18", "mypy>=2.4,<2.5"]
 
 setup(
     name="turok",

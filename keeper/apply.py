@@ -23,15 +23,14 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from botocore.exceptions import ClientError
 
-from turok_core.storage.block_layout import block_span
-from turok_core.model.config import TurokConfig
+from keeper.plan import CREATE, DELETE, Action, Outcome, Plan
 from turok_core.index.s3_store import IndexStore
-from turok_core.storage.table_names import parse_table_name
-from turok_core.storage.tables import BlockStore
+from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start, to_wire_time
 from turok_core.runtime.retry import Backoff, error_code
-
-from keeper.plan import CREATE, DELETE, Action, Outcome, Plan
+from turok_core.storage.block_layout import block_span
+from turok_core.storage.table_names import parse_table_name
+from turok_core.storage.tables import BlockStore
 
 DEFAULT_GUARD_MAX_PAGES = 2000  # Scan pages of up to 1 MB each: tables up to ~2 GB are checked
 DEFAULT_HYGIENE_MAX_QUERIES = 200_000  # Query calls index hygiene may spend in one run

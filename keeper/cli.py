@@ -10,12 +10,11 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from turok_core.runtime.aws import make_client
-from turok_core.model.config import load_config
-from turok_core.model.schemas import SchemaError, load_schemas
-
 from keeper.apply import DEFAULT_GUARD_MAX_PAGES, DEFAULT_HYGIENE_MAX_QUERIES, Applier, list_tables
 from keeper.plan import plan_for, render_text, to_json
+from turok_core.model.config import load_config
+from turok_core.model.schemas import SchemaError, load_schemas
+from turok_core.runtime.aws import make_client
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
-from turok_core.storage.table_names import parse_table_name, table_name
 from turok_core.model.resolution import SECONDS_PER_DAY, format_resolution
 from turok_core.model.schemas import SchemaSet
 from turok_core.model.timefmt import day_name, day_start, to_wire_time
+from turok_core.storage.table_names import parse_table_name, table_name
 
 DELETE = "delete"
 CREATE = "create"

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SECTION = "turok"
@@ -135,11 +135,11 @@ class TurokConfig:
     def aggregation_path(self) -> Path:
         return Path(self.aggregation_file) if self.aggregation_file else CONF_DIR / "storage-aggregation.conf"
 
-    def replace(self, **changes) -> "TurokConfig":
+    def replace(self, **changes: Any) -> "TurokConfig":
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(name: str, kind: type, raw: str, source: str):
+def _coerce(name: str, kind: type, raw: str, source: str) -> object:
     try:
         if kind is bool:
             return raw.strip().lower() in ("1", "true", "yes", "on")
@@ -157,7 +157,7 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
     path = path or environ.get("TUROK_CONFIG") or None
     types = {f.name: (str if f.type == "str" else int if f.type == "int" else float if f.type == "float" else bool)
              for f in fields(TurokConfig)}
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # each coerced to its field's type
     if path:
         parser = configparser.ConfigParser(interpolation=None)
         if not parser.read(path):
@@ -171,7 +171,7 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
                     raise ValueError(f"{path}: unknown setting {key!r} in [{SECTION}]")
                 values[key] = _coerce(key, types[key], raw, path)
     for name, kind in types.items():
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            values[name] = _coerce(name, kind, raw, ENV_PREFIX + name.upper())
+        variable = environ.get(ENV_PREFIX + name.upper())
+        if variable is not None:
+            values[name] = _coerce(name, kind, variable, ENV_PREFIX + name.upper())
     return TurokConfig(**values)

@@ -163,7 +163,8 @@ class NameRule:
         verdict = self.verdict
         verdicts = [verdict(name) for name in names]
         refused = [(name, why) for name, (clean, why) in zip(names, verdicts) if clean is None]
+        cleaned = [clean for clean, _ in verdicts if clean is not None]
         if not refused:
-            return [clean for clean, _ in verdicts], None, []
+            return cleaned, None, []
         kept = [i for i, (clean, _) in enumerate(verdicts) if clean is not None]
-        return [verdicts[i][0] for i in kept], kept, refused
+        return cleaned, kept, refused

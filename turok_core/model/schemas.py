@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Pattern
 
 from turok_core.model.aggregation import normalise_aggregation
+from turok_core.model.config import TurokConfig
 from turok_core.model.resolution import SECONDS_PER_DAY, parse_duration
 
 DEFAULT_AGGREGATION = "average"
@@ -167,7 +168,7 @@ class SchemaSet:
 
     def policy_for(self, metric: str) -> MetricPolicy:
         """The archives and aggregation of ``metric`` (first matching section of each file)."""
-        for rule, archives in self._schemas:
+        for rule, archives in self._schemas:  # noqa: B007 - archives is the answer, after the loop
             if rule.pattern.search(metric):
                 break
         else:
@@ -180,6 +181,6 @@ class SchemaSet:
         return MetricPolicy(archives, method, xff, rule.name)
 
 
-def load_schemas(config) -> SchemaSet:
+def load_schemas(config: TurokConfig) -> SchemaSet:
     """The SchemaSet named by a TurokConfig."""
     return SchemaSet(config.schemas_path, config.aggregation_path)

@@ -37,7 +37,7 @@ import math
 import pickle
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from turok_core.model.metric_names import NameRule
 from turok_core.parse.native import speedups as _native
@@ -50,6 +50,9 @@ CODE_OPCODES = ("GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEW
                 "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID")
 _NUMBER_TYPES = {int, float}
 _EXAMPLE_CHARS = 80
+# what a pickle held: anything, told apart by exact type (type(x) is int, so no bool passes for
+# an int), which mypy does not narrow from type(x) in (…)
+Unpickled = Any
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -60,8 +63,8 @@ class MalformedPickleError(ValueError):
     """The frame is not a pickle this unpickler can read (garbage, truncated, unknown opcode…)."""
 
 
-def _refuse(opcode: str):
-    def refuse(unpickler) -> None:
+def _refuse(opcode: str) -> Callable[[pickle._Unpickler], None]:
+    def refuse(unpickler: pickle._Unpickler) -> None:
         raise UnsafePickleError(f"{opcode} opcode: the pickle tries to load a class or call a function")
     return refuse
 
@@ -84,7 +87,7 @@ class SafeUnpickler(pickle._Unpickler):
         raise UnsafePickleError("refused a persistent id")
 
 
-def load_frame(frame: bytes) -> object:
+def load_frame(frame: bytes) -> Unpickled:
     """Unpickle one frame's body; raises UnsafePickleError or MalformedPickleError."""
     try:
         if _native is not None and _native.pickle_is_plain(frame):
@@ -125,7 +128,7 @@ class FrameReader:
             return []
         buffer = self._buffer
         buffer += data
-        frames = []
+        frames: list[bytes] = []
         offset, size = 0, len(buffer)
         while size - offset >= 4:
             (length,) = HEADER.unpack_from(buffer, offset)
@@ -269,7 +272,7 @@ def _decode_slow(points: Sequence, now: int, max_path_bytes: int, rule: NameRule
     return parsed
 
 
-def _path_name(path: object, max_path_bytes: int) -> Optional[str]:
+def _path_name(path: Unpickled, max_path_bytes: int) -> Optional[str]:
     try:
         if type(path) is str:
             raw = path.encode("utf-8")
@@ -285,7 +288,7 @@ def _path_name(path: object, max_path_bytes: int) -> Optional[str]:
     return path  # the metric-name rule decides the rest
 
 
-def _number(raw: object) -> Optional[float]:
+def _number(raw: Unpickled) -> Optional[float]:
     # like carbon, numeric strings are accepted; booleans and containers are not
     if type(raw) not in (int, float, str, bytes):
         return None
@@ -313,7 +316,7 @@ def _example(point: object, why: str) -> bytes:
     return f"{_describe(point)} ({why})".encode("utf-8", "backslashreplace")
 
 
-def _describe(obj: object, depth: int = 2) -> str:
+def _describe(obj: Unpickled, depth: int = 2) -> str:
     """A short description that never walks far: a pickle can share objects into huge graphs."""
     kind = type(obj)
     if kind in (str, bytes, bytearray):

@@ -17,7 +17,7 @@ def _load() -> Optional[ModuleType]:
     if os.environ.get("TUROK_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from turok_core.parse import _speedups
+        import turok_core.parse._speedups as _speedups
     except ImportError:
         return None
     return _speedups

@@ -1,15 +1,18 @@
 """boto3 clients built from a TurokConfig, honouring boto3's standard configuration chain."""
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 from botocore.config import Config as BotoConfig
 
 from turok_core.model.config import TurokConfig
 
 DEFAULT_REGION = "us-east-1"
+AwsClient = Any  # a boto3 client: boto3 ships no types
 
 
-def make_client(service: str, config: TurokConfig):
+def make_client(service: str, config: TurokConfig) -> AwsClient:
     """A boto3 client for ``service``; ``aws_endpoint_url``/``aws_region`` override the AWS chain.
 
     Without them boto3 decides as usual (``AWS_ENDPOINT_URL_<SERVICE>``, profiles, …). A missing

@@ -22,13 +22,13 @@ class CacheQueryResource(resource.Resource):
         self._points = points
         self._counted = counted  # called with True for a query answered, False for one refused
 
-    def render_POST(self, request) -> bytes:
+    def render_POST(self, request: server.Request) -> bytes:
         if request.postpath not in ([b"cache"], [b"cache", b""]):
             request.setResponseCode(404)
             return b'{"error": "not found; POST /cache"}'
         request.setHeader(b"Content-Type", b"application/json")
         try:
-            metrics, start, until = parse_request(request.content.read())
+            metrics, start, until = parse_request(request.content.read() if request.content is not None else b"")
         except CacheQueryError as exc:
             self._counted(False)
             request.setResponseCode(400)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
-from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig, load_config
+from turok_core.runtime.aws import AwsClient, make_client
 
 
-def ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:
+def ensure_queue(sqs: AwsClient, name: str, attributes: dict[str, str]) -> str:
     """The URL of queue ``name``, created with ``attributes`` or updated to them."""
     try:
         return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
@@ -24,7 +25,7 @@ def ensure_queue(sqs, name: str, attributes: dict[str, str]) -> str:
         return url
 
 
-def provision_queues(sqs, config: TurokConfig) -> dict[str, str]:
+def provision_queues(sqs: AwsClient, config: TurokConfig) -> dict[str, str]:
     """Create the metrics queue (with its dead-letter queue) and the index queue; return URLs."""
     message_bytes = str(config.sqs_max_message_bytes)
     dlq_url = ensure_queue(sqs, config.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"})
@@ -41,14 +42,14 @@ def provision_queues(sqs, config: TurokConfig) -> dict[str, str]:
     return urls
 
 
-def provision_bucket(s3, config: TurokConfig) -> None:
+def provision_bucket(s3: AwsClient, config: TurokConfig) -> None:
     """Create the index bucket unless it exists."""
     try:
         s3.head_bucket(Bucket=config.index_bucket)
         return
     except s3.exceptions.ClientError:
         pass
-    kwargs = {"Bucket": config.index_bucket}
+    kwargs: dict[str, Any] = {"Bucket": config.index_bucket}
     region = s3.meta.region_name
     if region and region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}

@@ -12,9 +12,12 @@ import dataclasses
 import re
 import resource
 import socket
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from turok_core.model.config import TurokConfig
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 AGENTS_ROOT = "turok.agents"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
@@ -38,7 +41,7 @@ def metric_prefix(config: TurokConfig, service: str, hostname: Optional[str] = N
     return f"{AGENTS_ROOT}.{agent_name(config, hostname)}.{node(service)}"
 
 
-def flatten_counters(counters: object) -> dict[str, float]:
+def flatten_counters(counters: DataclassInstance) -> dict[str, float]:
     """A counters dataclass as ``{name: value}``; a dict field ``f`` gives ``f.<key>`` entries
     (e.g. ``points_by_protocol.plaintext_tcp``), so new protocols join without new fields."""
     flat: dict[str, float] = {}

@@ -7,18 +7,20 @@ schemas and sends the closed windows as Turok messages on ``config.queue_name``.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from turok_core.wire.codec import encode_messages
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
-from turok_core.runtime.ratelimit import Throttle
 from turok_core.model.schemas import load_schemas
+from turok_core.runtime.ratelimit import Throttle
 from turok_core.runtime.selfmetrics import SelfMetricsReporter, metric_prefix, process_counters, process_gauges
 from turok_core.windows.buffer import WindowBuffer
+from turok_core.wire.codec import encode_messages
+from turok_core.wire.queues import MessageQueue
 
 PointSink = Callable[[list[str], list[float], list[int]], object]
 Collect = Callable[[], tuple[Mapping[str, float], Mapping[str, float]]]  # (counters, gauges)
@@ -29,13 +31,13 @@ MAX_PENDING_MESSAGES = 10_000  # self-metrics waiting for a send; the oldest go 
 class SelfMetricsLoop:
     """Every interval: ``collect()`` → counter increases and gauges → ``sink(names, values, ts)``."""
 
-    def __init__(self, config: TurokConfig, service: str, collect: Collect, sink: PointSink, reactor,
+    def __init__(self, config: TurokConfig, service: str, collect: Collect, sink: PointSink, reactor: Any,
                  logger: Logger, clock: Optional[Callable[[], float]] = None) -> None:
         self.interval = config.self_metrics_interval_seconds
         self.reporter = SelfMetricsReporter(metric_prefix(config, service))
         self._collect = collect
         self._sink = sink
-        self._reactor = reactor
+        self._reactor = reactor  # an IReactorTime (typed Any: zope interfaces need mypy-zope)
         self._clock = clock or reactor.seconds
         self._log = logger
         self._warn = Throttle(self._clock, WARN_INTERVAL)
@@ -75,7 +77,7 @@ class QueueSelfMetricsSink:
     ``make_queue()`` gives the ``MessageQueue`` on ``config.queue_name``, called in the pool at first use.
     """
 
-    def __init__(self, config: TurokConfig, make_queue: Callable[[], object],
+    def __init__(self, config: TurokConfig, make_queue: Callable[[], MessageQueue],
                  run_in_pool: Callable[..., defer.Deferred],
                  clock: Callable[[], float], logger: Logger) -> None:
         schemas = load_schemas(config)
@@ -88,7 +90,7 @@ class QueueSelfMetricsSink:
         self.messages_sent = 0
         self._config = config
         self._make_queue = make_queue
-        self._queue = None
+        self._queue: Optional[MessageQueue] = None
         self._run = run_in_pool
         self._clock = clock
         self._log = logger
@@ -119,7 +121,7 @@ class QueueSelfMetricsSink:
         self._sending = False
         self.messages_sent += count
 
-    def _failed(self, failure, messages: list[TurokMessage]) -> None:
+    def _failed(self, failure: Failure, messages: list[TurokMessage]) -> None:
         self._sending = False
         self._pending[:0] = messages  # tried again at the next interval
         del self._pending[:-MAX_PENDING_MESSAGES]

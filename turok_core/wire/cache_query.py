@@ -19,6 +19,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
+from turok_core.model.config import TurokConfig
+
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_REQUEST_METRICS = 100_000
 
@@ -78,7 +80,7 @@ class CacheClient:
         self._failed_at: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, config) -> "CacheClient":
+    def from_config(cls, config: TurokConfig) -> "CacheClient":
         return cls(config.cache_hosts.split(","), config.cache_timeout_seconds)
 
     def query(self, metrics: Sequence[str], start: float, until: float) -> Cached:
