@@ -60,6 +60,13 @@ def test_every_page_has_its_fences_closed():
             assert opening[3:].strip(), f"{page}: a code block without a language says nothing about running it"
 
 
+def test_relative_links_lead_to_files():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / page).read_text()):
+            if "://" not in target:
+                assert ((ROOT / page).parent / target).exists(), f"{page}: link to {target}, which is not there"
+
+
 def test_the_quickstart_is_a_block_that_runs():
     blocks = shell_blocks((ROOT / "README.md").read_text())
     assert any("/dev/tcp/127.0.0.1/2003" in block for block in blocks)
