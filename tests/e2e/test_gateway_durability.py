@@ -6,7 +6,7 @@ a point counted twice or lost changes it. What reaches the queue is read straigh
 (not through the proxy) and checked per (metric, slot): turokd sets a slot to a message's
 aggregate, so identical repeats are harmless (counted as duplicates) and any differing message
 for a slot, or a wrong value, is a failure. Each test prints its figures (``-s`` shows them) for
-RELIABILITY.md.
+docs/reliability.md.
 """
 from __future__ import annotations
 
