@@ -84,7 +84,7 @@ class TurokConfig:
     gateway_recent_seconds: float = 30.0
     # the gateway process's first garbage-collector generation threshold (CPython's is 700); the
     # parser makes a list per line, which set the cyclic collector off every few hundred points
-    # (BENCHMARKS.md); 0 keeps Python's default
+    # (docs/benchmarks.md); 0 keeps Python's default
     gc_threshold: int = 20000
     # --- turokd
     # slots per DynamoDB item; 90 float64 slots and a name stay under the 1 KB write unit
