@@ -20,7 +20,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from turok_core.model.config import TurokConfig
-from turok_core.parse.plaintext import ParsedLines, StreamLines
+from turok_core.parse.batch import ParsedLines
+from turok_core.parse.plaintext import StreamLines
 from turok_core.statsd.parse import StatsdAggregator
 from turok_core.statsd.settings import StatsdSettings
 

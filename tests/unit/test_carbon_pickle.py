@@ -17,7 +17,7 @@ from turok_core.parse.carbon_pickle import (DEFAULT_MAX_FRAME_BYTES, HEADER, Fra
                                       UnsafePickleError, decode_frames, encode_frame,
                                       load_frame)
 from turok_core.model.config import TurokConfig
-from turok_core.parse.plaintext import MAX_TIMESTAMP
+from turok_core.parse.batch import MAX_TIMESTAMP
 
 T0 = 1_700_000_000
 NOW = 1_700_000_555.75

@@ -24,7 +24,8 @@ from turok_core.parse.carbon_pickle import (HEADER, FrameReader, MalformedPickle
 from turok_core.wire.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
 from turok_core.model.message import MessageError, TurokMessage
 from turok_core.model.metric_names import NameRule, check_stored, normalise
-from turok_core.parse.plaintext import MAX_TIMESTAMP, ParsedLines, StreamLines, parse_plaintext
+from turok_core.parse.batch import MAX_TIMESTAMP, ParsedLines
+from turok_core.parse.plaintext import StreamLines, parse_plaintext
 from turok_core.statsd.parse import StatsdAggregator
 from turok_core.statsd.settings import StatsdSettings
 

@@ -22,7 +22,7 @@
 #include <math.h>
 #include <string.h>
 
-/* 9999-12-31 23:59:59 UTC, as turok_core.plaintext.MAX_TIMESTAMP */
+/* 9999-12-31 23:59:59 UTC, as turok_core.parse.batch.MAX_TIMESTAMP */
 #define MAX_TIMESTAMP 253402300799LL
 /* a path component must fit a whisper file name (turok_core.model.metric_names.MAX_COMPONENT_BYTES) */
 #define MAX_COMPONENT_BYTES 251

@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from turok_core.model.metric_names import NameRule
+from turok_core.parse.batch import MAX_BAD_EXAMPLES
 from turok_core.parse.native import speedups as _native
 from turok_core.statsd.flush import FlushNames, drop_nonfinite, flush_points
 from turok_core.statsd.settings import StatsdSettings
 
-MAX_BAD_EXAMPLES = 3
-BAD_EXAMPLE_CHARS = 200
+BAD_EXAMPLE_CHARS = 200  # StatsD keeps its examples as text, cut like the parsers' bytes
 KEY_CACHE_SIZE = 200_000  # raw key -> sanitised key; cleared when full
 
 _SPACES = re.compile(r"\s+")
