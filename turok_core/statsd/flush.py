@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Optional, Protocol
+from typing import Protocol
 
 from turok_core.statsd.settings import HistogramSpec, StatsdSettings, js_number
 
@@ -48,7 +48,7 @@ class FlushNames:
     name_overhead: int  # the most bytes a flush adds to a key: "<namespace>." and ".<suffix>"
 
     @classmethod
-    def from_settings(cls, s: StatsdSettings) -> "FlushNames":
+    def from_settings(cls, s: StatsdSettings) -> FlushNames:
         def join(*parts: str) -> str:
             return ".".join(p for p in parts if p)
 
@@ -106,9 +106,9 @@ def flush_points(state: IntervalState, settings: StatsdSettings, flush_names: Fl
     rate_ns, count_ns = flush_names.counter_rate_ns, flush_names.counter_count_ns
 
     counters = dict(state.counters)
-    for internal, count in zip(flush_names.internal_counters,
-                               (state.packets_received, state.metrics_received, state.bad_lines_seen)):
-        counters[internal] = counters.get(internal, 0.0) + count
+    for internal, seen in zip(flush_names.internal_counters,
+                              (state.packets_received, state.metrics_received, state.bad_lines_seen)):
+        counters[internal] = counters.get(internal, 0.0) + seen
     for key, count in counters.items():
         if legacy:
             add_name(fmt(rate_ns, key))
@@ -154,7 +154,7 @@ def drop_nonfinite(names: list[str], values: list[float]) -> tuple[list[str], li
 
 def timer_stats(samples: list[float], count_weighted: float, interval: float,
                 thresholds: tuple[tuple[float, tuple[str, ...]], ...],
-                histogram: Optional[HistogramSpec]) -> list[tuple[str, float]]:
+                histogram: HistogramSpec | None) -> list[tuple[str, float]]:
     """etsy's per-timer statistics, in its order; an idle timer gives count and count_ps 0."""
     if not samples:
         return [("count", 0.0), ("count_ps", 0.0)]
@@ -202,7 +202,7 @@ def timer_stats(samples: list[float], count_weighted: float, interval: float,
     return out
 
 
-def histogram_for(histograms: tuple[HistogramSpec, ...], key: str) -> Optional[HistogramSpec]:
+def histogram_for(histograms: tuple[HistogramSpec, ...], key: str) -> HistogramSpec | None:
     """The first histogram spec whose ``metric`` is part of ``key``, if any."""
     for spec in histograms:
         if spec.metric in key:

@@ -49,7 +49,7 @@ class StatsdSettings:
     max_metric_name_bytes: int = DEFAULT_MAX_NAME_BYTES
 
     @classmethod
-    def from_config(cls, config: "TurokConfig") -> "StatsdSettings":
+    def from_config(cls, config: TurokConfig) -> StatsdSettings:
         if config.statsd_flush_interval_seconds <= 0:
             raise ValueError("statsd_flush_interval_seconds must be positive")
         return cls(
