@@ -96,12 +96,6 @@ def load_frame(frame: bytes) -> object:
         raise MalformedPickleError(f"{type(exc).__name__}: {str(exc)[:120]}") from None
 
 
-def encode_frame(points: Sequence, protocol: int = 2) -> bytes:
-    """A frame as carbon's clients send it: length prefix and pickle of ``points``."""
-    body = pickle.dumps(list(points), protocol=protocol)
-    return HEADER.pack(len(body)) + body
-
-
 class FrameReader:
     """Cuts a byte stream into frame bodies, refusing oversized frames before their body arrives.
 
