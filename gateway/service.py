@@ -35,7 +35,7 @@ from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import encode_messages
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
-from turok_core.parse.plaintext import ParsedLines
+from turok_core.parse.batch import ParsedLines
 from turok_core.wire.queues import MessageQueue, QueueSendError, batch_bodies
 from turok_core.runtime.ratelimit import Throttle
 from turok_core.model.schemas import load_schemas

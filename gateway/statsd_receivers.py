@@ -1,7 +1,7 @@
-"""StatsD receivers (UDP and TCP) and the flush timer, around ``turok_core.statsd.aggregator``.
+"""StatsD receivers (UDP and TCP) and the flush timer, around ``turok_core.statsd.parse.StatsdAggregator``.
 
 Every datagram, and every TCP read's complete lines, goes whole into one
-``StatsdAggregator.ingest`` call. ``StatsdFlushService`` flushes the aggregator every
+``StatsdAggregator.apply_datagram`` call. ``StatsdFlushService`` flushes the aggregator every
 ``statsd_flush_interval_seconds``, in the middle of each interval-aligned slot (so, with the
 default schema's 10 s base resolution, each flush lands alone in its slot even when the reactor
 runs a few seconds late), and hands the points, stamped with the flush time, to the gateway's
@@ -20,8 +20,10 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from turok_core.model.config import TurokConfig
-from turok_core.parse.plaintext import ParsedLines, StreamLines
-from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings
+from turok_core.parse.batch import ParsedLines
+from turok_core.parse.plaintext import StreamLines
+from turok_core.statsd.parse import StatsdAggregator
+from turok_core.statsd.settings import StatsdSettings
 
 from gateway.connections import ConnectionLimits, GuardedFactory, GuardedProtocol
 from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
@@ -47,7 +49,7 @@ class StatsdUDPProtocol(DatagramProtocol):
         enlarge_receive_buffer(self.transport, self._receive_buffer, "statsd")
 
     def datagramReceived(self, datagram: bytes, addr) -> None:
-        self.aggregator.ingest(datagram)
+        self.aggregator.apply_datagram(datagram)
 
 
 class StatsdTCPProtocol(GuardedProtocol):
@@ -65,7 +67,7 @@ class StatsdTCPProtocol(GuardedProtocol):
         lines = self._lines
         chunk = lines.feed(data)
         if chunk:
-            self.aggregator.ingest(chunk)
+            self.aggregator.apply_datagram(chunk)
         if lines.discarded != self._discarded_seen:
             self.aggregator.add_bad(lines.discarded_example.decode("utf-8", "replace") + "... (over the "
                                     f"{lines.max_line_length}-character line limit)",

@@ -21,8 +21,8 @@ from contextlib import ExitStack
 import pytest
 
 from tests.conftest import free_port, running_twistd, wait_for
+from tests.pickle_frames import encode_frame
 from tests.unit.test_gateway import QueueReader
-from turok_core.parse.carbon_pickle import encode_frame
 
 LIMIT = 200
 FLOOD = 1000

@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.parse.carbon_pickle import HEADER, encode_frame
+from tests.pickle_frames import encode_frame
+from turok_core.parse.carbon_pickle import HEADER
 
 STEP = 10  # the shipped default schema's base resolution
 CARBON_RELAY = Path(sys.executable).parent / "carbon-relay.py"

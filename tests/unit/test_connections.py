@@ -10,8 +10,8 @@ from gateway.connections import ConnectionLimits
 from gateway.pickle_receiver import CarbonPickleFactory
 from gateway.plaintext_receivers import PlaintextTCPFactory
 from gateway.statsd_receivers import StatsdTCPFactory
-from turok_core.parse.carbon_pickle import encode_frame
-from turok_core.statsd.aggregator import StatsdAggregator
+from tests.pickle_frames import encode_frame
+from turok_core.statsd.parse import StatsdAggregator
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 40000)
 

@@ -1,7 +1,7 @@
 """Bounded fuzzing (hypothesis) of every parser that meets outside bytes.
 
 Plaintext (``parse_plaintext``, ``StreamLines``), pickle (``load_frame``, ``decode_frames``),
-StatsD (``StatsdAggregator.ingest``/``flush``) and turokd's SQS body decoder (``decode_body``):
+StatsD (``StatsdAggregator.apply_datagram``/``flush``) and turokd's SQS body decoder (``decode_body``):
 random and mutated valid input never raises anything but the module's documented error, the
 output is well formed (parallel lists, finite values, timestamps in range, names the metric-name
 rule leaves as they are) and memory stays bounded (tracemalloc peaks for large inputs). Every
@@ -24,8 +24,10 @@ from turok_core.parse.carbon_pickle import (HEADER, FrameReader, MalformedPickle
 from turok_core.wire.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
 from turok_core.model.message import MessageError, TurokMessage
 from turok_core.model.metric_names import NameRule, check_stored, normalise
-from turok_core.parse.plaintext import MAX_TIMESTAMP, ParsedLines, StreamLines, parse_plaintext
-from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings
+from turok_core.parse.batch import MAX_TIMESTAMP, ParsedLines
+from turok_core.parse.plaintext import StreamLines, parse_plaintext
+from turok_core.statsd.parse import StatsdAggregator
+from turok_core.statsd.settings import StatsdSettings
 
 NOW = 1_700_000_000
 FUZZ = settings(max_examples=150, deadline=2000, database=None, derandomize=True,
@@ -199,7 +201,7 @@ statsd_chunks = st.one_of(
 def test_statsd_never_raises_and_flushes_well_formed_points(chunks):
     aggregator = StatsdAggregator(StatsdSettings(max_line_length=100, histograms=()))
     for chunk in chunks:
-        assert aggregator.ingest(chunk) >= 0
+        assert aggregator.apply_datagram(chunk) >= 0
     names, values = aggregator.flush()
     assert len(names) == len(values)
     assert all(math.isfinite(value) for value in values)
@@ -211,7 +213,7 @@ def test_statsd_never_raises_and_flushes_well_formed_points(chunks):
 def test_statsd_memory_is_bounded_by_distinct_keys():
     aggregator = StatsdAggregator()
     lines = b"\n".join(b"same.key.%d:1|c" % (i % 100) for i in range(50_000))
-    assert peak_bytes(aggregator.ingest, lines) < 8 * len(lines)
+    assert peak_bytes(aggregator.apply_datagram, lines) < 8 * len(lines)
 
 
 # --- turokd's SQS body decoder -------------------------------------------------------------------

@@ -16,7 +16,8 @@ from turok_core.model.message import MessageError, validate_message
 from turok_core.model.metric_names import (HARD_MAX_NAME_BYTES, MAX_COMPONENT_BYTES, MetricNameError, NameRule,
                                      check_stored, normalise, quick_ok)
 from turok_core.parse.plaintext import parse_plaintext
-from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings
+from turok_core.statsd.parse import StatsdAggregator
+from turok_core.statsd.settings import StatsdSettings
 
 T0 = 1_700_000_000
 
@@ -120,7 +121,7 @@ def test_plaintext_and_pickle_give_every_name_the_same_verdict():
 
 def test_statsd_keys_take_etsy_sanitising_then_the_rule():
     aggregator = StatsdAggregator(StatsdSettings(max_metric_name_bytes=100))
-    bad = aggregator.ingest(b"a..b:1|c\nweird key/x*:2|c\n...:3|c\nm:4|c|#b:2,a:1\n" + b"k" * 80 + b":5|c\n")
+    bad = aggregator.apply_datagram(b"a..b:1|c\nweird key/x*:2|c\n...:3|c\nm:4|c|#b:2,a:1\n" + b"k" * 80 + b":5|c\n")
     assert bad == 2  # "..." has no path left; the 80-byte key cannot fit with its prefixes and suffixes
     assert aggregator.counters == {"a.b": 1.0, "weird_key-x": 2.0, "m;a=1;b=2": 4.0}
     names, _ = aggregator.flush()

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from turok_core.parse.plaintext import (BAD_EXAMPLE_BYTES, MAX_BAD_EXAMPLES, MAX_TIMESTAMP, ParsedLines,
-                                  StreamLines, parse_plaintext)
+from turok_core.parse.batch import BAD_EXAMPLE_BYTES, MAX_BAD_EXAMPLES, MAX_TIMESTAMP, ParsedLines
+from turok_core.parse.plaintext import StreamLines, parse_plaintext
 
 NOW = 1_700_000_000.7
 

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turok_core.parse import carbon_pickle, native, plaintext
-from turok_core.statsd import aggregator as statsd
+from turok_core.statsd import parse as statsd_parse
 from turok_core.parse.carbon_pickle import MalformedPickleError, UnsafePickleError, decode_frames, load_frame
 from turok_core.model.metric_names import NameRule
 from turok_core.parse.plaintext import parse_plaintext
+from turok_core.statsd.settings import StatsdSettings
 
 from tests.unit.test_fuzz import mutate, mutations
 
@@ -37,12 +38,12 @@ def test_the_extension_is_built_here():
 
 @contextlib.contextmanager
 def pure_python():
-    saved = plaintext._native, carbon_pickle._native, statsd._native
-    plaintext._native = carbon_pickle._native = statsd._native = None
+    saved = plaintext._native, carbon_pickle._native, statsd_parse._native
+    plaintext._native = carbon_pickle._native = statsd_parse._native = None
     try:
         yield
     finally:
-        plaintext._native, carbon_pickle._native, statsd._native = saved
+        plaintext._native, carbon_pickle._native, statsd_parse._native = saved
 
 
 def both(function, *args):
@@ -213,9 +214,9 @@ def statsd_state(aggregator) -> tuple:
 
 
 def run_statsd(datagrams) -> tuple:
-    aggregator = statsd.StatsdAggregator(statsd.StatsdSettings(max_line_length=60))
+    aggregator = statsd_parse.StatsdAggregator(StatsdSettings(max_line_length=60))
     for datagram in datagrams:
-        aggregator.ingest(datagram)
+        aggregator.apply_datagram(datagram)
     state = statsd_state(aggregator)
     flushed = [(name, repr(value)) for name, value in zip(*aggregator.flush())
                if not name.endswith("processing_time")]  # a duration: differs run to run
@@ -230,10 +231,10 @@ def test_statsd_datagrams_apply_as_the_python_aggregator_does(datagrams):
 
 
 def test_clean_statsd_datagrams_are_taken_by_the_extension():
-    aggregator = statsd.StatsdAggregator()
+    aggregator = statsd_parse.StatsdAggregator()
     datagram = b"\n".join(b"app.c%d:%d|c|@0.5\napp.t%d:%d.5|ms\napp.g%d:-%d|g" % (i, i, i, i, i, i)
                           for i in range(20))
-    aggregator.ingest(datagram)  # keys seen first by the Python code, which sanitises them
+    aggregator.apply_datagram(datagram)  # keys seen first by the Python code, which sanitises them
     keys = aggregator._keys
     offset, applied = native.speedups.statsd_apply(datagram, keys, aggregator.counters, aggregator.timers,
                                                    aggregator.timer_counts, aggregator.gauges, 0)

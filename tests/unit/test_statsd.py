@@ -17,7 +17,8 @@ from twisted.internet.testing import StringTransport
 from gateway.statsd_receivers import StatsdFlushService, StatsdTCPProtocol, StatsdUDPProtocol
 from tests.conftest import ROOT, free_port, wait_for
 from turok_core.model.config import TurokConfig, load_config
-from turok_core.statsd.aggregator import StatsdAggregator, StatsdSettings, parse_histograms, parse_thresholds, sanitise_key
+from turok_core.statsd.parse import StatsdAggregator, sanitise_key
+from turok_core.statsd.settings import StatsdSettings, parse_histograms, parse_thresholds
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "statsd-vectors.json").read_text())
 INTERNAL = ("statsd.", "stats.statsd.", "stats_counts.statsd.", "stats.counters.statsd.")
@@ -27,7 +28,7 @@ def run(lines, **settings) -> dict[str, float]:
     """Each item one datagram; one flush; user metrics only (statsd's own left out)."""
     aggregator = StatsdAggregator(StatsdSettings(**settings))
     for datagram in lines:
-        aggregator.ingest(datagram.encode() if isinstance(datagram, str) else datagram)
+        aggregator.apply_datagram(datagram.encode() if isinstance(datagram, str) else datagram)
     return user_metrics(aggregator.flush())
 
 
@@ -42,7 +43,7 @@ def test_public_vectors_exactly():
                                                  legacy_namespace=config["legacy_namespace"],
                                                  percent_thresholds=tuple(config["percent_threshold"])))
     for packet in VECTORS["packets"]:
-        assert aggregator.ingest(packet.encode()) == 0
+        assert aggregator.apply_datagram(packet.encode()) == 0
     names, values = aggregator.flush()
     got = dict(zip(names, values))
     assert len(got) == len(names)  # no name twice
@@ -65,10 +66,10 @@ def test_counters_sample_rates_floats_and_negatives():
 
 def test_gauges_set_adjust_and_persist_across_flushes():
     aggregator = StatsdAggregator()
-    aggregator.ingest(b"g:10|g\ng:+5|g\ng:-3|g\nneg:-4|g\npos:+2|g")
+    aggregator.apply_datagram(b"g:10|g\ng:+5|g\ng:-3|g\nneg:-4|g\npos:+2|g")
     assert user_metrics(aggregator.flush()) == {"stats.gauges.g": 12.0, "stats.gauges.neg": -4.0,
                                                 "stats.gauges.pos": 2.0}
-    aggregator.ingest(b"g:-2|g\nneg:7|g")
+    aggregator.apply_datagram(b"g:-2|g\nneg:7|g")
     assert user_metrics(aggregator.flush()) == {"stats.gauges.g": 10.0, "stats.gauges.neg": 7.0,
                                                 "stats.gauges.pos": 2.0}
     assert user_metrics(aggregator.flush())["stats.gauges.g"] == 10.0  # idle: repeated
@@ -133,9 +134,9 @@ def test_histogram_bins():
 
 def test_sets_count_distinct_values_per_flush():
     aggregator = StatsdAggregator()
-    aggregator.ingest(b"u:a|s\nu:b|s\nu:a|s\nu:1|s|@0.1\nv:|s")
+    aggregator.apply_datagram(b"u:a|s\nu:b|s\nu:a|s\nu:1|s|@0.1\nv:|s")
     assert user_metrics(aggregator.flush()) == {"stats.sets.u.count": 3.0, "stats.sets.v.count": 1.0}
-    aggregator.ingest(b"u:a|s")
+    aggregator.apply_datagram(b"u:a|s")
     assert user_metrics(aggregator.flush()) == {"stats.sets.u.count": 1.0, "stats.sets.v.count": 0.0}
 
 
@@ -165,13 +166,13 @@ def test_key_sanitising():
 def test_namespaces_and_prefixes():
     packet = ["c:1|c\nt:1|ms\ng:1|g\ns:1|s"]
     legacy = StatsdAggregator()
-    legacy.ingest(packet[0].encode())
+    legacy.apply_datagram(packet[0].encode())
     names = set(legacy.flush()[0])
     assert {"stats.c", "stats_counts.c", "stats.timers.t.mean", "stats.gauges.g", "stats.sets.s.count",
             "stats.statsd.bad_lines_seen", "stats_counts.statsd.bad_lines_seen", "statsd.numStats",
             "stats.statsd.processing_time"} <= names
     modern = StatsdAggregator(StatsdSettings(legacy_namespace=False))
-    modern.ingest(packet[0].encode())
+    modern.apply_datagram(packet[0].encode())
     names = set(modern.flush()[0])
     assert {"stats.counters.c.rate", "stats.counters.c.count", "stats.timers.t.mean", "stats.gauges.g",
             "stats.sets.s.count", "stats.counters.statsd.bad_lines_seen.count", "stats.statsd.numStats",
@@ -179,19 +180,19 @@ def test_namespaces_and_prefixes():
     custom = StatsdAggregator(StatsdSettings(legacy_namespace=False, global_prefix="app", prefix_counter="",
                                              prefix_timer="tm", prefix_gauge="gg", prefix_set="ss",
                                              prefix_internal="sd"))
-    custom.ingest(packet[0].encode())
+    custom.apply_datagram(packet[0].encode())
     names = set(custom.flush()[0])
     assert {"app.c.rate", "app.c.count", "app.tm.t.mean", "app.gg.g", "app.ss.s.count", "app.sd.numStats",
             "app.sd.packets_received.count"} <= names
     legacy_custom = StatsdAggregator(StatsdSettings(global_prefix="p", prefix_stats_counts="pc"))
-    legacy_custom.ingest(b"c:1|c")
+    legacy_custom.apply_datagram(b"c:1|c")
     assert {"p.c", "pc.c", "sd.numStats"} - set(legacy_custom.flush()[0]) == {"sd.numStats"}
 
 
 def test_idle_keys_without_and_with_delete_idle_stats():
     for delete in (False, True):
         aggregator = StatsdAggregator(StatsdSettings(delete_idle_stats=delete))
-        aggregator.ingest(b"c:5|c\nt:3|ms\ng:7|g\ns:x|s")
+        aggregator.apply_datagram(b"c:5|c\nt:3|ms\ng:7|g\ns:x|s")
         assert len(user_metrics(aggregator.flush())) == 2 + 14 + 1 + 1
         idle = aggregator.flush()
         if delete:
@@ -203,9 +204,9 @@ def test_idle_keys_without_and_with_delete_idle_stats():
         # statsd's own counters are always sent
         assert dict(zip(*idle))["stats_counts.statsd.packets_received"] == 0.0
     aggregator = StatsdAggregator(StatsdSettings(delete_idle_stats=True))
-    aggregator.ingest(b"g:7|g")
+    aggregator.apply_datagram(b"g:7|g")
     aggregator.flush()
-    aggregator.ingest(b"g:+1|g")  # the gauge was forgotten: the delta starts it afresh
+    aggregator.apply_datagram(b"g:+1|g")  # the gauge was forgotten: the delta starts it afresh
     assert user_metrics(aggregator.flush()) == {"stats.gauges.g": 1.0}
 
 
@@ -219,9 +220,9 @@ BAD_LINES = [
 @pytest.mark.parametrize("line", BAD_LINES)
 def test_bad_lines_are_counted_and_change_nothing_else(line):
     aggregator = StatsdAggregator()
-    aggregator.ingest(b"keep:1|c")
+    aggregator.apply_datagram(b"keep:1|c")
     before = (dict(aggregator.counters), dict(aggregator.timers), dict(aggregator.gauges), dict(aggregator.sets))
-    assert aggregator.ingest(line.encode()) == 1
+    assert aggregator.apply_datagram(line.encode()) == 1
     assert (aggregator.counters, aggregator.timers, aggregator.gauges, aggregator.sets) == before
     got = dict(zip(*aggregator.flush()))
     assert got["stats_counts.statsd.bad_lines_seen"] == 1
@@ -231,7 +232,7 @@ def test_bad_lines_are_counted_and_change_nothing_else(line):
 def test_bad_parts_bad_bytes_and_long_lines_do_not_spoil_their_datagram():
     aggregator = StatsdAggregator(StatsdSettings(max_line_length=100))
     datagram = b"a:1|c:x|c:2|c\n\xff\xfe:1|c\nb:1|c\n" + b"long:" + b"1" * 200 + b"|c\nc:1|c\x00\nd:1|c"
-    assert aggregator.ingest(datagram) == 4  # the bad part, the non-UTF-8 line, the long line, c's type
+    assert aggregator.apply_datagram(datagram) == 4  # the bad part, the non-UTF-8 line, the long line, c's type
     got = dict(zip(*aggregator.flush()))
     assert (got["stats_counts.a"], got["stats_counts.b"], got["stats_counts.d"]) == (3.0, 1.0, 1.0)
     assert got["stats_counts.statsd.metrics_received"] == 6
@@ -262,7 +263,7 @@ def test_settings_from_config_and_thresholds():
 
 def test_overflow_to_infinity_is_dropped_not_sent():
     aggregator = StatsdAggregator()
-    aggregator.ingest(b"big:1e308|c\nbig:1e308|c\nok:1|c")
+    aggregator.apply_datagram(b"big:1e308|c\nbig:1e308|c\nok:1|c")
     got = dict(zip(*aggregator.flush()))
     assert "stats_counts.big" not in got and got["stats_counts.ok"] == 1.0
     assert aggregator.totals.nonfinite_dropped == 2
@@ -274,7 +275,7 @@ def test_batch_speed():
     aggregator = StatsdAggregator()
     started = time.perf_counter()
     for _ in range(20):
-        aggregator.ingest(datagram)
+        aggregator.apply_datagram(datagram)
     elapsed = time.perf_counter() - started
     assert aggregator.counters["app.svc0.req"] == 20 * 60
     assert elapsed < 2.0, elapsed  # 60,000 lines
@@ -313,7 +314,7 @@ def test_flush_service_flushes_mid_slot_and_stamps_the_flush_time():
     clock.advance(2)  # the loop starts mid-slot, at 1_700_000_005
     clock.advance(8)
     assert received == []  # no StatsD traffic yet: not even StatsD's own counters are sent
-    aggregator.ingest(b"a:1|c\nbad")
+    aggregator.apply_datagram(b"a:1|c\nbad")
     clock.advance(1.5)
     assert received == []
     clock.advance(0.5)  # 1_700_000_015: the middle of the slot
@@ -324,7 +325,7 @@ def test_flush_service_flushes_mid_slot_and_stamps_the_flush_time():
     assert parsed.bad == 1 and parsed.bad_examples == [b"bad"]
     clock.advance(10)
     assert received[-1][0].timestamps[0] == 1_700_000_025 and received[-1][0].bad == 0
-    aggregator.ingest(b"a:2|c")
+    aggregator.apply_datagram(b"a:2|c")
     clock.advance(3)
     flusher.stopService()  # the last interval is flushed at shutdown
     assert dict(zip(received[-1][0].names, received[-1][0].values))["stats_counts.a"] == 2.0
@@ -339,7 +340,7 @@ def test_flush_service_stops_without_a_flush_when_the_interval_was_empty():
     aggregator = StatsdAggregator()
     flusher = StatsdFlushService(aggregator, lambda parsed, source: received.append(parsed), clock)
     flusher.startService()
-    aggregator.ingest(b"a:1|c")
+    aggregator.apply_datagram(b"a:1|c")
     clock.advance(10)
     assert len(received) == 1
     flusher.stopService()

@@ -25,7 +25,7 @@ Refused (the point is a bad line, counted and logged with an example by the rece
 - a tag that is not ``key=value`` with a non-empty key free of ``!^=`` and a non-empty value
   not starting with ``~`` (Graphite's tag rules).
 
-StatsD keys first go through etsy's own sanitising (``turok_core.statsd.aggregator.sanitise_key``), then
+StatsD keys first go through etsy's own sanitising (``turok_core.statsd.parse.sanitise_key``), then
 this rule. turokd's decoder (``turok_core.model.message``) accepts only names this rule leaves
 unchanged, within the hard 2048-byte limit.
 

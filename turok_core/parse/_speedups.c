@@ -1,9 +1,9 @@
-/* turok_core._speedups: the gateway's per-point work in C, for the common clean input only.
+/* turok_core.parse._speedups: the gateway's per-point work in C, for the common clean input only.
  *
- * Each function either does exactly what the pure-Python code in turok_core.plaintext,
- * turok_core.carbon_pickle and turok_core.statsd would, or leaves the input ("look closer": None,
- * or where it stopped) to that code, which owns every rule about bad input. So the C side never
- * refuses or counts a point: it only goes fast when nothing is unusual, and its tests
+ * Each function either does exactly what the pure-Python code in turok_core.parse.plaintext,
+ * turok_core.parse.carbon_pickle and turok_core.statsd.parse would, or leaves the input ("look
+ * closer": None, or where it stopped) to that code, which owns every rule about bad input. So the
+ * C side never refuses or counts a point: it only goes fast when nothing is unusual, and its tests
  * (tests/unit/test_speedups.py) compare it with the Python reference on generated input.
  *
  *   parse_lines(data, now, max_line_length, max_name_bytes)
@@ -14,7 +14,7 @@
  *   pickle_columns(points, now, max_path_bytes, max_name_bytes)
  *       unpickled [(path, (timestamp, value)), ...] -> (names, values, timestamps), or None
  *   statsd_apply(data, keys, counters, timers, timer_counts, gauges, max_line_length)
- *       applies a datagram's clean lines to turok_core.statsd.StatsdAggregator's state and
+ *       applies a datagram's clean lines to turok_core.statsd.parse.StatsdAggregator's state and
  *       stops at the first line it does not take on, for the Python code to go on from there
  */
 #define PY_SSIZE_T_CLEAN
@@ -22,9 +22,9 @@
 #include <math.h>
 #include <string.h>
 
-/* 9999-12-31 23:59:59 UTC, as turok_core.plaintext.MAX_TIMESTAMP */
+/* 9999-12-31 23:59:59 UTC, as turok_core.parse.batch.MAX_TIMESTAMP */
 #define MAX_TIMESTAMP 253402300799LL
-/* a path component must fit a whisper file name (turok_core.metric_names.MAX_COMPONENT_BYTES) */
+/* a path component must fit a whisper file name (turok_core.model.metric_names.MAX_COMPONENT_BYTES) */
 #define MAX_COMPONENT_BYTES 251
 
 /* bytes.split()'s whitespace */
@@ -209,7 +209,7 @@ PyDoc_STRVAR(parse_lines_doc,
 "parse_lines(data, now, max_line_length, max_name_bytes) -> (names, values, timestamps) | None\n\n"
 "Carbon plaintext lines of a bytes chunk when every line is clean: three fields, a finite value,\n"
 "an integer timestamp (-1 = now) in range, a name the metric-name rule leaves unchanged, no line\n"
-"over max_line_length (0: no limit). None when any line needs turok_core.plaintext's parser.");
+"over max_line_length (0: no limit). None when any line needs turok_core.parse.plaintext's parser.");
 
 static PyObject *parse_lines(PyObject *module, PyObject *args) {
     Py_buffer view;
@@ -332,7 +332,7 @@ PyDoc_STRVAR(pickle_is_plain_doc,
 "True when every opcode of the pickle up to its STOP only builds plain data (lists, tuples,\n"
 "numbers, strings, bytes, None, booleans) and every memo index it stores is below the frame's\n"
 "length, so the C unpickler can load it without running code or sizing its memo from an\n"
-"attacker's index. False means: use turok_core.carbon_pickle.SafeUnpickler.");
+"attacker's index. False means: use turok_core.parse.carbon_pickle.SafeUnpickler.");
 
 static PyObject *pickle_is_plain(PyObject *module, PyObject *arg) {
     Py_buffer view;
@@ -464,7 +464,7 @@ PyDoc_STRVAR(pickle_columns_doc,
 "pickle_columns(points, now, max_path_bytes, max_name_bytes) -> (names, values, timestamps) | None\n\n"
 "A list of unpickled (path, (timestamp, value)) points as parallel lists when every point is\n"
 "clean (ASCII path the metric-name rule leaves unchanged, int or float finite value, usable\n"
-"timestamp); None when any needs turok_core.carbon_pickle's decoder.");
+"timestamp); None when any needs turok_core.parse.carbon_pickle's decoder.");
 
 static PyObject *pickle_columns(PyObject *module, PyObject *args) {
     PyObject *points;
@@ -617,7 +617,8 @@ static int statsd_line(PyObject *key, const unsigned char *text, Py_ssize_t text
 
 PyDoc_STRVAR(statsd_apply_doc,
 "statsd_apply(data, keys, counters, timers, timer_counts, gauges, max_line_length) -> (offset, lines)\n\n"
-"Applies the clean lines at the start of a StatsD datagram (bytes) to StatsdAggregator's dicts:\n"
+"Applies the clean lines at the start of a StatsD datagram (bytes) to the dicts of\n"
+"turok_core.statsd.parse.StatsdAggregator:\n"
 "ASCII `key:value|c|ms|h|g[|@rate]` lines, one value each, no tags, whose raw key is in `keys`\n"
 "with a non-empty name. Stops at the first other line: returns the offset where it stopped\n"
 "(len(data) when it took every line) and how many non-blank lines it applied.");

@@ -4,12 +4,12 @@ A frame is a 4-byte big-endian length, then a pickle (protocol 0 to 5) of
 ``[(path, (timestamp, value)), ...]``. ``FrameReader`` cuts a TCP byte stream into frames and
 refuses a frame longer than the limit as soon as its length prefix is read, so the body of an
 oversized frame is never buffered. ``decode_frames`` unpickles the frames of one read and turns
-all their points, as one batch, into the parallel lists of ``ParsedLines`` that the gateway's
-windows take, with the plaintext protocol's rules (``turok_core.parse.plaintext``): ``-1`` means now,
-float timestamps are truncated, NaN values are dropped (counted), infinite values, timestamps
-``<= 0`` or past year 9999, paths that are not text or UTF-8 bytes or are longer than the limit
-are bad points, and every path goes through Turok's metric-name rule (``turok_core.model.metric_names``:
-normalised, or refused as a bad point).
+all their points, as one batch, into the parallel lists of ``ParsedLines``
+(``turok_core.parse.batch``) that the gateway's windows take, with the plaintext protocol's rules
+(``turok_core.parse.plaintext``): ``-1`` means now, float timestamps are truncated, NaN values
+are dropped (counted), infinite values, timestamps ``<= 0`` or past year 9999, paths that are not
+text or UTF-8 bytes or are longer than the limit are bad points, and every path goes through
+Turok's metric-name rule (``turok_core.model.metric_names``: normalised, or refused as a bad point).
 
 Unpickling: ``SafeUnpickler`` has no way to reach a class or a function. ``find_class`` and
 ``persistent_load`` always raise, and the opcodes that load or call something (GLOBAL,
@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from turok_core.model.metric_names import NameRule
+from turok_core.parse.batch import MAX_TIMESTAMP, ParsedLines
 from turok_core.parse.native import speedups as _native
-from turok_core.parse.plaintext import MAX_TIMESTAMP, ParsedLines
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME_BYTES = 1 << 20  # carbon's PICKLE_RECEIVER_MAX_LENGTH
@@ -97,12 +97,6 @@ def load_frame(frame: bytes) -> Unpickled:
         raise
     except Exception as exc:  # pickle raises a wide range of errors on garbage
         raise MalformedPickleError(f"{type(exc).__name__}: {str(exc)[:120]}") from None
-
-
-def encode_frame(points: Sequence, protocol: int = 2) -> bytes:
-    """A frame as carbon's clients send it: length prefix and pickle of ``points``."""
-    body = pickle.dumps(list(points), protocol=protocol)
-    return HEADER.pack(len(body)) + body
 
 
 class FrameReader:
