@@ -1,6 +1,6 @@
 """The gateway service: plaintext listeners → WindowBuffer → Turok messages on SQS.
 
-``GatewayService`` owns the window buffer, the write-ahead spool (``turok_core.spool.segments``) and the
+``GatewayService`` owns the window buffer, the write-ahead spool (``turok_core.spool``) and the
 counters. Every accepted chunk of points is journaled before it joins its windows. Every
 ``config.flush_interval_seconds`` the windows that have closed (slot + step + grace) are
 released, encoded in the AWS thread pool (never on the reactor thread) and appended to the body
@@ -44,7 +44,9 @@ from turok_core.runtime.cache_server import cache_site
 from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
 from turok_core.runtime.retry import Backoff
 from turok_core.runtime.threads import start_aws_threadpool
-from turok_core.spool.segments import BodySpool, PointJournal, SpoolError, SpooledBody
+from turok_core.spool.bodies import BodySpool, SpooledBody
+from turok_core.spool.journal import PointJournal
+from turok_core.spool.segments import SpoolError
 from turok_core.windows.buffer import WindowBuffer, WindowGroup, window_points
 
 from gateway.pickle_receiver import CarbonPickleFactory
