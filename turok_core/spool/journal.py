@@ -28,7 +28,6 @@ class _Segment:
     """What the journal knows about one of its segments."""
     newest_deadline: float = float("-inf")  # upper bound of slot + step over its points
     closed_at: Optional[float] = None  # when it stopped taking appends
-    points: int = 0
 
 
 @dataclass
@@ -93,7 +92,7 @@ class PointJournal:
         records = self._undelivered(numbers, done, deadline, result)
         log.replace(numbers, records)
         if records:
-            self._segments[numbers[-1]] = _Segment(self._bound(result.timestamps), now, len(result.names))
+            self._segments[numbers[-1]] = _Segment(self._bound(result.timestamps), now)
         self._opened_at = now
         return result
 
@@ -154,7 +153,6 @@ class PointJournal:
         if segment is None:
             segment = self._segments[number] = _Segment()
         segment.newest_deadline = max(segment.newest_deadline, self._bound(timestamps, max_step))
-        segment.points += len(names)
 
     def begin_release(self, released_until: float, now: float) -> int:
         """Mark that windows with ``slot + step <= released_until`` are being taken; returns the
@@ -202,7 +200,7 @@ class PointJournal:
         kept = log.replace(old, records)
         self._forget(old)
         if kept is not None:
-            self._segments[kept] = _Segment(self._bound(result.timestamps), now, len(result.names))
+            self._segments[kept] = _Segment(self._bound(result.timestamps), now)
         newest = old[-1]
         self._done = [d for d in self._done if d[0] > newest]
         return len(result.names)
