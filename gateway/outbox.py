@@ -60,7 +60,7 @@ def _quick_sqs_client(config: TurokConfig):
                                           endpoint_url=client.meta.endpoint_url, config=quick)
 
 
-def longest_step(policies: Sequence[Optional[Policy]]) -> int:
+def _longest_step(policies: Sequence[Optional[Policy]]) -> int:
     """The longest base step among a chunk's policies (``WindowBuffer.policies_of``; 0 when
     none has one), so the journal can drop a segment as soon as its windows closed."""
     if not policies:
@@ -187,7 +187,7 @@ class Outbox:
         if self.journal is None:
             return
         try:
-            self.journal.add(names, values, timestamps, longest_step(policies))
+            self.journal.add(names, values, timestamps, _longest_step(policies))
         except OSError as exc:  # keep accepting: the points are in memory, only not durable
             self._spool_failed("journal points", exc)
         self.check_pressure()
