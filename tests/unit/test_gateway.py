@@ -198,15 +198,15 @@ def test_failed_sends_are_kept_and_retried(turok_config, tmp_path):
     feed(gateway, reactor, b"a.b 1 %d\na.b 2 %d\n" % (T0 - 100, T0 - 95))
     reactor.advance(1.0)
     assert gateway.counters.send_errors == 1
-    assert gateway.backlog_bodies == 1
+    assert gateway.outbox.backlog_bodies == 1
     assert gateway.counters.bodies_sent == 0
     reactor.advance(1.0)  # still failing: the body stays queued, not duplicated
-    assert (gateway.counters.send_errors, gateway.backlog_bodies) == (2, 1)
+    assert (gateway.counters.send_errors, gateway.outbox.backlog_bodies) == (2, 1)
 
     client.failing = False
     feed(gateway, reactor, b"c.count 5 %d\n" % (T0 - 50))
     reactor.advance(1.0)
-    assert gateway.backlog_bodies == 0
+    assert gateway.outbox.backlog_bodies == 0
     assert gateway.counters.bodies_sent == 2
     got = reader.wait_for_count(2, 10)
     assert got == [TurokMessage("a.b", T0 - 100, [1.0, 2.0], 10, "average"),
@@ -240,21 +240,21 @@ def test_spool_bound_pauses_tcp_drops_udp_and_recovers(turok_config, tmp_path):
     class Wrapper:
         transport = Transport()
 
-    factory = gateway.pausing(object())
+    factory = gateway.backpressure.pausing(object())
     factory.protocols[Wrapper()] = 1
     client.failing = True
     for i in range(100):  # ~35 bytes journaled per line: over the bound
         feed(gateway, reactor, b"a.b%d %d %d\n" % (i, i, T0 - 100))
-    assert gateway.paused and paused == [True]
+    assert gateway.backpressure.paused and paused == [True]
     udp = gateway.sink("plaintext_udp", droppable=True)
     udp(parse_plaintext(b"u.a 1 %d\nu.b 2 %d\n" % (T0, T0), T0), "udp")
     assert gateway.counters.points_dropped_overload == 2
     reactor.advance(1.0)  # released into the spool, not sent: still over the bound
-    assert gateway.backlog_bodies == 1 and gateway.paused
+    assert gateway.outbox.backlog_bodies == 1 and gateway.backpressure.paused
     assert gateway.self_metrics()[1]["spool_backlog_bodies"] == 1
     client.failing = False
     reactor.pump([1.0] * 3)  # the backoff passes, the body goes, the spool empties
-    assert gateway.backlog_bodies == 0 and not gateway.paused and paused == [True, False]
+    assert gateway.outbox.backlog_bodies == 0 and not gateway.backpressure.paused and paused == [True, False]
     assert gateway.counters.bodies_sent == 1
     gateway.stopService()
 
@@ -268,9 +268,9 @@ def test_restart_replays_open_windows_and_unsent_bodies_once(turok_config, tmp_p
     client.failing = True
     feed(gateway, reactor, b"x.count 3 %d\ny.count 4 %d\n" % (T0 + 5, T0 - 200))
     reactor.advance(1.0)  # y's window goes to the spool and fails to send
-    assert gateway.backlog_bodies == 1
+    assert gateway.outbox.backlog_bodies == 1
     # a crash: nothing flushed; the next process finds the spool as it is
-    for part in (gateway.journal, gateway.spool):
+    for part in (gateway.outbox.journal, gateway.outbox.spool):
         part.log.close()
     client.failing = False
     again, reactor2, _ = in_process_gateway(turok_config, tmp_path)
@@ -329,7 +329,7 @@ def test_a_body_sqs_keeps_refusing_is_dropped_and_counted(tmp_path):
             break
     assert gateway.counters.bodies_dropped == 1
     reactor.advance(10.0)
-    assert gateway.backlog_bodies == 0
+    assert gateway.outbox.backlog_bodies == 0
     assert not [m for b in queue.sent for m in decode_body(b) if m.metric.startswith("poison.")]
     gateway.stopService()
 
@@ -340,7 +340,7 @@ def test_a_failing_disk_keeps_the_bodies_in_memory_and_says_so(turok_config, tmp
 
     def disk_full(bodies):
         raise OSError(28, "No space left on device")
-    gateway.spool.add = disk_full
+    gateway.outbox.spool.add = disk_full
     feed(gateway, reactor, b"disk.a 1 %d\n" % (T0 - 100))
     reactor.advance(1.0)
     assert gateway.counters.spool_errors == 1
@@ -374,14 +374,14 @@ def test_cache_queries_see_open_and_just_released_windows(turok_config, tmp_path
     slot = now - now % 10
     feed(gateway, reactor, b"c.hits.count 2 %d\nc.hits.count 3 %d\nc.load 4 %d\nc.load 8 %d\n"
          % (slot, slot + 1, slot, slot + 2))
-    assert gateway.cached_points(["c.hits.count", "c.load", "nope"], slot - 60, slot + 60) == {
+    assert gateway.recent.cached_points(["c.hits.count", "c.load", "nope"], slot - 60, slot + 60) == {
         "c.hits.count": {10: [[slot, 5.0]]}, "c.load": {10: [[slot, 6.0]]}}
-    assert gateway.cached_points(["c.load"], slot + 10, slot + 60) == {}
+    assert gateway.recent.cached_points(["c.load"], slot + 10, slot + 60) == {}
     reactor.advance(slot + 10 + 2 + 1 - reactor.seconds())  # the window closes and is released
     assert gateway.buffer.open_windows == 0 and gateway.counters.bodies_sent == 1
-    assert gateway.cached_points(["c.load"], slot - 60, slot + 60) == {"c.load": {10: [[slot, 6.0]]}}
+    assert gateway.recent.cached_points(["c.load"], slot - 60, slot + 60) == {"c.load": {10: [[slot, 6.0]]}}
     for _ in range(6):
         reactor.advance(1.0)
-    assert gateway.cached_points(["c.load"], slot - 60, slot + 60) == {}  # turokd has it by now
-    assert gateway._recent == []
+    assert gateway.recent.cached_points(["c.load"], slot - 60, slot + 60) == {}  # turokd has it by now
+    assert gateway.recent.released == []
     gateway.stopService()

@@ -6,8 +6,9 @@ import os
 import msgpack
 import pytest
 
-from turok_core.spool.segments import (BASE, BODY, HEADER, POINTS, BodySpool, PointJournal, ScanStats, SegmentLog,
-                              SpoolError, frame, scan)
+from turok_core.spool.bodies import BodySpool
+from turok_core.spool.journal import PointJournal
+from turok_core.spool.segments import BASE, BODY, HEADER, POINTS, ScanStats, SegmentLog, SpoolError, frame, scan
 
 STEP = 10
 
