@@ -26,11 +26,7 @@ from botocore.exceptions import ClientError
 
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.retry import error_code
-from turok_core.storage.block_layout import (
-    block_span,
-    decode_datapoints,
-    encode_datapoints,
-)
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.storage.reads import BlockReader
 
 if TYPE_CHECKING:
