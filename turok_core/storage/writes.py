@@ -248,6 +248,7 @@ class BlockMerger:
 
     def _put_if_unchanged(self, table: str, item: dict, old: Optional[dict]) -> tuple[bool, int]:
         """One conditional PutItem (throttling retried): (False when the block changed meanwhile, calls)."""
+        condition: dict[str, object]
         if old is None:
             condition = {"ConditionExpression": "attribute_not_exists(metric)"}
         else:
