@@ -37,7 +37,8 @@ from turok_core.runtime.provision import provision  # noqa: E402
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
 from turok_core.model.schemas import load_schemas  # noqa: E402
 from turok_core.turokd.service import VISIBILITY_MARGIN  # noqa: E402
-from turok_core.storage.tables import BlockStore, item_size  # noqa: E402
+from turok_core.storage.tables import BlockStore  # noqa: E402
+from turok_core.storage.writes import item_size  # noqa: E402
 from turok_core.windows.buffer import WindowBuffer  # noqa: E402
 
 STEP = 10

@@ -147,7 +147,7 @@ def measure_child(storage: str, count: int, renders: int) -> None:
 
     calls = {"requests": 0, "units": 0.0}
     if storage == "turok":
-        from turok_core.storage.tables import item_size
+        from turok_core.storage.writes import item_size
         finder = next(f for f in STORE.finders if type(f).__name__ == "TurokFinder")
 
         def count_call(http_response, parsed, model, **_):

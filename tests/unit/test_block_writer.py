@@ -12,6 +12,7 @@ from turok_core.wire.codec import encode_messages
 from turok_core.turokd.block_writer import BlockWriter, process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
+from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.series_reader import SeriesReader
 from turok_core.storage.tables import BlockStore
 from turok_core.runtime.aws import make_client
@@ -117,26 +118,19 @@ def test_each_block_is_written_once_when_it_closes_and_messages_wait_for_it(conf
 
 def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(config):
     schemas = load_schemas(config)
-    real = BlockStore(make_client("dynamodb", config), config)
 
-    class FlakyStore:
+    class FlakyStore(MemoryBlockStore):
         """Fails the first coarse write, after the base blocks were written."""
-        config = real.config
         failures = 1
-
-        def write_blocks(self, rows):
-            return real.write_blocks(rows)
 
         def write_slots(self, slots, assume_new=False):
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("DynamoDB throttled us")
-            return real.write_slots(slots, assume_new)
+            return super().write_slots(slots, assume_new)
 
-        def fetch_slots(self, *args, **kwargs):
-            return real.fetch_slots(*args, **kwargs)
-
-    writer = BlockWriter(FlakyStore(), config, schemas, clock=lambda: MIDNIGHT + 3600)
+    store = FlakyStore(config)
+    writer = BlockWriter(store, config, schemas, clock=lambda: MIDNIGHT + 3600)
     messages = [TurokMessage("host0.count", MIDNIGHT + 10 * i, [1.0], 10, "sum") for i in range(6)]
     writer.accept(received(encode_messages(messages), "a"))
     with pytest.raises(RuntimeError):
@@ -144,7 +138,7 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
     assert writer.open.held_messages == 1  # not deletable: its rollup is not written
     closed = writer.close()
     assert closed.deletable == ["a.0"] and closed.rollup_slots >= 1
-    assert real.fetch_series(["host0.count"], 60, MIDNIGHT, MIDNIGHT + 60) == {"host0.count": [6.0]}
+    assert store.fetch_series(["host0.count"], 60, MIDNIGHT, MIDNIGHT + 60) == {"host0.count": [6.0]}
     assert closed.stats.items_unchanged == 1  # the base block, already stored, was not rewritten
 
 

@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from turok_core.storage.block_layout import block_span, block_start, decode_datapoints, encode_datapoints
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.model.config import TurokConfig, load_config
 from turok_core.wire.queues import batch_bodies
 from turok_core.model.schemas import Archive, SchemaError, SchemaSet
@@ -107,7 +107,6 @@ def test_blocks_divide_a_day_and_round_trip():
     assert block_span(3600, 60) == 86400  # 24 slots: a day is the largest block
     assert block_span(20, 7) == 20 * 6  # the largest slot count <= 7 dividing 4320
     assert 86400 % block_span(20, 7) == 0
-    assert block_start(1396362905, 600) == 1396362600
     assert decode_datapoints(encode_datapoints([1.5, None, 3, None, None])) == [1.5, None, 3]
     assert decode_datapoints("[1, null, 30000]") == [1, None, 30000]
 

@@ -1,7 +1,7 @@
 """The graphite-web finder, driven in-process through graphite-web's own Store and evaluator.
 
-Names come from a real S3 index on the moto server; points from a BlockStore (an in-memory one
-with the same interface, and the real DynamoDB one). Reads are compared with whisper itself.
+Names come from a real S3 index on the moto server; points from a block store (``MemoryBlockStore``,
+and the real DynamoDB one). Reads are compared with whisper itself.
 """
 import datetime
 import os
@@ -11,6 +11,7 @@ import pytest
 
 from turok_core.runtime.aws import make_client
 from turok_core.index.s3_store import IndexCache, IndexStore
+from turok_core.storage.memory import MemoryBlockStore
 
 NOW = 1_700_000_000 - 1_700_000_000 % 86400 + 7 * 3600 + 17  # 07:00:17 UTC, mid-slot
 SLOT = NOW - NOW % 10  # the current 10 s slot
@@ -26,20 +27,6 @@ retentions = 60s:1d,1h:30d
 
 
 pytestmark = pytest.mark.usefixtures("graphite_django")
-
-
-class MemoryBlocks:
-    """The BlockStore interface (write_slots/fetch_series) in memory."""
-
-    def __init__(self) -> None:
-        self.slots: dict[tuple[str, int], dict[int, float]] = {}
-
-    def write_slots(self, slots) -> None:
-        for metric, step, start, value in slots:
-            self.slots.setdefault((metric, step), {})[start] = value
-
-    def fetch_series(self, metrics, step, start, end):
-        return {m: [self.slots.get((m, step), {}).get(t) for t in range(start, end, step)] for m in metrics}
 
 
 class CountingBlocks:
@@ -74,7 +61,7 @@ def setup(request, turok_config, tmp_path):
     schemas_file.write_text(SCHEMAS)
     config = turok_config.replace(index_shards=4, schemas_file=str(schemas_file), index_refresh_seconds=0)
     if request.param == "memory":
-        blocks = CountingBlocks(MemoryBlocks())
+        blocks = CountingBlocks(MemoryBlockStore(config))
     else:
         client = make_client("dynamodb", config)
         blocks = CountingBlocks(BlockStore(client, config), client)
@@ -188,7 +175,7 @@ def test_bulk_fetch_one_read_per_resolution_with_gaps(setup):
     blocks.batch_gets = 0  # the writes above read blocks too
     results = finder.fetch(["fast.*.cpu", "slow.host1*.disk", "fast.host1.cpu"], start, end, now=NOW)
     assert len(blocks.calls) == 2  # one block-store read per resolution for 51 series
-    if not isinstance(blocks.store, MemoryBlocks):
+    if not isinstance(blocks.store, MemoryBlockStore):
         assert blocks.batch_gets == 2  # ... each one BatchGetItem (≤ 100 block keys)
     assert sorted((c[1], len(c[0])) for c in blocks.calls) == [(10, 40), (60, 11)]
     by_key = {(r["pathExpression"], r["path"]): r for r in results}

@@ -13,6 +13,7 @@ from turok_core.wire.codec import encode_json, encode_messages
 from turok_core.turokd.block_writer import Announcer, process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.wire.queues import ReceivedMessage
+from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.tables import BlockStore, BlockWriteError
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
@@ -108,17 +109,15 @@ def test_messages_for_one_slot_in_a_batch_are_reduced_together_in_order(turok_co
 
 
 def test_a_failed_write_acknowledges_nothing(turok_config):
-    class FailingStore:
-        config = turok_config
-
-        def write_blocks(self, blocks):
+    class FailingStore(MemoryBlockStore):
+        def write_blocks(self, blocks, assume_new=True):
             raise BlockWriteError("DynamoDB said no")
 
     good = encode_messages([TurokMessage("x.y", DAY, [1.0], 10, "sum")])[0]
     with pytest.raises(BlockWriteError):
-        process_batch([received(good)], FailingStore())
+        process_batch([received(good)], FailingStore(turok_config))
     # a batch of nothing but rejections never writes
-    result = process_batch([received("%%%")], FailingStore())
+    result = process_batch([received("%%%")], FailingStore(turok_config))
     assert result.deletable == [] and len(result.rejected) == 1
 
 

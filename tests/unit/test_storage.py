@@ -11,7 +11,9 @@ import pytest
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, decode_datapoints
-from turok_core.storage.tables import (BATCH_GET_KEYS, BATCH_WRITE_ITEMS, BlockStore, BlockWriteError, item_size)
+from turok_core.storage.reads import BATCH_GET_KEYS
+from turok_core.storage.tables import BlockStore
+from turok_core.storage.writes import BATCH_WRITE_ITEMS, BlockWriteError, item_size
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))  # 01-04-2014 00:00:00 UTC
 STEP = 10

@@ -16,6 +16,7 @@ from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import encode_messages
 from turok_core.model.message import TurokMessage
 from turok_core.wire.queues import MessageQueue
+from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.tables import BlockStore
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
@@ -273,10 +274,8 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
         def change_visibility(self, entries):
             self.extended.extend(entries)
 
-    class Store:  # DynamoDB down
-        config = turok_config
-
-        def write_blocks(self, rows):
+    class DownStore(MemoryBlockStore):  # DynamoDB down
+        def write_blocks(self, blocks, assume_new=True):
             raise RuntimeError("DynamoDB unreachable")
 
     class IndexQueue:
@@ -284,7 +283,7 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
             pass
 
     queue = Queue()
-    service = turokd_module.TurokdService(config, reactor=clock, store=Store(), queue=queue,
+    service = turokd_module.TurokdService(config, reactor=clock, store=DownStore(config), queue=queue,
                                           index_queue=IndexQueue(), clock=lambda: DAY + 86400)
     service.startService()
     try:

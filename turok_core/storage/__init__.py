@@ -1,2 +1,3 @@
-"""DynamoDB: day-table names, how slots are laid out in blocks, batched writes and merges,
-batched reads, and series read back the way graphite sees them."""
+"""DynamoDB: day-table names, how slots are laid out in blocks, the day tables and ``BlockStore``
+(``tables``), batched writes and merges (``writes``), batched reads (``reads``), the same store in
+memory (``memory``), and series read back the way graphite sees them (``series_reader``)."""

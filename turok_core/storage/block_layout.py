@@ -27,11 +27,6 @@ def block_span(step: int, block_slots: int) -> int:
     return step * slots
 
 
-def block_start(timestamp: int, span: int) -> int:
-    """Start of the block holding ``timestamp``."""
-    return timestamp - timestamp % span
-
-
 def encode_datapoints(values: Sequence[Optional[float]]) -> bytes:
     """A block's slot values, ``None`` for gaps, trailing gaps dropped, as msgpack."""
     end = len(values)

@@ -1,0 +1,158 @@
+"""The block store contract: every test runs against ``MemoryBlockStore`` and the boto3 ``BlockStore``.
+
+What any block store promises its callers (turokd, the finder, the keeper): day tables named and
+created as in DynamoDB, slot values set (never added) and merged into their blocks, redeliveries
+unchanged, gaps as None, whole blocks from ``fetch_slots``, the same errors for unaligned input.
+DynamoDB-only behaviour (batch sizes, retries, throttling, table caches) is in tests/unit/test_storage.py.
+"""
+from __future__ import annotations
+
+import calendar
+import math
+import threading
+import uuid
+
+import pytest
+
+from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import make_client
+from turok_core.storage.block_layout import block_span, encode_datapoints
+from turok_core.storage.memory import MemoryBlockStore
+from turok_core.storage.tables import BlockStore
+from turok_core.storage.writes import item_size
+
+DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))  # 01-04-2014 00:00:00 UTC
+STEP = 10
+
+
+@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.moto)])
+def make_store(request):
+    """A function making a store of one kind on a config of its own: ``make_store(**config changes)``."""
+    if request.param == "memory":
+        base = TurokConfig(table_prefix=f"m{uuid.uuid4().hex[:8]}")
+        return lambda **changes: MemoryBlockStore(base.replace(**changes))
+    base = request.getfixturevalue("turok_config")
+
+    def boto3_store(**changes):
+        config = base.replace(**changes)
+        return BlockStore(make_client("dynamodb", config), config)
+    return boto3_store
+
+
+def test_round_trip_with_gaps_over_several_blocks(make_store):
+    store = make_store(block_slots=60)
+    assert store.span(STEP) == block_span(STEP, 60) == 600
+    slots = [("a.b", STEP, DAY, 1.5), ("a.b", STEP, DAY + 10, 2.0), ("a.b", STEP, DAY + 1250, -3.0),
+             ("c.d", STEP, DAY + 590, 4.0), ("c.d", STEP, DAY + 600, 5.0)]
+    stats = store.write_slots(slots)
+    assert stats.items_written == 4 and stats.tables_created == 1 and stats.items_unchanged == 0
+    assert stats.write_units == 4  # small blocks cost one unit each
+    got = store.fetch_series(["a.b", "c.d", "nope"], STEP, DAY, DAY + 1800)
+    expected_ab = [None] * 180
+    expected_ab[0], expected_ab[1], expected_ab[125] = 1.5, 2.0, -3.0
+    expected_cd = [None] * 180
+    expected_cd[59], expected_cd[60] = 4.0, 5.0
+    assert got == {"a.b": expected_ab, "c.d": expected_cd, "nope": [None] * 180}
+    # a range starting inside a block, ending inside another
+    assert store.fetch_series(["a.b"], STEP, DAY + 1240, DAY + 1270) == {"a.b": [None, -3.0, None]}
+    assert store.fetch_series(["a.b"], STEP, DAY, DAY) == {"a.b": []}
+    assert store.fetch_series([], STEP, DAY, DAY + 60) == {}
+
+
+def test_unaligned_input_is_refused(make_store):
+    store = make_store()
+    with pytest.raises(ValueError):
+        store.fetch_series(["a.b"], STEP, DAY + 5, DAY + 100)
+    with pytest.raises(ValueError):
+        store.write_slots([("a.b", STEP, DAY + 5, 1.0)])
+    with pytest.raises(ValueError):
+        store.write_blocks([("a.b", STEP, DAY + STEP, {0: 1.0})])
+    assert store.fetch_series(["a.b"], STEP, DAY, DAY + 20) == {"a.b": [None, None]}  # nothing written
+
+
+def test_range_across_midnight_uses_two_day_tables(make_store):
+    store = make_store()
+    prefix = store.config.table_prefix
+    midnight = DAY + 86400
+    names = [f"{prefix}_01-04-2014_10sec", f"{prefix}_01-04-2014_1min", f"{prefix}_02-04-2014_10sec"]
+    assert store.table_for(midnight - 10, STEP) == names[0] and store.table_for(midnight, STEP) == names[2]
+    assert store.existing_tables(names) == set()
+    stats = store.write_slots([("x.y", STEP, midnight - 10, 1.0), ("x.y", STEP, midnight, 2.0),
+                               ("x.y", 60, midnight - 60, 7.0)])
+    assert stats.tables_created == 3
+    assert store.existing_tables(names + [f"{prefix}_03-04-2014_10sec"]) == set(names)
+    assert store.fetch_series(["x.y"], STEP, midnight - 20, midnight + 20) == {"x.y": [None, 1.0, 2.0, None]}
+    assert store.fetch_series(["x.y"], 60, midnight - 120, midnight + 60) == {"x.y": [None, 7.0, None]}
+
+
+def test_ensure_table_creates_once(make_store):
+    store = make_store()
+    name = store.table_for(DAY, STEP)
+    store.ensure_table(name)
+    store.ensure_table(name)
+    assert store.existing_tables([name]) == {name}
+    assert store.write_slots([("t.m", STEP, DAY, 1.0)]).tables_created == 0
+
+
+def test_slots_are_set_merged_and_a_redelivery_changes_nothing(make_store):
+    store = make_store()
+    assert store.write_slots([("merge.m", STEP, DAY, 1.0), ("merge.m", STEP, DAY + 10, 2.0)]).tables_created == 1
+    stats = store.write_slots([("merge.m", STEP, DAY + 10, 5.0), ("merge.m", STEP, DAY + 30, 7)])
+    assert stats.items_written == 1 and stats.tables_created == 0
+    # set, not added; the other slots keep their values; integers stay integers
+    assert store.fetch_series(["merge.m"], STEP, DAY, DAY + 50) == {"merge.m": [1.0, 5.0, None, 7, None]}
+    again = store.write_slots([("merge.m", STEP, DAY + 10, 5.0), ("merge.m", STEP, DAY + 30, 7)])
+    assert again.items_written == 0 and again.items_unchanged == 1 and again.write_calls == 0
+    assert again.write_units == 0
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_write_blocks_merges_into_blocks_that_exist(make_store, conditional):
+    store = make_store(conditional_writes=conditional)
+    span = store.span(STEP)
+    store.write_slots([("blk.m", STEP, DAY + 20, 3.0)])
+    # assume_new (a block that just closed in turokd): a new block is written, an old one merged
+    stats = store.write_blocks([("blk.m", STEP, DAY, {0: 1.0, 1: 2.0}), ("blk.m", STEP, DAY + span, {2: 9.0}),
+                                ("new.m", STEP, DAY, {})])
+    assert stats.items_written == 3 and stats.items_unchanged == 0
+    got = store.fetch_series(["blk.m", "new.m"], STEP, DAY, DAY + span + 30)
+    assert got["blk.m"][:3] == [1.0, 2.0, 3.0] and got["blk.m"][-3:] == [None, None, 9.0]
+    assert got["new.m"] == [None] * (span // STEP + 3)
+    again = store.write_blocks([("blk.m", STEP, DAY, {0: 1.0})], assume_new=False)
+    assert again.items_written == 0 and again.items_unchanged == 1
+    assert store.write_blocks([]).items_written == 0
+
+
+def test_fetch_slots_returns_every_known_slot_of_the_blocks(make_store):
+    store = make_store(block_slots=60)
+    span = store.span(STEP)
+    store.write_slots([("s.a", STEP, DAY, 1.0), ("s.a", STEP, DAY + 500, 2.0), ("s.a", STEP, DAY + span, 3.0),
+                       ("s.b", STEP, DAY + 2 * span, 4.0)])
+    # the block of [DAY + 20, DAY + 30) holds DAY and DAY + 500 too; s.b has nothing there; no such metric
+    assert store.fetch_slots(STEP, [("s.a", DAY + 20, DAY + 30), ("s.b", DAY, DAY + span), ("none", DAY, DAY + 10)]
+                             ) == {"s.a": {DAY: 1.0, DAY + 500: 2.0}}
+    assert store.fetch_slots(STEP, [("s.a", DAY, DAY + 3 * span), ("s.b", DAY, DAY + 3 * span)], consistent=True) == {
+        "s.a": {DAY: 1.0, DAY + 500: 2.0, DAY + span: 3.0}, "s.b": {DAY + 2 * span: 4.0}}
+    assert store.fetch_slots(STEP, []) == {}
+    assert store.fetch_slots(60, [("s.a", DAY, DAY + 3600)]) == {}  # another resolution, another table
+
+
+def test_write_units_follow_item_size(make_store):
+    store = make_store(block_slots=240)
+    values = [i + 0.5 for i in range(240)]
+    stats = store.write_slots([("big.m", STEP, DAY + i * STEP, value) for i, value in enumerate(values)])
+    size = item_size("big.m", DAY, encode_datapoints(values))
+    assert size > 2048 and stats.write_units == math.ceil(size / 1024) == 3
+    assert store.fetch_series(["big.m"], STEP, DAY, DAY + 2400) == {"big.m": values}
+
+
+def test_concurrent_merges_of_one_block_lose_nothing(make_store):
+    store = make_store()
+    store.ensure_table(store.table_for(DAY, STEP))
+    threads = [threading.Thread(target=store.write_slots, args=([("race.m", STEP, DAY + i * STEP, float(i))],))
+               for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert store.fetch_series(["race.m"], STEP, DAY, DAY + 80) == {"race.m": [float(i) for i in range(8)]}

@@ -1,0 +1,178 @@
+"""Batched reads of Turok's blocks: BatchGetItem, and series and slots read back from blocks.
+
+Keys are asked in calls of at most 100 (``BATCH_GET_KEYS``), several calls at once for a wide
+read (``put_threads``); keys DynamoDB leaves unprocessed are asked again, with capped, jittered
+backoff after an answer that made no progress. Tables that do not exist are not asked for (one
+missing table fails a whole BatchGetItem): their blocks read as gaps, and a table deleted between
+the check and the read is checked again once.
+
+Pure boto3 and blocking, like the rest of ``turok_core.storage``.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Protocol, Sequence
+
+from botocore.exceptions import ClientError
+
+from turok_core.model.config import TurokConfig
+from turok_core.model.timefmt import day_start
+from turok_core.runtime.retry import error_code
+from turok_core.storage.block_layout import block_span, decode_datapoints
+
+if TYPE_CHECKING:
+    from turok_core.storage.tables import DayTables
+
+BATCH_GET_KEYS = 100
+
+
+class BlockReadError(RuntimeError):
+    """Keys DynamoDB kept leaving unprocessed after every retry."""
+
+
+class ReadCalls(Protocol):
+    """Where BatchGetItem calls are counted (``WriteStats`` is one)."""
+
+    read_calls: int
+
+
+class BlockReader:
+    """Reads blocks of the day tables in batches; ``BlockStore`` hands its reads here."""
+
+    def __init__(self, client, config: TurokConfig, tables: DayTables,
+                 pool: Callable[[], ThreadPoolExecutor], backoff: Callable[[int], None]) -> None:
+        self._client = client
+        self._config = config
+        self._tables = tables
+        self._pool = pool
+        self._backoff = backoff
+
+    def batch_get(self, keys: Sequence[tuple[str, dict]], consistent: bool,
+                  stats: Optional[ReadCalls] = None) -> list[tuple[str, dict]]:
+        """BatchGetItem in calls of at most 100 keys, up to ``put_threads`` calls at once (a render
+        of 1,000 series over a day is hundreds of calls); (table, item) for the keys that exist."""
+        keys = list(keys)
+        workers = min(max(1, self._config.put_threads), len(keys) // BATCH_GET_KEYS)
+        if workers < 2:
+            found, calls = self._batch_get_serial(keys, consistent)
+        else:
+            share = -(-len(keys) // workers)
+            parts = [keys[i:i + share] for i in range(0, len(keys), share)]
+            found, calls = [], 0
+            for items, part_calls in self._pool().map(self._batch_get_serial, parts, [consistent] * len(parts)):
+                found.extend(items)
+                calls += part_calls
+        if stats is not None:
+            stats.read_calls += calls
+        return found
+
+    def _batch_get_serial(self, keys: Sequence[tuple[str, dict]],
+                          consistent: bool) -> tuple[list[tuple[str, dict]], int]:
+        """``batch_get`` in this thread; also the number of calls it made."""
+        found: list[tuple[str, dict]] = []
+        calls = 0
+        pending = list(keys)
+        stalls = 0
+        attempts = max(1, self._config.write_max_attempts)
+        while pending:
+            chunk, pending = pending[:BATCH_GET_KEYS], pending[BATCH_GET_KEYS:]
+            request: dict[str, dict] = {}
+            for table, key in chunk:
+                request.setdefault(table, {"Keys": [], "ConsistentRead": consistent})["Keys"].append(key)
+            response = self._client.batch_get_item(RequestItems=request)
+            calls += 1
+            for table, items in response.get("Responses", {}).items():
+                found.extend((table, item) for item in items)
+            unprocessed = [(table, key) for table, spec in (response.get("UnprocessedKeys") or {}).items()
+                           for key in spec.get("Keys", [])]
+            if unprocessed:
+                # a partial answer (16 MB cap) is progress; only an answer with nothing is a stall
+                stalls = stalls + 1 if len(unprocessed) == len(chunk) else 0
+                if stalls >= attempts:
+                    raise BlockReadError(f"{len(unprocessed)} key(s) still unprocessed by BatchGetItem "
+                                         f"after {attempts} attempts")
+                if stalls:
+                    self._backoff(stalls - 1)
+                pending = unprocessed + pending
+        return found, calls
+
+    def fetch_series(self, metrics: Sequence[str], step: int, start: int,
+                     end: int) -> dict[str, list[Optional[float]]]:
+        """Each metric's slot values for ``start, start+step, … < end``; None for gaps.
+
+        ``start`` and ``end`` are multiples of ``step``. Missing items and tables read as gaps.
+        """
+        if start % step or end % step:
+            raise ValueError(f"range [{start}, {end}) is not aligned to {step}s")
+        count = max(0, (end - start) // step)
+        result: dict[str, list[Optional[float]]] = {metric: [None] * count for metric in metrics}
+        if not count or not result:
+            return result
+        span = block_span(step, self._config.block_slots)
+        block_tables: dict[int, str] = {}
+        day_tables: dict[int, str] = {}
+        for block in range(start - start % span, end, span):
+            day = day_start(block)
+            table = day_tables.get(day)
+            if table is None:
+                table = day_tables[day] = self._tables.table_for(day, step)
+            block_tables[block] = table
+        for retry in (True, False):
+            present = self._tables.existing(day_tables.values())
+            keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(block)}})
+                    for metric in result for block, table in block_tables.items() if table in present]
+            try:
+                items = self.batch_get(keys, consistent=False)
+                break
+            except ClientError as exc:
+                if not retry or error_code(exc) != "ResourceNotFoundException":
+                    raise
+                self._tables.forget(present)  # a table went away since we looked: look again
+        for _table, item in items:
+            row = result.get(item["metric"]["S"])
+            attribute = item.get("datapoints", {})
+            if row is None:
+                continue
+            values = decode_datapoints(attribute.get("B", attribute.get("S")))
+            offset = (int(item["start_time"]["N"]) - start) // step
+            low, high = max(0, -offset), min(len(values), count - offset)
+            if low < high:
+                row[offset + low:offset + high] = values[low:high]
+        return result
+
+    def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],
+                    consistent: bool = False) -> dict[str, dict[int, float]]:
+        """The stored slots of several ``(metric, start, end)`` ranges at ``step``, in one batched read.
+
+        Returns ``{metric: {slot_start: value}}`` holding every known slot of the blocks that
+        overlap the ranges (possibly more than asked; gaps are absent). ``consistent`` reads
+        what this process has just written (rollups read the finer slots they have just set).
+        """
+        span = block_span(step, self._config.block_slots)
+        wanted: dict[tuple[str, int], str] = {}
+        for metric, start, end in ranges:
+            for block in range(start - start % span, end, span):
+                if (metric, block) not in wanted:
+                    wanted[(metric, block)] = self._tables.table_for(block, step)
+        result: dict[str, dict[int, float]] = {}
+        if not wanted:
+            return result
+        for retry in (True, False):
+            present = self._tables.existing(set(wanted.values()))
+            keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(block)}})
+                    for (metric, block), table in wanted.items() if table in present]
+            try:
+                items = self.batch_get(keys, consistent=consistent)
+                break
+            except ClientError as exc:
+                if not retry or error_code(exc) != "ResourceNotFoundException":
+                    raise
+                self._tables.forget(present)
+        for _table, item in items:
+            attribute = item.get("datapoints", {})
+            start = int(item["start_time"]["N"])
+            row = result.setdefault(item["metric"]["S"], {})
+            for index, value in enumerate(decode_datapoints(attribute.get("B", attribute.get("S")))):
+                if value is not None:
+                    row[start + index * step] = value
+        return result

@@ -1,0 +1,288 @@
+"""Batched slot merges into Turok's blocks: conditional puts, batch writes, block locks, write stats.
+
+An item is one block (``block_layout.py``): key ``metric`` (S, hash) and ``start_time`` (N, range,
+the block's first second), and ``datapoints`` (B, msgpack; the design's JSON string is also read).
+Writers *set* slot values, so writing the same slots again leaves the item unchanged: that is what
+makes SQS redeliveries harmless. A block is merged (read, slots set) and put back only if it
+still holds what was read (``conditional_writes``), so two turokd processes never lose each
+other's slots. Conditional puts are one PutItem per block, sent in parallel (``put_threads``),
+and without them writes are batched (BatchWriteItem ≤ 25 items); unprocessed or throttled
+requests are retried with capped, jittered backoff, and a block changed by another process
+between read and put is merged again.
+
+One merger may be used by many threads at once; merges of the same block by threads of one
+process are serialised. Pure boto3 and blocking, like the rest of ``turok_core.storage``.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
+
+from botocore.exceptions import ClientError
+
+from turok_core.model.config import TurokConfig
+from turok_core.runtime.retry import error_code
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
+from turok_core.storage.reads import BlockReader
+
+if TYPE_CHECKING:
+    from turok_core.storage.tables import DayTables
+
+BATCH_WRITE_ITEMS = 25
+# the key attribute names as DynamoDB bills them, plus the datapoints attribute name
+_NAME_BYTES = len("metric") + len("start_time") + len("datapoints")
+
+_THROTTLED = ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded")
+
+BlockKey = tuple[str, str, int]  # (table, metric, block start)
+
+
+class BlockWriteError(RuntimeError):
+    """Blocks DynamoDB kept refusing after every retry; nothing may be acknowledged."""
+
+
+@dataclass
+class WriteStats:
+    items_written: int = 0
+    items_unchanged: int = 0  # merges that changed nothing, so were not written (redeliveries)
+    write_calls: int = 0
+    write_units: int = 0  # approximate: each written item's size rounded up to 1 KB
+    read_calls: int = 0
+    tables_created: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def item_size(metric: str, start_time: int, blob: bytes) -> int:
+    """DynamoDB's size of a block item: attribute names plus values (numbers ~1 byte per 2 digits)."""
+    digits = len(str(start_time).strip("0")) or 1
+    return _NAME_BYTES + len(metric.encode("utf-8")) + (digits + 1) // 2 + 1 + len(blob)
+
+
+class _BlockLocks:
+    """Serialises read-merge-write of the same blocks by the threads of one process.
+
+    A writer takes all its block keys at once or waits, so two writers never deadlock, and
+    writers with disjoint blocks run in parallel.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy: set[BlockKey] = set()
+
+    @contextmanager
+    def hold(self, keys: Iterable[BlockKey]) -> Iterator[None]:
+        keys = set(keys)
+        with self._changed:
+            while not self._busy.isdisjoint(keys):
+                self._changed.wait()
+            self._busy |= keys
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= keys
+                self._changed.notify_all()
+
+
+class BlockMerger:
+    """Sets slots into the blocks of the day tables; ``BlockStore`` hands its writes here."""
+
+    def __init__(self, client, config: TurokConfig, tables: DayTables, reader: BlockReader,
+                 pool: Callable[[], ThreadPoolExecutor], backoff: Callable[[int], None]) -> None:
+        self._client = client
+        self._config = config
+        self._tables = tables
+        self._reader = reader
+        self._pool = pool
+        self._backoff = backoff
+        self._blocks = _BlockLocks()
+
+    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False) -> WriteStats:
+        """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks.
+
+        Every given slot is overwritten; the other slots of a block keep their stored values.
+        ``assume_new``: as for ``write_blocks``. Raises ``BlockWriteError`` (or boto3's error)
+        when not everything could be written.
+        """
+        spans: dict[int, int] = {}
+        blocks: dict[tuple[str, int, int], dict[int, float]] = {}
+        for metric, step, slot_start, value in slots:
+            span = spans.get(step)
+            if span is None:
+                span = spans[step] = block_span(step, self._config.block_slots)
+            if slot_start % step:
+                raise ValueError(f"slot {slot_start} of {metric!r} is not aligned to {step}s")
+            start = slot_start - slot_start % span
+            blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
+        return self.write_blocks([(metric, step, start, values) for (metric, step, start), values in blocks.items()],
+                                 assume_new)
+
+    def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
+                     assume_new: bool = True) -> WriteStats:
+        """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each.
+
+        Like ``write_slots``, but for blocks gathered in memory. With ``assume_new`` (turokd
+        writing a block that just closed, which is almost always new) each block is first put
+        only if absent, which skips the read; a block that exists is then merged as usual.
+        """
+        spans: dict[int, int] = {}
+        keyed: dict[BlockKey, tuple[int, dict[int, float]]] = {}
+        for metric, step, start, values in blocks:
+            span = spans.get(step)
+            if span is None:
+                span = spans[step] = block_span(step, self._config.block_slots)
+            if start % span:
+                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+            keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
+        return self._write(keyed, spans, assume_new)
+
+    def _write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
+               assume_new: bool) -> WriteStats:
+        stats = WriteStats()
+        if not blocks:
+            return stats
+        names = {key[0] for key in blocks}
+        for name in sorted(names):
+            stats.tables_created += self._tables.ensure(name)
+        with self._blocks.hold(blocks):
+            try:
+                self._merge_and_write(blocks, spans, stats, assume_new)
+            except ClientError as exc:
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+                # a table we knew was deleted (retention) while we held it: make it again, once
+                self._tables.forget(names)
+                for name in sorted(names):
+                    stats.tables_created += self._tables.ensure(name)
+                self._merge_and_write(blocks, spans, stats, assume_new)
+        return stats
+
+    def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
+                         spans: dict[int, int], stats: WriteStats, assume_new: bool = False) -> None:
+        remaining = dict(blocks)
+        attempts = max(1, self._config.write_max_attempts)
+        if assume_new and self._config.conditional_writes:
+            # put-if-absent without reading first; blocks that exist fall through to the merge
+            remaining = {key: remaining[key] for key in self._conditional_write(
+                self._merge(remaining, spans, stats, stored={}), stats)}
+            if not remaining:
+                return
+        for attempt in range(attempts):
+            puts = self._merge(remaining, spans, stats)
+            if not self._config.conditional_writes:
+                self._batch_write([(table, item) for table, item, _old, _units in puts], stats)
+                stats.items_written += len(puts)
+                stats.write_units += sum(units for *_rest, units in puts)
+                return
+            conflicts = self._conditional_write(puts, stats)
+            if not conflicts:
+                return
+            # another process changed these blocks since we read them: merge into theirs again
+            remaining = {key: remaining[key] for key in conflicts}
+            self._backoff(attempt)
+        raise BlockWriteError(f"{len(remaining)} block(s) kept changing under us for {attempts} attempts")
+
+    def _merge(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
+               stats: WriteStats, stored: Optional[dict[BlockKey, dict]] = None
+               ) -> list[tuple[str, dict, Optional[dict], int]]:
+        """Read the blocks (unless ``stored`` is given), set the new slots;
+        ``(table, item, stored datapoints, units)`` to put."""
+        if stored is None:
+            keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(start)}})
+                    for table, metric, start in blocks]
+            stored = {}
+            for table, item in self._reader.batch_get(keys, consistent=True, stats=stats):
+                stored[(table, item["metric"]["S"], int(item["start_time"]["N"]))] = item["datapoints"]
+        puts: list[tuple[str, dict, Optional[dict], int]] = []
+        for key, (step, new) in blocks.items():
+            table, metric, start = key
+            slot_count = spans[step] // step
+            attribute = stored.get(key)
+            values: list = []
+            if attribute is not None:
+                try:
+                    values = decode_datapoints(attribute.get("B", attribute.get("S")))[:slot_count]
+                except Exception:  # an unreadable block is rewritten from what we have
+                    values = []
+            if len(values) < slot_count:
+                values.extend([None] * (slot_count - len(values)))
+            for index, value in new.items():
+                values[index] = value
+            blob = encode_datapoints(values)
+            if attribute is not None and "B" in attribute and bytes(attribute["B"]) == blob:
+                stats.items_unchanged += 1  # a redelivery: same values, no write unit spent
+                continue
+            units = max(1, math.ceil(item_size(metric, start, blob) / 1024))
+            puts.append((table, {"metric": {"S": metric}, "start_time": {"N": str(start)},
+                                 "datapoints": {"B": blob}}, attribute, units))
+        return puts
+
+    def _conditional_write(self, puts: Sequence[tuple[str, dict, Optional[dict], int]],
+                           stats: WriteStats) -> list[BlockKey]:
+        """PutItem each block only if it still holds what we merged into; the keys that did not.
+
+        Several turokd processes may merge into the same block: the condition turns a lost
+        update into a retry (on-demand tables bill per write unit, not per request, so one
+        PutItem per block costs what a BatchWriteItem entry costs).
+        """
+        conflicts: list[BlockKey] = []
+        if len(puts) > 1:  # one request per block: send them side by side, not one after another
+            outcomes = list(self._pool().map(lambda put: self._put_if_unchanged(*put[:3]), puts))
+        else:
+            outcomes = [self._put_if_unchanged(*put[:3]) for put in puts]
+        for (table, item, _old, units), (written, calls) in zip(puts, outcomes):
+            stats.write_calls += calls
+            if written:
+                stats.items_written += 1
+                stats.write_units += units
+            else:
+                conflicts.append((table, item["metric"]["S"], int(item["start_time"]["N"])))
+        return conflicts
+
+    def _put_if_unchanged(self, table: str, item: dict, old: Optional[dict]) -> tuple[bool, int]:
+        """One conditional PutItem (throttling retried): (False when the block changed meanwhile, calls)."""
+        condition: dict[str, object]
+        if old is None:
+            condition = {"ConditionExpression": "attribute_not_exists(metric)"}
+        else:
+            condition = {"ConditionExpression": "datapoints = :old", "ExpressionAttributeValues": {":old": old}}
+        attempts = max(1, self._config.write_max_attempts)
+        for attempt in range(attempts):
+            try:
+                self._client.put_item(TableName=table, Item=item, **condition)
+                return True, attempt + 1
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    return False, attempt + 1
+                if code not in _THROTTLED or attempt + 1 >= attempts:
+                    raise
+                self._backoff(attempt)
+        return False, attempts  # pragma: no cover - the loop returns or raises
+
+    def _batch_write(self, puts: Sequence[tuple[str, dict]], stats: WriteStats) -> None:
+        """BatchWriteItem in calls of at most 25 items, retrying unprocessed items."""
+        attempts = max(1, self._config.write_max_attempts)
+        for offset in range(0, len(puts), BATCH_WRITE_ITEMS):
+            request: dict[str, list] = {}
+            for table, item in puts[offset:offset + BATCH_WRITE_ITEMS]:
+                request.setdefault(table, []).append({"PutRequest": {"Item": item}})
+            for attempt in range(attempts):
+                response = self._client.batch_write_item(RequestItems=request)
+                stats.write_calls += 1
+                request = {t: r for t, r in (response.get("UnprocessedItems") or {}).items() if r}
+                if not request:
+                    break
+                if attempt + 1 < attempts:
+                    self._backoff(attempt)
+            else:
+                left = sum(len(r) for r in request.values())
+                raise BlockWriteError(f"{left} block(s) still unprocessed by BatchWriteItem after "
+                                      f"{attempts} attempts (tables {sorted(request)})")
