@@ -11,6 +11,7 @@ import argparse
 import configparser
 import dataclasses
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,6 +34,23 @@ def write_config(config: TurokConfig, path: Path) -> None:
     parser[SECTION] = {f.name: str(getattr(config, f.name)) for f in dataclasses.fields(config)}
     with open(path, "w") as handle:
         parser.write(handle)
+
+
+def prepare_graphite_storage(storage_dir: Path) -> None:
+    """What ``turok_core.dev.graphite_settings`` expects in ``$GRAPHITE_STORAGE_DIR``: the log
+    directory (graphite's loggers open their files there as it starts) and a random secret key
+    made once per install and kept, mode 0600, next to graphite's database."""
+    storage_dir = Path(storage_dir)
+    (storage_dir / "log" / "webapp").mkdir(parents=True, exist_ok=True)
+    path = storage_dir / "secret_key"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if not path.read_text().strip():
+            raise RuntimeError(f"{path} is empty: delete it, and the next start makes a new key") from None
+        return
+    with os.fdopen(descriptor, "w") as created:
+        created.write(secrets.token_urlsafe(48) + "\n")
 
 
 def _wait(predicate, timeout: float, what: str, processes: Mapping[str, subprocess.Popen]) -> None:
@@ -109,7 +127,7 @@ class LocalStack:
     def start(self, timeout: float = 60.0) -> None:
         """Start every part and wait until each is accepting work."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "graphite" / "log" / "webapp").mkdir(parents=True, exist_ok=True)
+        prepare_graphite_storage(Path(self.env["GRAPHITE_STORAGE_DIR"]))
         write_config(self.config, self.config_path)
         if self.own_endpoint:
             self._spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.config.local_aws_port)])
