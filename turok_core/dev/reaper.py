@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, IO, Optional
+from typing import IO, Callable, Optional
 
 GRACE_SECONDS = 30.0  # a service's own stop after the parent-death signal; then SIGKILL
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -72,10 +72,6 @@ class ReaperHandle:
             [sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
 
-    @property
-    def pid(self) -> Optional[int]:
-        return self._process.pid if self._process else None
-
     def watch(self, pgid: int) -> None:
         """Have the reaper end group ``pgid`` once the launcher is gone."""
         if self._process is None or self._process.stdin is None:
@@ -92,7 +88,8 @@ class ReaperHandle:
         if process is None:
             return
         try:
-            process.stdin.close()
+            if process.stdin is not None:
+                process.stdin.close()
         except OSError:
             pass
         try:
