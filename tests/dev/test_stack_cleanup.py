@@ -1,6 +1,7 @@
 """The local stack leaves nothing behind: however its launcher ends (SIGHUP to ``make run``'s
-process group, SIGKILL of the launcher alone), every process it started ends within a minute,
-its ports are free, and the next launch on the same ports starts."""
+process group, SIGKILL of the launcher alone, SIGTERM again during its staged stop), every
+process it started ends within a minute, its ports are free, and the next launch on the same
+ports starts."""
 from __future__ import annotations
 
 import io
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -105,7 +107,7 @@ def stop(launcher: subprocess.Popen, sessions) -> None:
             pass
 
 
-@pytest.mark.parametrize("end", ["sighup-to-group", "sigkill-to-launcher"])
+@pytest.mark.parametrize("end", ["sighup-to-group", "sigkill-to-launcher", "sigterm-during-its-stop"])
 def test_nothing_outlives_the_launcher_and_the_next_launch_starts(tmp_path, end):
     ports = {name: free_port() for name in PORTS}
     run_dir = tmp_path / "run"
@@ -121,11 +123,15 @@ def test_nothing_outlives_the_launcher_and_the_next_launch_starts(tmp_path, end)
 
         if end == "sighup-to-group":  # the terminal closed
             os.killpg(first.pid, signal.SIGHUP)
-        else:
+        elif end == "sigkill-to-launcher":
             os.kill(first.pid, signal.SIGKILL)
+        else:  # an impatient supervisor: the second signal means now
+            os.kill(first.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            os.kill(first.pid, signal.SIGTERM)
         wait_for(lambda: not alive_in(sessions), GONE_WITHIN, "every process the launcher started to end",
                  interval=0.5)
-        assert first.wait(10) == (0 if end == "sighup-to-group" else -signal.SIGKILL)
+        assert first.wait(10) == (-signal.SIGKILL if end == "sigkill-to-launcher" else 0)
         busy = [name for name, port in ports.items() if not port_free(port, name in UDP_PORTS)]
         assert busy == []
 

@@ -262,11 +262,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         _say("stopping Turok")
         code = 0
     finally:
-        # a signal during the staged stop must not cut it short and leave services behind:
-        # it means "now", and the stop ends at once with everything SIGKILLed
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, lambda signum, frame: stack.kill())
-        stack.stop()
+        try:
+            # a signal during the staged stop must not cut it short and leave services behind:
+            # it means "now", and the stop ends at once with everything SIGKILLed
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, lambda signum, frame: stack.kill())
+        finally:  # even if a signal came before the new handlers were in place
+            stack.stop()
     return code
 
 
