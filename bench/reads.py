@@ -197,6 +197,9 @@ def run_child(storage: str, env: dict[str, str], workdir: Path, count: int, rend
     child_env = dict(os.environ, **env, DJANGO_SETTINGS_MODULE="graphite.settings",
                      PYTHONPATH=f"{workdir}{os.pathsep}{REPO}", BENCH_MOTO_PID=str(moto_pid))
     if storage == "turok":
+        from turok_core.dev.stack import prepare_graphite_storage
+
+        prepare_graphite_storage(workdir / "graphite-turok")
         child_env.update(GRAPHITE_SETTINGS_MODULE="turok_core.dev.graphite_settings",
                          GRAPHITE_STORAGE_DIR=str(workdir / "graphite-turok"))
     else:

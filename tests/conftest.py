@@ -143,6 +143,10 @@ def graphite_django(tmp_path_factory):
     os.environ.setdefault("GRAPHITE_STORAGE_DIR", str(tmp_path_factory.mktemp("graphite")))
     import django
 
+    from turok_core.dev.stack import prepare_graphite_storage
+
+    prepare_graphite_storage(Path(os.environ["GRAPHITE_STORAGE_DIR"]))
+
     django.setup()
 
 

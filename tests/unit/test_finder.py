@@ -224,6 +224,7 @@ def test_graphite_settings_module(tmp_path):
     import sys
 
     from tests.conftest import ROOT
+    from turok_core.dev.stack import prepare_graphite_storage
 
     script = ("import json, django; django.setup(); from django.conf import settings as s; "
               "print(json.dumps([s.SECRET_KEY, list(s.STORAGE_FINDERS), s.CARBONLINK_HOSTS, s.LOG_DIR, "
@@ -238,9 +239,11 @@ def test_graphite_settings_module(tmp_path):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    prepare_graphite_storage(tmp_path / "storage")  # the launcher's part, before graphite-web starts
     key, finders, carbonlink, log_dir, database, cluster = load()
     assert finders == ["finder.TurokFinder"] and carbonlink == [] and cluster == []
     assert len(key) > 40 and key != "UNSAFE_DEFAULT"
+    prepare_graphite_storage(tmp_path / "storage")
     assert load()[0] == key  # generated once per install, then kept
     assert oct((tmp_path / "storage" / "secret_key").stat().st_mode & 0o777) == "0o600"
     assert log_dir == str(tmp_path / "storage" / "log" / "webapp")

@@ -5,34 +5,30 @@ copies every name in it over its defaults, then derives the paths it was not giv
 ``STORAGE_DIR``. Everything graphite keeps (sqlite database, logs, index file, secret key) lives in
 ``$GRAPHITE_STORAGE_DIR``; the metrics themselves come from Turok through ``finder.TurokFinder``
 (configured by ``$TUROK_CONFIG`` and ``TUROK_*``), never from whisper files or carbon.
+
+Importing it only sets names: it reads the secret key but creates nothing. The launcher
+(``turok_core.dev.stack.prepare_graphite_storage``) makes the log directory and the key first.
 """
 import os as _os
-import secrets as _secrets
 
 STORAGE_DIR = _os.path.abspath(_os.environ.get("GRAPHITE_STORAGE_DIR")
                                or _os.path.join(_os.getcwd(), ".run", "graphite"))
 LOG_DIR = _os.path.join(STORAGE_DIR, "log", "webapp")  # graphite-web's own layout
-_os.makedirs(LOG_DIR, exist_ok=True)  # graphite's loggers open their files at import
 
 
-def _install_secret(storage_dir: str) -> str:
-    """A random key made once per install and kept (mode 0600) next to graphite's database."""
-    path = _os.path.join(storage_dir, "secret_key")
+def _read_secret(path: str) -> str:
     try:
-        descriptor = _os.open(path, _os.O_WRONLY | _os.O_CREAT | _os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path) as existing:
-            key = existing.read().strip()
-        if key:
-            return key
-        raise RuntimeError(f"{path} is empty: delete it or set TUROK_GRAPHITE_SECRET_KEY")
-    key = _secrets.token_urlsafe(48)
-    with _os.fdopen(descriptor, "w") as created:
-        created.write(key + "\n")
-    return key
+        with open(path) as kept:
+            return kept.read().strip()
+    except FileNotFoundError:
+        return ""
 
 
-SECRET_KEY = _os.environ.get("TUROK_GRAPHITE_SECRET_KEY") or _install_secret(STORAGE_DIR)
+SECRET_KEY = (_os.environ.get("TUROK_GRAPHITE_SECRET_KEY")
+              or _read_secret(_os.path.join(STORAGE_DIR, "secret_key")))
+if not SECRET_KEY:  # graphite-web would fall back to a well-known key
+    raise RuntimeError(f"no secret key in {STORAGE_DIR}: turok_core.dev.stack.prepare_graphite_storage makes "
+                       "one (make run does), or set TUROK_GRAPHITE_SECRET_KEY")
 
 # Turok is the only storage: no whisper/ceres/rrd directories, no carbon cache, no cluster
 STORAGE_FINDERS = ("finder.TurokFinder",)
@@ -54,4 +50,4 @@ LOG_INFO_PERFORMANCE = True
 FIND_TIMEOUT = 10.0
 FETCH_TIMEOUT = 30.0
 
-del _install_secret
+del _read_secret

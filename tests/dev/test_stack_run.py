@@ -7,8 +7,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, VENV_BIN, free_port, wait_for
 from tests.e2e.conftest import graphite_get
+
+pytestmark = pytest.mark.processes
 
 
 def test_twistd_lists_the_turok_plugins():
@@ -19,7 +23,7 @@ def test_twistd_lists_the_turok_plugins():
         assert f"    {plugin} " in result.stdout, plugin
 
 
-def test_localstack_run_takes_ports_from_the_environment_and_stops_on_ctrl_c(tmp_path):
+def test_stack_run_takes_ports_from_the_environment_and_stops_on_ctrl_c(tmp_path):
     ports = {name: free_port() for name in ("PLAINTEXT_PORT", "PLAINTEXT_UDP_PORT", "PICKLE_PORT", "STATSD_PORT", "LOCAL_AWS_PORT",
                                             "GRAPHITE_PORT", "CACHE_PORT",
                                             "GATEWAY_CACHE_PORT")}
