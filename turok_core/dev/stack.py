@@ -252,8 +252,10 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"  local AWS endpoint  {c.aws_endpoint_url}\n"
              f"  Carbon plaintext    tcp+udp {c.interface}:{c.plaintext_port}\n"
              f"  graphite-web        {stack.graphite_url}\n"
-             f"Try:  echo \"demo.hello 42 $(date +%s)\" | nc -q0 {c.interface} {c.plaintext_port}\n"
-             f"      curl '{stack.graphite_url}/render?target=demo.hello&from=-5min&format=json'")
+             f"Try (bash and python3 alone, see README.md's quickstart):\n"
+             f"  echo \"demo.hello 42 $(date +%s)\" > /dev/tcp/{c.interface}/{c.plaintext_port}\n"
+             f"  python3 -c 'import urllib.request as u; print(u.urlopen(\"{stack.graphite_url}"
+             f"/render?target=demo.hello&from=-5min&format=json\").read().decode())'")
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(1)
         dead = [n for n, p in stack.processes.items() if p.poll() is not None]
