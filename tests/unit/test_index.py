@@ -2,7 +2,8 @@ import gzip
 
 import pytest
 
-from turok_core.index.names import Match, NameTree, decode_shard, encode_shard, shard_of, valid_name
+from turok_core.index.names import Match, NameTree
+from turok_core.index.shards import decode_shard, encode_shard, shard_of, valid_name
 
 NAMES = [
     "servers.web1.cpu.user",

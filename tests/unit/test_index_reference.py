@@ -13,7 +13,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turok_core.index.names import Glob, Match, NameTree, compile_pattern
+from turok_core.index.glob_compiler import Glob, compile_pattern
+from turok_core.index.names import Match, NameTree
 
 CHECKS = settings(max_examples=400, deadline=None, database=None, derandomize=True)
 

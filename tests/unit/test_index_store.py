@@ -4,7 +4,8 @@ import threading
 import pytest
 
 from turok_core.runtime.aws import make_client
-from turok_core.index.names import Match, decode_shard, shard_of
+from turok_core.index.names import Match
+from turok_core.index.shards import decode_shard, shard_of
 from turok_core.index.s3_store import IndexCache, IndexConflictError, IndexStore
 
 

@@ -3,7 +3,7 @@
 Layout under ``config.index_prefix`` in ``config.index_bucket``::
 
     manifest.json                 {"version": 1, "shards": 64}
-    shards-64/00017.gz            gzip of sorted names, one per line (turok_core.index.names)
+    shards-64/00017.gz            gzip of sorted names, one per line (turok_core.index.shards)
 
 The shard count lives in the manifest, written once with ``If-None-Match: *``; every writer and
 reader uses the manifest's count, so changing ``index_shards`` later never splits the index.
@@ -26,9 +26,10 @@ from typing import Callable, Iterable, Optional
 
 from botocore.exceptions import ClientError
 
+from turok_core.index.names import Match, NameTree
+from turok_core.index.shards import decode_shard, encode_shard, shard_of, valid_name
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.retry import Backoff, error_code, http_status
-from turok_core.index.names import Match, NameTree, decode_shard, encode_shard, shard_of, valid_name
 
 log = logging.getLogger("turok.index")
 
