@@ -1,10 +1,11 @@
-"""The sorted name list that answers Graphite globs (``NameTree``) and its answers (``Match``).
+"""The sorted name list that answers Graphite globs (``NameList``) and its answers (``Match``).
 
-``NameTree`` (the names' tree, held as one sorted list) answers Graphite path expressions one
-dot-separated component at a time, with the matchers of ``turok_core.index.glob_compiler``: ``*``,
-``?``, classes, ``{a,b}`` (nested, alternatives may hold dots), ``\\`` escapes and a whole-component
-``**`` (a trailing ``**`` means everything below). A path may be a branch and a leaf at once.
-Tagged names (``a.b;k=v;k2=v2``) are kept whole, apart from the list, and found by exact name.
+``NameList`` (the names as one sorted list, searched by bisection) answers Graphite path
+expressions one dot-separated component at a time, with the matchers of
+``turok_core.index.glob_compiler``: ``*``, ``?``, classes, ``{a,b}`` (nested, alternatives may hold
+dots), ``\\`` escapes and a whole-component ``**`` (a trailing ``**`` means everything below).
+A path may be a branch and a leaf at once. Tagged names (``a.b;k=v;k2=v2``) are kept whole, apart
+from the list, and found by exact name.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _successor(text: str) -> Optional[str]:
     return text[:-1] + chr(ord(text[-1]) + 1)
 
 
-class NameTree:
+class NameList:
     """Metric names answering Graphite globs, kept as one sorted list of strings.
 
     The names below a path ``p`` are one contiguous run of the list, ``[p + ".", p + "/")`` ('/'

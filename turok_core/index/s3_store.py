@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Optional
 
 from botocore.exceptions import ClientError
 
-from turok_core.index.names import Match, NameTree
+from turok_core.index.names import Match, NameList
 from turok_core.index.shards import decode_shard, encode_shard, shard_of, valid_name
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.retry import Backoff, error_code, http_status
@@ -243,10 +243,10 @@ class RemoveStats:
 class IndexCache:
     """A reader's local copy of the whole index, revalidated by ETag at most every refresh period.
 
-    ``match``/``names`` answer from the current ``NameTree``; a refresh due on a call revalidates
+    ``match``/``names`` answer from the current ``NameList``; a refresh due on a call revalidates
     every shard (``If-None-Match``, so unchanged shards cost a 304 and no body) and builds a new
-    tree only when some shard changed. Threads share one cache: one refreshes, the others keep
-    answering from the tree they have (a new tree replaces the old one whole).
+    list only when some shard changed. Threads share one cache: one refreshes, the others keep
+    answering from the list they have (a new list replaces the old one whole).
     """
 
     def __init__(self, client, config: TurokConfig, clock: Callable[[], float] = time.monotonic,
@@ -262,40 +262,40 @@ class IndexCache:
         self._manifest_etag: Optional[str] = None
         self._shard_names: dict[int, list[str]] = {}
         self._etags: dict[int, str] = {}
-        self._tree: Optional[NameTree] = None
+        self._list: Optional[NameList] = None
         self._checked_at: Optional[float] = None
         # observability (and what the tests count)
         self.downloads = 0  # GETs that returned a body
         self.not_modified = 0  # GETs answered 304
-        self.rebuilds = 0  # NameTrees built
-        self.refresh_errors = 0  # failed revalidations (the previous tree kept answering)
+        self.rebuilds = 0  # NameLists built
+        self.refresh_errors = 0  # failed revalidations (the previous list kept answering)
 
     @property
-    def tree(self) -> NameTree:
-        """The current tree, refreshed first when the refresh period has passed."""
+    def name_list(self) -> NameList:
+        """The current name list, refreshed first when the refresh period has passed."""
         self.maybe_refresh()
-        return self._tree  # type: ignore[return-value]
+        return self._list  # type: ignore[return-value]
 
     def names(self) -> list[str]:
         """Every indexed name, sorted."""
-        return self.tree.names()
+        return self.name_list.names()
 
     def match(self, pattern: str) -> list[Match]:
-        """``NameTree.match`` on the current tree."""
-        return self.tree.match(pattern)
+        """``NameList.match`` on the current list."""
+        return self.name_list.match(pattern)
 
     def maybe_refresh(self) -> bool:
-        """Refresh when due; True when the tree changed. Once a first tree exists this never waits
-        on another refreshing thread, and a failed refresh is logged while the old tree answers."""
+        """Refresh when due; True when the list changed. Once a first list exists this never waits
+        on another refreshing thread, and a failed refresh is logged while the old list answers."""
         now = self._clock()
-        if self._tree is not None and self._checked_at is not None \
+        if self._list is not None and self._checked_at is not None \
                 and now - self._checked_at < self._refresh_seconds:
             return False
-        blocking = self._tree is None
+        blocking = self._list is None
         if not self._lock.acquire(blocking=blocking):
             return False
         try:
-            if self._tree is not None and self._checked_at is not None \
+            if self._list is not None and self._checked_at is not None \
                     and self._clock() - self._checked_at < self._refresh_seconds:
                 return False  # another thread refreshed while we waited
             if blocking:
@@ -312,7 +312,7 @@ class IndexCache:
             self._lock.release()
 
     def refresh(self) -> bool:
-        """Revalidate now, whatever the period; True when the tree changed."""
+        """Revalidate now, whatever the period; True when the list changed."""
         with self._lock:
             return self._refresh_locked()
 
@@ -339,9 +339,9 @@ class IndexCache:
                     else:
                         self._etags[shard] = etag
                     changed = True
-        if changed or self._tree is None:
-            # each shard is a sorted run: the tree's one sort merges them
-            self._tree = NameTree(chain.from_iterable(self._shard_names.values()))
+        if changed or self._list is None:
+            # each shard is a sorted run: the list's one sort merges them
+            self._list = NameList(chain.from_iterable(self._shard_names.values()))
             self.rebuilds += 1
         self._checked_at = self._clock()
         return changed
