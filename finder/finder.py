@@ -18,7 +18,7 @@ from graphite.node import BranchNode, LeafNode
 
 from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig, load_config
-from turok_core.index.s3_store import IndexCache
+from turok_core.index.s3_cache import IndexCache
 from turok_core.turokd.rollup import consolidate
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.storage.series_reader import SeriesReader

@@ -10,7 +10,8 @@ import random
 import pytest
 
 from turok_core.runtime.aws import make_client
-from turok_core.index.s3_store import IndexCache, IndexStore
+from turok_core.index.s3_cache import IndexCache
+from turok_core.index.s3_store import IndexStore
 
 NOW = 1_700_000_000 - 1_700_000_000 % 86400 + 7 * 3600 + 17  # 07:00:17 UTC, mid-slot
 SLOT = NOW - NOW % 10  # the current 10 s slot

@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import running_twistd, wait_for
 from turok_core.wire.announcements import encode_announcements
 from turok_core.runtime.aws import make_client
-from turok_core.index.s3_store import IndexCache, IndexStore
+from turok_core.index.s3_cache import IndexCache
+from turok_core.index.s3_store import IndexStore
 from turok_core.wire.queues import MessageQueue
 
 
@@ -67,7 +68,7 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     from twisted.internet import defer, task
 
     from turok_core.model.config import TurokConfig
-    from turok_core.index.s3_store import AddStats, IndexConflictError
+    from turok_core.index.store import AddStats, IndexConflictError
     from turok_core.wire.queues import ReceivedMessage
     from turok_core.index.service import IndexerService
 
