@@ -1,5 +1,4 @@
 import json
-import threading
 
 import pytest
 
@@ -8,7 +7,6 @@ from turok_core.index.names import Match
 from turok_core.index.shards import decode_shard, shard_of
 from turok_core.index.s3_cache import IndexCache
 from turok_core.index.s3_store import IndexStore
-from turok_core.index.store import IndexConflictError
 
 
 class ManualClock:
@@ -59,79 +57,6 @@ def test_manifest_shard_count_wins_over_config(turok_config):
     assert later.shard_count() == 4
     later.add_names(["c.d"])
     assert all("/shards-4/" in key for key in s3_objects(turok_config) if key.endswith(".gz"))
-
-
-class StaleFirstRead:
-    """An S3 client whose first GET of a shard happens before another writer's PUT: it forces
-    exactly the lost race the compare-and-swap exists for."""
-
-    def __init__(self, client, intruder) -> None:
-        self._client = client
-        self._intruder = intruder
-        self.fired = False
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def get_object(self, **kwargs):
-        response = self._client.get_object(**kwargs)
-        if not self.fired and "/shards-" in kwargs["Key"]:
-            self.fired = True
-            self._intruder()  # someone else writes the shard between our read and our write
-        return response
-
-
-def test_lost_race_is_retried_and_nothing_is_lost(turok_config):
-    config = turok_config.replace(index_shards=1)  # one shard: every writer contends
-    s3 = make_client("s3", config)
-    IndexStore(s3, config).add_names(["seed.metric"])
-    other = IndexStore(make_client("s3", config), config)
-    racer = StaleFirstRead(s3, lambda: other.add_names(["intruder.metric"]))
-    stats = IndexStore(racer, config, sleep=lambda _: None).add_names(["mine.metric"])
-    assert racer.fired and stats.conflicts == 1 and stats.shard_writes == 1
-    assert set(IndexStore(s3, config).read_shard(0)[0]) == {"seed.metric", "intruder.metric", "mine.metric"}
-
-
-def test_conflict_error_after_bounded_attempts(turok_config):
-    config = turok_config.replace(index_shards=1)
-    s3 = make_client("s3", config)
-    IndexStore(s3, config).add_names(["seed.metric"])
-    counter = iter(range(100))
-
-    class AlwaysStale(StaleFirstRead):
-        def get_object(self, **kwargs):
-            response = self._client.get_object(**kwargs)
-            if "/shards-" in kwargs["Key"]:
-                IndexStore(self._client, config).add_names([f"other{next(counter)}.m"])
-            return response
-
-    with pytest.raises(IndexConflictError):
-        IndexStore(AlwaysStale(s3, None), config, max_attempts=3, sleep=lambda _: None).add_names(["x.y"])
-
-
-def test_concurrent_writers_with_disjoint_names_all_land(turok_config):
-    config = turok_config.replace(index_shards=2)
-    IndexStore(make_client("s3", config), config).shard_count()  # manifest first
-    batches = {w: [f"writer{w}.metric{i}" for i in range(30)] for w in range(4)}
-    results, errors = {}, []
-
-    def write(worker):
-        store = IndexStore(make_client("s3", config), config, max_attempts=50)
-        try:  # many small updates of the same two shards
-            results[worker] = [store.add_names(batches[worker][i:i + 3]) for i in range(0, 30, 3)]
-        except Exception as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(w,)) for w in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(25)
-    assert not errors and len(results) == 4
-    assert sum(stats.added for runs in results.values() for stats in runs) == 120
-    store = IndexStore(make_client("s3", config), config)
-    found = set().union(*(store.read_shard(s)[0] for s in range(2)))
-    assert found == {n for names in batches.values() for n in names}
 
 
 def test_cache_revalidates_with_etags_and_sees_new_names(turok_config):

@@ -68,7 +68,8 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     from twisted.internet import defer, task
 
     from turok_core.model.config import TurokConfig
-    from turok_core.index.store import AddStats, IndexConflictError
+    from turok_core.index.memory_store import MemoryIndexStore
+    from turok_core.index.store import IndexConflictError
     from turok_core.wire.queues import ReceivedMessage
     from turok_core.index.service import IndexerService
 
@@ -83,15 +84,26 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
         def delete(self, handles):
             self.deleted.extend(handles)
 
-    class Store:
+    class Store(MemoryIndexStore):
+        """The in-memory index, recording each add_names call; another writer changes the shard
+        between this store's read and its write ``races`` more times."""
+
         def __init__(self):
-            self.fail, self.batches = True, []
+            super().__init__(TurokConfig(index_shards=1, write_max_attempts=3), sleep=lambda _: None)
+            self.other = MemoryIndexStore(TurokConfig(index_shards=1), self.index)
+            self.races, self.batches, self.intruders = 3, [], 0  # first round: every attempt loses
 
         def add_names(self, names):
             self.batches.append(list(names))
-            if self.fail:
-                raise IndexConflictError("lost every race")
-            return AddStats(names=len(set(names)), added=len(set(names)), shard_writes=1, conflicts=2)
+            return super().add_names(names)
+
+        def read_shard(self, shard):
+            result = super().read_shard(shard)
+            if self.races:
+                self.races -= 1
+                self.intruders += 1
+                self.other.add_names([f"other{self.intruders}.metric"])
+            return result
 
     bodies = encode_announcements(["a.b", "c.d"], max_body_bytes=30) + ["{not json"]
     queue, store = Queue(bodies), Store()
@@ -104,7 +116,7 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     assert queue.deleted == []  # the index did not take them: SQS will deliver them again
     assert store.batches == [["a.b", "c.d"]]  # both announcements in one add_names call
 
-    store.fail = False
+    store.races = 2  # second round: two lost races, then the write lands
     service.poll_once()
     assert sorted(queue.deleted) == ["handle-0", "handle-1"]  # never the bad body (handle-2)
     counters = service.counters
