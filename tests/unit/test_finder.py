@@ -151,9 +151,7 @@ def test_reads_align_exactly_like_whisper(setup, tmp_path):
     points = [(t, float(rng.randint(0, 1000))) for t in range(NOW - 6 * 3600 + 30, NOW, 10) if rng.random() < 0.8]
     whisper.update_many(path, points, now=NOW)
     blocks.write_slots(("fast.a", 10, t - t % 10, v) for t, v in points)
-    from finder import TurokReader
-
-    reader = TurokReader("fast.a", finder)
+    reader = finder.reader("fast.a")
     cases = [(NOW - 3600, NOW), (NOW - 3605, NOW - 1201), (NOW - 600, NOW + 900), (NOW - 20, NOW - 20),
              (NOW - 19, NOW - 11), (NOW - 6 * 3600, NOW - 5 * 3600), (NOW - 6 * 3600 + 5, NOW), (NOW - 61, NOW - 60)]
     for start, end in cases:
