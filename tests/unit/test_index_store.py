@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from turok_core.runtime.aws import make_client
 from turok_core.index.names import Match
-from turok_core.index.shards import decode_shard, shard_of
 from turok_core.index.s3_cache import IndexCache
 from turok_core.index.s3_store import IndexStore
+from turok_core.index.shards import decode_shard, shard_of
+from turok_core.runtime.aws import make_client
 
 
 class ManualClock:

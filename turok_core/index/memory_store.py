@@ -30,11 +30,6 @@ class MemoryIndex:
         """A version no shard has had (an ETag's stand-in)."""
         return f'"{next(self._versions)}"'
 
-    def names(self) -> set[str]:
-        """Every name in the index."""
-        with self.lock:
-            return {name for names, _ in self.objects.values() for name in names}
-
 
 class MemoryIndexStore(ShardedIndexStore):
     """Adds and removes metric names in a ``MemoryIndex``; safe with concurrent writers."""

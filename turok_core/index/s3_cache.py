@@ -103,11 +103,6 @@ class IndexCache:
         finally:
             self._lock.release()
 
-    def refresh(self) -> bool:
-        """Revalidate now, whatever the period; True when the list changed."""
-        with self._lock:
-            return self._refresh_locked()
-
     def _refresh_locked(self) -> bool:
         shards = self._read_manifest()
         changed = False

@@ -15,13 +15,13 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from turok_core.wire.announcements import decode_announcement
-from turok_core.runtime.aws import make_client
-from turok_core.model.config import TurokConfig
 from turok_core.index.s3_store import IndexStore
+from turok_core.model.config import TurokConfig
 from turok_core.model.message import MessageError
-from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
+from turok_core.runtime.aws import make_client
 from turok_core.runtime.consumer import QueueConsumerService
+from turok_core.wire.announcements import decode_announcement
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
 
 log = Logger(namespace="turok.indexer")
 
