@@ -100,6 +100,7 @@ def graphite_store(finder):
     return Store(finders=[finder], tagdb=DummyTagDB(settings))
 
 
+@pytest.mark.moto
 def test_finder_loads_from_turok_environment(monkeypatch, turok_config, tmp_path):
     from graphite.storage import get_finders
 
@@ -111,6 +112,7 @@ def test_finder_loads_from_turok_environment(monkeypatch, turok_config, tmp_path
     assert finder.schemas.policy_for("anything").step == 10
 
 
+@pytest.mark.moto
 def test_find_nodes_through_graphite_store(setup):
     from graphite.node import LeafNode
 
@@ -140,6 +142,7 @@ def test_find_nodes_through_graphite_store(setup):
     assert finder.get_index({}) == sorted(NAMES)
 
 
+@pytest.mark.moto
 def test_reads_align_exactly_like_whisper(setup, tmp_path):
     import whisper
 
@@ -174,6 +177,7 @@ def test_reads_align_exactly_like_whisper(setup, tmp_path):
     assert reader.fetch(NOW - 60, NOW + 3600)[0] == (NOW - 60 - 7 + 10, NOW - 7 + 10, 10)
 
 
+@pytest.mark.moto
 def test_bulk_fetch_one_read_per_resolution_with_gaps(setup):
     finder, blocks, config = setup
     fast = [f"fast.host{i}.cpu" for i in range(40)]
@@ -203,6 +207,7 @@ def test_bulk_fetch_one_read_per_resolution_with_gaps(setup):
         None if t % 30 == 0 else 1.0 for t in range(NOW - 600 - 7 + 10, NOW + 3, 10)]
 
 
+@pytest.mark.moto
 def test_render_through_graphite_evaluator(setup, monkeypatch):
     import graphite.render.datalib as datalib
     from graphite.render.evaluator import evaluateTarget

@@ -6,10 +6,10 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 import pytest
 
 from tests.conftest import running_twistd, wait_for
-from turok_core.wire.announcements import encode_announcements
-from turok_core.runtime.aws import make_client
 from turok_core.index.s3_cache import IndexCache
 from turok_core.index.s3_store import IndexStore
+from turok_core.runtime.aws import make_client
+from turok_core.wire.announcements import encode_announcements
 from turok_core.wire.queues import MessageQueue
 
 
@@ -29,6 +29,8 @@ def queue_depth(config):
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+@pytest.mark.moto
+@pytest.mark.processes
 def test_indexer_process_indexes_announced_names_and_survives_garbage(indexer):
     config, logfile, process = indexer
     queue = MessageQueue(make_client("sqs", config), config.index_queue_name)
@@ -67,11 +69,11 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     """One poll round in-process, with the thread pool replaced by direct calls."""
     from twisted.internet import defer, task
 
-    from turok_core.model.config import TurokConfig
     from turok_core.index.memory_store import MemoryIndexStore
-    from turok_core.index.store import IndexConflictError
-    from turok_core.wire.queues import ReceivedMessage
     from turok_core.index.service import IndexerService
+    from turok_core.index.store import IndexConflictError
+    from turok_core.model.config import TurokConfig
+    from turok_core.wire.queues import ReceivedMessage
 
     class Queue:
         def __init__(self, bodies):
@@ -120,4 +122,5 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     service.poll_once()
     assert sorted(queue.deleted) == ["handle-0", "handle-1"]  # never the bad body (handle-2)
     counters = service.counters
-    assert (counters.bad_messages, counters.names_added, counters.shard_writes, counters.conflicts_retried) == (2, 2, 1, 2)
+    assert (counters.bad_messages, counters.names_added, counters.shard_writes,
+            counters.conflicts_retried) == (2, 2, 1, 2)
