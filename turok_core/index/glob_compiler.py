@@ -60,7 +60,8 @@ def _split_alternatives(body: str) -> list[str]:
 
 def _expand_dotted_braces(pattern: str) -> list[str]:
     """Expand only the brace groups holding a dot, so every variant splits cleanly into components."""
-    variants, done = [pattern], []
+    variants = [pattern]
+    done: list[str] = []
     while variants:
         current = variants.pop()
         i, expanded = 0, False
