@@ -71,19 +71,6 @@ def test_matches_like_the_brute_force_reference(names, patterns, rnd):
             assert (".".join(parts[:depth]) in name_list) == (".".join(parts[:depth]) in names)
 
 
-@CHECKS
-@given(names_strategy, names_strategy)
-def test_added_names_match_like_a_tree_built_with_them(first, later):
-    grown = NameList(first)
-    for name in later:
-        new = name not in grown.names()
-        assert grown.add(name) == new
-    whole = NameList(first + later)
-    assert grown.names() == whole.names() and len(grown) == len(whole)
-    for pattern in ("*", "**", "*.*", "a*.**", "**.b"):
-        assert grown.match(pattern) == whole.match(pattern)
-
-
 def test_a_leaf_and_its_branch_with_a_sibling_sorted_between_them():
     # 'web' < 'web-1.cpu' < 'web.cpu': the leaf and the run below it are not neighbours
     name_list = NameList(["h.web", "h.web-1.cpu", "h.web.cpu", "h.web!.x", "h.web/2", "h.wex"])

@@ -60,19 +60,6 @@ class NameList:
     def __len__(self) -> int:
         return len(self._names) + len(self._tagged)
 
-    def add(self, name: str) -> bool:
-        """Insert ``name``; False when it was already there."""
-        if TAG_SEPARATOR in name:
-            if name in self._tagged:
-                return False
-            self._tagged.add(name)
-            return True
-        at = bisect_left(self._names, name)
-        if at < len(self._names) and self._names[at] == name:
-            return False
-        self._names.insert(at, name)
-        return True
-
     def __contains__(self, name: str) -> bool:
         if TAG_SEPARATOR in name:
             return name in self._tagged
