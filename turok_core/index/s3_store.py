@@ -73,7 +73,7 @@ def parse_manifest(body: bytes) -> int:
 
 
 class IndexStore(ShardedIndexStore):
-    """Adds metric names to the S3 index; safe with any number of concurrent writers."""
+    """Adds and removes metric names in the S3 index; safe with any number of concurrent writers."""
 
     def __init__(self, client, config: TurokConfig, max_attempts: Optional[int] = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
