@@ -218,7 +218,8 @@ def measure_find(env: dict[str, str], sizes: list[int], queries: int, cold_runs:
     """Cold and warm ``IndexCache.match`` over indexes of ``sizes`` names each."""
     from turok_core.runtime.aws import make_client
     from turok_core.model.config import load_config
-    from turok_core.index.s3_store import IndexCache, IndexStore
+    from turok_core.index.s3_cache import IndexCache
+    from turok_core.index.s3_store import IndexStore
     from turok_core.runtime.provision import provision_bucket
 
     rows = []

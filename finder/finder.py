@@ -18,7 +18,7 @@ from graphite.node import BranchNode, LeafNode
 
 from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig, load_config
-from turok_core.index.s3_store import IndexCache
+from turok_core.index.s3_cache import IndexCache
 from turok_core.turokd.rollup import consolidate
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.storage.series_reader import SeriesReader
@@ -59,8 +59,13 @@ class TurokFinder(BaseFinder):
             self._series = SeriesReader(self.blocks, self.config, self.schemas, self._cache, self._clock)
         return self._series
 
-    def now(self) -> float:
-        return self._clock()
+    def reader(self, path: str) -> TurokReader:
+        """The graphite-web reader of ``path``: this finder's fetch, clock and retention lookup."""
+        return TurokReader(path, self.fetch_paths, self._clock, self.longest_retention)
+
+    def longest_retention(self, path: str) -> int:
+        """Seconds of history ``path`` keeps: the longest retention of its archives."""
+        return max(archive.retention for archive in self.schemas.policy_for(path).archives)
 
     # --- finding -----------------------------------------------------------------------------
 
@@ -69,7 +74,7 @@ class TurokFinder(BaseFinder):
         leaves_only = bool(getattr(query, "leaves_only", False))
         for path, is_leaf in self.index.match(query.pattern):
             if is_leaf:
-                yield LeafNode(path, TurokReader(path, self))
+                yield LeafNode(path, self.reader(path))
             elif not leaves_only:
                 yield BranchNode(path)
 
@@ -88,7 +93,7 @@ class TurokFinder(BaseFinder):
 
         Each path answers from the archive whisper would read (finest covering ``now - start``);
         one ``SeriesReader.read`` per distinct window (in practice: per resolution)."""
-        now = self.now() if now is None else now
+        now = self._clock() if now is None else now
         groups: dict[Window, list[str]] = defaultdict(list)
         for path in dict.fromkeys(paths):
             window = self._window(path, start_time, end_time, now)

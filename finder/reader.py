@@ -4,17 +4,18 @@ A fetch answers from the archive whisper would pick (the finest whose retention 
 ``now - from``, else the coarsest), read from that resolution's day tables and aligned exactly as
 whisper aligns a read: graphite users and functions see the same timestamps, steps and point
 counts they saw with carbon.
+
+As in graphite-web, a reader holds a data handle, never the finder: ``TurokReader`` is given a
+fetch function (``FetchPaths``, the finder's ``fetch_paths``), a clock and a lookup of the
+metric's longest retention when it is made (``TurokFinder.reader``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 from graphite.intervals import Interval, IntervalSet
 
 from turok_core.model.schemas import Archive
-
-if TYPE_CHECKING:  # pragma: no cover
-    from finder.finder import TurokFinder
 
 
 class Window(NamedTuple):
@@ -64,25 +65,35 @@ def archive_window(start_time: float, end_time: Optional[float], now: float,
     return whisper_window(start_time, end_time, now, archive.step, longest)
 
 
+# (paths, start_time, end_time, now) -> {path: ((start, end, step), values)}, paths outside
+# their retention left out: what TurokFinder.fetch_paths answers
+FetchPaths = Callable[[Iterable[str], float, Optional[float], Optional[float]], dict]
+
+
 class TurokReader:
-    """graphite-web reader for one Turok metric; the finder does the actual reads."""
+    """graphite-web reader for one Turok metric, reading through the fetch function it is given."""
 
-    __slots__ = ("path", "finder")
+    __slots__ = ("path", "_fetch", "_clock", "_retention_of")
 
-    def __init__(self, path: str, finder: "TurokFinder") -> None:
+    def __init__(self, path: str, fetch: FetchPaths, clock: Callable[[], float],
+                 retention_of: Callable[[str], int]) -> None:
+        """``retention_of(path)``: the metric's longest retention in seconds, looked up only when
+        graphite-web asks for intervals (rarely: when two finders answer one path), not for each
+        leaf a find makes."""
         self.path = path
-        self.finder = finder
+        self._fetch = fetch
+        self._clock = clock
+        self._retention_of = retention_of
 
     def fetch(self, startTime: float, endTime: Optional[float], now: Optional[float] = None,
               requestContext=None):
         """``((start, end, step), values)`` like whisper, or ``None`` outside the retention."""
-        return self.finder.fetch_paths([self.path], startTime, endTime, now).get(self.path)
+        return self._fetch([self.path], startTime, endTime, now).get(self.path)
 
     def get_intervals(self, now: Optional[float] = None) -> IntervalSet:
         """The time this metric can answer for: its longest retention up to now."""
-        now = self.finder.now() if now is None else now
-        retention = max(a.retention for a in self.finder.schemas.policy_for(self.path).archives)
-        return IntervalSet([Interval(now - retention, now)])
+        now = self._clock() if now is None else now
+        return IntervalSet([Interval(now - self._retention_of(self.path), now)])
 
     def __repr__(self) -> str:
         return f"<TurokReader {self.path}>"

@@ -156,3 +156,34 @@ def with_schema_files(config, directory: Path, schemas: str, aggregation: str):
     (directory / "aggregation.conf").write_text(aggregation)
     return config.replace(schemas_file=str(directory / "schemas.conf"),
                           aggregation_file=str(directory / "aggregation.conf"))
+
+
+def _no_wait(seconds: float) -> None:
+    """A ``sleep`` for retries in tests: no waiting."""
+
+
+@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.moto)])
+def index_stores(request):
+    """A factory of index stores that all work on one fresh index: the in-memory store, or
+    ``IndexStore`` on the moto server (``turok_config``'s bucket, new for each test).
+
+    ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index;
+    it waits for nothing between retries unless given a ``sleep``."""
+    from turok_core.index.memory_store import MemoryIndex, MemoryIndexStore
+    from turok_core.model.config import TurokConfig
+
+    if request.param == "memory":
+        index, config = MemoryIndex(), TurokConfig()
+
+        def make(shards: int = 8, max_attempts=None, sleep=None):
+            return MemoryIndexStore(config.replace(index_shards=shards), index, max_attempts, sleep or _no_wait)
+    else:
+        from turok_core.index.s3_store import IndexStore
+        from turok_core.runtime.aws import make_client
+
+        config = request.getfixturevalue("turok_config")
+
+        def make(shards: int = 8, max_attempts=None, sleep=None):
+            return IndexStore(make_client("s3", config), config.replace(index_shards=shards), max_attempts,
+                              sleep or _no_wait)
+    return make

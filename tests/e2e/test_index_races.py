@@ -26,7 +26,7 @@ from tests.e2e.sum_stream import queue_depth
 from tests.faultproxy import FaultProxy
 from turok_core.wire.announcements import encode_announcements
 from turok_core.runtime.aws import make_client
-from turok_core.index.names import shard_of
+from turok_core.index.shards import shard_of
 from turok_core.index.s3_store import IndexStore
 from turok_core.wire.queues import MessageQueue
 from turok_core.model.schemas import load_schemas

@@ -92,7 +92,6 @@ def stream(rng: random.Random) -> dict[int, list[tuple[str, int, float]]]:
 
 def test_turok_answers_like_whisper(schema_config, tmp_path):
     from finder.finder import TurokFinder
-    from finder.reader import TurokReader
 
     rng = random.Random(20240302)
     schemas = load_schemas(schema_config)
@@ -131,7 +130,7 @@ def test_turok_answers_like_whisper(schema_config, tmp_path):
     differing = []
     checked_values = 0
     for name in METHODS:
-        reader = TurokReader(name, finder)
+        reader = finder.reader(name)
         for start, end in cases:
             expected = whisper.fetch(files[name], start, end, now=NOW)
             got = reader.fetch(start, end, now=NOW)

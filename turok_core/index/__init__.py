@@ -1,2 +1,10 @@
-"""The metric-name index: shards of names on S3 updated by compare-and-swap, a sorted name list
-for Graphite globs, and the cache the finder revalidates. ``service.py`` is turok-indexer."""
+"""The index stage: metric names announced by turokd, kept on S3 for graphite-web's finder.
+
+In data order: ``shards`` (which shard holds a name, a shard object's bytes), ``store`` (what
+every index store does: names added and removed shard by shard with compare-and-swap),
+``s3_store`` (``IndexStore``, that on S3: manifest, layout, conditional PUTs) and
+``memory_store`` (the same in memory), then the reader's side: ``glob_compiler`` (Graphite globs
+into component matchers), ``names`` (``NameList``, the sorted names the globs walk) and
+``s3_cache`` (``IndexCache``, the finder's copy of the S3 index, revalidated by ETag).
+``service.py`` is turok-indexer, the Twisted shell that feeds announcements into ``IndexStore``.
+"""

@@ -15,13 +15,14 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from turok_core.wire.announcements import decode_announcement
-from turok_core.runtime.aws import make_client
-from turok_core.model.config import TurokConfig
 from turok_core.index.s3_store import IndexStore
+from turok_core.index.store import ShardedIndexStore
+from turok_core.model.config import TurokConfig
 from turok_core.model.message import MessageError
-from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
+from turok_core.runtime.aws import make_client
 from turok_core.runtime.consumer import QueueConsumerService
+from turok_core.wire.announcements import decode_announcement
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
 
 log = Logger(namespace="turok.indexer")
 
@@ -43,7 +44,7 @@ class IndexerService(QueueConsumerService):
 
     name = "turok-indexer"
 
-    def __init__(self, config: TurokConfig, reactor=None, store: Optional[IndexStore] = None,
+    def __init__(self, config: TurokConfig, reactor=None, store: Optional[ShardedIndexStore] = None,
                  queue: Optional[MessageQueue] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = IndexerCounters()

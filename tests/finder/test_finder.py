@@ -10,7 +10,8 @@ import random
 import pytest
 
 from turok_core.runtime.aws import make_client
-from turok_core.index.s3_store import IndexCache, IndexStore
+from turok_core.index.s3_cache import IndexCache
+from turok_core.index.s3_store import IndexStore
 from turok_core.storage.memory import MemoryBlockStore
 
 NOW = 1_700_000_000 - 1_700_000_000 % 86400 + 7 * 3600 + 17  # 07:00:17 UTC, mid-slot
@@ -86,6 +87,7 @@ def graphite_store(finder):
     return Store(finders=[finder], tagdb=DummyTagDB(settings))
 
 
+@pytest.mark.moto
 def test_finder_loads_from_turok_environment(monkeypatch, turok_config, tmp_path):
     from graphite.storage import get_finders
 
@@ -97,6 +99,7 @@ def test_finder_loads_from_turok_environment(monkeypatch, turok_config, tmp_path
     assert finder.schemas.policy_for("anything").step == 10
 
 
+@pytest.mark.moto
 def test_find_nodes_through_graphite_store(setup):
     from graphite.node import LeafNode
 
@@ -126,6 +129,7 @@ def test_find_nodes_through_graphite_store(setup):
     assert finder.get_index({}) == sorted(NAMES)
 
 
+@pytest.mark.moto
 def test_reads_align_exactly_like_whisper(setup, tmp_path):
     import whisper
 
@@ -137,9 +141,7 @@ def test_reads_align_exactly_like_whisper(setup, tmp_path):
     points = [(t, float(rng.randint(0, 1000))) for t in range(NOW - 6 * 3600 + 30, NOW, 10) if rng.random() < 0.8]
     whisper.update_many(path, points, now=NOW)
     blocks.write_slots(("fast.a", 10, t - t % 10, v) for t, v in points)
-    from finder import TurokReader
-
-    reader = TurokReader("fast.a", finder)
+    reader = finder.reader("fast.a")
     cases = [(NOW - 3600, NOW), (NOW - 3605, NOW - 1201), (NOW - 600, NOW + 900), (NOW - 20, NOW - 20),
              (NOW - 19, NOW - 11), (NOW - 6 * 3600, NOW - 5 * 3600), (NOW - 6 * 3600 + 5, NOW), (NOW - 61, NOW - 60)]
     for start, end in cases:
@@ -162,6 +164,7 @@ def test_reads_align_exactly_like_whisper(setup, tmp_path):
     assert reader.fetch(NOW - 60, NOW + 3600)[0] == (NOW - 60 - 7 + 10, NOW - 7 + 10, 10)
 
 
+@pytest.mark.moto
 def test_bulk_fetch_one_read_per_resolution_with_gaps(setup):
     finder, blocks, config = setup
     fast = [f"fast.host{i}.cpu" for i in range(40)]
@@ -191,6 +194,7 @@ def test_bulk_fetch_one_read_per_resolution_with_gaps(setup):
         None if t % 30 == 0 else 1.0 for t in range(NOW - 600 - 7 + 10, NOW + 3, 10)]
 
 
+@pytest.mark.moto
 def test_render_through_graphite_evaluator(setup, monkeypatch):
     import graphite.render.datalib as datalib
     from graphite.render.evaluator import evaluateTarget

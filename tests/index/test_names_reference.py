@@ -1,4 +1,4 @@
-"""NameTree (a sorted list searched by bisection) against a brute-force reference.
+"""NameList (searched by bisection) against a brute-force reference.
 
 The reference knows nothing of sorting: it lists every path (each name is a leaf, each of its
 proper component prefixes a branch) and matches the pattern's components against the path's
@@ -13,7 +13,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from turok_core.index.names import Glob, Match, NameTree, compile_pattern
+from turok_core.index.glob_compiler import Glob, compile_pattern
+from turok_core.index.names import Match, NameList
 
 CHECKS = settings(max_examples=400, deadline=None, database=None, derandomize=True)
 
@@ -59,46 +60,33 @@ def reference_match(names: list[str], pattern: str) -> list[Match]:
 def test_matches_like_the_brute_force_reference(names, patterns, rnd):
     shuffled = names + names[: len(names) // 2]  # duplicates, in any order
     rnd.shuffle(shuffled)
-    tree = NameTree(shuffled)
-    assert tree.names() == sorted(set(names)) and len(tree) == len(set(names))
+    name_list = NameList(shuffled)
+    assert name_list.names() == sorted(set(names)) and len(name_list) == len(set(names))
     for pattern in patterns:
-        assert tree.match(pattern) == reference_match(sorted(set(names)), pattern), pattern
+        assert name_list.match(pattern) == reference_match(sorted(set(names)), pattern), pattern
     for name in names:
-        assert name in tree
+        assert name in name_list
         parts = name.split(".")
         for depth in range(1, len(parts)):
-            assert (".".join(parts[:depth]) in tree) == (".".join(parts[:depth]) in names)
-
-
-@CHECKS
-@given(names_strategy, names_strategy)
-def test_added_names_match_like_a_tree_built_with_them(first, later):
-    grown = NameTree(first)
-    for name in later:
-        new = name not in grown.names()
-        assert grown.add(name) == new
-    whole = NameTree(first + later)
-    assert grown.names() == whole.names() and len(grown) == len(whole)
-    for pattern in ("*", "**", "*.*", "a*.**", "**.b"):
-        assert grown.match(pattern) == whole.match(pattern)
+            assert (".".join(parts[:depth]) in name_list) == (".".join(parts[:depth]) in names)
 
 
 def test_a_leaf_and_its_branch_with_a_sibling_sorted_between_them():
     # 'web' < 'web-1.cpu' < 'web.cpu': the leaf and the run below it are not neighbours
-    tree = NameTree(["h.web", "h.web-1.cpu", "h.web.cpu", "h.web!.x", "h.web/2", "h.wex"])
-    assert tree.match("h.*") == [Match("h.web", False), Match("h.web", True), Match("h.web!", False),
+    name_list = NameList(["h.web", "h.web-1.cpu", "h.web.cpu", "h.web!.x", "h.web/2", "h.wex"])
+    assert name_list.match("h.*") == [Match("h.web", False), Match("h.web", True), Match("h.web!", False),
                                  Match("h.web-1", False), Match("h.web/2", True), Match("h.wex", True)]
-    assert tree.match("h.web") == [Match("h.web", False), Match("h.web", True)]
-    assert tree.match("h.web*.*") == [Match("h.web!.x", True), Match("h.web-1.cpu", True),
+    assert name_list.match("h.web") == [Match("h.web", False), Match("h.web", True)]
+    assert name_list.match("h.web*.*") == [Match("h.web!.x", True), Match("h.web-1.cpu", True),
                                       Match("h.web.cpu", True)]
-    assert tree.match("h.we?") == [Match("h.web", False), Match("h.web", True), Match("h.wex", True)]
+    assert name_list.match("h.we?") == [Match("h.web", False), Match("h.web", True), Match("h.wex", True)]
 
 
 def test_sorted_runs_merge_into_one_tree():
     names = [f"dc.c{c}.h{h:02d}.m{m}" for c in range(3) for h in range(40) for m in range(5)]
     runs = [sorted(names[i::7]) for i in range(7)]  # what the shards hold
-    tree = NameTree(name for run in runs for name in run)
-    assert tree.names() == sorted(names)
-    assert [m.path for m in tree.match("dc.c1.h0[0-4].m4")] == [f"dc.c1.h0{h}.m4" for h in range(5)]
-    assert len(tree.match("dc.**")) == len(names) + 3 + 3 * 40
-    assert tree.match("dc.c3.*") == [] and random.choice(names) in tree
+    name_list = NameList(name for run in runs for name in run)
+    assert name_list.names() == sorted(names)
+    assert [m.path for m in name_list.match("dc.c1.h0[0-4].m4")] == [f"dc.c1.h0{h}.m4" for h in range(5)]
+    assert len(name_list.match("dc.**")) == len(names) + 3 + 3 * 40
+    assert name_list.match("dc.c3.*") == [] and random.choice(names) in name_list

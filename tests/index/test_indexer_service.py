@@ -6,9 +6,10 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 import pytest
 
 from tests.conftest import running_twistd, wait_for
-from turok_core.wire.announcements import encode_announcements
+from turok_core.index.s3_cache import IndexCache
+from turok_core.index.s3_store import IndexStore
 from turok_core.runtime.aws import make_client
-from turok_core.index.s3_store import IndexCache, IndexStore
+from turok_core.wire.announcements import encode_announcements
 from turok_core.wire.queues import MessageQueue
 
 
@@ -28,6 +29,8 @@ def queue_depth(config):
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+@pytest.mark.moto
+@pytest.mark.processes
 def test_indexer_process_indexes_announced_names_and_survives_garbage(indexer):
     config, logfile, process = indexer
     queue = MessageQueue(make_client("sqs", config), config.index_queue_name)
@@ -66,10 +69,11 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     """One poll round in-process, with the thread pool replaced by direct calls."""
     from twisted.internet import defer, task
 
-    from turok_core.model.config import TurokConfig
-    from turok_core.index.s3_store import AddStats, IndexConflictError
-    from turok_core.wire.queues import ReceivedMessage
+    from turok_core.index.memory_store import MemoryIndexStore
     from turok_core.index.service import IndexerService
+    from turok_core.index.store import IndexConflictError
+    from turok_core.model.config import TurokConfig
+    from turok_core.wire.queues import ReceivedMessage
 
     class Queue:
         def __init__(self, bodies):
@@ -82,15 +86,26 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
         def delete(self, handles):
             self.deleted.extend(handles)
 
-    class Store:
+    class Store(MemoryIndexStore):
+        """The in-memory index, recording each add_names call; another writer changes the shard
+        between this store's read and its write ``races`` more times."""
+
         def __init__(self):
-            self.fail, self.batches = True, []
+            super().__init__(TurokConfig(index_shards=1, write_max_attempts=3), sleep=lambda _: None)
+            self.other = MemoryIndexStore(TurokConfig(index_shards=1), self.index)
+            self.races, self.batches, self.intruders = 3, [], 0  # first round: every attempt loses
 
         def add_names(self, names):
             self.batches.append(list(names))
-            if self.fail:
-                raise IndexConflictError("lost every race")
-            return AddStats(names=len(set(names)), added=len(set(names)), shard_writes=1, conflicts=2)
+            return super().add_names(names)
+
+        def read_shard(self, shard):
+            result = super().read_shard(shard)
+            if self.races:
+                self.races -= 1
+                self.intruders += 1
+                self.other.add_names([f"other{self.intruders}.metric"])
+            return result
 
     bodies = encode_announcements(["a.b", "c.d"], max_body_bytes=30) + ["{not json"]
     queue, store = Queue(bodies), Store()
@@ -103,8 +118,9 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     assert queue.deleted == []  # the index did not take them: SQS will deliver them again
     assert store.batches == [["a.b", "c.d"]]  # both announcements in one add_names call
 
-    store.fail = False
+    store.races = 2  # second round: two lost races, then the write lands
     service.poll_once()
     assert sorted(queue.deleted) == ["handle-0", "handle-1"]  # never the bad body (handle-2)
     counters = service.counters
-    assert (counters.bad_messages, counters.names_added, counters.shard_writes, counters.conflicts_retried) == (2, 2, 1, 2)
+    assert (counters.bad_messages, counters.names_added, counters.shard_writes,
+            counters.conflicts_retried) == (2, 2, 1, 2)
