@@ -33,6 +33,7 @@ from twisted.protocols import policies
 from turok_core.parse import native
 from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import encode_messages
+from turok_core.wire.groups import WindowGroup
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
 from turok_core.parse.plaintext import ParsedLines
@@ -45,7 +46,7 @@ from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
 from turok_core.runtime.retry import Backoff
 from turok_core.runtime.threads import start_aws_threadpool
 from turok_core.spool.segments import BodySpool, PointJournal, SpoolError, SpooledBody
-from turok_core.windows.buffer import WindowBuffer, WindowGroup, window_points
+from turok_core.windows.buffer import WindowBuffer, window_points
 
 from gateway.pickle_receiver import CarbonPickleFactory
 from gateway.plaintext_receivers import PlaintextTCPFactory, PlaintextUDPProtocol

@@ -5,7 +5,8 @@ metric's schema), starting at ``slot = ts - ts % step``. Windows are kept groupe
 ``(slot, step, aggregation_type)`` so ``release`` inspects groups (a few per resolution in
 flight), not metrics. A window is released once ``slot + step + grace <= now``: the grace lets
 points that arrive a little late still join their window. ``release`` hands the groups over as a
-``WindowBatch``, which ``codec.encode_messages`` encodes without a message object per window.
+``WindowBatch``: the wire's ``GroupedWindows`` shape, which ``codec.encode_messages`` encodes
+without a message object per window.
 
 Late data: a point whose window was already released is buffered again in a fresh window and
 released at the next ``release`` call, as a second message for the same slot. turokd sets the
@@ -14,23 +15,15 @@ point later than the grace replaces its slot's value instead of joining it.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from turok_core.model.aggregation import aggregate
 from turok_core.model.message import TurokMessage
+from turok_core.wire.groups import WindowGroup
 
 Policy = tuple[int, str]  # (step seconds, aggregation type)
 DEFAULT_POLICY_CACHE_SIZE = 1_000_000
 _NONE = object()
-
-
-class WindowGroup(NamedTuple):
-    """The windows of one slot, step and aggregation: metric -> its value when the window holds
-    one, else the list of its values in arrival order."""
-    slot: int
-    step: int
-    aggregation: str
-    windows: dict[str, object]
 
 
 def window_values(window) -> list:
@@ -39,7 +32,7 @@ def window_values(window) -> list:
 
 
 class WindowBatch(Sequence[TurokMessage]):
-    """Windows released together, kept in the buffer's groups.
+    """Windows released together, kept in the buffer's groups (the wire's ``GroupedWindows``).
 
     It is a sequence of ``TurokMessage`` (built only when iterated or indexed), so callers that
     want messages get them, while ``codec.encode_messages`` reads ``groups`` directly: with one

@@ -33,7 +33,7 @@ from turok_core.model.aggregation import AGGREGATION_TYPES, aggregate
 from turok_core.model.message import WIRE_FIELDS, MessageError, TurokMessage, message_from_wire, validate_message
 from turok_core.model.resolution import parse_resolution
 from turok_core.model.timefmt import from_wire_time
-from turok_core.windows.buffer import WindowBatch
+from turok_core.wire.groups import GroupedWindows
 
 ENVELOPE_VERSION = 2
 FLAG_RAW = b"\x00"
@@ -109,11 +109,14 @@ class _Group:
         return packer.pack([self.slot, self.step, self.aggregation, joined, self.values[lo:hi]])
 
 
-def _groups_of(messages: Iterable[TurokMessage]) -> list[_Group]:
-    """Envelope groups for a window batch (as the buffer holds it) or for any messages."""
+def _groups_of(messages: Iterable[TurokMessage] | GroupedWindows) -> list[_Group]:
+    """Envelope groups for windows already grouped (``groups.py``) or for any messages."""
     groups = []
-    if isinstance(messages, WindowBatch):
-        for slot, step, aggregation, windows in messages.groups:
+    # read as the protocol says (an attribute ``groups``): a runtime-checked isinstance costs
+    # 20-40 µs a call, more than encoding one small message
+    grouped = getattr(messages, "groups", None)
+    if grouped is not None:
+        for slot, step, aggregation, windows in grouped:
             # names sorted together compress about tenfold: neighbours share long prefixes
             names = sorted(windows)
             if names:
@@ -195,12 +198,12 @@ class _Encoder:
         self._fit(second, count - half, out)
 
 
-def encode_messages(messages: Iterable[TurokMessage], max_body_bytes: int = 262144,
+def encode_messages(messages: Iterable[TurokMessage] | GroupedWindows, max_body_bytes: int = 262144,
                     compression_level: int = DEFAULT_COMPRESSION_LEVEL) -> list[str]:
     """Encode messages into as few SQS bodies as fit, each at most ``max_body_bytes`` long.
 
-    ``messages`` may be a ``WindowBatch`` from ``WindowBuffer.release``: its groups are encoded
-    as they are, without a message object per window.
+    ``messages`` may be ``GroupedWindows`` (``groups.py``; ``WindowBuffer.release`` gives them):
+    their groups are encoded as they are, without a message object per window.
     """
     groups = _groups_of(messages)
     if not groups:
