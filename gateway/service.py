@@ -39,7 +39,7 @@ from turok_core.model.message import TurokMessage
 from turok_core.parse.plaintext import ParsedLines
 from turok_core.wire.queues import MessageQueue, QueueSendError, batch_bodies
 from turok_core.runtime.ratelimit import Throttle
-from turok_core.model.schemas import load_schemas
+from turok_core.model.schemas import PolicyCache, load_schemas
 from turok_core.runtime.selfmetrics import flatten_counters
 from turok_core.runtime.cache_server import cache_site
 from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
@@ -180,7 +180,7 @@ class GatewayService(service.Service):
         self.buffer = WindowBuffer(policy, config.window_grace_seconds)
         self._longest_retention = schemas.longest_retention
         self._max_step = max(archives[0].step for _name, archives in schemas.archive_sets())
-        self._steps: dict[str, int] = {}  # metric -> base step, 0: no schema
+        self._steps = PolicyCache(lambda metric: schemas.policy_for(metric).step, POLICY_CACHE)  # base steps
         self.receiver_counters: dict[str, object] = {}  # receiver name → its counters dataclass
         self.pausing_factories: list[PausingFactory] = []
         self.paused = False
@@ -412,15 +412,7 @@ class GatewayService(service.Service):
 
     def _deadline(self, metric: str, timestamp: int) -> Optional[int]:
         """When ``metric``'s window holding ``timestamp`` can close: slot + step (None: no schema)."""
-        step = self._steps.get(metric)
-        if step is None:
-            try:
-                step = self._schemas.policy_for(metric).step
-            except ValueError:
-                step = 0  # no schema: the windows refuse it
-            if len(self._steps) >= POLICY_CACHE:
-                self._steps.clear()
-            self._steps[metric] = step
+        step = self._steps(metric)  # None: no schema, the windows refuse it
         return timestamp - timestamp % step + step if step else None
 
     def stopService(self) -> defer.Deferred:
