@@ -68,19 +68,8 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
 
     from turok_core.model.config import TurokConfig
     from turok_core.index.s3_store import AddStats, IndexConflictError
-    from turok_core.wire.queues import ReceivedMessage
     from turok_core.index.service import IndexerService
-
-    class Queue:
-        def __init__(self, bodies):
-            self.messages = [ReceivedMessage(b, f"handle-{i}", f"id-{i}", 1) for i, b in enumerate(bodies)]
-            self.deleted = []
-
-        def receive(self, *args):
-            return list(self.messages)
-
-        def delete(self, handles):
-            self.deleted.extend(handles)
+    from turok_core.wire.memory_queue import MemoryQueue
 
     class Store:
         def __init__(self):
@@ -93,18 +82,22 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
             return AddStats(names=len(set(names)), added=len(set(names)), shard_writes=1, conflicts=2)
 
     bodies = encode_announcements(["a.b", "c.d"], max_body_bytes=30) + ["{not json"]
-    queue, store = Queue(bodies), Store()
+    now = [0.0]
+    queue, store = MemoryQueue(clock=lambda: now[0]), Store()
+    queue.send(bodies)
     service = IndexerService(TurokConfig(), reactor=task.Clock(), store=store, queue=queue)
     service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
 
     failures = []
     service.poll_once().addErrback(failures.append)
     assert len(failures) == 1 and failures[0].check(IndexConflictError)
-    assert queue.deleted == []  # the index did not take them: SQS will deliver them again
+    assert len(queue) == 3  # the index did not take them: SQS will deliver them again
     assert store.batches == [["a.b", "c.d"]]  # both announcements in one add_names call
 
     store.fail = False
+    now[0] += service.config.visibility_timeout_seconds  # redelivered
     service.poll_once()
-    assert sorted(queue.deleted) == ["handle-0", "handle-1"]  # never the bad body (handle-2)
+    now[0] += service.config.visibility_timeout_seconds
+    assert [m.body for m in queue.receive(10, 0)] == ["{not json"]  # never the bad body deleted
     counters = service.counters
     assert (counters.bad_messages, counters.names_added, counters.shard_writes, counters.conflicts_retried) == (2, 2, 1, 2)
