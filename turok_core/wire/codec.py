@@ -58,10 +58,6 @@ _FILL = 0.85
 _FIRST_GUESS_BYTES_PER_WINDOW = 8.0
 
 
-def base64_size(raw_size: int) -> int:
-    return 4 * ((raw_size + 2) // 3)
-
-
 def _compact(values: list) -> list:
     """Integral floats as ints (1-5 msgpack bytes instead of 9); decode turns them back."""
     types = set(map(type, values))
