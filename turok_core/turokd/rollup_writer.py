@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from turok_core.storage.block_layout import block_span
-from turok_core.turokd.rollup import rollup_slots
 from turok_core.model.schemas import PolicyCache, SchemaSet
+from turok_core.storage.block_layout import block_span
 from turok_core.storage.tables import BlockStore, WriteStats
+from turok_core.turokd.rollup import rollup_slots
 
 ROLLUP_VERIFY_ROUNDS = 8  # recomputations of coarse blocks whose finer data keeps changing under us
 

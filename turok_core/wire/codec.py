@@ -25,7 +25,7 @@ import math
 import zlib
 from itertools import chain, compress, islice
 from operator import attrgetter
-from typing import Iterable
+from typing import Iterable, cast
 
 import msgpack
 
@@ -110,9 +110,9 @@ def _groups_of(messages: Iterable[TurokMessage] | GroupedWindows) -> list[_Group
     groups = []
     # read as the protocol says (an attribute ``groups``): a runtime-checked isinstance costs
     # 20-40 µs a call, more than encoding one small message
-    grouped = getattr(messages, "groups", None)
-    if grouped is not None:
-        for slot, step, aggregation, windows in grouped:
+    window_groups = getattr(messages, "groups", None)
+    if window_groups is not None:
+        for slot, step, aggregation, windows in window_groups:
             # names sorted together compress about tenfold: neighbours share long prefixes
             names = sorted(windows)
             if names:
@@ -120,7 +120,7 @@ def _groups_of(messages: Iterable[TurokMessage] | GroupedWindows) -> list[_Group
         return groups
     # other callers may send one metric twice for a slot: keep every message, in order
     grouped: dict[tuple[int, int, str], list[TurokMessage]] = {}
-    for m in messages:
+    for m in cast(Iterable[TurokMessage], messages):
         key = (m.start_time, m.resolution, m.aggregation_type)
         rows = grouped.get(key)
         if rows is None:

@@ -63,7 +63,8 @@ class MemoryQueue:
 
         Raises ``QueueSendError`` listing the bodies over ``max_message_bytes`` (the others are sent).
         """
-        sendable, too_long = [], []
+        sendable: list[str] = []
+        too_long: list[str] = []
         for body in bodies:
             (too_long if len(body.encode("utf-8")) > self._max_message_bytes else sendable).append(body)
         now = self._clock()
