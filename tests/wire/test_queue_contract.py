@@ -6,13 +6,23 @@ and moves to the dead-letter queue after too many receives.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 
 import pytest
 
 from tests.conftest import QueueUnderTest
-from turok_core.wire.queues import QueueSendError
+from turok_core.wire.memory_queue import MemoryQueue
+from turok_core.wire.queues import MessageQueue, Queue, QueueSendError
+
+
+@pytest.mark.parametrize("method", ["send", "receive", "delete", "change_visibility"])
+def test_both_queues_take_the_calls_of_the_queue_protocol(method: str):
+    def parameters(cls) -> list[tuple[str, object]]:  # names and defaults: callers pass both
+        return [(p.name, p.default) for p in inspect.signature(getattr(cls, method)).parameters.values()]
+
+    assert parameters(MessageQueue) == parameters(Queue) == parameters(MemoryQueue)
 
 
 def receive_all(queue, expected: int, visibility_timeout=None) -> list:

@@ -25,7 +25,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.turokd.announcer import Announcer
 from turok_core.turokd.block_writer import BlockWriter, CloseResult
 from turok_core.turokd.decode import DecodedBatch
-from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue, Queue
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.storage.tables import BlockStore
 from turok_core.runtime.cache_server import cache_site
@@ -68,7 +68,7 @@ class TurokdService(QueueConsumerService):
     name = "turokd"
 
     def __init__(self, config: TurokConfig, reactor=None, store: Optional[BlockStore] = None,
-                 queue: Optional[MessageQueue] = None, index_queue: Optional[MessageQueue] = None,
+                 queue: Optional[Queue] = None, index_queue: Optional[Queue] = None,
                  schemas: Optional[SchemaSet] = None, clock: Optional[Callable[[], float]] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = TurokdCounters()

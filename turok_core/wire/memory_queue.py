@@ -79,7 +79,7 @@ class MemoryQueue:
         return len(batch_bodies(sendable, self._max_message_bytes))
 
     def receive(self, max_messages: int = SQS_BATCH_ENTRIES, wait_seconds: int = 20,
-                visibility_timeout: Optional[int] = None) -> list[ReceivedMessage]:
+                visibility_timeout: int | None = None) -> list[ReceivedMessage]:
         """Up to ``max_messages`` visible messages, waiting up to ``wait_seconds`` (real time) for one."""
         timeout = self.visibility_timeout if visibility_timeout is None else visibility_timeout
         deadline = time.monotonic() + wait_seconds
