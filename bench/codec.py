@@ -60,12 +60,15 @@ def shapes(windows: int) -> dict[str, Callable[[], tuple[list[str], list[float],
 
 def ref_codec(rev: str):
     """The codec module of git revision ``rev``, loaded beside this checkout's modules."""
-    source = subprocess.run(["git", "show", f"{rev}:turok_core/codec.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
+    path = "turok_core/wire/codec.py"
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, capture_output=True, text=True)
+    if shown.returncode:  # a revision before the per-stage layout
+        path = "turok_core/codec.py"
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True, text=True)
     spec = importlib.util.spec_from_loader("turok_core._codec_ref", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "turok_core"
-    exec(compile(source, f"{rev}:turok_core/codec.py", "exec"), module.__dict__)
+    exec(compile(shown.stdout, f"{rev}:{path}", "exec"), module.__dict__)
     return module
 
 

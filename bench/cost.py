@@ -32,7 +32,8 @@ from turok_core.runtime.aws import make_client  # noqa: E402
 from turok_core.wire.codec import encode_messages  # noqa: E402
 from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.index.s3_store import IndexStore  # noqa: E402
-from turok_core.turokd.block_writer import Announcer, BlockWriter  # noqa: E402
+from turok_core.turokd.announcer import Announcer  # noqa: E402
+from turok_core.turokd.block_writer import BlockWriter  # noqa: E402
 from turok_core.runtime.provision import provision  # noqa: E402
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
 from turok_core.model.schemas import load_schemas  # noqa: E402
@@ -194,7 +195,7 @@ def run(metrics: int, hours: float, values_kind: str, endpoint: str, conditional
                 break
             received = queue.receive(SQS_BATCH_ENTRIES, 1)
             waiting -= len(received)
-            batch = writer.accept(received)
+            batch = writer.hold(received)
             longer = [(r, d - sim_now[0] + VISIBILITY_MARGIN) for d, r in batch.held
                       if d - sim_now[0] + VISIBILITY_MARGIN > config.visibility_timeout_seconds]
             if longer:

@@ -26,7 +26,7 @@ from gateway.backpressure import Backpressure
 from gateway.counters import GatewayCounters
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
-from turok_core.model.schemas import SchemaSet
+from turok_core.model.schemas import PolicyCache, SchemaSet
 from turok_core.runtime.aws import make_client
 from turok_core.runtime.ratelimit import Throttle
 from turok_core.runtime.retry import Backoff
@@ -82,9 +82,8 @@ class Outbox:
         self.pressure = pressure
         self.clock = clock
         self._reactor = reactor
-        self._schemas = schemas
         self._max_step = max(archives[0].step for _name, archives in schemas.archive_sets())
-        self._steps: dict[str, int] = {}  # metric -> base step, 0: no schema
+        self._steps = PolicyCache(lambda metric: schemas.policy_for(metric).step, POLICY_CACHE)  # base steps
         self._queue = queue
         self._pool = pool
         self.journal: Optional[PointJournal] = None
@@ -166,15 +165,7 @@ class Outbox:
 
     def _deadline(self, metric: str, timestamp: int) -> Optional[int]:
         """When ``metric``'s window holding ``timestamp`` can close: slot + step (None: no schema)."""
-        step = self._steps.get(metric)
-        if step is None:
-            try:
-                step = self._schemas.policy_for(metric).step
-            except ValueError:
-                step = 0  # no schema: the windows refuse it
-            if len(self._steps) >= POLICY_CACHE:
-                self._steps.clear()
-            self._steps[metric] = step
+        step = self._steps(metric)  # None: no schema, the windows refuse it
         return timestamp - timestamp % step + step if step else None
 
     def _in_pool(self, function, *args) -> defer.Deferred:

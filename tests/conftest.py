@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: a real moto server on loopback and configs pointing at it."""
+"""Fixtures shared by the whole suite: a real moto server on loopback and configs pointing at it,
+and a queue (in memory or SQS on moto) for the tests every queue must pass."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,6 +21,10 @@ VENV_BIN = Path(sys.executable).parent
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "moto: needs the moto server (DynamoDB, SQS, S3) on loopback")
 
 
 _HANDED_OUT: set[int] = set()  # ports free_port returned: nothing may get one twice
@@ -187,3 +193,40 @@ def index_stores(request):
             return IndexStore(make_client("s3", config), config.replace(index_shards=shards), max_attempts,
                               sleep or _no_wait)
     return make
+
+
+@dataclass
+class QueueUnderTest:
+    """A queue with its dead-letter queue, whichever implementation, and how to let time pass."""
+    queue: object  # MessageQueue on moto or MemoryQueue
+    dead_letters: object
+    visibility_timeout: int  # the queue's, in seconds
+    max_receives: int  # receives before the next one moves a message to ``dead_letters``
+    max_message_bytes: int
+    advance: Callable[[float], None]  # let that many seconds pass for the queue
+
+
+@pytest.fixture(params=["memory", pytest.param("sqs", marks=pytest.mark.moto)])
+def any_queue(request) -> QueueUnderTest:
+    """Every queue implementation in turn: ``MemoryQueue`` on a fake clock, then ``MessageQueue``
+    on a moto queue provisioned as turok-provision does (redrive policy included)."""
+    from turok_core.runtime.aws import make_client
+    from turok_core.runtime.provision import provision_queues
+    from turok_core.wire.memory_queue import MemoryQueue
+    from turok_core.wire.queues import MessageQueue
+
+    visibility, receives, size = 1, 2, 4096
+    if request.param == "memory":
+        now = [time.time()]
+        dead_letters = MemoryQueue("dlq", clock=lambda: now[0])
+        queue = MemoryQueue("metrics", visibility, size, dead_letters, receives, clock=lambda: now[0])
+        return QueueUnderTest(queue, dead_letters, visibility, receives, size,
+                              lambda seconds: now.__setitem__(0, now[0] + seconds))
+    config = request.getfixturevalue("turok_config").replace(
+        visibility_timeout_seconds=visibility, dead_letter_max_receives=receives, sqs_max_message_bytes=size)
+    sqs = make_client("sqs", config)
+    provision_queues(sqs, config)
+    # retries of refused sends without waiting: the test is about the outcome, not the backoff
+    queue = MessageQueue(sqs, config.queue_name, size, sleep=lambda seconds: None)
+    return QueueUnderTest(queue, MessageQueue(sqs, config.dead_letter_queue_name), visibility, receives, size,
+                          lambda seconds: time.sleep(seconds + 0.2))

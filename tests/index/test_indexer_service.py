@@ -73,18 +73,7 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     from turok_core.index.service import IndexerService
     from turok_core.index.store import IndexConflictError
     from turok_core.model.config import TurokConfig
-    from turok_core.wire.queues import ReceivedMessage
-
-    class Queue:
-        def __init__(self, bodies):
-            self.messages = [ReceivedMessage(b, f"handle-{i}", f"id-{i}", 1) for i, b in enumerate(bodies)]
-            self.deleted = []
-
-        def receive(self, *args):
-            return list(self.messages)
-
-        def delete(self, handles):
-            self.deleted.extend(handles)
+    from turok_core.wire.memory_queue import MemoryQueue
 
     class Store(MemoryIndexStore):
         """The in-memory index, recording each add_names call; another writer changes the shard
@@ -108,19 +97,23 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
             return result
 
     bodies = encode_announcements(["a.b", "c.d"], max_body_bytes=30) + ["{not json"]
-    queue, store = Queue(bodies), Store()
+    now = [0.0]
+    queue, store = MemoryQueue(clock=lambda: now[0]), Store()
+    queue.send(bodies)
     service = IndexerService(TurokConfig(), reactor=task.Clock(), store=store, queue=queue)
     service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
 
     failures = []
     service.poll_once().addErrback(failures.append)
     assert len(failures) == 1 and failures[0].check(IndexConflictError)
-    assert queue.deleted == []  # the index did not take them: SQS will deliver them again
+    assert len(queue) == 3  # the index did not take them: SQS will deliver them again
     assert store.batches == [["a.b", "c.d"]]  # both announcements in one add_names call
 
     store.races = 2  # second round: two lost races, then the write lands
+    now[0] += service.config.visibility_timeout_seconds  # redelivered
     service.poll_once()
-    assert sorted(queue.deleted) == ["handle-0", "handle-1"]  # never the bad body (handle-2)
+    now[0] += service.config.visibility_timeout_seconds
+    assert [m.body for m in queue.receive(10, 0)] == ["{not json"]  # never the bad body deleted
     counters = service.counters
     assert (counters.bad_messages, counters.names_added, counters.shard_writes,
             counters.conflicts_retried) == (2, 2, 1, 2)

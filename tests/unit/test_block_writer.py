@@ -9,7 +9,8 @@ import pytest
 from tests.unit.test_rollups import AGGREGATION, MIDNIGHT, NAMES, SCHEMAS, received, snapshot
 from tests.conftest import with_schema_files
 from turok_core.wire.codec import encode_messages
-from turok_core.turokd.block_writer import BlockWriter, process_batch
+from tests.turokd_batch import process_batch
+from turok_core.turokd.block_writer import BlockWriter
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
 from turok_core.storage.memory import MemoryBlockStore
@@ -63,7 +64,7 @@ def test_each_block_is_written_once_when_it_closes_and_messages_wait_for_it(conf
         now[0] = arrival
         if messages:
             receipt = f"r{n}"
-            writer.accept(received(encode_messages(messages), receipt))
+            writer.hold(received(encode_messages(messages), receipt))
             sent[f"{receipt}.0"] = arrival
         closed = writer.close()
         written_items += closed.stats.items_written
@@ -132,7 +133,7 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
     store = FlakyStore(config)
     writer = BlockWriter(store, config, schemas, clock=lambda: MIDNIGHT + 3600)
     messages = [TurokMessage("host0.count", MIDNIGHT + 10 * i, [1.0], 10, "sum") for i in range(6)]
-    writer.accept(received(encode_messages(messages), "a"))
+    writer.hold(received(encode_messages(messages), "a"))
     with pytest.raises(RuntimeError):
         writer.close()
     assert writer.open.held_messages == 1  # not deletable: its rollup is not written
@@ -157,11 +158,11 @@ def test_two_writers_sharing_the_queue_and_every_message_replayed_give_the_same_
         now[0] = arrival
         if messages:
             body = encode_messages(messages)
-            writers[n % 2].accept(received(body, f"a{n}"))
+            writers[n % 2].hold(received(body, f"a{n}"))
             if n >= 3:  # the redelivery of an earlier message reaches the other writer
                 _arrival, earlier = flushes[n - 3]
                 if earlier:
-                    writers[(n + 1) % 2].accept(received(encode_messages(earlier), f"b{n}"))
+                    writers[(n + 1) % 2].hold(received(encode_messages(earlier), f"b{n}"))
         errors = []
 
         def close(writer):
@@ -181,6 +182,6 @@ def test_two_writers_sharing_the_queue_and_every_message_replayed_give_the_same_
     reference = config.replace(table_prefix=config.table_prefix + "one")
     one = BlockWriter(BlockStore(make_client("dynamodb", reference), reference), reference, schemas,
                       clock=lambda: now[0])
-    one.accept(received([b for _a, m in flushes if m for b in encode_messages(m)], "ref"))
+    one.hold(received([b for _a, m in flushes if m for b in encode_messages(m)], "ref"))
     one.close_all()
     assert snapshot(config) == snapshot(reference)

@@ -10,7 +10,8 @@ from keeper.apply import list_tables  # paginated: the session's moto holds many
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, decode_datapoints
 from turok_core.wire.codec import encode_json, encode_messages
-from turok_core.turokd.block_writer import Announcer, process_batch
+from tests.turokd_batch import process_batch
+from turok_core.turokd.announcer import Announcer
 from turok_core.model.message import TurokMessage
 from turok_core.wire.queues import ReceivedMessage
 from turok_core.storage.memory import MemoryBlockStore

@@ -15,7 +15,7 @@ from keeper.apply import list_tables  # paginated: the session's moto holds many
 from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
 from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import encode_messages
-from turok_core.turokd.block_writer import process_batch
+from tests.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.wire.queues import MessageQueue, ReceivedMessage
 from turok_core.turokd.rollup import WHISPER_METHODS, coarse_slots, rollup_slots, rollup_value, whisper_xff

@@ -12,11 +12,13 @@ from twisted.logger import Logger
 
 from gateway.service import GatewayService
 from tests.fakes import ImmediatePool, ImmediateReactor
+from tests.queues import OutageQueue, QueueReader
 from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import decode_body
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
 from turok_core.parse.plaintext import parse_plaintext
+from turok_core.wire.memory_queue import MemoryQueue
 from turok_core.wire.queues import MessageQueue, ReceivedMessage
 from turok_core.runtime.selfmetrics import SelfMetricsReporter, agent_name, flatten_counters, metric_prefix
 from turok_core.runtime.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
@@ -66,25 +68,11 @@ def test_counters_are_reported_per_interval_and_gauges_as_they_are():
     assert values == [0.0]
 
 
-class ListQueue:
-    def __init__(self):
-        self.bodies: list[str] = []
-        self.failing = False
-
-    def send(self, bodies):
-        if self.failing:
-            raise ConnectionError("injected outage")
-        self.bodies.extend(bodies)
-
-    @property
-    def messages(self) -> list[TurokMessage]:
-        return [m for body in self.bodies for m in decode_body(body)]
-
-
 def test_gateway_records_its_points_into_its_own_windows(tmp_path):
     reactor = ImmediateReactor()
     reactor.advance(T0)
-    queue = ListQueue()
+    queue = MemoryQueue()
+    sent = QueueReader(queue)
     config = TurokConfig(self_metrics_interval_seconds=60, agent_name="gw", window_grace_seconds=2,
                          spool_dir=str(tmp_path / "spool"))
     gateway = GatewayService(config, reactor=reactor, queue=queue, pool=ImmediatePool())
@@ -98,9 +86,9 @@ def test_gateway_records_its_points_into_its_own_windows(tmp_path):
     # self-metrics recorded at T0 + 60 into the 60 s turok.agents schema; that window closes at
     # slot + step + grace = T0 + 122 and goes out with the next flush
     reactor.pump([1] * 121)
-    assert not [m for m in queue.messages if m.metric.startswith("turok.agents.")]
+    assert not [m for m in sent.messages if m.metric.startswith("turok.agents.")]
     reactor.pump([1] * 2)
-    mine = {m.metric: m for m in queue.messages if m.metric.startswith("turok.agents.gw.gateway.")}
+    mine = {m.metric: m for m in sent.messages if m.metric.startswith("turok.agents.gw.gateway.")}
     assert mine["turok.agents.gw.gateway.points_received"] == TurokMessage(
         "turok.agents.gw.gateway.points_received", T0 + 60, [4.0], 60, "average")
     assert mine["turok.agents.gw.gateway.points_by_protocol.plaintext_tcp"].datapoints == [2.0]
@@ -117,7 +105,7 @@ def test_gateway_records_its_points_into_its_own_windows(tmp_path):
     assert mine["turok.agents.gw.gateway.memory_rss_bytes"].datapoints[0] > 1e6
     # the next interval reports increases only
     reactor.pump([1] * 60)
-    later = [m for m in queue.messages if m.metric == "turok.agents.gw.gateway.points_received"]
+    later = [m for m in sent.messages if m.metric == "turok.agents.gw.gateway.points_received"]
     assert [m.datapoints for m in later] == [[4.0], [0.0]]
     assert [m.start_time for m in later] == [T0 + 60, T0 + 120]
     gateway.stopService()
@@ -126,19 +114,20 @@ def test_gateway_records_its_points_into_its_own_windows(tmp_path):
 def test_self_metrics_can_be_turned_off(tmp_path):
     reactor = ImmediateReactor()
     reactor.advance(T0)
-    queue = ListQueue()
+    queue = MemoryQueue()
     gateway = GatewayService(TurokConfig(self_metrics_interval_seconds=0, spool_dir=str(tmp_path)), reactor=reactor, queue=queue,
                              pool=ImmediatePool())
     gateway.startService()
     reactor.advance(200)
-    assert queue.bodies == []
+    assert len(queue) == 0
     gateway.stopService()
 
 
 def test_queue_sink_sends_one_message_per_counter_and_slot_and_retries():
     reactor = ImmediateReactor()
     reactor.advance(T0)
-    queue = ListQueue()
+    queue = OutageQueue()
+    sent = QueueReader(queue)
     config = TurokConfig(self_metrics_interval_seconds=20, agent_name="h")
     sink = QueueSelfMetricsSink(config, lambda: queue, lambda f, *a: defer.maybeDeferred(f, *a), reactor.seconds, log)
     counters = {"received": 0}
@@ -147,18 +136,18 @@ def test_queue_sink_sends_one_message_per_counter_and_slot_and_retries():
     for _ in range(2):  # reports at T0 + 20 and T0 + 40, in the 60 s slot T0: nothing closed yet
         counters["received"] += 10
         reactor.advance(20)
-    assert queue.bodies == [] and sink.buffer.open_windows > 0
+    assert len(queue) == 0 and sink.buffer.open_windows > 0
     queue.failing = True
     counters["received"] += 5
     reactor.advance(20)  # T0 + 60: slot T0 closed, the send fails: kept for the next interval
-    assert queue.bodies == [] and sink.messages_sent == 0
+    assert len(queue) == 0 and sink.messages_sent == 0
     queue.failing = False
     reactor.advance(20)
     assert sink.messages_sent > 0
-    received = [m for m in queue.messages if m.metric == "turok.agents.h.turokd.received"]
+    received = [m for m in sent.messages if m.metric == "turok.agents.h.turokd.received"]
     # the reports at T0+20 and T0+40 share the slot T0 (averaged by turokd, as the schema says)
     assert received == [TurokMessage("turok.agents.h.turokd.received", T0, [10.0, 10.0], 60, "average")]
-    lag = [m for m in queue.messages if m.metric == "turok.agents.h.turokd.queue_lag_seconds"]
+    lag = [m for m in sent.messages if m.metric == "turok.agents.h.turokd.queue_lag_seconds"]
     assert lag[0].datapoints == [1.5, 1.5]
     loop.stop()
 

@@ -11,10 +11,12 @@ import signal
 import pytest
 
 from tests.conftest import running_twistd, wait_for
+from tests.queues import OutageQueue, QueueReader
 from turok_core.wire.announcements import decode_announcement
 from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import encode_messages
 from turok_core.model.message import TurokMessage
+from turok_core.wire.memory_queue import MemoryQueue
 from turok_core.wire.queues import MessageQueue
 from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.tables import BlockStore
@@ -174,17 +176,8 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
         def delete(self, handles):
             self.deleted.extend(handles)
 
-    class FlakyIndexQueue:
-        def __init__(self):
-            self.sent, self.failures = [], 1
-
-        def send(self, bodies):
-            if self.failures:
-                self.failures -= 1
-                raise RuntimeError("index queue down")
-            self.sent.extend(decode_announcement(b) for b in bodies)
-
-    queue, index_queue = FakeQueue(), FlakyIndexQueue()
+    queue, index_queue = FakeQueue(), OutageQueue()
+    index_queue.failing = True  # the first announcement fails
     store = BlockStore(make_client("dynamodb", config), config)
     # the data is from 2014: its blocks are closed, so each tick writes what the polls held
     service = turokd_module.TurokdService(config, reactor=clock, store=store, queue=queue, index_queue=index_queue,
@@ -195,11 +188,12 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
         service.startService()
         assert queue.calls == 1 and service.counters.errors == 1  # waiting out the backoff
         clock.advance(1.0)
-        assert index_queue.sent == [] and service.counters.errors == 2  # held, announcement failed
+        assert len(index_queue) == 0 and service.counters.errors == 2  # held, announcement failed
+        index_queue.failing = False
         clock.advance(1.0)  # the tick wrote the block and deleted the message
         assert queue.deleted == ["h2"]
         clock.advance(2.0)  # next round: the same name again, its announcement retried
-        assert index_queue.sent == [["loop.m"]]
+        assert [decode_announcement(b) for b in QueueReader(index_queue).poll()] == [["loop.m"]]
         clock.advance(1.0)
         assert queue.deleted == ["h2", "h3"]
         assert queue.calls == 4 and service.counters.names_announced == 1
@@ -278,13 +272,9 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
         def write_blocks(self, blocks, assume_new=True):
             raise RuntimeError("DynamoDB unreachable")
 
-    class IndexQueue:
-        def send(self, bodies):
-            pass
-
     queue = Queue()
     service = turokd_module.TurokdService(config, reactor=clock, store=DownStore(config), queue=queue,
-                                          index_queue=IndexQueue(), clock=lambda: DAY + 86400)
+                                          index_queue=MemoryQueue(), clock=lambda: DAY + 86400)
     service.startService()
     try:
         for _ in range(10):

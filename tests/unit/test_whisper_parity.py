@@ -19,7 +19,7 @@ import whisper
 from tests.conftest import with_schema_files
 from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import encode_messages
-from turok_core.turokd.block_writer import process_batch
+from tests.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.wire.queues import ReceivedMessage
 from turok_core.model.schemas import load_schemas

@@ -3,7 +3,8 @@
 For each metric name the first section whose ``pattern`` matches decides its archives
 (``retentions = 10s:6h,1m:7d,1h:5y``) and, from the aggregation file, its
 ``aggregationMethod`` and ``xFilesFactor``. A file that carbon would refuse is refused here at
-start-up with the file, line and reason.
+start-up with the file, line and reason. ``PolicyCache`` remembers a lookup per metric name in
+bounded memory: every stage that looks names up on a hot path uses it.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import configparser
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Pattern
+from typing import Callable, Generic, Optional, Pattern, TypeVar
 
 from turok_core.model.aggregation import normalise_aggregation
 from turok_core.model.config import TurokConfig
@@ -19,6 +20,7 @@ from turok_core.model.resolution import SECONDS_PER_DAY, parse_duration
 
 DEFAULT_AGGREGATION = "average"
 DEFAULT_X_FILES_FACTOR = 0.5
+DEFAULT_POLICY_CACHE_SIZE = 1_000_000  # names remembered before a cache starts over
 
 
 class SchemaError(ValueError):
@@ -179,6 +181,42 @@ class SchemaSet:
                 method, xff = agg_method, agg_xff
                 break
         return MetricPolicy(archives, method, xff, rule.name)
+
+
+T = TypeVar("T")
+
+
+class PolicyCache(Generic[T]):
+    """``lookup(name)`` remembered per metric name; a name it refuses with ``ValueError`` (a
+    ``SchemaError``: no schema matches) is remembered as None.
+
+    Memory is bounded: past ``max_names`` the cache starts over, so a churn of names costs
+    repeated lookups, never memory. ``known`` is the cache itself, one dict that stays the same
+    object, for hot paths that map ``known.get`` over many names and call the cache only for
+    the misses.
+    """
+
+    def __init__(self, lookup: Callable[[str], T], max_names: int = DEFAULT_POLICY_CACHE_SIZE) -> None:
+        self._lookup = lookup
+        self._max_names = max_names
+        self.known: dict[str, Optional[T]] = {}
+
+    def __call__(self, name: str) -> Optional[T]:
+        """``name``'s value, looked up now if it is not known yet."""
+        known = self.known
+        if name in known:
+            return known[name]
+        if len(known) >= self._max_names:
+            known.clear()
+        try:
+            value: Optional[T] = self._lookup(name)
+        except ValueError:
+            value = None
+        known[name] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self.known)
 
 
 def load_schemas(config: TurokConfig) -> SchemaSet:

@@ -23,13 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from turok_core.model.schemas import PolicyCache, SchemaSet
 from turok_core.storage.block_layout import block_span
-from turok_core.turokd.rollup import rollup_slots
-from turok_core.model.schemas import MetricPolicy, SchemaError, SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
+from turok_core.turokd.rollup import rollup_slots
 
 ROLLUP_VERIFY_ROUNDS = 8  # recomputations of coarse blocks whose finer data keeps changing under us
-POLICY_CACHE_SIZE = 1_000_000
 
 WrittenBlock = tuple[str, int, int]  # (metric, step, block start)
 
@@ -51,28 +50,13 @@ class PendingRollups:
     """Coarse blocks whose finer data changed, each due when it closes."""
 
     def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float) -> None:
-        self._schemas = schemas
+        self._policy = PolicyCache(schemas.policy_for)
         self._block_slots = block_slots
         self._close_delay = close_delay
-        self._policies: dict[str, Optional[MetricPolicy]] = {}
         self._pending: dict[RollupPlan, float] = {}  # plan → close time
 
     def __len__(self) -> int:
         return len(self._pending)
-
-    def _policy(self, metric: str) -> Optional[MetricPolicy]:
-        try:
-            return self._policies[metric]
-        except KeyError:
-            pass
-        if len(self._policies) >= POLICY_CACHE_SIZE:
-            self._policies.clear()
-        try:
-            policy = self._schemas.policy_for(metric)
-        except SchemaError:
-            policy = None
-        self._policies[metric] = policy
-        return policy
 
     def note_written(self, blocks: Iterable[WrittenBlock]) -> None:
         """Blocks just written: the coarser blocks they overlap become pending.

@@ -1,7 +1,7 @@
 """turokd: Turok messages from SQS, held as blocks, written once to DynamoDB; new names announced.
 
 ``config.turokd_pollers`` loops each run, one batch at a time: long-poll the metrics queue, put
-the batch's slots into the open blocks (``ingest.BlockWriter.accept``), extend the visibility of
+the batch's slots into the open blocks (``BlockWriter.hold``), extend the visibility of
 messages that must wait longer than the queue's timeout for their blocks, and announce metric
 names this process has not announced yet on the index queue. Every ``block_tick_seconds`` a tick
 writes the blocks that have closed, each in one merge, recomputes the coarse blocks closing with
@@ -22,8 +22,10 @@ from twisted.logger import Logger
 from turok_core.wire.announcements import encode_announcements
 from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig
-from turok_core.turokd.block_writer import Announcer, BlockWriter, CloseResult, DecodedBatch
-from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
+from turok_core.turokd.announcer import Announcer
+from turok_core.turokd.block_writer import BlockWriter, CloseResult
+from turok_core.turokd.decode import DecodedBatch
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue, Queue
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.storage.tables import BlockStore
 from turok_core.runtime.cache_server import cache_site
@@ -66,7 +68,7 @@ class TurokdService(QueueConsumerService):
     name = "turokd"
 
     def __init__(self, config: TurokConfig, reactor=None, store: Optional[BlockStore] = None,
-                 queue: Optional[MessageQueue] = None, index_queue: Optional[MessageQueue] = None,
+                 queue: Optional[Queue] = None, index_queue: Optional[Queue] = None,
                  schemas: Optional[SchemaSet] = None, clock: Optional[Callable[[], float]] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = TurokdCounters()
@@ -151,7 +153,7 @@ class TurokdService(QueueConsumerService):
             return
         self.counters.messages_received += len(received)
         self.note_received(received)
-        batch: DecodedBatch = yield self._in_pool(self.writer.accept, received)
+        batch: DecodedBatch = yield self._in_pool(self.writer.hold, received)
         self._count_batch(batch)
         for rejected in batch.rejected:
             self._rejections.error(

@@ -5,7 +5,8 @@ metric's schema), starting at ``slot = ts - ts % step``. Windows are kept groupe
 ``(slot, step, aggregation_type)`` so ``release`` inspects groups (a few per resolution in
 flight), not metrics. A window is released once ``slot + step + grace <= now``: the grace lets
 points that arrive a little late still join their window. ``release`` hands the groups over as a
-``WindowBatch``, which ``codec.encode_messages`` encodes without a message object per window.
+``WindowBatch``: the wire's ``GroupedWindows`` shape, which ``codec.encode_messages`` encodes
+without a message object per window.
 
 Late data: a point whose window was already released is buffered again in a fresh window and
 released at the next ``release`` call, as a second message for the same slot. turokd sets the
@@ -14,23 +15,15 @@ point later than the grace replaces its slot's value instead of joining it.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from turok_core.model.aggregation import aggregate
 from turok_core.model.message import TurokMessage
+from turok_core.model.schemas import DEFAULT_POLICY_CACHE_SIZE, PolicyCache
+from turok_core.wire.groups import WindowGroup
 
 Policy = tuple[int, str]  # (step seconds, aggregation type)
-DEFAULT_POLICY_CACHE_SIZE = 1_000_000
 _NONE = object()
-
-
-class WindowGroup(NamedTuple):
-    """The windows of one slot, step and aggregation: metric -> its value when the window holds
-    one, else the list of its values in arrival order."""
-    slot: int
-    step: int
-    aggregation: str
-    windows: dict[str, object]
 
 
 def window_values(window) -> list:
@@ -39,7 +32,7 @@ def window_values(window) -> list:
 
 
 class WindowBatch(Sequence[TurokMessage]):
-    """Windows released together, kept in the buffer's groups.
+    """Windows released together, kept in the buffer's groups (the wire's ``GroupedWindows``).
 
     It is a sequence of ``TurokMessage`` (built only when iterated or indexed), so callers that
     want messages get them, while ``codec.encode_messages`` reads ``groups`` directly: with one
@@ -109,9 +102,8 @@ class WindowBuffer:
                  policy_cache_size: int = DEFAULT_POLICY_CACHE_SIZE) -> None:
         self._lookup = policy_lookup
         self.grace_seconds = grace_seconds
-        self._cache_size = policy_cache_size
         # metric -> shared (step, aggregation) tuple, or None when no policy applies
-        self._policies: dict[str, Optional[Policy]] = {}
+        self._policies: PolicyCache[Policy] = PolicyCache(self._interned_policy, policy_cache_size)
         self._interned: dict[Policy, Policy] = {}
         # (slot, step, aggregation) -> metric -> values in arrival order
         self._groups: dict[tuple[int, int, str], dict[str, list[float]]] = {}
@@ -135,12 +127,11 @@ class WindowBuffer:
 
         Pass the list on to ``add_points``: callers that need the steps first (the gateway's
         journal) then look each name up once, not twice."""
-        cached = self._policies
-        found = list(map(cached.get, names))
+        found = list(map(self._policies.known.get, names))
         if None in found:  # new names (or names without a policy, cached as None)
+            lookup = self._policies
             for i in [i for i, policy in enumerate(found) if policy is None]:
-                name = names[i]
-                found[i] = cached[name] if name in cached else self._policy(name)
+                found[i] = lookup(names[i])
         return found
 
     def add_points(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
@@ -151,7 +142,7 @@ class WindowBuffer:
         if not names:
             return 0
         if chunk_policies is None:
-            chunk_policies = list(map(self._policies.get, names))
+            chunk_policies = list(map(self._policies.known.get, names))
         # The usual chunk: one timestamp and one policy, so one group. Names new to it (one
         # point per window) go in with one dict update, no Python work per point: adding points
         # was the gateway's second-largest cost.
@@ -198,7 +189,7 @@ class WindowBuffer:
     def _add_each(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
                   chunk_policies: list[Optional[Policy]]) -> int:
         """Points of several timestamps or policies: sorted out by group, then added per group."""
-        policies = self._policies
+        lookup = self._policies
         groups = self._groups
         by_key: dict[tuple[int, int, str], tuple[dict, list, list]] = {}
         last_ts = last_policy = None
@@ -208,7 +199,7 @@ class WindowBuffer:
         for name, value, ts, policy in zip(names, values, timestamps, chunk_policies):
             if policy is None:
                 # not cached yet, or cached as having no policy
-                policy = policies[name] if name in policies else self._policy(name)
+                policy = lookup(name)
                 if policy is None:
                     rejected += 1
                     continue
@@ -232,17 +223,11 @@ class WindowBuffer:
         self.rejected_points += rejected
         return added
 
-    def _policy(self, name: str) -> Optional[Policy]:
-        if len(self._policies) >= self._cache_size:
-            self._policies.clear()  # bounded memory for a churn of names; lookups just repeat
-        try:
-            step, aggregation = self._lookup(name)
-        except ValueError:
-            policy = None
-        else:
-            policy = self._interned.setdefault((int(step), aggregation), (int(step), aggregation))
-        self._policies[name] = policy
-        return policy
+    def _interned_policy(self, name: str) -> Policy:
+        """``name``'s policy as one tuple shared by every name that has it (``is`` compares them)."""
+        step, aggregation = self._lookup(name)
+        policy = (int(step), aggregation)
+        return self._interned.setdefault(policy, policy)
 
     def open_groups(self) -> list[WindowGroup]:
         """The open windows, grouped (for ``window_points``); a snapshot, safe to keep."""

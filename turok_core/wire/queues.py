@@ -1,12 +1,14 @@
 """SQS access for Turok: batched sends within SQS limits, long-poll receives, batched deletes.
 
 Blocking boto3 calls: services run these methods in their AWS thread pool, never on the reactor.
+``Queue`` is what the services call on a queue: ``MessageQueue`` here, ``MemoryQueue``
+(``memory_queue.py``) in memory; ``tests/wire/test_queue_contract.py`` holds both to it.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.retry import Backoff
@@ -31,6 +33,20 @@ class ReceivedMessage:
     message_id: str
     receive_count: int
     sent_timestamp: float | None = None  # epoch seconds SQS accepted the message (SentTimestamp)
+
+
+class Queue(Protocol):
+    """The calls the services make on a queue (see ``MessageQueue`` for each one's contract)."""
+    name: str
+
+    def send(self, bodies: Iterable[str]) -> int: ...
+
+    def receive(self, max_messages: int = SQS_BATCH_ENTRIES, wait_seconds: int = 20,
+                visibility_timeout: int | None = None) -> list[ReceivedMessage]: ...
+
+    def delete(self, receipt_handles: Sequence[str]) -> None: ...
+
+    def change_visibility(self, entries: Sequence[tuple[str, int]]) -> None: ...
 
 
 def batch_bodies(bodies: Sequence[str], max_batch_bytes: int) -> list[list[str]]:
