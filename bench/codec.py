@@ -21,8 +21,9 @@ import time
 from typing import Callable
 
 from common import REPO, median  # (puts the checkout first on sys.path)
-from turok_core.wire import codec
+
 from turok_core.windows.buffer import WindowBuffer
+from turok_core.wire import codec
 
 T0 = 1_700_000_000 // 3600 * 3600
 SQS_CHUNK = 65536

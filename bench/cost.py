@@ -28,19 +28,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import VENV_BIN, free_port, machine, stop, wait_port  # noqa: E402
-from turok_core.runtime.aws import make_client  # noqa: E402
-from turok_core.wire.codec import encode_messages  # noqa: E402
-from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.index.s3_store import IndexStore  # noqa: E402
-from turok_core.turokd.announcer import Announcer  # noqa: E402
-from turok_core.turokd.block_writer import BlockWriter  # noqa: E402
-from turok_core.runtime.provision import provision  # noqa: E402
-from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
+from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.model.schemas import load_schemas  # noqa: E402
-from turok_core.turokd.service import VISIBILITY_MARGIN  # noqa: E402
+from turok_core.runtime.aws import make_client  # noqa: E402
+from turok_core.runtime.provision import provision  # noqa: E402
 from turok_core.storage.tables import BlockStore  # noqa: E402
 from turok_core.storage.writes import item_size  # noqa: E402
+from turok_core.turokd.announcer import Announcer  # noqa: E402
+from turok_core.turokd.block_writer import BlockWriter  # noqa: E402
+from turok_core.turokd.service import VISIBILITY_MARGIN  # noqa: E402
 from turok_core.windows.buffer import WindowBuffer  # noqa: E402
+from turok_core.wire.codec import encode_messages  # noqa: E402
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
 
 STEP = 10
 CHUNK = 65536
@@ -238,7 +238,8 @@ def report(result: dict, values_kind: str) -> None:
     print(f"{'DynamoDB write units':<34}{per_k['wcu']:>12.2f}{1000 + 1000 / 6 + 1000 / 360:>22.0f}{15:>10}")
     print(f"{'DynamoDB read units':<34}{per_k['rcu']:>12.2f}{'':>22}{'':>10}")
     print(f"{'SQS requests (64 KB chunks)':<34}{per_k['sqs']:>12.3f}{3000:>22}{0.5:>10}")
-    print(f"{'  of which empty receives':<34}{billing['sqs_empty'] * 1000 / points:>12.3f}   (turokd's second poller: an "
+    print(f"{'  of which empty receives':<34}{billing['sqs_empty'] * 1000 / points:>12.3f}"
+          f"   (turokd's second poller: an "
           f"idle long poll returns empty at most once per receive_wait_seconds, 20 s)")
     print(f"{'S3 PUT/LIST requests':<34}{per_k['s3_put']:>12.4f}")
     print(f"{'S3 GET/HEAD requests':<34}{per_k['s3_get']:>12.4f}")

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, machine  # noqa: E402
-from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.dev.stack import LocalStack  # noqa: E402
+from turok_core.model.config import TurokConfig  # noqa: E402
 
 POLL = 0.1
 TIMEOUT = 120.0

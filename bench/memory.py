@@ -84,10 +84,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     for receiver, values in results.items():
         result = median(values)
         runs = ", ".join(f"{value:.1f}" for value in values)
-        target = f"< {TARGET_BYTES} ({'meets' if result < TARGET_BYTES else 'MISSES'} it)" if receiver == "turok" else "anchor"
+        verdict = 'meets' if result < TARGET_BYTES else 'MISSES'
+        target = f"< {TARGET_BYTES} ({verdict} it)" if receiver == "turok" else "anchor"
         print(f"| {receiver} | {args.metrics:,} | {result:.1f} | {runs} | {target} |")
     if len(results) == 2 and all(results.values()):
-        print(f"carbon-cache / Turok: {median(results['carbon-cache']) / median(results['turok']):.2f}x the memory per metric")
+        ratio = median(results['carbon-cache']) / median(results['turok'])
+        print(f"carbon-cache / Turok: {ratio:.2f}x the memory per metric")
     return 0
 
 

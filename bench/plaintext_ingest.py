@@ -42,8 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from common import (REPO, VENV_BIN, cpu_seconds, free_port, human, machine, median, stop, wait_cpu_settled,
-                    wait_port)
+from common import REPO, VENV_BIN, cpu_seconds, free_port, human, machine, median, stop, wait_cpu_settled, wait_port
 
 NAMES = 10_000
 STEP = 10  # the default schema's base step for servers.*
@@ -445,7 +444,8 @@ def run_once(run: int, args, payloads: list[bytes], workdir: Path, turok: TurokG
                 time.sleep(1.0)
             try:
                 name = "turok-gateway" if receiver == "turok" else "turok-gateway, pure Python"
-                result = measure(name, pid, turok.pickle_port if args.protocol == "pickle" else turok.port, payloads, args.points, turok.delivered,
+                result = measure(name, pid, turok.pickle_port if args.protocol == "pickle" else turok.port, payloads,
+                                 args.points, turok.delivered,
                                  args.timeout)
                 if args.verbose:
                     print(f"  turok: {turok.bodies} SQS bodies", flush=True)
@@ -537,7 +537,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("|---|---|---|---|---|")
     for receiver in runs[0]:
         rows = [run[receiver] for run in runs]
-        print(f"| {rows[0].receiver} | {median([r.cpu for r in rows]):.2f} | {human(median([r.per_cpu for r in rows]))} "
+        print(f"| {rows[0].receiver} | {median([r.cpu for r in rows]):.2f} "
+              f"| {human(median([r.per_cpu for r in rows]))} "
               f"| {human(median([r.per_wall for r in rows]))} | {median([r.fraction for r in rows]):.2%} |")
     if "turok" in runs[0]:
         for anchor, target in (("carbon-relay", 5.0), ("carbon-c-relay", 2.0), ("carbon-cache", 0.0)):

@@ -66,7 +66,8 @@ def points(index: int, now: int) -> tuple[list[tuple[int, float]], list[tuple[in
     fine_step, fine_count = RETENTIONS[0]
     coarse_step, coarse_count = RETENTIONS[1]
     last_fine = now - now % fine_step
-    fine = [(t, value(index, t // 60)) for t in range(last_fine - (fine_count - 1) * fine_step, last_fine + 1, fine_step)]
+    first_fine = last_fine - (fine_count - 1) * fine_step
+    fine = [(t, value(index, t // 60)) for t in range(first_fine, last_fine + 1, fine_step)]
     last_coarse = now - now % coarse_step
     coarse = [(t, sum(value(index, t // 60 + k) for k in range(5)) / 5)
               for t in range(last_coarse - (coarse_count - 1) * coarse_step, last_coarse + 1, coarse_step)]
@@ -91,9 +92,9 @@ def load(env: dict[str, str], workdir: Path, count: int, now: int) -> None:
     """Write ``count`` series into DynamoDB (+ the S3 index) and into whisper files."""
     import whisper
 
-    from turok_core.runtime.aws import make_client
-    from turok_core.model.config import load_config
     from turok_core.index.s3_store import IndexStore
+    from turok_core.model.config import load_config
+    from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
     from turok_core.storage.tables import BlockStore
 
@@ -216,10 +217,10 @@ def run_child(storage: str, env: dict[str, str], workdir: Path, count: int, rend
 
 def measure_find(env: dict[str, str], sizes: list[int], queries: int, cold_runs: int = 3) -> list[tuple]:
     """Cold and warm ``IndexCache.match`` over indexes of ``sizes`` names each."""
-    from turok_core.runtime.aws import make_client
-    from turok_core.model.config import load_config
     from turok_core.index.s3_cache import IndexCache
     from turok_core.index.s3_store import IndexStore
+    from turok_core.model.config import load_config
+    from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
 
     rows = []

@@ -232,7 +232,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\n{name}:")
         for t in trials:
             print(f"  {t.lines_per_datagram:2d} line(s)/datagram  asked {human(t.requested):>6s} lines/s  "
-                  f"sent {human(t.rate):>6s}/s  loss {t.loss:7.3%}  CPU {t.cpu / t.sent_lines * 1e6:.2f} ms/1,000 lines")
+                  f"sent {human(t.rate):>6s}/s  loss {t.loss:7.3%}  "
+                  f"CPU {t.cpu / t.sent_lines * 1e6:.2f} ms/1,000 lines")
     print("\n| datagrams | receiver | highest rate with < 0.1% loss (lines/s) | CPU per 1,000 lines |")
     print("|---|---|---|---|")
     for per, label in ((1, "one metric each"), (20, "20 metrics each")):

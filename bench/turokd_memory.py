@@ -20,13 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, VENV_BIN, free_port, machine, rss_bytes, stop, wait_port  # noqa: E402
-from turok_core.runtime.aws import make_client  # noqa: E402
-from turok_core.wire.codec import encode_messages  # noqa: E402
+from turok_core.dev.stack import write_config  # noqa: E402
 from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.model.message import TurokMessage  # noqa: E402
+from turok_core.runtime.aws import make_client  # noqa: E402
 from turok_core.runtime.provision import provision  # noqa: E402
+from turok_core.wire.codec import encode_messages  # noqa: E402
 from turok_core.wire.queues import MessageQueue  # noqa: E402
-from turok_core.dev.stack import write_config  # noqa: E402
 
 
 def queue_counts(sqs, url: str) -> tuple[int, int]:

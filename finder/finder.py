@@ -16,14 +16,13 @@ from typing import Callable, Iterable, Optional, Sequence
 from graphite.finders.utils import BaseFinder
 from graphite.node import BranchNode, LeafNode
 
-from turok_core.runtime.aws import make_client
-from turok_core.model.config import TurokConfig, load_config
-from turok_core.index.s3_cache import IndexCache
-from turok_core.turokd.rollup import consolidate
-from turok_core.model.schemas import SchemaSet, load_schemas
-from turok_core.storage.series_reader import SeriesReader
-
 from finder.reader import TurokReader, Window, archive_window
+from turok_core.index.s3_cache import IndexCache
+from turok_core.model.config import TurokConfig, load_config
+from turok_core.model.schemas import SchemaSet, load_schemas
+from turok_core.runtime.aws import make_client
+from turok_core.storage.series_reader import SeriesReader
+from turok_core.turokd.rollup import consolidate
 
 
 class TurokFinder(BaseFinder):

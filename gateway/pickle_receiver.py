@@ -20,11 +20,10 @@ from typing import Callable
 
 from twisted.logger import Logger
 
-from turok_core.parse.carbon_pickle import DEFAULT_MAX_FRAME_BYTES, FrameReader, decode_frames
-from turok_core.parse.batch import ParsedLines
-from turok_core.runtime.ratelimit import Throttle
-
 from gateway.connections import ConnectionLimits, GuardedFactory, GuardedProtocol
+from turok_core.parse.batch import ParsedLines
+from turok_core.parse.carbon_pickle import DEFAULT_MAX_FRAME_BYTES, FrameReader, decode_frames
+from turok_core.runtime.ratelimit import Throttle
 
 log = Logger(namespace="turok.gateway")
 

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from gateway.connections import ConnectionCounters, ConnectionLimits, GuardedFactory, GuardedProtocol
+from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 from turok_core.model.metric_names import NameRule
 from turok_core.parse.batch import ParsedLines
 from turok_core.parse.plaintext import StreamLines, parse_plaintext
-
-from gateway.connections import ConnectionCounters, ConnectionLimits, GuardedFactory, GuardedProtocol
-from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 if TYPE_CHECKING:
     from turok_core.model.config import TurokConfig

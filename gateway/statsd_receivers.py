@@ -19,14 +19,13 @@ from twisted.internet import task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from gateway.connections import ConnectionLimits, GuardedFactory, GuardedProtocol
+from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 from turok_core.model.config import TurokConfig
 from turok_core.parse.batch import ParsedLines
 from turok_core.parse.plaintext import StreamLines
 from turok_core.statsd.parse import StatsdAggregator
 from turok_core.statsd.settings import StatsdSettings
-
-from gateway.connections import ConnectionLimits, GuardedFactory, GuardedProtocol
-from gateway.udp import UDP_MAX_PACKET_SIZE, UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 log = Logger(namespace="turok.gateway.statsd")
 

@@ -15,8 +15,16 @@ from operator import attrgetter
 import pytest
 
 import turok_core
-from turok_core import (MessageQueue, TurokMessage, WindowBuffer, decode_body, encode_messages, load_config,
-                        load_schemas, make_client)
+from turok_core import (
+    MessageQueue,
+    TurokMessage,
+    WindowBuffer,
+    decode_body,
+    encode_messages,
+    load_config,
+    load_schemas,
+    make_client,
+)
 
 T0 = 1_700_000_040  # a multiple of 10 and 60: the slots below start at T0
 

@@ -24,7 +24,8 @@ def test_twistd_lists_the_turok_plugins():
 
 
 def test_stack_run_takes_ports_from_the_environment_and_stops_on_ctrl_c(tmp_path):
-    ports = {name: free_port() for name in ("PLAINTEXT_PORT", "PLAINTEXT_UDP_PORT", "PICKLE_PORT", "STATSD_PORT", "LOCAL_AWS_PORT",
+    ports = {name: free_port() for name in ("PLAINTEXT_PORT", "PLAINTEXT_UDP_PORT", "PICKLE_PORT", "STATSD_PORT",
+                                            "LOCAL_AWS_PORT",
                                             "GRAPHITE_PORT", "CACHE_PORT",
                                             "GATEWAY_CACHE_PORT")}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUROK_WINDOW_GRACE_SECONDS": "1",

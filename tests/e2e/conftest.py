@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from tests.conftest import ROOT, free_port
-from turok_core.model.config import TurokConfig
 from turok_core.dev.stack import LocalStack
+from turok_core.model.config import TurokConfig
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ from contextlib import ExitStack
 import pytest
 
 from tests.conftest import free_port, running_twistd, wait_for
-from tests.pickle_frames import encode_frame
-from tests.unit.test_gateway import QueueReader
+from tests.support.pickle_frames import encode_frame
+from tests.support.queues import SqsReader
 
 LIMIT = 200
 FLOOD = 1000
@@ -95,7 +95,7 @@ def limited_gateway(turok_config, tmp_path):
 
 def test_a_thousand_idle_connections_are_bounded_and_a_client_is_still_served(limited_gateway, turok_config):
     config, log, process = limited_gateway
-    reader = QueueReader(config)
+    reader = SqsReader(config)
     with ExitStack() as stack:
         good = stack.enter_context(socket.create_connection(("127.0.0.1", config.plaintext_port), timeout=10))
         time.sleep(0.3)  # accepted before the flood
@@ -136,7 +136,7 @@ def test_a_thousand_idle_connections_are_bounded_and_a_client_is_still_served(li
 
 def test_an_endless_line_is_cut_off_with_bounded_memory(limited_gateway):
     config, log, process = limited_gateway
-    reader = QueueReader(config)
+    reader = SqsReader(config)
     with socket.create_connection(("127.0.0.1", config.plaintext_port), timeout=10) as endless:
         endless.sendall(b"endless.name 1 ")
         time.sleep(0.3)
@@ -187,7 +187,7 @@ def test_idle_connections_are_closed_after_the_timeout(turok_config, tmp_path):
 
 def test_one_name_rule_on_every_port(limited_gateway):
     config, log, process = limited_gateway
-    reader = QueueReader(config)
+    reader = SqsReader(config)
     stamp = int(time.time()) - 30  # a closed window: sent at the next flush
     names = ["{p}.ok", "{p}..dots.", "{p}.tag;b=2;a=1", "{p}.glob*", "{p}.ctl\x01", "{p}." + "x" * 1100]
     normal = ["{p}.ok", "{p}.dots", "{p}.tag;a=1;b=2"]

@@ -1,6 +1,6 @@
 """DynamoDB throttling, 5xx and partial batches in front of a real turokd (issue 5, item 4).
 
-A real ``twistd turokd`` talks to the session's moto server through ``tests.faultproxy``, which
+A real ``twistd turokd`` talks to the session's moto server through ``tests.support.faultproxy``, which
 answers about 30% of DynamoDB requests with a fault of every kind. A stream of ``sum`` metrics goes
 straight to SQS; every slot must end up stored exactly once, and no SQS body may leave the queue
 before its data is stored. Both write paths: conditional PutItem and plain BatchWriteItem.
@@ -16,9 +16,17 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import running_twistd, with_schema_files
-from tests.e2e.sum_stream import (AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib,
-                                  queue_depth, turokd_ready)
-from tests.faultproxy import FaultProxy, Faults
+from tests.support.faultproxy import FaultProxy, Faults
+from tests.support.sum_stream import (
+    AGGREGATION,
+    SCHEMAS,
+    DrainWatch,
+    SumStream,
+    audit_store,
+    peak_rss_kib,
+    queue_depth,
+    turokd_ready,
+)
 from turok_core.runtime.aws import make_client
 from turok_core.storage.tables import BACKOFF, BlockStore
 

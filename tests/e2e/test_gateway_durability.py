@@ -98,7 +98,7 @@ class Proxy:
         while not self._stop.is_set():
             try:
                 client, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

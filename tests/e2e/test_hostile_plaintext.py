@@ -32,7 +32,7 @@ def still_open(sock: socket.socket) -> bool:
     sock.settimeout(0.2)
     try:
         return sock.recv(1) != b""
-    except socket.timeout:
+    except TimeoutError:
         return True
     except OSError:
         return False

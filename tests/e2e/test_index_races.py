@@ -22,17 +22,17 @@ import keeper.apply as apply_module
 from keeper.apply import Applier, list_tables
 from keeper.plan import plan_for
 from tests.conftest import ROOT, VENV_BIN, running_twistd, wait_for, with_schema_files
-from tests.e2e.sum_stream import queue_depth
-from tests.faultproxy import FaultProxy
-from turok_core.wire.announcements import encode_announcements
-from turok_core.runtime.aws import make_client
-from turok_core.index.shards import shard_of
-from turok_core.index.s3_store import IndexStore
-from turok_core.wire.queues import MessageQueue
-from turok_core.model.schemas import load_schemas
+from tests.support.faultproxy import FaultProxy
+from tests.support.sum_stream import queue_depth
 from turok_core.dev.stack import write_config
-from turok_core.storage.tables import BlockStore
+from turok_core.index.s3_store import IndexStore
+from turok_core.index.shards import shard_of
+from turok_core.model.schemas import load_schemas
 from turok_core.model.timefmt import day_start
+from turok_core.runtime.aws import make_client
+from turok_core.storage.tables import BlockStore
+from turok_core.wire.announcements import encode_announcements
+from turok_core.wire.queues import MessageQueue
 
 DAY = 86400
 STEP = 10

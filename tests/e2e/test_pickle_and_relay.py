@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from tests.pickle_frames import encode_frame
+from tests.support.pickle_frames import encode_frame
 from turok_core.parse.carbon_pickle import HEADER
 
 STEP = 10  # the shipped default schema's base resolution
@@ -54,7 +54,7 @@ def closed_by_peer(sock: socket.socket, timeout: float = 10) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

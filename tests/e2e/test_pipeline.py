@@ -77,7 +77,8 @@ def test_plaintext_tcp_and_udp_reach_graphite_web_across_two_utc_days(stack, mid
 
     # the blocks closed long ago: turokd's next tick writes them to the day tables
     prefix, joiner = stack.config.table_prefix, stack.config.table_joiner
-    wanted = {table_name(prefix, joiner, m - 1, STEP), table_name(prefix, joiner, m, STEP)}  # e.g. e2e…_24-11-2026_10sec
+    # e.g. e2e…_24-11-2026_10sec
+    wanted = {table_name(prefix, joiner, m - 1, STEP), table_name(prefix, joiner, m, STEP)}
     tables = wait_for(lambda: (lambda names: names if wanted <= set(names) else None)(
         make_client("dynamodb", stack.config).list_tables()["TableNames"]), 30, "day tables")
     assert f"{prefix}_" + time.strftime("%d-%m-%Y", time.gmtime(m)) + "_10sec" in tables
@@ -103,7 +104,8 @@ def test_malformed_lines_are_counted_and_the_connection_stays_up(stack, midnight
     sock.sendall(f"e2e.mixed.good 2 {m - 30}\n".encode())  # same connection, still served
     sock.close()
     # (SQS may deliver the two sends in either order: wait for both)
-    wait_for(lambda: (lambda r: r.get(m - 30) == 2.0 and r.get(m - 40) == 1.0)(render(stack, "e2e.mixed.good", m - 60, m)),
+    wait_for(lambda: (lambda r: r.get(m - 30) == 2.0 and r.get(m - 40) == 1.0)(
+        render(stack, "e2e.mixed.good", m - 60, m)),
              90, "good lines next to malformed ones", interval=0.5)
     assert [n["text"] for n in graphite_get(stack, "/metrics/find", query="e2e.mixed.*")] == ["good"]
     # garbage, a non-number, a non-UTF-8 name and a line of five fields; NaN is dropped silently
@@ -124,7 +126,8 @@ def test_the_newest_points_are_rendered_at_once_and_until_their_block_is_written
     wait_for(lambda: time.time() % STEP < 1.0, STEP + 1, "the start of a slot", interval=0.05)
     now = time.time()
     slot = int(now) - int(now) % STEP
-    sock = send_tcp(stack.config.plaintext_port, f"e2e.fresh.hits.count 4 {slot}\ne2e.fresh.hits.count 6 {slot + 1}\n".encode())
+    sock = send_tcp(stack.config.plaintext_port,
+                    f"e2e.fresh.hits.count 4 {slot}\ne2e.fresh.hits.count 6 {slot + 1}\n".encode())
     sock.close()
     got = wait_for(lambda: render(stack, "e2e.fresh.hits.count", slot - 600, slot + STEP).get(slot), 30,
                    "the newest point in graphite-web", interval=0.1)

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.model.config import TurokConfig
 from turok_core.dev.stack import LocalStack
+from turok_core.model.config import TurokConfig
 
 HOST = socket.gethostname().replace(".", "_")
 AGENTS = f"turok.agents.{HOST}"
@@ -33,7 +33,8 @@ def running_stack(run_dir, **overrides):
         table_prefix=f"sm{uuid.uuid4().hex[:6]}",
         plaintext_port=free_port(), plaintext_udp_port=free_port(), pickle_port=free_port(),
         statsd_port=free_port(), local_aws_port=free_port(), graphite_port=free_port(),
-        cache_port=free_port(), gateway_cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=1, flush_interval_seconds=0.5, receive_wait_seconds=1, index_refresh_seconds=0.5,
+        cache_port=free_port(), gateway_cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=1,
+        flush_interval_seconds=0.5, receive_wait_seconds=1, index_refresh_seconds=0.5,
         self_metrics_interval_seconds=2, schemas_file=str(run_dir / "schemas.conf"),
     )
     settings.update(overrides)
@@ -72,7 +73,7 @@ def test_every_service_reports_itself_under_turok_agents(own_stack):
     with socket.create_connection(("127.0.0.1", stack.config.plaintext_port), timeout=10) as sock:
         sock.sendall(tcp_lines)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        for i in range(5):
+        for _ in range(5):
             udp.sendto(b"sm.udp.m 1 -1\n", ("127.0.0.1", stack.config.plaintext_udp_port))
 
     def nodes(query: str) -> set[str]:

@@ -17,8 +17,8 @@ import statsd
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.model.config import TurokConfig
 from turok_core.dev.stack import LocalStack
+from turok_core.model.config import TurokConfig
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "statsd-vectors.json").read_text())
 FLUSH = VECTORS["config"]["flush_interval_s"]
@@ -46,7 +46,8 @@ def statsd_stack(tmp_path_factory):
         table_prefix=f"sd{uuid.uuid4().hex[:6]}",
         plaintext_port=free_port(), plaintext_udp_port=free_port(), pickle_port=free_port(),
         statsd_port=free_port(), local_aws_port=free_port(), graphite_port=free_port(),
-        cache_port=free_port(), gateway_cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=2, flush_interval_seconds=0.5, receive_wait_seconds=1,
+        cache_port=free_port(), gateway_cache_port=free_port(), block_close_delay_seconds=2, window_grace_seconds=2,
+        flush_interval_seconds=0.5, receive_wait_seconds=1,
         index_refresh_seconds=0.5,
         statsd_flush_interval_seconds=FLUSH,
         statsd_legacy_namespace=VECTORS["config"]["legacy_namespace"],

@@ -12,8 +12,16 @@ import threading
 import time
 
 from tests.conftest import running_twistd, wait_for, with_schema_files
-from tests.e2e.sum_stream import (AGGREGATION, SCHEMAS, DrainWatch, SumStream, audit_store, peak_rss_kib,
-                                  queue_depth, turokd_ready)
+from tests.support.sum_stream import (
+    AGGREGATION,
+    SCHEMAS,
+    DrainWatch,
+    SumStream,
+    audit_store,
+    peak_rss_kib,
+    queue_depth,
+    turokd_ready,
+)
 
 
 def test_turokd_killed_mid_stream_stores_every_point_exactly_once(turok_config, tmp_path):

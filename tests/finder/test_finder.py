@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from turok_core.runtime.aws import make_client
 from turok_core.index.s3_cache import IndexCache
 from turok_core.index.s3_store import IndexStore
+from turok_core.runtime.aws import make_client
 from turok_core.storage.memory import MemoryBlockStore
 
 NOW = 1_700_000_000 - 1_700_000_000 % 86400 + 7 * 3600 + 17  # 07:00:17 UTC, mid-slot
@@ -80,9 +80,9 @@ def index(config, names=NAMES):
 
 
 def graphite_store(finder):
+    from django.conf import settings
     from graphite.storage import Store
     from graphite.tags.base import DummyTagDB
-    from django.conf import settings
 
     return Store(finders=[finder], tagdb=DummyTagDB(settings))
 
@@ -151,7 +151,7 @@ def test_reads_align_exactly_like_whisper(setup, tmp_path):
         assert got[1] == expected[1], (start, end)
         assert len(got[1]) == (got[0][1] - got[0][0]) // got[0][2]
     # a range older than the base retention answers from the 1-minute archive, as whisper does
-    # (values: tests/unit/test_whisper_parity.py, with turokd's rollups)
+    # (values: tests/turokd/test_whisper_parity.py, with turokd's rollups)
     assert reader.fetch(NOW - 7 * 3600, NOW - 5 * 3600, now=NOW)[0] == (
         whisper.fetch(path, NOW - 7 * 3600, NOW - 5 * 3600, now=NOW)[0])
     assert reader.fetch(NOW - 7 * 3600, NOW - 5 * 3600, now=NOW)[0][2] == 60
@@ -207,7 +207,7 @@ def test_render_through_graphite_evaluator(setup, monkeypatch):
     calls_before = len(blocks.calls)
 
     def utc(epoch):
-        return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
 
     context = {"startTime": utc(NOW - 120), "endTime": utc(NOW), "now": utc(NOW), "localOnly": False,
                "template": {}, "args": ([], {}), "xFilesFactor": 0}
@@ -236,7 +236,8 @@ def test_graphite_settings_module(tmp_path):
 
     def load(**extra):
         env = {k: v for k, v in os.environ.items() if k != "TUROK_GRAPHITE_SECRET_KEY"}
-        env.update(DJANGO_SETTINGS_MODULE="graphite.settings", GRAPHITE_SETTINGS_MODULE="turok_core.dev.graphite_settings",
+        env.update(DJANGO_SETTINGS_MODULE="graphite.settings",
+                   GRAPHITE_SETTINGS_MODULE="turok_core.dev.graphite_settings",
                    GRAPHITE_STORAGE_DIR=str(tmp_path / "storage"), PYTHONPATH=str(ROOT), **extra)
         done = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path),
                               capture_output=True, text=True, timeout=60)

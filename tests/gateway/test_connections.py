@@ -10,7 +10,7 @@ from gateway.connections import ConnectionLimits
 from gateway.pickle_receiver import CarbonPickleFactory
 from gateway.plaintext_receivers import PlaintextTCPFactory
 from gateway.statsd_receivers import StatsdTCPFactory
-from tests.pickle_frames import encode_frame
+from tests.support.pickle_frames import encode_frame
 from turok_core.statsd.parse import StatsdAggregator
 
 ADDR = IPv4Address("TCP", "127.0.0.1", 40000)

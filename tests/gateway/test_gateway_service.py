@@ -15,12 +15,13 @@ import pytest
 
 from gateway.service import GatewayService
 from tests.conftest import free_port, running_twistd, wait_for
-from tests.fakes import ImmediatePool, ImmediateReactor
-from turok_core.runtime.aws import make_client
-from turok_core.wire.codec import decode_body
+from tests.support.fakes import ImmediatePool, ImmediateReactor
+from tests.support.queues import SqsReader
+from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
 from turok_core.parse.plaintext import parse_plaintext
-from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import make_client
+from turok_core.wire.codec import decode_body
 from turok_core.wire.queues import MessageQueue, QueueSendError
 
 T0 = 1_700_000_000
@@ -44,40 +45,18 @@ def gateway(turok_config, tmp_path):
         yield process, tcp_port, udp_port, log
 
 
-class QueueReader:
-    """Collects and deletes every Turok message that reaches the queue."""
-
-    def __init__(self, config) -> None:
-        self.client = make_client("sqs", config)
-        self.url = self.client.get_queue_url(QueueName=config.queue_name)["QueueUrl"]
-        self.messages: list[TurokMessage] = []
-
-    def poll(self) -> None:
-        response = self.client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in response.get("Messages", []):
-            self.messages.extend(decode_body(message["Body"]))
-            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
-
-    def wait_for_count(self, count: int, timeout: float) -> list[TurokMessage]:
-        def enough():
-            self.poll()
-            return len(self.messages) >= count
-        wait_for(enough, timeout, f"{count} messages (have {self.messages})", interval=0)
-        return sorted(self.messages, key=lambda m: (m.metric, m.start_time))
-
-
 def assert_still_open(sock: socket.socket) -> None:
     sock.settimeout(0.3)
     try:
         data = sock.recv(1)
-    except socket.timeout:
+    except TimeoutError:
         return
     raise AssertionError(f"the gateway closed the connection (recv gave {data!r})")
 
 
 def test_gateway_end_to_end(gateway, turok_config):
     process, tcp_port, udp_port, log_path = gateway
-    reader = QueueReader(turok_config)
+    reader = SqsReader(turok_config)
     base = (int(time.time()) - 3600) // 60 * 60  # an hour ago, aligned to both 10 s and 60 s
 
     with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as sock:
@@ -142,7 +121,7 @@ def test_gateway_end_to_end(gateway, turok_config):
     assert len(got) == 2
 
     log_text = log_path.read_text()
-    assert "plaintext on 127.0.0.1 tcp/%d udp/%d" % (tcp_port, udp_port) in log_text
+    assert f"plaintext on 127.0.0.1 tcp/{tcp_port} udp/{udp_port}" in log_text
     assert turok_config.queue_name in log_text
     assert "shutting down, spooling 2 open window(s)" in log_text
     assert "over the 4096-byte line limit" in log_text
@@ -193,7 +172,7 @@ def feed(gateway, reactor, data: bytes) -> None:
 
 def test_failed_sends_are_kept_and_retried(turok_config, tmp_path):
     gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
-    reader = QueueReader(turok_config)
+    reader = SqsReader(turok_config)
     client.failing = True
     feed(gateway, reactor, b"a.b 1 %d\na.b 2 %d\n" % (T0 - 100, T0 - 95))
     reactor.advance(1.0)
@@ -261,7 +240,7 @@ def test_spool_bound_pauses_tcp_drops_udp_and_recovers(turok_config, tmp_path):
 
 def test_restart_replays_open_windows_and_unsent_bodies_once(turok_config, tmp_path):
     gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
-    reader = QueueReader(turok_config)
+    reader = SqsReader(turok_config)
     feed(gateway, reactor, b"x.count 1 %d\nx.count 2 %d\n" % (T0 - 100, T0 + 5))
     reactor.advance(1.0)  # the old window is released and sent; the current one stays open
     assert gateway.counters.bodies_sent == 1
@@ -336,7 +315,7 @@ def test_a_body_sqs_keeps_refusing_is_dropped_and_counted(tmp_path):
 
 def test_a_failing_disk_keeps_the_bodies_in_memory_and_says_so(turok_config, tmp_path):
     gateway, reactor, client = in_process_gateway(turok_config, tmp_path)
-    reader = QueueReader(turok_config)
+    reader = SqsReader(turok_config)
 
     def disk_full(bodies):
         raise OSError(28, "No space left on device")

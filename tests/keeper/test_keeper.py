@@ -16,12 +16,12 @@ import keeper
 from keeper.apply import Applier, list_tables, survey_table
 from keeper.cli import build_parser, main
 from keeper.plan import make_plan, plan_for, render_text, retention_by_step, to_json
-from turok_core.runtime.aws import make_client
 from turok_core.index.s3_store import IndexStore
-from turok_core.turokd.announcer import Announcer
-from turok_core.storage.table_names import table_name
 from turok_core.model.schemas import SchemaSet
+from turok_core.runtime.aws import make_client
+from turok_core.storage.table_names import table_name
 from turok_core.storage.tables import BlockStore
+from turok_core.turokd.announcer import Announcer
 
 DAY = 86400
 T = calendar.timegm((2026, 6, 15, 0, 0, 0))  # a UTC midnight

@@ -3,10 +3,10 @@ import textwrap
 
 import pytest
 
-from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.model.config import TurokConfig, load_config
-from turok_core.wire.queues import batch_bodies
 from turok_core.model.schemas import Archive, SchemaError, SchemaSet
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
+from turok_core.wire.queues import batch_bodies
 
 
 def write(tmp_path, name, text):

@@ -10,11 +10,18 @@ from gateway.pickle_receiver import CarbonPickleFactory
 from gateway.plaintext_receivers import PlaintextTCPFactory, PlaintextUDPProtocol
 from gateway.service import make_gateway_service
 from gateway.statsd_receivers import StatsdTCPFactory
-from turok_core.parse.carbon_pickle import decode_points
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import MessageError, validate_message
-from turok_core.model.metric_names import (HARD_MAX_NAME_BYTES, MAX_COMPONENT_BYTES, MetricNameError, NameRule,
-                                     check_stored, normalise, quick_ok)
+from turok_core.model.metric_names import (
+    HARD_MAX_NAME_BYTES,
+    MAX_COMPONENT_BYTES,
+    MetricNameError,
+    NameRule,
+    check_stored,
+    normalise,
+    quick_ok,
+)
+from turok_core.parse.carbon_pickle import decode_points
 from turok_core.parse.plaintext import parse_plaintext
 from turok_core.statsd.parse import StatsdAggregator
 from turok_core.statsd.settings import StatsdSettings

@@ -1,9 +1,9 @@
 """Table names, resolutions and the design's time format."""
 import pytest
 
-from turok_core.storage.table_names import TableName, parse_table_name, table_name
 from turok_core.model.resolution import format_resolution, parse_duration, parse_resolution
 from turok_core.model.timefmt import day_start, from_wire_time, to_wire_time
+from turok_core.storage.table_names import TableName, parse_table_name, table_name
 
 
 def test_table_name_is_prefix_day_first_date_resolution():

@@ -13,11 +13,18 @@ from twisted.internet.testing import StringTransport
 
 from gateway.pickle_receiver import CarbonPickleFactory
 from gateway.service import make_gateway_service
-from tests.pickle_frames import encode_frame
-from turok_core.parse.carbon_pickle import (DEFAULT_MAX_FRAME_BYTES, HEADER, FrameReader, MalformedPickleError,
-                                      UnsafePickleError, decode_frames, load_frame)
+from tests.support.pickle_frames import encode_frame
 from turok_core.model.config import TurokConfig
 from turok_core.parse.batch import MAX_TIMESTAMP
+from turok_core.parse.carbon_pickle import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    FrameReader,
+    MalformedPickleError,
+    UnsafePickleError,
+    decode_frames,
+    load_frame,
+)
 
 T0 = 1_700_000_000
 NOW = 1_700_000_555.75

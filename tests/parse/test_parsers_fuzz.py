@@ -19,15 +19,21 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turok_core.parse.carbon_pickle import (HEADER, FrameReader, MalformedPickleError, UnsafePickleError, decode_frames,
-                                      load_frame)
-from turok_core.wire.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
 from turok_core.model.message import MessageError, TurokMessage
 from turok_core.model.metric_names import NameRule, check_stored, normalise
 from turok_core.parse.batch import MAX_TIMESTAMP, ParsedLines
+from turok_core.parse.carbon_pickle import (
+    HEADER,
+    FrameReader,
+    MalformedPickleError,
+    UnsafePickleError,
+    decode_frames,
+    load_frame,
+)
 from turok_core.parse.plaintext import StreamLines, parse_plaintext
 from turok_core.statsd.parse import StatsdAggregator
 from turok_core.statsd.settings import StatsdSettings
+from turok_core.wire.codec import FLAG_RAW, FLAG_ZLIB, decode_body, encode_messages
 
 NOW = 1_700_000_000
 FUZZ = settings(max_examples=150, deadline=2000, database=None, derandomize=True,

@@ -16,14 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turok_core.parse import carbon_pickle, native, plaintext
-from turok_core.statsd import parse as statsd_parse
-from turok_core.parse.carbon_pickle import MalformedPickleError, UnsafePickleError, decode_frames, load_frame
+from tests.parse.test_parsers_fuzz import mutate, mutations
 from turok_core.model.metric_names import NameRule
+from turok_core.parse import carbon_pickle, native, plaintext
+from turok_core.parse.carbon_pickle import MalformedPickleError, UnsafePickleError, decode_frames, load_frame
 from turok_core.parse.plaintext import parse_plaintext
+from turok_core.statsd import parse as statsd_parse
 from turok_core.statsd.settings import StatsdSettings
-
-from tests.unit.test_fuzz import mutate, mutations
 
 NOW = 1_700_000_000
 CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,

@@ -11,17 +11,17 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
 from gateway.service import GatewayService
-from tests.fakes import ImmediatePool, ImmediateReactor
-from tests.queues import OutageQueue, QueueReader
-from turok_core.runtime.aws import make_client
-from turok_core.wire.codec import decode_body
+from tests.support.fakes import ImmediatePool, ImmediateReactor
+from tests.support.queues import OutageQueue, QueueReader
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
 from turok_core.parse.plaintext import parse_plaintext
-from turok_core.wire.memory_queue import MemoryQueue
-from turok_core.wire.queues import MessageQueue, ReceivedMessage
+from turok_core.runtime.aws import make_client
 from turok_core.runtime.selfmetrics import SelfMetricsReporter, agent_name, flatten_counters, metric_prefix
 from turok_core.runtime.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
+from turok_core.wire.codec import decode_body
+from turok_core.wire.memory_queue import MemoryQueue
+from turok_core.wire.queues import MessageQueue, ReceivedMessage
 
 T0 = 1_700_000_040  # a multiple of 60
 log = Logger(namespace="turok.test")
@@ -115,7 +115,8 @@ def test_self_metrics_can_be_turned_off(tmp_path):
     reactor = ImmediateReactor()
     reactor.advance(T0)
     queue = MemoryQueue()
-    gateway = GatewayService(TurokConfig(self_metrics_interval_seconds=0, spool_dir=str(tmp_path)), reactor=reactor, queue=queue,
+    gateway = GatewayService(TurokConfig(self_metrics_interval_seconds=0, spool_dir=str(tmp_path)),
+                             reactor=reactor, queue=queue,
                              pool=ImmediatePool())
     gateway.startService()
     reactor.advance(200)

@@ -3,7 +3,7 @@
 What any block store promises its callers (turokd, the finder, the keeper): day tables named and
 created as in DynamoDB, slot values set (never added) and merged into their blocks, redeliveries
 unchanged, gaps as None, whole blocks from ``fetch_slots``, the same errors for unaligned input.
-DynamoDB-only behaviour (batch sizes, retries, throttling, table caches) is in tests/unit/test_storage.py.
+DynamoDB-only behaviour (batch sizes, retries, throttling, table caches) is in tests/storage/test_block_store.py.
 """
 from __future__ import annotations
 

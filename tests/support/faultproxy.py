@@ -30,11 +30,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import time
 import queue
 import random
 import socket
 import threading
+import time
 import urllib.parse
 import uuid
 import zlib

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 from tests.conftest import wait_for
-from turok_core.runtime.aws import make_client
-from turok_core.wire.codec import encode_messages
 from turok_core.model.message import TurokMessage
-from turok_core.wire.queues import MessageQueue
+from turok_core.runtime.aws import make_client
 from turok_core.storage.tables import BlockStore
+from turok_core.wire.codec import encode_messages
+from turok_core.wire.queues import MessageQueue
 
 STEP = 10  # the test schema's finest archive
 ROLLUP_STEP = 60  # and its coarser one

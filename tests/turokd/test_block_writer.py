@@ -6,17 +6,17 @@ import random
 
 import pytest
 
-from tests.unit.test_rollups import AGGREGATION, MIDNIGHT, NAMES, SCHEMAS, received, snapshot
 from tests.conftest import with_schema_files
-from turok_core.wire.codec import encode_messages
-from tests.turokd_batch import process_batch
-from turok_core.turokd.block_writer import BlockWriter
+from tests.support.turokd_batch import process_batch
+from tests.turokd.test_rollups import AGGREGATION, MIDNIGHT, NAMES, SCHEMAS, received, snapshot
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
+from turok_core.runtime.aws import make_client
 from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.series_reader import SeriesReader
 from turok_core.storage.tables import BlockStore
-from turok_core.runtime.aws import make_client
+from turok_core.turokd.block_writer import BlockWriter
+from turok_core.wire.codec import encode_messages
 
 BLOCK_SLOTS = 6  # blocks of 60 s at 10 s, 6 min at 1 min, 6 h at 1 h
 DELAY = 5

@@ -7,15 +7,15 @@ import json
 import pytest
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
+from tests.support.turokd_batch import process_batch
+from turok_core.model.message import TurokMessage
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, decode_datapoints
-from turok_core.wire.codec import encode_json, encode_messages
-from tests.turokd_batch import process_batch
-from turok_core.turokd.announcer import Announcer
-from turok_core.model.message import TurokMessage
-from turok_core.wire.queues import ReceivedMessage
 from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.tables import BlockStore, BlockWriteError
+from turok_core.turokd.announcer import Announcer
+from turok_core.wire.codec import encode_json, encode_messages
+from turok_core.wire.queues import ReceivedMessage
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
 DESIGN_BODY = json.dumps({"metric": "a.b", "start_time": "01-04-2014 14:35:00",

@@ -13,14 +13,14 @@ import whisper
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
-from turok_core.runtime.aws import make_client
-from turok_core.wire.codec import encode_messages
-from tests.turokd_batch import process_batch
+from tests.support.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
-from turok_core.wire.queues import MessageQueue, ReceivedMessage
-from turok_core.turokd.rollup import WHISPER_METHODS, coarse_slots, rollup_slots, rollup_value, whisper_xff
 from turok_core.model.schemas import load_schemas
+from turok_core.runtime.aws import make_client
 from turok_core.storage.tables import BlockStore
+from turok_core.turokd.rollup import WHISPER_METHODS, coarse_slots, rollup_slots, rollup_value, whisper_xff
+from turok_core.wire.codec import encode_messages
+from turok_core.wire.queues import MessageQueue, ReceivedMessage
 
 MIDNIGHT = calendar.timegm((2024, 3, 2, 0, 0, 0))
 SCHEMAS = "[all]\npattern = .*\nretentions = 10s:1h,1min:1d,1h:7d\n"
@@ -247,7 +247,8 @@ def test_two_real_turokd_processes_on_one_queue(schema_config, tmp_path):
 
     def drained():
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 0
+        return (int(attributes["ApproximateNumberOfMessages"])
+                + int(attributes["ApproximateNumberOfMessagesNotVisible"])) == 0
 
     ready = lambda log: "poller(s) on queue" in log.read_text()  # noqa: E731
     (tmp_path / "a").mkdir()

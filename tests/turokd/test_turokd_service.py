@@ -11,15 +11,15 @@ import signal
 import pytest
 
 from tests.conftest import running_twistd, wait_for
-from tests.queues import OutageQueue, QueueReader
-from turok_core.wire.announcements import decode_announcement
-from turok_core.runtime.aws import make_client
-from turok_core.wire.codec import encode_messages
+from tests.support.queues import OutageQueue, QueueReader
 from turok_core.model.message import TurokMessage
-from turok_core.wire.memory_queue import MemoryQueue
-from turok_core.wire.queues import MessageQueue
+from turok_core.runtime.aws import make_client
 from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.tables import BlockStore
+from turok_core.wire.announcements import decode_announcement
+from turok_core.wire.codec import encode_messages
+from turok_core.wire.memory_queue import MemoryQueue
+from turok_core.wire.queues import MessageQueue
 
 DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))
 
@@ -145,9 +145,9 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     from twisted.internet import defer
     from twisted.logger import globalLogPublisher
 
-    from turok_core.wire.queues import ReceivedMessage
     from turok_core.runtime import consumer as consumer_module
     from turok_core.turokd import service as turokd_module
+    from turok_core.wire.queues import ReceivedMessage
 
     # the AWS thread pool, run inline: the fakes below never block
     monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
@@ -242,9 +242,9 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
     from twisted.internet import defer
     from twisted.internet.testing import MemoryReactorClock
 
-    from turok_core.wire.queues import ReceivedMessage
     from turok_core.runtime import consumer as consumer_module
     from turok_core.turokd import service as turokd_module
+    from turok_core.wire.queues import ReceivedMessage
 
     monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
     monkeypatch.setattr(consumer_module, "deferToThreadPool",

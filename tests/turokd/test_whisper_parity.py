@@ -17,13 +17,13 @@ import pytest
 import whisper
 
 from tests.conftest import with_schema_files
-from turok_core.runtime.aws import make_client
-from turok_core.wire.codec import encode_messages
-from tests.turokd_batch import process_batch
+from tests.support.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
-from turok_core.wire.queues import ReceivedMessage
 from turok_core.model.schemas import load_schemas
+from turok_core.runtime.aws import make_client
 from turok_core.storage.tables import BlockStore
+from turok_core.wire.codec import encode_messages
+from turok_core.wire.queues import ReceivedMessage
 
 MIDNIGHT = calendar.timegm((2024, 3, 2, 0, 0, 0))
 NOW = MIDNIGHT + 40 * 60 + 7  # mid-slot; the 10 s archive (1 h) spans the midnight

@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port
-from turok_core.wire.cache_query import CacheClient, CacheQueryError, encode_answer, merge_answer, parse_request
 from turok_core.turokd.open_blocks import OpenBlocks
+from turok_core.wire.cache_query import CacheClient, CacheQueryError, encode_answer, merge_answer, parse_request
 
 
 def test_requests_are_checked_and_answers_merge_across_hosts():

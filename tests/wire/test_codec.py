@@ -7,9 +7,9 @@ import zlib
 import msgpack
 import pytest
 
-from turok_core.wire.codec import decode_body, encode_json, encode_messages, MAX_RAW_DATAPOINTS
 from turok_core.model.message import MessageError, TurokMessage
 from turok_core.windows.buffer import WindowBuffer
+from turok_core.wire.codec import MAX_RAW_DATAPOINTS, decode_body, encode_json, encode_messages
 
 T0 = 1396362900  # 01-04-2014 14:35:00 UTC
 
@@ -111,7 +111,8 @@ def test_one_metric_twice_for_a_slot_keeps_both_messages_in_order():
 @pytest.mark.parametrize("limit", [4096, 65536, 262144])
 def test_bodies_never_exceed_the_limit_and_lose_nothing(limit):
     rng = random.Random(7)
-    messages = [msg(f"host{rng.randrange(10**9)}.metric{i}", T0 + 20 * (i % 3), [rng.random() for _ in range(i % 3 + 1)])
+    messages = [msg(f"host{rng.randrange(10**9)}.metric{i}", T0 + 20 * (i % 3),
+                    [rng.random() for _ in range(i % 3 + 1)])
                 for i in range(20000)]
     bodies = encode_messages(messages, limit)
     assert all(len(b) <= limit for b in bodies)
@@ -225,7 +226,8 @@ def test_huge_window_is_sent_as_its_exact_aggregate():
      "empty"),
     (base64.b64encode(b"\x00" + msgpack.packb({"v": 2, "groups": [[T0, 20, "sum", "a", [float("inf")]]]})).decode(),
      "non-finite"),
-    (base64.b64encode(b"\x00" + msgpack.packb({"v": 2, "groups": [[T0, 20, "sum", "a", [[1, float("nan")]]]]})).decode(),
+    (base64.b64encode(b"\x00" + msgpack.packb(
+        {"v": 2, "groups": [[T0, 20, "sum", "a", [[1, float("nan")]]]]})).decode(),
      "non-finite"),
     ("{not json", "invalid JSON"),
 ])
@@ -239,8 +241,8 @@ def test_a_zlib_bomb_is_refused_before_it_fills_memory():
     import tracemalloc
     import zlib
 
-    from turok_core.wire.codec import FLAG_ZLIB, MAX_ENVELOPE_BYTES, decode_body
     from turok_core.model.message import MessageError
+    from turok_core.wire.codec import FLAG_ZLIB, MAX_ENVELOPE_BYTES, decode_body
 
     bomb = base64.b64encode(FLAG_ZLIB + zlib.compress(bytes(200 << 20), 9)).decode()  # 272 KB → 200 MB
     tracemalloc.start()

@@ -4,7 +4,7 @@
  * turok_core.parse.carbon_pickle and turok_core.statsd.parse would, or leaves the input ("look
  * closer": None, or where it stopped) to that code, which owns every rule about bad input. So the
  * C side never refuses or counts a point: it only goes fast when nothing is unusual, and its tests
- * (tests/unit/test_speedups.py) compare it with the Python reference on generated input.
+ * (tests/parse/test_speedups.py) compare it with the Python reference on generated input.
  *
  *   parse_lines(data, now, max_line_length, max_name_bytes)
  *       carbon plaintext lines -> (names, values, timestamps), or None

@@ -17,14 +17,14 @@ from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig
-from turok_core.wire.queues import MessageQueue, ReceivedMessage
+from turok_core.runtime.aws import make_client
 from turok_core.runtime.ratelimit import Throttle
+from turok_core.runtime.retry import Backoff
 from turok_core.runtime.selfmetrics import flatten_counters
 from turok_core.runtime.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
-from turok_core.runtime.retry import Backoff
 from turok_core.runtime.threads import start_aws_threadpool
+from turok_core.wire.queues import MessageQueue, ReceivedMessage
 
 ERROR_LOG_INTERVAL = 30.0  # seconds between two log lines about the same kind of failure
 STATS_LOG_INTERVAL = 60.0

@@ -16,11 +16,11 @@ import time
 from collections import defaultdict
 from typing import Callable, Optional, Sequence
 
-from turok_core.storage.block_layout import block_span
-from turok_core.wire.cache_query import CacheClient
 from turok_core.model.config import TurokConfig
-from turok_core.turokd.rollup import rollup_value
 from turok_core.model.schemas import MetricPolicy, SchemaSet
+from turok_core.storage.block_layout import block_span
+from turok_core.turokd.rollup import rollup_value
+from turok_core.wire.cache_query import CacheClient
 
 UNSETTLED_SLACK = 60  # seconds a coarse block may take past its close before it is surely stored
 

@@ -19,17 +19,17 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from turok_core.wire.announcements import encode_announcements
-from turok_core.runtime.aws import make_client
 from turok_core.model.config import TurokConfig
+from turok_core.model.schemas import SchemaSet, load_schemas
+from turok_core.runtime.aws import make_client
+from turok_core.runtime.cache_server import cache_site
+from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog
+from turok_core.storage.tables import BlockStore
 from turok_core.turokd.announcer import Announcer
 from turok_core.turokd.block_writer import BlockWriter, CloseResult
 from turok_core.turokd.decode import DecodedBatch
+from turok_core.wire.announcements import encode_announcements
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue, Queue
-from turok_core.model.schemas import SchemaSet, load_schemas
-from turok_core.storage.tables import BlockStore
-from turok_core.runtime.cache_server import cache_site
-from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog
 
 log = Logger(namespace="turok.turokd")
 

@@ -65,7 +65,7 @@ def _compact(values: list) -> list:
         integral = list(map(float.is_integer, values))
         if True not in integral:  # nothing to convert: no Python work per value
             return values
-        if -_INT_LIMIT < min(values) and max(values) < _INT_LIMIT:
+        if min(values) > -_INT_LIMIT and max(values) < _INT_LIMIT:
             if False not in integral:
                 return list(map(int, values))
             values = values.copy()  # Python work only for the integral ones
