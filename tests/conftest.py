@@ -23,8 +23,23 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "moto: needs the moto server (DynamoDB, SQS, S3) on loopback")
+# fixtures that start real processes (twistd services, the whole stack)
+PROCESS_FIXTURES = {"stack", "gateway", "turokd", "indexer"}
+PROCESS_FOLDERS = {"e2e", "dev"}  # every test there runs real processes
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Markers say what a test needs, so ``-m "not moto and not processes"`` runs the pure tests
+    alone: ``moto`` for every test that uses the moto server (found through its fixtures, so none
+    is missed), ``processes`` for the e2e and dev folders and the fixtures that start services;
+    tests that start processes themselves carry the marker by hand."""
+    for item in items:
+        fixtures = set(item.fixturenames)
+        if "moto_endpoint" in fixtures:
+            item.add_marker(pytest.mark.moto)
+        folder = Path(item.path).relative_to(ROOT / "tests").parts[0]
+        if folder in PROCESS_FOLDERS or fixtures & PROCESS_FIXTURES:
+            item.add_marker(pytest.mark.processes)
 
 
 _HANDED_OUT: set[int] = set()  # ports free_port returned: nothing may get one twice

@@ -221,6 +221,7 @@ def test_render_through_graphite_evaluator(setup, monkeypatch):
     assert list(by_name["fast.web3.cpu"]) == [None] * 12  # indexed, never written: all gaps
 
 
+@pytest.mark.processes
 def test_graphite_settings_module(tmp_path):
     """graphite-web's settings with ours, in fresh processes (Django settings are per process)."""
     import json

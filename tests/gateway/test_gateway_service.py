@@ -328,6 +328,7 @@ def test_a_failing_disk_keeps_the_bodies_in_memory_and_says_so(turok_config, tmp
     gateway.stopService()
 
 
+@pytest.mark.processes
 def test_the_gateway_process_tunes_its_garbage_collector(tmp_path):
     """twistd's plugin calls ``tune_gc`` before making the gateway (a subprocess: it is process-wide)."""
     import subprocess

@@ -290,6 +290,7 @@ def test_announcer_forgets_at_each_utc_day_so_removed_names_come_back():
 
 # ------------------------------------------------------------------------------------ console script
 
+@pytest.mark.processes
 def test_console_script_prints_json(turok_config, tmp_path):
     script = VENV_BIN / "turok-keeper"
     assert script.exists(), "run `make install`: setup.py declares the turok-keeper console script"
@@ -368,6 +369,7 @@ def test_crontab_and_systemd_templates():
     assert "WantedBy=timers.target" in timer
 
 
+@pytest.mark.processes
 def test_templates_are_installed_with_the_package(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import keeper, pathlib; "
                            "print(pathlib.Path(keeper.__file__).parent / 'templates')"],

@@ -376,6 +376,7 @@ LISTENER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.processes
 def test_real_sockets_take_64k_datagrams_and_tcp(tmp_path):
     port = free_port()
     out = tmp_path / "flushed.jsonl"

@@ -234,6 +234,7 @@ def test_rollup_recomputed_when_another_instance_wrote_after_our_read(schema_con
     assert store.fetch_series(["late.cpu"], 3600, MIDNIGHT, MIDNIGHT + 3600) == {"late.cpu": [None]}
 
 
+@pytest.mark.processes
 def test_two_real_turokd_processes_on_one_queue(schema_config, tmp_path):
     schemas = load_schemas(schema_config)
     batches = message_batches(5, schemas)[:12]

@@ -208,6 +208,7 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     assert store.fetch_series(["loop.m"], 10, DAY, DAY + 10) == {"loop.m": [3]}
 
 
+@pytest.mark.processes
 def test_poison_message_goes_to_the_dead_letter_queue_and_never_blocks_the_queue(turok_config, tmp_path):
     """An undecodable body is logged with its reason, left undeleted, and moved by SQS's redrive
     policy to the dead-letter queue after ``dead_letter_max_receives``; good bodies keep flowing."""
