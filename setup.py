@@ -39,7 +39,7 @@ setup(
     extras_require={"stack": STACK, "test": TEST},
     entry_points={"console_scripts": [
         "turok-provision=turok_core.runtime.provision:main",
-        "turok-localstack=turok_core.dev.stack:main",
+        "turok-dev-stack=turok_core.dev.stack:main",
         "turok-keeper=keeper.cli:main",
     ]},
 )

@@ -27,21 +27,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, machine  # noqa: E402
-from turok_core.dev.stack import LocalStack  # noqa: E402
+from turok_core.dev.stack import DevStack  # noqa: E402
 from turok_core.model.config import TurokConfig  # noqa: E402
 
 POLL = 0.1
 TIMEOUT = 120.0
 
 
-def render(stack: LocalStack, target: str) -> dict[int, float]:
+def render(stack: DevStack, target: str) -> dict[int, float]:
     query = urllib.parse.urlencode({"target": target, "from": "-10min", "format": "json"})
     with urllib.request.urlopen(f"{stack.graphite_url}/render?{query}", timeout=30) as response:
         series = json.loads(response.read())
     return {t: v for s in series for v, t in s["datapoints"] if v is not None}
 
 
-def seconds_until_visible(stack: LocalStack, name: str, value: float) -> float:
+def seconds_until_visible(stack: DevStack, name: str, value: float) -> float:
     """Send ``name value now`` and wait until the render API shows it; seconds it took."""
     sent = time.time()
     with socket.create_connection(("127.0.0.1", stack.config.plaintext_port), timeout=10) as sock:
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
                          local_aws_port=free_port(), graphite_port=free_port(), cache_port=free_port(),
                          gateway_cache_port=free_port())
     with tempfile.TemporaryDirectory(prefix="turok-fresh-") as run_dir:
-        stack = LocalStack(config, Path(run_dir))
+        stack = DevStack(config, Path(run_dir))
         stack.start(timeout=120)
         try:
             new_names, known_names = [], []

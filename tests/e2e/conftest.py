@@ -9,13 +9,13 @@ import uuid
 import pytest
 
 from tests.conftest import ROOT, free_port
-from turok_core.dev.stack import LocalStack
+from turok_core.dev.stack import DevStack
 from turok_core.model.config import TurokConfig
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """A running LocalStack on free loopback ports, using the checkout's code."""
+    """A running DevStack on free loopback ports, using the checkout's code."""
     config = TurokConfig(
         table_prefix=f"e2e{uuid.uuid4().hex[:6]}",
         cache_port=free_port(),
@@ -32,7 +32,7 @@ def stack(tmp_path_factory):
         receive_wait_seconds=1,
         index_refresh_seconds=0.5,
     )
-    local = LocalStack(config, tmp_path_factory.mktemp("stack"), extra_env={"PYTHONPATH": str(ROOT)})
+    local = DevStack(config, tmp_path_factory.mktemp("stack"), extra_env={"PYTHONPATH": str(ROOT)})
     try:
         local.start(timeout=90)
         yield local

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.dev.stack import LocalStack
+from turok_core.dev.stack import DevStack
 from turok_core.model.config import TurokConfig
 
 HOST = socket.gethostname().replace(".", "_")
@@ -27,7 +27,7 @@ retentions = 10s:1d
 
 @contextlib.contextmanager
 def running_stack(run_dir, **overrides):
-    """A LocalStack of its own (counters start at zero) reporting self-metrics every 2 s."""
+    """A DevStack of its own (counters start at zero) reporting self-metrics every 2 s."""
     (run_dir / "schemas.conf").write_text(SCHEMAS)
     settings = dict(
         table_prefix=f"sm{uuid.uuid4().hex[:6]}",
@@ -38,7 +38,7 @@ def running_stack(run_dir, **overrides):
         self_metrics_interval_seconds=2, schemas_file=str(run_dir / "schemas.conf"),
     )
     settings.update(overrides)
-    local = LocalStack(TurokConfig(**settings), run_dir, extra_env={"PYTHONPATH": str(ROOT)})
+    local = DevStack(TurokConfig(**settings), run_dir, extra_env={"PYTHONPATH": str(ROOT)})
     try:
         local.start(timeout=90)
         yield local

@@ -1,6 +1,6 @@
 """StatsD through the whole stack: UDP/TCP into the gateway, values back from graphite-web's render API.
 
-The module runs its own LocalStack with the public vectors' settings (10 s flush, legacy
+The module runs its own DevStack with the public vectors' settings (10 s flush, legacy
 namespace, 90th percentile). Everything is sent within one flush interval, just after a flush,
 so it all leaves in the next flush and lands in one 10 s slot, which is then read back.
 """
@@ -17,7 +17,7 @@ import statsd
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.conftest import graphite_get
-from turok_core.dev.stack import LocalStack
+from turok_core.dev.stack import DevStack
 from turok_core.model.config import TurokConfig
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "statsd-vectors.json").read_text())
@@ -53,7 +53,7 @@ def statsd_stack(tmp_path_factory):
         statsd_legacy_namespace=VECTORS["config"]["legacy_namespace"],
         statsd_percent_thresholds=",".join(str(p) for p in VECTORS["config"]["percent_threshold"]),
     )
-    local = LocalStack(config, tmp_path_factory.mktemp("statsd-stack"), extra_env={"PYTHONPATH": str(ROOT)})
+    local = DevStack(config, tmp_path_factory.mktemp("statsd-stack"), extra_env={"PYTHONPATH": str(ROOT)})
     try:
         local.start(timeout=90)
         yield local

@@ -81,7 +81,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class LocalStack:
+class DevStack:
     """The whole Turok stack as child processes, with its logs under ``run_dir``.
 
     Each service is the leader of its own session and process group; stopping a service signals
@@ -235,12 +235,12 @@ def _say(text: str, stream=None) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="turok-localstack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="turok-dev-stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run"], help="run: start the stack in the foreground")
     parser.add_argument("--config", help="Turok configuration file (INI, section [turok])")
     parser.add_argument("--run-dir", default=".run", help="where logs, config and graphite-web's database go")
     args = parser.parse_args(argv)
-    stack = LocalStack(load_config(args.config), Path(args.run_dir).resolve())
+    stack = DevStack(load_config(args.config), Path(args.run_dir).resolve())
     # a stack started from a script's background job inherits SIGINT ignored: take it back
     for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)
