@@ -61,4 +61,3 @@ def test_points_answers_cache_queries_from_open_and_writing_blocks_only_inside_t
     assert blocks.points(["a", "b", "zz"], DAY, DAY + 3600) == {
         "a": {10: [[DAY, 1.0], [DAY + 70, 2.0]]}, "b": {60: [[DAY + 120, 3.0]]}}
     assert blocks.points(["a"], DAY + 10, DAY + 70) == {}
-    assert blocks.next_close() == DAY + 2 * SPAN + 5

@@ -18,7 +18,7 @@ from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
 from turok_core.runtime.aws import make_client
 from turok_core.storage.tables import BlockStore
-from turok_core.turokd.rollup import WHISPER_METHODS, coarse_slots, rollup_slots, rollup_value, whisper_xff
+from turok_core.turokd.rollup import WHISPER_METHODS, rollup_slots, rollup_value, whisper_xff
 from turok_core.wire.codec import encode_messages
 from turok_core.wire.queues import MessageQueue, ReceivedMessage
 
@@ -79,7 +79,6 @@ def test_x_files_factor_edges_as_whisper_compares_them():
 
 def test_rollup_slots_aligns_and_skips_what_fails():
     finer = {0: 1.0, 10: 2.0, 20: 3.0, 60: 7.0, 130: 4.0, 140: 4.0, 150: 4.0}
-    assert coarse_slots([0, 20, 61, 130], 60) == {0, 60, 120}
     got = rollup_slots(finer, 10, 60, {120, 0, 60}, "sum", 0.5)
     assert got == [(0, 6.0), (120, 12.0)]  # 60: 1 of 6 known < 0.5, left as it was
     assert rollup_slots(finer, 10, 60, {60}, "sum", 0.0) == [(60, 7.0)]

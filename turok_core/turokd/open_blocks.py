@@ -22,7 +22,7 @@ import math
 import threading
 from array import array
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from turok_core.storage.block_layout import block_span
 
@@ -186,8 +186,3 @@ class OpenBlocks:
         with self._lock:
             return len(self._held)
 
-    def next_close(self) -> Optional[float]:
-        """When the earliest open block closes, if any."""
-        with self._lock:
-            times = [self.close_time(step, start) for step, start in self._open]
-        return min(times) if times else None

@@ -66,11 +66,6 @@ def rollup_value(values: Sequence[Optional[float]], aggregation_type: str,
     raise ValueError(f"unknown aggregation {aggregation_type!r}")
 
 
-def coarse_slots(finer_slots: Iterable[int], coarse_step: int) -> set[int]:
-    """The coarse slots (their starts) holding any of ``finer_slots``."""
-    return {slot - slot % coarse_step for slot in finer_slots}
-
-
 def rollup_slots(finer: Mapping[int, Optional[float]], finer_step: int, coarse_step: int,
                  slots: Iterable[int], aggregation_type: str,
                  x_files_factor: float) -> list[tuple[int, float]]:
