@@ -185,4 +185,3 @@ class OpenBlocks:
         """SQS messages waiting for their blocks to be written."""
         with self._lock:
             return len(self._held)
-
