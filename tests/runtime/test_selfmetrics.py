@@ -158,7 +158,7 @@ def test_consumer_reports_receive_lag_and_sends_to_the_metrics_queue(turok_confi
     from turok_core.runtime import consumer as consumer_module
     from turok_core.turokd.service import TurokdService
 
-    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
+    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: ImmediatePool())
     monkeypatch.setattr(consumer_module, "deferToThreadPool",
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
     clock = MemoryReactorClock()  # turokd also listens for cache queries

@@ -11,6 +11,7 @@ import signal
 import pytest
 
 from tests.conftest import running_twistd, wait_for
+from tests.support.fakes import ImmediatePool
 from tests.support.queues import OutageQueue, QueueReader
 from turok_core.model.message import TurokMessage
 from turok_core.runtime.aws import make_client
@@ -150,7 +151,7 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     from turok_core.wire.queues import ReceivedMessage
 
     # the AWS thread pool, run inline: the fakes below never block
-    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
+    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: ImmediatePool())
     monkeypatch.setattr(consumer_module, "deferToThreadPool",
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
     from twisted.internet.testing import MemoryReactorClock
@@ -247,7 +248,7 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
     from turok_core.turokd import service as turokd_module
     from turok_core.wire.queues import ReceivedMessage
 
-    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: None)
+    monkeypatch.setattr(consumer_module, "start_aws_threadpool", lambda reactor, size, name: ImmediatePool())
     monkeypatch.setattr(consumer_module, "deferToThreadPool",
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
     clock = MemoryReactorClock()

@@ -33,10 +33,10 @@ if not SECRET_KEY:  # graphite-web would fall back to a well-known key
 # Turok is the only storage: no whisper/ceres/rrd directories, no carbon cache, no cluster
 STORAGE_FINDERS = ("finder.TurokFinder",)
 STANDARD_DIRS = [_os.path.join(STORAGE_DIR, "no-whisper")]  # non-empty, so graphite adds none
-CARBONLINK_HOSTS = []
-CLUSTER_SERVERS = []
+CARBONLINK_HOSTS: list[str] = []
+CLUSTER_SERVERS: list[str] = []
 REMOTE_RENDERING = False
-RENDERING_HOSTS = []
+RENDERING_HOSTS: list[str] = []
 INDEX_FILE = _os.path.join(STORAGE_DIR, "index")
 
 TIME_ZONE = "UTC"

@@ -24,7 +24,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Mapping, Optional
+from types import FrameType
+from typing import BinaryIO, Callable, Mapping, Optional, TextIO
 
 from turok_core.dev.reaper import ReaperHandle, die_with_parent, kill_group
 from turok_core.model.config import SECTION, TurokConfig, load_config
@@ -60,7 +61,7 @@ def prepare_graphite_storage(storage_dir: Path) -> None:
         created.write(secrets.token_urlsafe(48) + "\n")
 
 
-def _wait(predicate, timeout: float, what: str, processes: Mapping[str, subprocess.Popen]) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, processes: Mapping[str, subprocess.Popen]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, process in processes.items():
@@ -98,7 +99,7 @@ class DevStack:
         self.config = config
         self.config_path = self.run_dir / "turok.conf"
         self.processes: dict[str, subprocess.Popen] = {}
-        self._logs: list = []
+        self._logs: list[BinaryIO] = []
         self._reaper: Optional[ReaperHandle] = None
         env = dict(os.environ)
         if self.own_endpoint:
@@ -124,7 +125,7 @@ class DevStack:
     def log_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.log"
 
-    def _log(self, name: str):
+    def _log(self, name: str) -> BinaryIO:
         log = open(self.log_path(name), "ab")
         self._logs.append(log)
         return log
@@ -222,11 +223,11 @@ class DevStack:
                 kill_group(process.pid)
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt
 
 
-def _say(text: str, stream=None) -> None:
+def _say(text: str, stream: Optional[TextIO] = None) -> None:
     """Print, unless the terminal is gone (SIGHUP after it closed): stopping matters more."""
     try:
         print(text, file=stream or sys.stdout, flush=True)

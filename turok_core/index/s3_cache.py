@@ -23,6 +23,7 @@ from turok_core.index.names import Match, NameList
 from turok_core.index.s3_store import IndexLayout, is_missing, parse_manifest
 from turok_core.index.shards import decode_shard
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code, http_status
 
 log = logging.getLogger("turok.index")
@@ -41,7 +42,7 @@ class IndexCache:
     answering from the list they have (a new list replaces the old one whole).
     """
 
-    def __init__(self, client, config: TurokConfig, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, client: AwsClient, config: TurokConfig, clock: Callable[[], float] = time.monotonic,
                  parallelism: int = 8) -> None:
         self._s3 = client
         self._bucket = config.index_bucket

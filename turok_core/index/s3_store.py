@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from turok_core.index.shards import decode_shard, encode_shard
 from turok_core.index.store import IndexConflictError, ShardedIndexStore
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code, http_status
 
 MANIFEST_NAME = "manifest.json"
@@ -75,7 +76,7 @@ def parse_manifest(body: bytes) -> int:
 class IndexStore(ShardedIndexStore):
     """Adds and removes metric names in the S3 index; safe with any number of concurrent writers."""
 
-    def __init__(self, client, config: TurokConfig, max_attempts: Optional[int] = None,
+    def __init__(self, client: AwsClient, config: TurokConfig, max_attempts: Optional[int] = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(max_attempts or config.write_max_attempts, sleep)
         self._s3 = client

@@ -9,9 +9,8 @@ the service's AWS thread pool.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Generator, Optional
 
-from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -20,7 +19,7 @@ from turok_core.index.store import ShardedIndexStore
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import MessageError
 from turok_core.runtime.aws import make_client
-from turok_core.runtime.consumer import QueueConsumerService
+from turok_core.runtime.consumer import QueueConsumerService, started
 from turok_core.wire.announcements import decode_announcement
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue
 
@@ -43,8 +42,9 @@ class IndexerService(QueueConsumerService):
     """The indexer's poll loops; ``stopService`` waits until each has finished its batch."""
 
     name = "turok-indexer"
+    counters: IndexerCounters
 
-    def __init__(self, config: TurokConfig, reactor=None, store: Optional[ShardedIndexStore] = None,
+    def __init__(self, config: TurokConfig, reactor: Any = None, store: Optional[ShardedIndexStore] = None,
                  queue: Optional[MessageQueue] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = IndexerCounters()
@@ -54,6 +54,16 @@ class IndexerService(QueueConsumerService):
     @property
     def pollers(self) -> int:
         return self.config.indexer_pollers
+
+    @property
+    def store(self) -> ShardedIndexStore:
+        """The index: injected, or made at start."""
+        return started(self._store)
+
+    @property
+    def queue(self) -> MessageQueue:
+        """The index queue: injected, or made at start."""
+        return started(self._queue)
 
     def connect(self) -> None:
         config = self.config
@@ -66,10 +76,10 @@ class IndexerService(QueueConsumerService):
                  bucket=config.index_bucket, prefix=config.index_prefix)
 
     @defer.inlineCallbacks
-    def poll_once(self):
+    def poll_once(self) -> Generator[defer.Deferred, Any, None]:
         """One receive → index → delete round."""
         config = self.config
-        messages = yield self._in_pool(self._queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
+        messages = yield self._in_pool(self.queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
                                        config.visibility_timeout_seconds)
         if not messages:
             return
@@ -91,7 +101,7 @@ class IndexerService(QueueConsumerService):
         self.counters.messages += len(handles)
         self.counters.names_announced += len(names)
         if names:
-            stats = yield self._in_pool(self._store.add_names, names)
+            stats = yield self._in_pool(self.store.add_names, names)
             self.counters.names_added += stats.added
             self.counters.names_rejected += stats.rejected
             self.counters.shard_writes += stats.shard_writes
@@ -100,9 +110,9 @@ class IndexerService(QueueConsumerService):
                 self._errors.error("rejected", "turok-indexer: {count} announced names cannot be indexed",
                                    count=stats.rejected)
         if handles:  # only now is what they carry durable in the index
-            yield self._in_pool(self._queue.delete, handles)
+            yield self._in_pool(self.queue.delete, handles)
 
 
-def make_indexer_service(config: TurokConfig) -> service.IService:
+def make_indexer_service(config: TurokConfig) -> IndexerService:
     """The turok-indexer service (``twistd -n turok-indexer --config FILE``)."""
     return IndexerService(config)

@@ -104,7 +104,8 @@ class ShardedIndexStore:
         else:
             stats.shards_unchanged += 1
 
-    def _swap_shard(self, shard: int, change: Callable[[set[str]], set[str]], stats) -> int:
+    def _swap_shard(self, shard: int, change: Callable[[set[str]], set[str]],
+                    stats: AddStats | RemoveStats) -> int:
         """Compare-and-swap one shard to ``change(its names)``, re-reading after a lost race.
 
         Returns how many names changed (0: nothing to write). Conflicts count in

@@ -21,7 +21,7 @@ refused as bad lines with the reason in the example; a clean chunk costs a few b
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterable, Optional
 
 from turok_core.model.metric_names import MAX_COMPONENT_BYTES, NameRule
 from turok_core.parse.batch import BAD_EXAMPLE_BYTES, MAX_TIMESTAMP, ParsedLines
@@ -50,7 +50,7 @@ def parse_plaintext(data: bytes, now: float, max_line_length: int = 0,
     return parsed
 
 
-def _parse_fast(lines: list[bytes], now: int, rule: NameRule, longest_line: int):
+def _parse_fast(lines: list[bytes], now: int, rule: NameRule, longest_line: int) -> ParsedLines | None:
     """Every line at once, or None when any line needs a closer look."""
     rows = list(filter(None, map(bytes.split, lines)))  # blank lines dropped, at C speed
     if not rows:
@@ -73,9 +73,10 @@ def _parse_fast(lines: list[bytes], now: int, rule: NameRule, longest_line: int)
     try:
         timestamps = list(map(int, raw_times))
     except ValueError:
-        timestamps = _float_timestamps(raw_times)
-        if timestamps is None:
+        truncated = _float_timestamps(raw_times)
+        if truncated is None:
             return None
+        timestamps = truncated
     if min(timestamps) <= 0:
         if any(t <= 0 and t != -1 for t in timestamps):
             return None
@@ -94,7 +95,7 @@ def _parse_fast(lines: list[bytes], now: int, rule: NameRule, longest_line: int)
     return parsed
 
 
-def _float_timestamps(raw_times) -> list[int] | None:
+def _float_timestamps(raw_times: Iterable[bytes]) -> list[int] | None:
     """Timestamps written as floats (``1400000000.5``, ``1.4e9``), truncated; None if any is bad."""
     try:
         return [_truncate(float(raw)) for raw in raw_times]

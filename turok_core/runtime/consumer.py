@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict
-from typing import Callable, Optional
+from typing import Any, Callable, ClassVar, Generator, Optional, Protocol, TypeVar
 
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import make_client
@@ -30,6 +31,22 @@ ERROR_LOG_INTERVAL = 30.0  # seconds between two log lines about the same kind o
 STATS_LOG_INTERVAL = 60.0
 ERROR_BACKOFF = Backoff(base=1.0, cap=30.0)  # a failed poll is retried after this
 
+T = TypeVar("T")
+
+
+def started(value: Optional[T]) -> T:
+    """``value``, which the service sets when it starts (or a test injected); an error before."""
+    if value is None:
+        raise RuntimeError("the service has not started")
+    return value
+
+
+class ConsumerCounters(Protocol):
+    """What the base reads of a subclass's counters: a dataclass with an ``errors`` count."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    errors: int
+
 
 class RateLimitedLog:
     """At most one error line per kind of failure every ``interval`` seconds, counting the rest."""
@@ -38,7 +55,7 @@ class RateLimitedLog:
         self._log = logger
         self._throttle = Throttle(clock, interval)
 
-    def error(self, kind: str, format: str, **kwargs) -> None:
+    def error(self, kind: str, format: str, **kwargs: object) -> None:
         if not self._throttle.ready(kind):
             return
         suppressed = self._throttle.suppressed(kind)
@@ -51,14 +68,18 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
     """Base of the SQS consumers. Subclasses set ``name`` and ``counters`` (a dataclass with an
     ``errors`` field), pass their logger, and implement ``pollers``, ``connect`` and ``poll_once``."""
 
-    def __init__(self, config: TurokConfig, logger: Logger, reactor=None) -> None:
+    name: str  # not Service's Optional: log lines, the pool's and self-metric names use it
+    counters: ConsumerCounters
+
+    def __init__(self, config: TurokConfig, logger: Logger, reactor: Any = None) -> None:
+        # reactor: IReactorTime and IReactorThreads (typed Any: zope interfaces need mypy-zope)
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.config = config
         self._log = logger  # an instance attribute: a Logger read off a class renames itself
         self._reactor = reactor
-        self._pool = None
+        self._pool: Optional[ThreadPool] = None  # started by startService
         self._loops: list[defer.Deferred] = []
         self._stats_call: Optional[task.LoopingCall] = None
         self._errors = RateLimitedLog(logger, reactor.seconds)
@@ -127,11 +148,11 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
             sink, self._reactor, self._log)
         self._self_metrics.start()
 
-    def _in_pool(self, function, *args, **kwargs) -> defer.Deferred:
-        return deferToThreadPool(self._reactor, self._pool, function, *args, **kwargs)
+    def _in_pool(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+        return deferToThreadPool(self._reactor, started(self._pool), function, *args, **kwargs)
 
     @defer.inlineCallbacks
-    def _poll_loop(self, number: int):
+    def _poll_loop(self, number: int) -> Generator[defer.Deferred, Any, None]:
         failures = 0
         while self.running:
             try:

@@ -177,9 +177,9 @@ class SegmentLog:
     # --- writing ------------------------------------------------------------------------------
     def append(self, records: Sequence[tuple[int, bytes]]) -> tuple[int, list[int]]:
         """Append records in one write: (segment number, offset of each record)."""
-        if self._fd is None:
-            self._start_segment()
-        number = self.current
+        fd, number = self._fd, self.current
+        if fd is None or number is None:  # both set, or both None
+            fd, number = self._start_segment()
         offset = self.sizes[number]
         offsets, chunks = [], []
         for kind, payload in records:
@@ -190,20 +190,22 @@ class SegmentLog:
         data = b"".join(chunks)
         written = 0
         while written < len(data):  # a regular file takes it all at once unless the disk is full
-            written += os.write(self._fd, data[written:])
+            written += os.write(fd, data[written:])
         self.sizes[number] = offset
         self._dirty = True
         if self.fsync == "always":
             self.sync()
         return number, offsets
 
-    def _start_segment(self) -> None:
+    def _start_segment(self) -> tuple[int, int]:
+        """Open the next segment for appends: its (file descriptor, number)."""
         number = self._next
         self._next += 1
-        self._fd = os.open(self._path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = fd = os.open(self._path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.current = number
         self.sizes[number] = 0
         self._dir_dirty = True
+        return fd, number
 
     def rotate(self) -> None:
         """Close the current segment; the next append starts a new one."""

@@ -35,7 +35,7 @@ def encode_datapoints(values: Sequence[Optional[float]]) -> bytes:
     return msgpack.packb(list(values[:end]), use_bin_type=True)
 
 
-def decode_datapoints(attribute) -> list[Optional[float]]:
+def decode_datapoints(attribute: object) -> list[Optional[float]]:
     """The slot list of a stored item: msgpack bytes, or the design's JSON-encoded list."""
     if isinstance(attribute, (bytes, bytearray, memoryview)):
         return list(msgpack.unpackb(bytes(attribute), raw=False))

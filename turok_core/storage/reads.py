@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start
+from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
 from turok_core.storage.block_layout import block_span, decode_datapoints
 
@@ -39,7 +40,7 @@ class ReadCalls(Protocol):
 class BlockReader:
     """Reads blocks of the day tables in batches; ``BlockStore`` hands its reads here."""
 
-    def __init__(self, client, config: TurokConfig, tables: DayTables,
+    def __init__(self, client: AwsClient, config: TurokConfig, tables: DayTables,
                  pool: Callable[[], ThreadPoolExecutor], backoff: Callable[[int], None]) -> None:
         self._client = client
         self._config = config

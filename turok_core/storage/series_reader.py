@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import MetricPolicy, SchemaSet
@@ -25,11 +25,18 @@ from turok_core.wire.cache_query import CacheClient
 UNSETTLED_SLACK = 60  # seconds a coarse block may take past its close before it is surely stored
 
 
+class SeriesSource(Protocol):
+    """What the reader needs of a block store (``BlockStore``, ``MemoryBlockStore``)."""
+
+    def fetch_series(self, metrics: Sequence[str], step: int, start: int,
+                     end: int) -> dict[str, list[Optional[float]]]: ...
+
+
 class SeriesReader:
     """Reads ``[start, end)`` at one step for many metrics, fresh data included."""
 
-    def __init__(self, store, config: TurokConfig, schemas: SchemaSet, cache: Optional[CacheClient] = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SeriesSource, config: TurokConfig, schemas: SchemaSet,
+                 cache: Optional[CacheClient] = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.config = config
         self.schemas = schemas

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from botocore.exceptions import ClientError
 
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
 from turok_core.storage.reads import BlockReader, BlockReadError
@@ -40,7 +41,7 @@ READABLE_STATUSES = ("ACTIVE", "UPDATING")
 class DayTables:
     """The day tables: their names, creating them, and a short-lived cache of which exist."""
 
-    def __init__(self, client, config: TurokConfig, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, client: AwsClient, config: TurokConfig, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._config = config
@@ -134,7 +135,7 @@ class DayTables:
 class BlockStore:
     """Turok's blocks in DynamoDB day tables ``<prefix><joiner><DD-MM-YYYY><joiner><resolution>``."""
 
-    def __init__(self, client, config: TurokConfig, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, client: AwsClient, config: TurokConfig, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._config = config

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequen
 from botocore.exceptions import ClientError
 
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
 from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.storage.reads import BlockReader
@@ -94,7 +95,7 @@ class _BlockLocks:
 class BlockMerger:
     """Sets slots into the blocks of the day tables; ``BlockStore`` hands its writes here."""
 
-    def __init__(self, client, config: TurokConfig, tables: DayTables, reader: BlockReader,
+    def __init__(self, client: AwsClient, config: TurokConfig, tables: DayTables, reader: BlockReader,
                  pool: Callable[[], ThreadPoolExecutor], backoff: Callable[[int], None]) -> None:
         self._client = client
         self._config = config

@@ -13,9 +13,8 @@ port (``cache_query.py``). Every boto3 call runs in the service's AWS thread poo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Generator, Iterable, Optional
 
-from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
@@ -23,7 +22,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.runtime.aws import make_client
 from turok_core.runtime.cache_server import cache_site
-from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog
+from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog, started
 from turok_core.storage.tables import BlockStore
 from turok_core.turokd.announcer import Announcer
 from turok_core.turokd.block_writer import BlockWriter, CloseResult
@@ -66,8 +65,9 @@ class TurokdService(QueueConsumerService):
     """turokd's poll loops and block tick; ``stopService`` writes what it holds, then returns."""
 
     name = "turokd"
+    counters: TurokdCounters
 
-    def __init__(self, config: TurokConfig, reactor=None, store: Optional[BlockStore] = None,
+    def __init__(self, config: TurokConfig, reactor: Any = None, store: Optional[BlockStore] = None,
                  queue: Optional[Queue] = None, index_queue: Optional[Queue] = None,
                  schemas: Optional[SchemaSet] = None, clock: Optional[Callable[[], float]] = None) -> None:
         super().__init__(config, log, reactor)
@@ -80,10 +80,11 @@ class TurokdService(QueueConsumerService):
         # read at construction, so twistd refuses to start on invalid schema files
         self.schemas = schemas if schemas is not None else load_schemas(config)
         self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
-        self.writer: Optional[BlockWriter] = None
+        self._writer: Optional[BlockWriter] = None  # made by connect, at start
         self._tick_call: Optional[task.LoopingCall] = None
         self._ticking: Optional[defer.Deferred] = None
-        self._cache_port = None
+        # an IListeningPort once listening (typed Any: zope interfaces need mypy-zope)
+        self._cache_port: Any = None
         # held receipt handle → (when its blocks are all written, when SQS would show it again)
         self._visible_until: dict[str, tuple[float, float]] = {}
         self._extending = False
@@ -91,6 +92,21 @@ class TurokdService(QueueConsumerService):
     @property
     def pollers(self) -> int:
         return self.config.turokd_pollers
+
+    @property
+    def writer(self) -> BlockWriter:
+        """The open blocks and their writing; there once the service has started."""
+        return started(self._writer)
+
+    @property
+    def queue(self) -> Queue:
+        """The metrics queue: injected, or made at start."""
+        return started(self._queue)
+
+    @property
+    def index_queue(self) -> Queue:
+        """Where new names are announced: injected, or made at start."""
+        return started(self._index_queue)
 
     def connect(self) -> None:
         config = self.config
@@ -100,7 +116,7 @@ class TurokdService(QueueConsumerService):
             sqs = make_client("sqs", config)
             self._queue = self._queue or MessageQueue.from_config(sqs, config, config.queue_name)
             self._index_queue = self._index_queue or MessageQueue.from_config(sqs, config, config.index_queue_name)
-        self.writer = BlockWriter(self._store, config, self.schemas, self.clock)
+        self._writer = BlockWriter(self._store, config, self.schemas, self.clock)
         log.info("turokd: {pollers} poller(s) on queue {queue}, tables {prefix}{joiner}…, "
                  "{slots}-slot blocks written {delay}s after they end, announcing to {index_queue}",
                  pollers=config.turokd_pollers, queue=config.queue_name, prefix=config.table_prefix,
@@ -110,16 +126,16 @@ class TurokdService(QueueConsumerService):
     def startService(self) -> None:
         super().startService()
         site = cache_site(self.writer.open.points, self._count_cache_query)
-        self._cache_port = self._reactor.listenTCP(self.config.cache_port, site,
-                                                   interface=self.config.cache_interface)
+        port = self._reactor.listenTCP(self.config.cache_port, site, interface=self.config.cache_interface)
+        self._cache_port = port
         log.info("turokd: cache queries on {interface}:{port}", interface=self.config.cache_interface,
-                 port=self._cache_port.getHost().port)
+                 port=port.getHost().port)
         self._tick_call = task.LoopingCall(self._tick)
         self._tick_call.clock = self._reactor
         self._tick_call.start(self.config.block_tick_seconds, now=False)
 
     @defer.inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[defer.Deferred, Any, None]:
         """Stop polling, let a running tick finish, then write every open block and delete."""
         if self._tick_call is not None and self._tick_call.running:
             self._tick_call.stop()
@@ -139,7 +155,7 @@ class TurokdService(QueueConsumerService):
         self._log_stats()  # the counters again, with the shutdown's writes
 
     @defer.inlineCallbacks
-    def poll_once(self):
+    def poll_once(self) -> Generator[defer.Deferred, Any, None]:
         """One receive → hold → announce round (deleting waits for the blocks' tick)."""
         config = self.config
         if self.writer.open.held_messages >= config.max_held_messages:
@@ -147,7 +163,7 @@ class TurokdService(QueueConsumerService):
             self.counters.receive_pauses += 1
             yield task.deferLater(self._reactor, config.block_tick_seconds, lambda: None)
             return
-        received = yield self._in_pool(self._queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
+        received = yield self._in_pool(self.queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
                                        config.visibility_timeout_seconds)
         if not received:
             return
@@ -161,7 +177,7 @@ class TurokdService(QueueConsumerService):
                 "left for the dead-letter queue", id=rejected.message_id, count=rejected.receive_count,
                 reason=rejected.reason)
         if batch.duplicates:  # a twin in the same batch carries the data
-            yield self._in_pool(self._queue.delete, batch.duplicates)
+            yield self._in_pool(self.queue.delete, batch.duplicates)
         yield self._extend_visibility(batch)
         if batch.slots:
             yield self._announce(batch.metrics)
@@ -194,12 +210,12 @@ class TurokdService(QueueConsumerService):
             self._visible_until[receipt] = (deadline, now + seconds)
             longer.append((receipt, seconds))
         self.counters.visibility_extensions += len(longer)
-        return self._in_pool(self._queue.change_visibility, longer)
+        return self._in_pool(self.queue.change_visibility, longer)
 
     def _tick(self) -> None:
         """Write what has closed (a tick still writing is not doubled), and keep held messages
         invisible, also while a slow or failing write is in progress."""
-        if self.writer is None:
+        if self._writer is None:  # not started
             return
         if not self._extending:
             self._extending = True
@@ -214,12 +230,12 @@ class TurokdService(QueueConsumerService):
             self._ticking = ticking
             ticking.addBoth(self._tick_done)
 
-    def _tick_done(self, result):
+    def _tick_done(self, result: object) -> object:
         self._ticking = None
         return result
 
     @defer.inlineCallbacks
-    def _close_due(self):
+    def _close_due(self) -> Generator[defer.Deferred, Any, None]:
         try:
             result: CloseResult = yield self._in_pool(self.writer.close)
             yield self._after_close(result)
@@ -228,23 +244,23 @@ class TurokdService(QueueConsumerService):
             self._errors.error("tick", "turokd: writing closed blocks failed: {error!r}; retrying", error=exc)
 
     @defer.inlineCallbacks
-    def _after_close(self, result: CloseResult):
+    def _after_close(self, result: CloseResult) -> Generator[defer.Deferred, Any, None]:
         self._count_close(result)
         if result.deletable:  # only now is what they carry durable in DynamoDB
-            yield self._in_pool(self._queue.delete, result.deletable)
+            yield self._in_pool(self.queue.delete, result.deletable)
             self.counters.messages_deleted += len(result.deletable)
             for receipt in result.deletable:
                 self._visible_until.pop(receipt, None)
 
     @defer.inlineCallbacks
-    def _announce(self, metrics):
+    def _announce(self, metrics: Iterable[str]) -> Generator[defer.Deferred, Any, None]:
         """Send the names not announced yet; they count as announced only once the send worked."""
         names = self.announcer.new_names(sorted(metrics))
         if not names:
             return
         try:
             bodies = encode_announcements(names, self.config.sqs_max_message_bytes)
-            yield self._in_pool(self._index_queue.send, bodies)
+            yield self._in_pool(self.index_queue.send, bodies)
         except BaseException:
             self.announcer.announce_failed(names)  # retried with the next batch's names
             raise
@@ -254,9 +270,9 @@ class TurokdService(QueueConsumerService):
 
     def self_metrics_gauges(self) -> dict[str, float]:
         gauges = super().self_metrics_gauges()
-        if self.writer is not None:
-            gauges["open_blocks"] = self.writer.open.open_blocks
-            gauges["held_messages"] = self.writer.open.held_messages
+        if self._writer is not None:
+            gauges["open_blocks"] = self._writer.open.open_blocks
+            gauges["held_messages"] = self._writer.open.held_messages
         return gauges
 
     def _count_cache_query(self, answered: bool) -> None:
@@ -282,6 +298,6 @@ class TurokdService(QueueConsumerService):
         counters.tables_created += stats.tables_created
 
 
-def make_turokd_service(config: TurokConfig) -> service.IService:
+def make_turokd_service(config: TurokConfig) -> TurokdService:
     """The turokd service (``twistd -n turokd --config FILE``)."""
     return TurokdService(config)

@@ -15,20 +15,20 @@ point later than the grace replaces its slot's value instead of joining it.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from turok_core.model.aggregation import aggregate
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import DEFAULT_POLICY_CACHE_SIZE, PolicyCache
-from turok_core.wire.groups import WindowGroup
+from turok_core.wire.groups import Window, WindowGroup
 
 Policy = tuple[int, str]  # (step seconds, aggregation type)
 _NONE = object()
 
 
-def window_values(window) -> list:
+def window_values(window: Window) -> list[float]:
     """A window's values as a list (a one-value window holds the bare value)."""
-    return window if type(window) is list else [window]
+    return window if isinstance(window, list) else [window]
 
 
 class WindowBatch(Sequence[TurokMessage]):
@@ -81,7 +81,7 @@ class WindowBatch(Sequence[TurokMessage]):
         return points
 
 
-def window_points(groups, metrics: Sequence[str], start: float, end: float,
+def window_points(groups: Iterable[WindowGroup], metrics: Sequence[str], start: float, end: float,
                   into: dict[str, dict[int, dict[int, float]]]) -> None:
     """Add the aggregates of ``metrics``' windows in ``groups`` with slots in ``[start, end)`` to
     ``into`` (metric → step → slot → value): what the gateway answers a finder's cache query with."""
@@ -106,7 +106,7 @@ class WindowBuffer:
         self._policies: PolicyCache[Policy] = PolicyCache(self._interned_policy, policy_cache_size)
         self._interned: dict[Policy, Policy] = {}
         # (slot, step, aggregation) -> metric -> values in arrival order
-        self._groups: dict[tuple[int, int, str], dict[str, list[float]]] = {}
+        self._groups: dict[tuple[int, int, str], dict[str, Window]] = {}
         self._open_windows = 0
         self._buffered_points = 0
         self.rejected_points = 0  # points of metrics no policy matches (lookup raised ValueError)
@@ -243,7 +243,7 @@ class WindowBuffer:
         """Every window, open or not (at shutdown)."""
         return self._take(sorted(self._groups))
 
-    def _take(self, keys) -> WindowBatch:
+    def _take(self, keys: Iterable[tuple[int, int, str]]) -> WindowBatch:
         groups = self._groups
         taken = [WindowGroup(*key, groups.pop(key)) for key in keys]
         batch = WindowBatch(taken)

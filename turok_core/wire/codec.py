@@ -99,7 +99,7 @@ class _Group:
 
     def pack(self, packer: msgpack.Packer, lo: int, hi: int) -> bytes:
         names = self.names[lo:hi]
-        joined = NAME_SEPARATOR.join(names)
+        joined: str | list[str] = NAME_SEPARATOR.join(names)
         if joined.count(NAME_SEPARATOR) != len(names) - 1:
             joined = names  # a name holds the separator
         return packer.pack([self.slot, self.step, self.aggregation, joined, self.values[lo:hi]])
@@ -239,7 +239,7 @@ def decode_body(body: str) -> list[TurokMessage]:
     return _decode_envelope(envelope)
 
 
-def _decode_envelope(envelope) -> list[TurokMessage]:
+def _decode_envelope(envelope: object) -> list[TurokMessage]:
     if not isinstance(envelope, dict):
         raise MessageError("envelope is not a map")
     version = envelope.get("v")
@@ -250,7 +250,7 @@ def _decode_envelope(envelope) -> list[TurokMessage]:
     raise MessageError(f"unsupported envelope version {version!r}")
 
 
-def _decode_groups(groups) -> list[TurokMessage]:
+def _decode_groups(groups: object) -> list[TurokMessage]:
     """Version 2: ``[slot, step, aggregation, names, values]`` per group (see the module doc)."""
     if not isinstance(groups, list):
         raise MessageError("envelope lacks groups")

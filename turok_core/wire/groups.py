@@ -9,7 +9,9 @@ The wire defines this shape so it depends on no producer: producers build it.
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Protocol, Sequence
+from typing import Mapping, NamedTuple, Protocol, Sequence, Union
+
+Window = Union[float, list[float]]  # a window's value when it holds one, else its values in order
 
 
 class WindowGroup(NamedTuple):
@@ -18,7 +20,7 @@ class WindowGroup(NamedTuple):
     slot: int
     step: int
     aggregation: str
-    windows: Mapping[str, object]
+    windows: Mapping[str, Window]
 
 
 class GroupedWindows(Protocol):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence
 
 from turok_core.model.config import TurokConfig
+from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import Backoff
 
 SQS_BATCH_ENTRIES = 10
@@ -69,7 +70,7 @@ def batch_bodies(bodies: Sequence[str], max_batch_bytes: int) -> list[list[str]]
 class MessageQueue:
     """One SQS queue, by name; the URL is looked up once."""
 
-    def __init__(self, client, name: str, max_message_bytes: int = 262144,
+    def __init__(self, client: AwsClient, name: str, max_message_bytes: int = 262144,
                  max_attempts: int = 6, sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = client
         self.name = name
@@ -79,7 +80,7 @@ class MessageQueue:
         self._sleep = sleep
 
     @classmethod
-    def from_config(cls, client, config: TurokConfig, name: str) -> "MessageQueue":
+    def from_config(cls, client: AwsClient, config: TurokConfig, name: str) -> "MessageQueue":
         return cls(client, name, config.sqs_max_message_bytes)
 
     @property
