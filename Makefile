@@ -7,10 +7,17 @@ PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
 # libcairo2 for graphite-web; a C compiler (and below, Python's headers) for turok_core.parse._speedups
 APT_PACKAGES := libcairo2 gcc
+# node and npm for dynalite (below), from Debian only where the machine has none (NodeSource's
+# nodejs ships npm and conflicts with Debian's npm package)
+NODE_APT := $(if $(shell command -v node),,nodejs) $(if $(shell command -v npm),,npm)
+# dynalite, a DynamoDB from npm that validates requests as DynamoDB does where moto does not: the
+# storage contract tests run on it too; installed into tests/.node (not committed), pinned
+DYNALITE_VERSION := 4.0.0
+DYNALITE_STAMP := tests/.node/.dynalite-$(DYNALITE_VERSION)
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run lint test bench install deps apt headers clean
+.PHONY: run lint test bench install deps apt headers dynalite clean
 
 run: install
 	$(PY) -m turok_core.dev.stack run
@@ -21,9 +28,9 @@ lint: install
 	$(PY) -m mypy
 
 # lint first: a style or type error fails fast, before the slow suite; the real-client tests
-# run Debian's collectd
-test: APT_PACKAGES += collectd-core
-test: lint
+# run Debian's collectd, the storage contract tests dynalite
+test: APT_PACKAGES += collectd-core $(NODE_APT)
+test: lint dynalite
 	$(PY) -m pytest tests
 
 # issue 6's benchmarks (bench/), on demand only, never part of `make test`;
@@ -38,6 +45,14 @@ install: apt headers deps
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
 	$(PY) setup.py --quiet build_ext --inplace
 	@rm -rf build *.egg-info
+
+dynalite: APT_PACKAGES += $(NODE_APT)
+dynalite: $(DYNALITE_STAMP)
+
+$(DYNALITE_STAMP): | apt
+	mkdir -p tests/.node
+	cd tests/.node && npm install --no-audit --no-fund --no-save --silent dynalite@$(DYNALITE_VERSION)
+	touch $@
 
 # Python.h for the venv's interpreter: Debian's python3 has it in python3-dev
 headers: | $(PY)
@@ -66,4 +81,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so .mypy_cache .ruff_cache tests/.node

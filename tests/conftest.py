@@ -1,8 +1,10 @@
 """Fixtures shared by the whole suite: a real moto server on loopback and configs pointing at it,
-and a queue (in memory or SQS on moto) for the tests every queue must pass."""
+dynalite (DynamoDB only) beside it for the storage contracts, and a queue (in memory or SQS on
+moto) for the tests every queue must pass."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,17 +28,22 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # fixtures that start real processes (twistd services, the whole stack)
 PROCESS_FIXTURES = {"stack", "gateway", "turokd", "indexer"}
 PROCESS_FOLDERS = {"e2e", "dev"}  # every test there runs real processes
+# dynalite from npm, installed by `make dynalite` (part of `make test`) into tests/.node, not committed
+DYNALITE_CLI = ROOT / "tests" / ".node" / "node_modules" / "dynalite" / "cli.js"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Markers say what a test needs, so ``-m "not moto and not processes"`` runs the pure tests
-    alone: ``moto`` for every test that uses the moto server (found through its fixtures, so none
-    is missed), ``processes`` for the e2e and dev folders and the fixtures that start services;
+    """Markers say what a test needs, so ``-m "not moto and not dynalite and not processes"`` runs
+    the pure tests alone: ``moto`` and ``dynalite`` for every test that uses that server (found
+    through its fixtures, so none is missed; ``DYNAMODB_SERVERS`` marks the cases of a suite run
+    on each), ``processes`` for the e2e and dev folders and the fixtures that start services;
     tests that start processes themselves carry the marker by hand."""
     for item in items:
         fixtures = set(item.fixturenames)
         if "moto_endpoint" in fixtures:
             item.add_marker(pytest.mark.moto)
+        if "dynalite_endpoint" in fixtures:
+            item.add_marker(pytest.mark.dynalite)
         folder = Path(item.path).relative_to(ROOT / "tests").parts[0]
         if folder in PROCESS_FOLDERS or fixtures & PROCESS_FIXTURES:
             item.add_marker(pytest.mark.processes)
@@ -86,12 +93,74 @@ def moto_endpoint(tmp_path_factory):
         wait_for(lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1).status == 200, 30, "moto server")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def dynalite_endpoint(tmp_path_factory):
+    """dynalite (npm; in memory) bound to 127.0.0.1 for the whole session: DynamoDB only, but
+    validating requests as DynamoDB does where moto lets them through (26-item batches, duplicate
+    keys in a batch, sizes), and keeping new tables CREATING for 500 ms as DynamoDB does.
+
+    Skips when node or the package is missing: ``make dynalite`` installs it (``make test`` does)."""
+    node = shutil.which("node")
+    if node is None or not DYNALITE_CLI.exists():
+        pytest.skip(f"dynalite is not installed ({DYNALITE_CLI.relative_to(ROOT)}): `make dynalite` installs it")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("dynalite") / "dynalite.log", "w")
+    process = subprocess.Popen([node, str(DYNALITE_CLI), "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"dynalite exited {process.returncode}; see {log.name}")
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    try:
+        wait_for(listening, 30, "dynalite")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+# the DynamoDB servers a DynamoDB suite runs on, each case marked as its server's fixture would be:
+# ``@pytest.fixture(params=["memory", *DYNAMODB_SERVERS])``, then ``make_dynamodb_config(request, request.param)``
+DYNAMODB_SERVERS = [pytest.param("moto", marks=pytest.mark.moto),
+                    pytest.param("dynalite", marks=pytest.mark.dynalite)]
+
+
+def make_dynamodb_config(request, server: str):
+    """A TurokConfig on DynamoDB server ``server`` ("moto" or "dynalite", started for the session on
+    first use) with a table prefix of its own; nothing provisioned (dynalite has no SQS or S3)."""
+    from turok_core.model.config import TurokConfig
+
+    endpoint = request.getfixturevalue(f"{server}_endpoint")
+    return TurokConfig(aws_endpoint_url=endpoint, aws_region="us-east-1", table_prefix=f"t{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(params=DYNAMODB_SERVERS)
+def dynamodb_server(request) -> str:
+    """Each DynamoDB server in turn: "moto", then "dynalite" (whose validation is closer to DynamoDB's)."""
+    return request.param
+
+
+@pytest.fixture
+def dynamodb_config(request, dynamodb_server: str):
+    """A TurokConfig on each DynamoDB server in turn; see ``make_dynamodb_config``."""
+    return make_dynamodb_config(request, dynamodb_server)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""The block store contract: every test runs against ``MemoryBlockStore`` and the boto3 ``BlockStore``.
+"""The block store contract: every test runs against ``MemoryBlockStore`` and the boto3 ``BlockStore``
+on moto and on dynalite (whose request validation is closer to DynamoDB's: what moto lets
+through and DynamoDB refuses fails here).
 
 What any block store promises its callers (turokd, the finder, the keeper): day tables named and
 created as in DynamoDB, slot values set (never added) and merged into their blocks, redeliveries
@@ -14,6 +16,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import DYNAMODB_SERVERS, make_dynamodb_config
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, encode_datapoints
@@ -25,13 +28,13 @@ DAY = calendar.timegm((2014, 4, 1, 0, 0, 0))  # 01-04-2014 00:00:00 UTC
 STEP = 10
 
 
-@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.moto)])
+@pytest.fixture(params=["memory", *DYNAMODB_SERVERS])
 def make_store(request):
     """A function making a store of one kind on a config of its own: ``make_store(**config changes)``."""
     if request.param == "memory":
         base = TurokConfig(table_prefix=f"m{uuid.uuid4().hex[:8]}")
         return lambda **changes: MemoryBlockStore(base.replace(**changes))
-    base = request.getfixturevalue("turok_config")
+    base = make_dynamodb_config(request, request.param)
 
     def boto3_store(**changes):
         config = base.replace(**changes)
