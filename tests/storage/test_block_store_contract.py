@@ -159,3 +159,26 @@ def test_concurrent_merges_of_one_block_lose_nothing(make_store):
     for thread in threads:
         thread.join(30)
     assert store.fetch_series(["race.m"], STEP, DAY, DAY + 80) == {"race.m": [float(i) for i in range(8)]}
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_many_blocks_fit_the_batch_limits(make_store, conditional):
+    """More blocks than one BatchWriteItem (25 items) or BatchGetItem (100 keys) takes, over two day
+    tables, one block given twice: DynamoDB (and dynalite) refuse a batch over its limit or with
+    a key twice, moto takes both."""
+    store = make_store(conditional_writes=conditional, block_slots=60)
+    span = store.span(STEP)
+    midnight = DAY + 86400
+    metrics = [f"many.m{i:02d}" for i in range(65)]
+    blocks = [(metric, STEP, midnight - span, {59: float(i)}) for i, metric in enumerate(metrics)]
+    blocks += [(metric, STEP, midnight, {0: i + 0.5}) for i, metric in enumerate(metrics)]
+    stats = store.write_blocks(blocks + [("many.m00", STEP, midnight - span, {59: -1.0})])
+    assert stats.items_written == 130 and stats.tables_created == 2
+    # merges into all 130 blocks: read back (more than 100 keys) and written again
+    stats = store.write_slots([(metric, STEP, midnight - 20, 2.0 * i) for i, metric in enumerate(metrics)]
+                              + [(metric, STEP, midnight + 10, 3.0 * i) for i, metric in enumerate(metrics)])
+    assert stats.items_written == 130 and stats.items_unchanged == 0
+    got = store.fetch_series(metrics, STEP, midnight - 30, midnight + 30)
+    expected = {metric: [None, 2.0 * i, float(i), i + 0.5, 3.0 * i, None] for i, metric in enumerate(metrics)}
+    expected["many.m00"][2] = -1.0  # the later of the two
+    assert got == expected
