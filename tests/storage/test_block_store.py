@@ -1,8 +1,14 @@
-"""BlockStore against the real moto server, plus client wrappers where moto cannot misbehave."""
+"""BlockStore against the real moto server, plus client wrappers where moto cannot misbehave.
+
+The tests of DynamoDB's limits (batch sizes, unprocessed items and keys) run on dynalite too,
+which refuses an oversized batch as DynamoDB does. Neither server ever leaves BatchWriteItem
+items unprocessed (dynalite answers every batch whole), so ``Unreliable`` does; dynalite does
+leave BatchGetItem keys unprocessed past its response cap, as DynamoDB does past 16 MB."""
 from __future__ import annotations
 
 import calendar
 import math
+import random
 import threading
 import time
 
@@ -146,8 +152,8 @@ def test_range_across_midnight_uses_two_day_tables(turok_config):
     assert [int(i["start_time"]["N"]) for i in scan(turok_config, f"{prefix}_02-04-2014_10sec")] == [midnight]
 
 
-def test_writes_are_chunked_by_25_items(turok_config):
-    turok_config = turok_config.replace(conditional_writes=False)  # the BatchWriteItem path
+def test_writes_are_chunked_by_25_items(dynamodb_config):
+    turok_config = dynamodb_config.replace(conditional_writes=False)  # the BatchWriteItem path
     client = Wrapper(make_client("dynamodb", turok_config))
     store = make_store(turok_config, client)
     span = block_span(STEP, turok_config.block_slots)
@@ -160,11 +166,12 @@ def test_writes_are_chunked_by_25_items(turok_config):
     assert sum(v is not None for v in got) == 60
 
 
-def test_unprocessed_items_are_retried_with_backoff(turok_config):
-    turok_config = turok_config.replace(conditional_writes=False)  # the BatchWriteItem path
+def test_unprocessed_items_are_retried_with_backoff(dynamodb_config):
+    turok_config = dynamodb_config.replace(conditional_writes=False)  # the BatchWriteItem path
     sleeps = []
     client = Unreliable(make_client("dynamodb", turok_config), write_failures=3)
     store = make_store(turok_config, client, sleep=sleeps.append)
+    make_store(turok_config).ensure_table(store.table_for(DAY, STEP))  # only backoff in ``sleeps``
     slots = [(f"retry.m{i}", STEP, DAY, float(i)) for i in range(20)]
     stats = store.write_slots(slots)
     assert stats.items_written == 20 and stats.write_calls == 4  # 20 → 10 → 5 → 3 left → done
@@ -175,16 +182,18 @@ def test_unprocessed_items_are_retried_with_backoff(turok_config):
     assert got == {f"retry.m{i}": [float(i)] for i in range(20)}
 
 
-def test_unprocessed_items_give_up_with_a_clear_error(turok_config):
-    config = turok_config.replace(write_max_attempts=3, conditional_writes=False)
+def test_unprocessed_items_give_up_with_a_clear_error(dynamodb_config):
+    config = dynamodb_config.replace(write_max_attempts=3, conditional_writes=False)
     client = Unreliable(make_client("dynamodb", config), write_failures=100)
     store = make_store(config, client, sleep=lambda s: None)
+    make_store(config).ensure_table(store.table_for(DAY, STEP))  # a new table waits, this store does not
     with pytest.raises(BlockWriteError, match="unprocessed by BatchWriteItem after 3 attempts"):
         store.write_slots([("give.up", STEP, DAY, 1.0), ("give.up", STEP, DAY + 600, 2.0)])
     assert client.calls["batch_write_item"] == 3
 
 
-def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(turok_config):
+def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(dynamodb_config):
+    turok_config = dynamodb_config
     store = make_store(turok_config)
     metrics = [f"read.m{i}" for i in range(150)]
     store.write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
@@ -201,6 +210,22 @@ def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(turok_confi
     assert reader.fetch_series(metrics, STEP, DAY, DAY + 1200) == expected
     assert max(client.get_sizes) == 100 and sum(client.get_sizes) == 300 + 100
 
+
+def test_keys_past_the_answer_cap_are_asked_again(dynamodb_config, dynamodb_server):
+    """DynamoDB answers a BatchGetItem with at most 16 MB and leaves the other keys unprocessed;
+    dynalite does the same past about 1.4 MB (moto answers whole): a wide read still comes back whole."""
+    config = dynamodb_config.replace(block_slots=8640)  # a day of 10 s slots in one block
+    rng = random.Random(13)
+    metrics = [f"wide.m{i:02d}" for i in range(32)]
+    # random doubles compress to nothing much: about 70 KB a block, over 2 MB for the 32
+    values = {metric: [rng.random() for _ in range(8640)] for metric in metrics}
+    make_store(config).write_blocks([(metric, STEP, DAY, dict(enumerate(values[metric]))) for metric in metrics])
+    client = Wrapper(make_client("dynamodb", config))
+    assert make_store(config, client).fetch_series(metrics, STEP, DAY, DAY + 86400) == values
+    if dynamodb_server == "dynalite":
+        assert len(client.get_sizes) > 1 and client.get_sizes[0] == 32 and sum(client.get_sizes) > 32
+    else:
+        assert client.get_sizes == [32]
 
 def test_merge_sets_given_slots_and_keeps_the_others(turok_config):
     client = Wrapper(make_client("dynamodb", turok_config))
