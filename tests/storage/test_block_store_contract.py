@@ -182,3 +182,18 @@ def test_many_blocks_fit_the_batch_limits(make_store, conditional):
     expected = {metric: [None, 2.0 * i, float(i), i + 0.5, 3.0 * i, None] for i, metric in enumerate(metrics)}
     expected["many.m00"][2] = -1.0  # the later of the two
     assert got == expected
+
+
+@pytest.mark.parametrize("prefix, joiner", [("turok metrics", "_"), ("turok", ":"), ("tür", "_"), ("t" * 237, "_")])
+def test_a_table_prefix_dynamodb_refuses_is_refused_when_the_store_is_made(make_store, prefix, joiner):
+    # DynamoDB (and dynalite) refuse such table names at the first write; moto takes them
+    with pytest.raises(ValueError, match="table_prefix"):
+        make_store(table_prefix=prefix, table_joiner=joiner)
+
+
+def test_the_longest_table_names_are_taken(make_store):
+    prefix = "t.-" + "x" * 233  # + "_DD-MM-YYYY_3456sec": 255 characters, DynamoDB's most
+    store = make_store(table_prefix=prefix)
+    assert len(store.table_for(DAY, 3456)) == 255
+    assert store.write_slots([("long.m", 3456, DAY, 1.0)]).tables_created == 1
+    assert store.fetch_series(["long.m"], 3456, DAY, DAY + 3456) == {"long.m": [1.0]}

@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 from turok_core.model.config import TurokConfig
 from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.storage.reads import BATCH_GET_KEYS
-from turok_core.storage.table_names import table_name
+from turok_core.storage.table_names import check_table_affixes, table_name
 from turok_core.storage.writes import BATCH_WRITE_ITEMS, WriteStats, item_size
 
 
@@ -26,6 +26,7 @@ class MemoryBlockStore:
     """Blocks in dicts: ``{table: {(metric, block start): datapoints blob}}``."""
 
     def __init__(self, config: TurokConfig) -> None:
+        check_table_affixes(config.table_prefix, config.table_joiner)  # names as DynamoDB takes them
         self._config = config
         self._lock = threading.RLock()
         self._tables: dict[str, dict[tuple[str, int], bytes]] = {}

@@ -25,7 +25,7 @@ from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
 from turok_core.storage.reads import BlockReader, BlockReadError
-from turok_core.storage.table_names import table_name
+from turok_core.storage.table_names import check_table_affixes, table_name
 from turok_core.storage.writes import BlockMerger, BlockWriteError, WriteStats
 
 __all__ = ["BACKOFF", "BlockReadError", "BlockStore", "BlockWriteError", "DayTables", "WriteStats"]
@@ -43,6 +43,8 @@ class DayTables:
 
     def __init__(self, client: AwsClient, config: TurokConfig, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        # a prefix or joiner DynamoDB refuses in a table name fails here, not at every write
+        check_table_affixes(config.table_prefix, config.table_joiner)
         self._client = client
         self._config = config
         self._sleep = sleep
@@ -133,7 +135,8 @@ class DayTables:
 
 
 class BlockStore:
-    """Turok's blocks in DynamoDB day tables ``<prefix><joiner><DD-MM-YYYY><joiner><resolution>``."""
+    """Turok's blocks in DynamoDB day tables ``<prefix><joiner><DD-MM-YYYY><joiner><resolution>``
+    (``ValueError`` when made with a prefix or joiner DynamoDB refuses in a table name)."""
 
     def __init__(self, client: AwsClient, config: TurokConfig, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
