@@ -107,23 +107,33 @@ def dynalite_endpoint(tmp_path_factory):
     node = shutil.which("node")
     if node is None or not DYNALITE_CLI.exists():
         pytest.skip(f"dynalite is not installed ({DYNALITE_CLI.relative_to(ROOT)}): `make dynalite` installs it")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("dynalite") / "dynalite.log", "w")
-    process = subprocess.Popen([node, str(DYNALITE_CLI), "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"dynalite exited {process.returncode}; see {log.name}")
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-
+    log_path = tmp_path_factory.mktemp("dynalite") / "dynalite.log"
+    process, port = _start_dynalite(node, log_path)
     try:
-        wait_for(listening, 30, "dynalite")
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(process)
-        log.close()
+
+
+def _start_dynalite(node: str, log_path: Path, timeout: float = 30.0) -> tuple[subprocess.Popen, int]:
+    """dynalite on a free loopback port, once it says it listens there (not merely once the port
+    answers: whatever took the port first would answer too); another port if it was taken."""
+    for _ in range(3):
+        port = free_port()
+        with open(log_path, "w") as log:
+            process = subprocess.Popen([node, str(DYNALITE_CLI), "--host", "127.0.0.1", "--port", str(port)],
+                                       stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if f"listening at: http://127.0.0.1:{port}" in log_path.read_text():
+                return process, port
+            if process.poll() is not None:
+                break  # EADDRINUSE: the port was taken between free_port and now
+            time.sleep(0.05)
+        else:
+            _stop(process)
+            raise AssertionError(f"dynalite did not listen within {timeout}s; see {log_path}")
+    raise AssertionError(f"dynalite exited three times; see {log_path}")
 
 
 def _stop(process: subprocess.Popen) -> None:
