@@ -100,8 +100,10 @@ def moto_endpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def dynalite_endpoint(tmp_path_factory):
     """dynalite (npm; in memory) bound to 127.0.0.1 for the whole session: DynamoDB only, but
-    validating requests as DynamoDB does where moto lets them through (26-item batches, duplicate
-    keys in a batch, sizes), and keeping new tables CREATING for 500 ms as DynamoDB does.
+    validating requests as DynamoDB does where moto lets them through (26-item BatchWriteItem
+    calls, table names of any character or length), keeping new tables CREATING for 500 ms and
+    leaving BatchGetItem keys unprocessed past a size of answer, as DynamoDB does. It never
+    leaves BatchWriteItem items unprocessed (nor does moto).
 
     Skips when node or the package is missing: ``make dynalite`` installs it (``make test`` does)."""
     node = shutil.which("node")
