@@ -86,7 +86,8 @@ def moto_endpoint(tmp_path_factory):
     """A moto server (DynamoDB, SQS, S3 on one port) bound to 127.0.0.1 for the whole session."""
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    process = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    # moto with atomic conditional writes (turok_core/dev/moto_server.py), as AWS has them
+    process = subprocess.Popen([sys.executable, "-m", "turok_core.dev.moto_server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

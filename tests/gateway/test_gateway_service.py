@@ -71,6 +71,9 @@ def test_gateway_end_to_end(gateway, turok_config):
             b"carbon.agents.a.cpu 7 %d\n" % (base + 30),
             b"web.latency 9 %d.75\n" % (base + 15),
         ]))
+        # the report of these bad lines first, so the long line below is the example of the next
+        # report (one example per report: on a busy machine both could fall into one period)
+        wait_for(lambda: "malformed input line" in log_path.read_text(), 10, "the bad-line report")
         sock.sendall(b"web.partial 4")  # a line completed by the next send
         time.sleep(0.3)
         sock.sendall(b"2 %d\n" % (base + 4))

@@ -150,7 +150,8 @@ class DevStack:
         if self._reaper is None:
             self._reaper = ReaperHandle(self._log("reaper"))
         if self.own_endpoint:
-            self._spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.config.local_aws_port)])
+            self._spawn("moto", [sys.executable, "-m", "turok_core.dev.moto_server", "-H", "127.0.0.1",
+                                 "-p", str(self.config.local_aws_port)])
             _wait(lambda: _port_open("127.0.0.1", self.config.local_aws_port), timeout, "the local AWS endpoint",
                   self.processes)
         saved = {k: os.environ.get(k) for k in LOCAL_CREDENTIALS}
