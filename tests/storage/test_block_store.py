@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import random
 import threading
 import time
 
@@ -185,6 +186,7 @@ def test_unprocessed_items_give_up_with_a_clear_error(turok_config):
 
 
 def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(turok_config):
+    turok_config = turok_config.replace(block_slots=90)  # 15-minute blocks: 20 minutes span two
     store = make_store(turok_config)
     metrics = [f"read.m{i}" for i in range(150)]
     store.write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
@@ -223,9 +225,10 @@ def test_merge_sets_given_slots_and_keeps_the_others(turok_config):
 
 
 def test_write_units_follow_item_size(turok_config):
-    config = turok_config.replace(block_slots=240)
+    config = turok_config.replace(block_slots=360)
     store = make_store(config)
-    stats = store.write_slots([("big.m", STEP, DAY + i * STEP, i + 0.5) for i in range(240)])
+    rng = random.Random(13)  # full-precision doubles: ~7.5 bytes each in block format v2
+    stats = store.write_slots([("big.m", STEP, DAY + i * STEP, rng.uniform(0, 1000)) for i in range(360)])
     [item] = scan(config, store.table_for(DAY, STEP))
     blob = bytes(item["datapoints"]["B"])
     size = item_size("big.m", DAY, blob)
