@@ -319,19 +319,22 @@ static int in_svarint(In *in, int64_t *value) {
 
 /* the next `count` bits (<= 64) of the stream from in->pos; -1 past the end */
 static int in_bits(In *in, int count, uint64_t *value) {
-    uint64_t result = 0;
-    Py_ssize_t total_bits = (in->len - in->pos) * 8;
-    if (in->bit + count > total_bits) return -1;
-    for (int taken = 0; taken < count;) {
-        Py_ssize_t at = in->bit;
-        unsigned byte = in->data[in->pos + at / 8];
-        int offset = (int)(at % 8), avail = 8 - offset, take = count - taken < avail ? count - taken : avail;
-        unsigned chunk = (byte >> (avail - take)) & ((1u << take) - 1);
-        result = (result << take) | chunk;  /* take <= 8 */
-        taken += take;
-        in->bit += take;
+    if (in->bit + count > (in->len - in->pos) * 8) return -1;
+    if (count > 56) {  /* a window of 8 bytes holds 56 bits past any bit offset */
+        uint64_t high, low;
+        in_bits(in, count - 32, &high);
+        in_bits(in, 32, &low);
+        *value = (high << 32) | low;
+        return 0;
     }
-    *value = result;
+    if (count == 0) { *value = 0; return 0; }
+    Py_ssize_t at = in->pos + in->bit / 8, avail = in->len - at;
+    const unsigned char *p = in->data + at;
+    uint64_t window = 0;
+    for (int i = 0; i < 8; i++)
+        window = (window << 8) | (i < avail ? p[i] : 0);
+    *value = (window << (in->bit % 8)) >> (64 - count);
+    in->bit += count;
     return 0;
 }
 
