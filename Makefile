@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
 # libcairo2 for graphite-web; a C compiler (and below, Python's headers) for turok_core.parse._speedups
+# and turok_core.storage._blockcodec
 APT_PACKAGES := libcairo2 gcc
 export GRAPHITE_NO_PREFIX := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -66,4 +67,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so .mypy_cache .ruff_cache
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so turok_core/storage/_blockcodec*.so .mypy_cache .ruff_cache
