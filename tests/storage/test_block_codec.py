@@ -154,6 +154,23 @@ def test_v1_msgpack_and_design_json_still_read():
         decode_datapoints(12)
 
 
+def test_the_extension_is_built_here():
+    """`make install` builds it; without it the reference does the same work, slower (native.py)."""
+    assert native.blockcodec is not None, native.describe()
+    assert native.describe() == "C"
+
+
+def test_without_the_extension_blocks_are_the_same(monkeypatch):
+    """``TUROK_PURE_PYTHON=1`` (or no compiler): ``block_layout`` falls back to the reference."""
+    values = [1.0, None, 2.5, 1e300, -0.0] + gauges(random.Random(9), 50)
+    with_c = encode_datapoints(values)
+    monkeypatch.setattr("turok_core.storage.block_layout.blockcodec", None)
+    assert encode_datapoints(values) == with_c
+    assert bits(decode_datapoints(with_c)) == bits(expected(values))
+    monkeypatch.setenv("TUROK_PURE_PYTHON", "1")
+    assert native._load() is None
+
+
 def bytes_per_point(make, slots: int = 432, blocks: int = 20, seed: int = 1) -> float:
     rng = random.Random(seed)
     return sum(len(encode_datapoints(make(rng, slots))) for _ in range(blocks)) / (slots * blocks)
