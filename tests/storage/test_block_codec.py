@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from turok_core.model.aggregation import aggregate
 from turok_core.model.resolution import SECONDS_PER_DAY
 from turok_core.storage import block_codec, native
 from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, encode_datapoints
@@ -35,6 +36,16 @@ IMPLS = [pytest.param(block_codec, id="reference"),
 def bits(values: list) -> list:
     """Values as their exact bit patterns (so -0.0 differs from 0.0), None kept."""
     return [None if v is None else struct.pack("<d", v) for v in values]
+
+
+def values_header(blob: bytes) -> tuple[int, int]:
+    """The values codec byte of a v2 blob and the byte after it."""
+    reader = block_codec._Reader(blob)
+    reader.byte()
+    n, covered = reader.uvarint(), 0
+    while covered < n:
+        covered += reader.uvarint() + reader.uvarint()
+    return blob[reader.offset], blob[reader.offset + 1]
 
 
 def expected(values: list) -> list:
@@ -152,6 +163,21 @@ def test_v1_msgpack_and_design_json_still_read():
     assert encode_datapoints([1.5, None, 3, None, None])[0] == block_codec.VERSION
     with pytest.raises(ValueError):
         decode_datapoints(12)
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+def test_rollup_averages_of_integers_are_scaled_integers(codec):
+    """turokd's averages of 6 (10 s → 1 min; 5 where a slot is missing), 12 or 60 integer slots: k / q exactly."""
+    rng = random.Random(4)
+    for over, gap_every in ((6, 7), (12, 0), (60, 0)):
+        base = counters(rng, 360 * over)
+        known = [None if gap_every and i % gap_every == 0 else v for i, v in enumerate(base)]
+        averages = [aggregate("average", [v for v in known[i:i + over] if v is not None])
+                    for i in range(0, len(base), over)]
+        blob = codec.encode(averages)
+        codec_byte, header = values_header(blob)
+        assert codec_byte in (0x01, 0x02, 0x03) and header >> 4 in (1, 2, 3, 4)  # divisor 3, 6, 12 or 60
+        assert len(blob) / len(averages) < 3 and bits(codec.decode(blob)) == bits(averages)
 
 
 def test_the_extension_is_built_here():

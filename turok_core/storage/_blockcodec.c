@@ -22,6 +22,16 @@
 #define CODEC_XOR 4
 
 static const double POWERS[MAX_SCALE + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+#define N_DIVISORS 5
+static const double DIVISORS[N_DIVISORS] = {1, 3, 6, 12, 60};
+/* (divisor index, scale) by increasing q = divisor * 10**scale, as block_codec._CANDIDATES */
+static const unsigned char CANDIDATES[][2] = {
+    {0, 0}, {1, 0}, {2, 0}, {0, 1}, {3, 0}, {1, 1}, {2, 1}, {4, 0}, {0, 2}, {3, 1}, {1, 2}, {2, 2}, {4, 1},
+    {0, 3}, {3, 2}, {1, 3}, {2, 3}, {4, 2}, {0, 4}, {3, 3}, {1, 4}, {2, 4}, {4, 3}, {0, 5}, {3, 4}, {1, 5},
+    {2, 5}, {4, 4}, {0, 6}, {3, 5}, {1, 6}, {2, 6}, {4, 5}, {0, 7}, {3, 6}, {1, 7}, {2, 7}, {4, 6}, {0, 8},
+    {3, 7}, {1, 8}, {2, 8}, {4, 7}, {0, 9}, {3, 8}, {1, 9}, {2, 9}, {4, 8}, {3, 9}, {4, 9},
+};
+#define N_CANDIDATES ((int)(sizeof(CANDIDATES) / sizeof(CANDIDATES[0])))
 
 /* ---- output buffer and bit writer */
 
@@ -100,21 +110,26 @@ static int is_gap(double v) { return v != v; }
 
 static uint64_t word_of(double v) { uint64_t w; memcpy(&w, &v, 8); return w; }
 
-/* every value is k / 10**scale exactly: the scale (ks filled), or -1 */
+/* value is k / q exactly (bits and sign): 1 and *k set, else 0 */
+static int scaled_one(double value, double q, int64_t *k) {
+    double x = value * q;
+    if (!(fabs(x) <= (double)MAX_SCALED)) return 0;
+    *k = (int64_t)nearbyint(x);  /* half to even, as Python's round */
+    return word_of((double)*k / q) == word_of(value);  /* also tells -0.0 from 0.0 */
+}
+
+/* every value is k / q exactly for the first candidate q that fits: its header byte (ks
+ * filled), or -1. The value that failed the last candidate is tried first: it mostly fails again. */
 static int find_scale(const double *values, Py_ssize_t m, int64_t *ks) {
-    for (int scale = 0; scale <= MAX_SCALE; scale++) {
-        double power = POWERS[scale];
+    Py_ssize_t failed = 0;
+    for (int c = 0; c < N_CANDIDATES; c++) {
+        double q = DIVISORS[CANDIDATES[c][0]] * POWERS[CANDIDATES[c][1]];
+        if (!scaled_one(values[failed], q, &ks[failed])) continue;
         Py_ssize_t i;
-        for (i = 0; i < m; i++) {
-            double x = values[i] * power;
-            if (!(fabs(x) <= (double)MAX_SCALED)) break;
-            double r = nearbyint(x);  /* half to even, as Python's round */
-            int64_t k = (int64_t)r;
-            double back = (double)k / power;
-            if (word_of(back) != word_of(values[i])) break;  /* also tells -0.0 from 0.0 */
-            ks[i] = k;
-        }
-        if (i == m) return scale;
+        for (i = 0; i < m; i++)
+            if (!scaled_one(values[i], q, &ks[i])) break;
+        if (i == m) return CANDIDATES[c][0] << 4 | CANDIDATES[c][1];
+        failed = i;
     }
     return -1;
 }
@@ -134,7 +149,7 @@ static int bit_length(uint64_t x) {
     return n;
 }
 
-static int encode_ints(Out *o, int scale, const int64_t *ks, Py_ssize_t m, int64_t *work) {
+static int encode_ints(Out *o, int header, const int64_t *ks, Py_ssize_t m, int64_t *work) {
     int best_order = -1, best_width = 0;
     int64_t best_base = 0, best_cost = 0;
     int orders = m < 3 ? (int)m : 3;
@@ -155,7 +170,7 @@ static int encode_ints(Out *o, int scale, const int64_t *ks, Py_ssize_t m, int64
         }
     }
     int order = best_order;
-    if (out_byte(o, CODEC_INTS + order) || out_byte(o, (unsigned)scale)) return -1;
+    if (out_byte(o, CODEC_INTS + order) || out_byte(o, (unsigned)header)) return -1;
     if (order >= 1 && out_uvarint(o, zigzag(ks[0]))) return -1;
     if (order == 2 && out_uvarint(o, zigzag(ks[1] - ks[0]))) return -1;
     if (out_uvarint(o, zigzag(best_base)) || out_byte(o, (unsigned)best_width)) return -1;
@@ -265,8 +280,8 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
         ks = PyMem_Malloc((size_t)m * sizeof(int64_t));
         work = PyMem_Malloc((size_t)m * sizeof(int64_t));
         if (!ks || !work) { PyErr_NoMemory(); goto done; }
-        int scale = find_scale(present, m, ks);
-        if (scale >= 0 ? encode_ints(&o, scale, ks, m, work) : encode_xor(&o, present, m)) goto done;
+        int header = find_scale(present, m, ks);
+        if (header >= 0 ? encode_ints(&o, header, ks, m, work) : encode_xor(&o, present, m)) goto done;
     }
     result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
 done:
@@ -341,10 +356,11 @@ static int in_bits(In *in, int count, uint64_t *value) {
 static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
 
 static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
-    unsigned scale, width;
+    unsigned header, width;
     int64_t head[2] = {0, 0}, base;
-    if (in_byte(in, &scale)) return bad("truncated");
-    if (scale > MAX_SCALE || order >= m) return bad("bad scaled-integer header");
+    if (in_byte(in, &header)) return bad("truncated");
+    unsigned scale = header & 0x0F, divisor = header >> 4;
+    if (scale > MAX_SCALE || divisor >= N_DIVISORS || order >= m) return bad("bad scaled-integer header");
     for (int h = 0; h < order; h++)
         if (in_svarint(in, &head[h])) return bad("truncated");
     if (in_svarint(in, &base) || in_byte(in, &width)) return bad("truncated");
@@ -353,7 +369,7 @@ static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
     if (in->len - in->pos != ((Py_ssize_t)width * count + 7) / 8) return bad("values of the wrong length");
     if (order >= 1 && abs64(head[0]) > MAX_SCALED) return bad("scaled integer out of range");
     if (order == 2 && abs64(head[1]) > 2 * MAX_SCALED) return bad("scaled integer out of range");
-    double power = POWERS[scale];
+    double power = DIVISORS[divisor] * POWERS[scale];
     int64_t k = head[0], delta = head[1];
     Py_ssize_t i = 0;
     if (order >= 1) values[i++] = (double)k / power;

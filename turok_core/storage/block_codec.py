@@ -11,13 +11,15 @@ Layout (slots are implicit, in the spirit of Gorilla / M3TSZ: only values and ga
     blob    = 0x02  n:uvarint  runs  values          (v1 msgpack lists start with 0x90-0x9f/0xdc/0xdd)
     runs    = (gaps:uvarint present:uvarint)*        pairs until they cover the n slots; present >= 1
     values  = nothing                                when n == 0 (no value at all)
-            | 0x01+o  scale:u8  head:svarint*o  base:svarint  width:u8  packed
+            | 0x01+o  divisor<<4|scale:u8  head:svarint*o  base:svarint  width:u8  packed
             | 0x04  xor-bits
 
 ``n`` is the index of the last value plus one. uvarint is LEB128; svarint is a zigzag-mapped
-uvarint. **Scaled integers** (codec ``0x01``-``0x03``): every value equals ``k / 10**scale``
-exactly (``float(k) / 10.0**scale``, bits and sign included) with ``|k| <= 2**53`` and ``scale``
-the smallest in 0..9 that works for the whole block. ``o`` (0-2) is the residual order: the
+uvarint. **Scaled integers** (codec ``0x01``-``0x03``): every value equals ``k / q`` exactly
+(``float(k) / q``, bits and sign included) with ``|k| <= 2**53``, ``q = DIVISORS[divisor] *
+10.0**scale`` (scale 0-9), and ``q`` the smallest that works for the whole block (ties: the lower
+divisor index): integers, short decimals, and averages of integers over 3, 6, 12 or 60 slots
+(turokd's rollups) are all scaled integers. ``o`` (0-2) is the residual order: the
 residuals are the ``k`` themselves, their deltas, or their deltas of deltas; ``head`` holds what
 the first ``o`` values need (``k[0]``, then ``k[1] - k[0]``), and each residual minus ``base``
 (the smallest) is packed in ``width`` bits, most significant first, the stream zero-padded to a
@@ -42,7 +44,10 @@ MAX_WIDTH = 57  # bits of the largest residual range, 2 * MAX_RESIDUAL
 MAX_SLOTS = 86400  # a day of 1 s slots: no block is longer
 CODEC_INTS = 0x01  # + residual order (0, 1, 2)
 CODEC_XOR = 0x04
+DIVISORS = (1, 3, 6, 12, 60)  # besides powers of ten: averages of 3, 6 (10 s → 1 min), 12 and 60 slots
 _POWERS = [10.0 ** s for s in range(MAX_SCALE + 1)]
+# (q, header byte) in the order the encoder tries them
+_CANDIDATES = sorted((float(d) * _POWERS[s], i << 4 | s) for i, d in enumerate(DIVISORS) for s in range(MAX_SCALE + 1))
 _MASK64 = (1 << 64) - 1
 
 
@@ -64,8 +69,8 @@ def _svarint_size(value: int) -> int:
 
 
 def _scaled(values: Sequence[float]) -> Optional[tuple[int, list[int]]]:
-    """``(scale, k per value)`` when every value is ``k / 10**scale`` exactly; else None."""
-    for scale, power in enumerate(_POWERS):
+    """``(header byte, k per value)`` when every value is ``k / q`` exactly; else None."""
+    for power, header in _CANDIDATES:
         ks = []
         for value in values:
             x = value * power
@@ -76,7 +81,7 @@ def _scaled(values: Sequence[float]) -> Optional[tuple[int, list[int]]]:
                 break
             ks.append(k)
         else:
-            return scale, ks
+            return header, ks
     return None
 
 
@@ -99,7 +104,7 @@ def _pack(numbers: Iterable[int], width: int, out: bytearray) -> None:
         out += int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def _encode_ints(scale: int, ks: list[int], out: bytearray) -> None:
+def _encode_ints(header: int, ks: list[int], out: bytearray) -> None:
     best: Optional[tuple[int, int, list[int], list[int], int, int]] = None
     for order in range(min(3, len(ks))):
         head, residuals = _residuals(ks, order)
@@ -111,7 +116,7 @@ def _encode_ints(scale: int, ks: list[int], out: bytearray) -> None:
     assert best is not None
     _cost, order, head, residuals, base, width = best
     out.append(CODEC_INTS + order)
-    out.append(scale)
+    out.append(header)
     for h in head:
         _uvarint(_zigzag(h), out)
     _uvarint(_zigzag(base), out)
@@ -228,8 +233,9 @@ def _bits(data: bytes, count: int) -> str:
 
 
 def _decode_ints(order: int, reader: _Reader, m: int) -> list[float]:
-    scale = reader.byte()
-    if scale > MAX_SCALE or order >= m:
+    header = reader.byte()
+    scale, divisor = header & 0x0F, header >> 4
+    if scale > MAX_SCALE or divisor >= len(DIVISORS) or order >= m:
         raise ValueError("block v2: bad scaled-integer header")
     head = [reader.svarint() for _ in range(order)]
     base = reader.svarint()
@@ -260,8 +266,8 @@ def _decode_ints(order: int, reader: _Reader, m: int) -> list[float]:
             ks.append(ks[-1] + delta)
     if any(abs(k) > MAX_SCALED for k in ks):
         raise ValueError("block v2: scaled integer out of range")
-    power = _POWERS[scale]
-    return [float(k) / power for k in ks]
+    q = float(DIVISORS[divisor]) * _POWERS[scale]
+    return [float(k) / q for k in ks]
 
 
 def _decode_xor(data: bytes, m: int) -> list[float]:
