@@ -153,6 +153,25 @@ def test_broken_blobs_are_refused_alike(garbage, data):
         assert len(set(map(repr, outcomes))) == 1, candidate
 
 
+@pytest.mark.parametrize("codec", IMPLS)
+@pytest.mark.parametrize("blob", [
+    b"\x02\x01\x00\x01\x01\x00" + b"\xff" * 9 + b"\x01\x00",  # base -2**63, width 0: out of range
+    b"\x02\x01\x00\x01\x01\x0a\x00\x00",  # scale 10
+    b"\x02\x01\x00\x01\x01\x50\x00\x00",  # divisor index 5
+    b"\x02\x02\x00\x02\x02\x00\x00\x00\x00",  # order 1 with a width-0 residual: fine, both 0.0
+    b"\x02\x02\x00\x01",  # runs short of n
+    b"\x02\x01\x00\x01\x04" + b"\x00" * 7,  # XOR value cut short
+    b"\x02\x00\x00",  # bytes after an empty block
+    b"\x02" + b"\xff" * 11,  # varint beyond 64 bits
+])
+def test_hand_made_blobs(codec, blob):
+    try:
+        got = codec.decode(blob)
+    except ValueError:
+        got = "refused"
+    assert got == ([0.0, 0.0] if blob.startswith(b"\x02\x02\x00\x02\x02") else "refused")
+
+
 def test_v1_msgpack_and_design_json_still_read():
     v1 = msgpack.packb([1.5, None, 3, 2.0 ** 60], use_bin_type=True)
     assert v1[0] == 0x94 and decode_datapoints(v1) == [1.5, None, 3, 2.0 ** 60]

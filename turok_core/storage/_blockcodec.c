@@ -14,8 +14,8 @@
 
 #define VERSION 2
 #define MAX_SCALE 9
-#define MAX_SCALED (INT64_C(1) << 53)
-#define MAX_RESIDUAL (INT64_C(1) << 55)
+#define MAX_SCALED (UINT64_C(1) << 53)
+#define MAX_RESIDUAL (UINT64_C(1) << 55)
 #define MAX_WIDTH 57
 #define MAX_SLOTS 86400
 #define CODEC_INTS 1
@@ -353,7 +353,8 @@ static int in_bits(In *in, int count, uint64_t *value) {
     return 0;
 }
 
-static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
+/* |v| without overflow (INT64_MIN included), to compare with the bounds */
+static uint64_t abs64(int64_t v) { return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; }
 
 static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
     unsigned header, width;
