@@ -101,8 +101,9 @@ class TurokConfig:
     cache_interface: str = "127.0.0.1"
     cache_port: int = 7002
     receive_wait_seconds: int = 20
-    # turokd holds a message until its blocks are written (15 minutes of 10 s slots plus the close
-    # delay): received with this timeout, longer waits cost a ChangeMessageVisibility request
+    # turokd holds a message until its blocks are written (up to a block, 72 minutes of 10 s slots,
+    # plus the close delay): received with this timeout, longer waits cost a ChangeMessageVisibility
+    # request; a dead turokd's messages come back after it
     visibility_timeout_seconds: int = 1200
     turokd_pollers: int = 2
     write_max_attempts: int = 8
