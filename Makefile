@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.turok-deps
 # libcairo2 for graphite-web; a C compiler (and below, Python's headers) for turok_core.parse._speedups
+# and turok_core.storage._blockcodec
 APT_PACKAGES := libcairo2 gcc
 # node and npm for dynalite (below), from Debian only where the machine has none (NodeSource's
 # nodejs ships npm and conflicts with Debian's npm package)
@@ -81,4 +82,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so .mypy_cache .ruff_cache tests/.node
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so turok_core/storage/_blockcodec*.so .mypy_cache .ruff_cache tests/.node

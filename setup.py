@@ -34,7 +34,10 @@ setup(
     ],
     # the gateway's parsing of clean input in C; optional: without a compiler the pure-Python
     # parsers do the same work (turok_core/parse/native.py)
+    # and block format v2 in C for turokd and the finder (turok_core/storage/native.py)
     ext_modules=[Extension("turok_core.parse._speedups", ["turok_core/parse/_speedups.c"], optional=True,
+                           extra_compile_args=["-O2"]),
+                 Extension("turok_core.storage._blockcodec", ["turok_core/storage/_blockcodec.c"], optional=True,
                            extra_compile_args=["-O2"])],
     extras_require={"stack": STACK, "test": TEST},
     entry_points={"console_scripts": [

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+import msgpack
 import pytest
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
@@ -193,7 +194,7 @@ def test_unprocessed_items_give_up_with_a_clear_error(dynamodb_config):
 
 
 def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(dynamodb_config):
-    turok_config = dynamodb_config
+    turok_config = dynamodb_config.replace(block_slots=90)  # 15-minute blocks: 20 minutes span two
     store = make_store(turok_config)
     metrics = [f"read.m{i}" for i in range(150)]
     store.write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
@@ -248,9 +249,10 @@ def test_merge_sets_given_slots_and_keeps_the_others(turok_config):
 
 
 def test_write_units_follow_item_size(turok_config):
-    config = turok_config.replace(block_slots=240)
+    config = turok_config.replace(block_slots=360)
     store = make_store(config)
-    stats = store.write_slots([("big.m", STEP, DAY + i * STEP, i + 0.5) for i in range(240)])
+    rng = random.Random(13)  # full-precision doubles: ~7.5 bytes each in block format v2
+    stats = store.write_slots([("big.m", STEP, DAY + i * STEP, rng.uniform(0, 1000)) for i in range(360)])
     [item] = scan(config, store.table_for(DAY, STEP))
     blob = bytes(item["datapoints"]["B"])
     size = item_size("big.m", DAY, blob)
@@ -267,6 +269,24 @@ def test_design_json_datapoints_are_readable_and_mergeable(turok_config):
     assert store.fetch_series(["json.m"], STEP, DAY, DAY + 60) == {"json.m": [1, 2, None, 4.5, None, None]}
     store.write_slots([("json.m", STEP, DAY + 20, 3.0)])
     assert store.fetch_series(["json.m"], STEP, DAY, DAY + 60) == {"json.m": [1, 2, 3.0, 4.5, None, None]}
+
+
+def test_v1_msgpack_blocks_are_readable_and_merged_into_v2(turok_config):
+    """Blocks written before format v2 (a msgpack list) read as before and are rewritten as v2."""
+    store = make_store(turok_config)
+    table = store.table_for(DAY, STEP)
+    store.ensure_table(table)
+    client = make_client("dynamodb", turok_config)
+    v1 = msgpack.packb([1.0, None, 2.5], use_bin_type=True)
+    client.put_item(TableName=table, Item={"metric": {"S": "v1.m"}, "start_time": {"N": str(DAY)},
+                                           "datapoints": {"B": v1}})
+    assert store.fetch_series(["v1.m"], STEP, DAY, DAY + 40) == {"v1.m": [1.0, None, 2.5, None]}
+    assert store.fetch_slots(STEP, [("v1.m", DAY, DAY + 40)]) == {"v1.m": {DAY: 1.0, DAY + 20: 2.5}}
+    store.write_slots([("v1.m", STEP, DAY + 10, -0.0)])
+    [item] = [i for i in scan(turok_config, table) if i["metric"]["S"] == "v1.m"]
+    assert bytes(item["datapoints"]["B"])[0] == 2
+    got = store.fetch_series(["v1.m"], STEP, DAY, DAY + 40)["v1.m"]
+    assert got == [1.0, -0.0, 2.5, None] and math.copysign(1.0, got[1]) == -1.0
 
 
 def test_missing_tables_read_as_gaps(turok_config):

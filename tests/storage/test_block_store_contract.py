@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import random
 import threading
 import uuid
 
@@ -141,12 +142,13 @@ def test_fetch_slots_returns_every_known_slot_of_the_blocks(make_store):
 
 
 def test_write_units_follow_item_size(make_store):
-    store = make_store(block_slots=240)
-    values = [i + 0.5 for i in range(240)]
+    store = make_store(block_slots=360)
+    rng = random.Random(13)
+    values = [rng.uniform(0, 1000) for _ in range(360)]  # full-precision doubles: ~7.5 bytes each in v2
     stats = store.write_slots([("big.m", STEP, DAY + i * STEP, value) for i, value in enumerate(values)])
     size = item_size("big.m", DAY, encode_datapoints(values))
     assert size > 2048 and stats.write_units == math.ceil(size / 1024) == 3
-    assert store.fetch_series(["big.m"], STEP, DAY, DAY + 2400) == {"big.m": values}
+    assert store.fetch_series(["big.m"], STEP, DAY, DAY + 3600) == {"big.m": values}
 
 
 def test_concurrent_merges_of_one_block_lose_nothing(make_store):

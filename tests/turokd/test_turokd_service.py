@@ -296,7 +296,7 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
 
 
 def test_sigterm_writes_the_open_blocks_and_deletes_their_messages(turokd):
-    """Graceful shutdown: blocks still open (current data, 15-minute blocks) are written and their
+    """Graceful shutdown: blocks still open (current data, 72-minute blocks) are written and their
     SQS messages deleted before turokd exits, so nothing waits for a redelivery."""
     import time
 

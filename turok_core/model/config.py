@@ -87,8 +87,9 @@ class TurokConfig:
     # (docs/benchmarks.md); 0 keeps Python's default
     gc_threshold: int = 20000
     # --- turokd
-    # slots per DynamoDB item; 90 float64 slots and a name stay under the 1 KB write unit
-    block_slots: int = 90
+    # slots per DynamoDB item; 0: from the write-unit budget (block_layout.block_span: 432 slots
+    # of 10 s = 72 minutes, 360 of 1 min, a day of 1 h); others: at most that many, dividing a day
+    block_slots: int = 0
     # turokd holds a block in memory and writes it once, this long after the block's end (for
     # the last slot's message to arrive); its SQS messages are deleted only after that write
     block_close_delay_seconds: float = 30.0
@@ -100,8 +101,9 @@ class TurokConfig:
     cache_interface: str = "127.0.0.1"
     cache_port: int = 7002
     receive_wait_seconds: int = 20
-    # turokd holds a message until its blocks are written (15 minutes of 10 s slots plus the close
-    # delay): received with this timeout, longer waits cost a ChangeMessageVisibility request
+    # turokd holds a message until its blocks are written (up to a block, 72 minutes of 10 s slots,
+    # plus the close delay): received with this timeout, longer waits cost a ChangeMessageVisibility
+    # request; a dead turokd's messages come back after it
     visibility_timeout_seconds: int = 1200
     turokd_pollers: int = 2
     write_max_attempts: int = 8

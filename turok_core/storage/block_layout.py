@@ -1,10 +1,17 @@
-"""How a metric's slots are laid out in DynamoDB items ("blocks").
+"""How a metric's slots are laid out in DynamoDB items ("blocks"), and how long a block is.
 
-An item holds ``block_slots`` consecutive slots of one metric at one resolution, starting at
-``start_time`` (epoch seconds, aligned to the block span). Spans divide a day, so a block never
-crosses a UTC midnight and always lives in the table of its start's day. ``datapoints`` holds one
-value per slot (``None`` for a gap), as msgpack in a binary attribute; the reader also accepts the
-design's JSON string.
+An item holds the consecutive slots of one metric at one resolution from ``start_time`` (epoch
+seconds, aligned to the block span). Spans divide a day, so a block never crosses a UTC midnight
+and always lives in the table of its start's day. ``block_span`` is the one place the span comes
+from (turokd's open blocks and rollups, the store's reads and merges, the keeper, the finder):
+``block_slots`` 0 (the default) sizes blocks so a typical block fills one write unit, anything
+else is an explicit slot count (tests and benchmarks close blocks within minutes with a few).
+
+``datapoints`` is a binary attribute in block format v2 (``block_codec.py``: compressed, a
+version byte first), written by ``encode_datapoints`` everywhere blocks are written.
+``decode_datapoints`` also reads v1 blocks (a msgpack list of floats and None) and the design's
+JSON-encoded list string, so blocks stored before v2 stay readable and are rewritten as v2 when
+merged.
 """
 from __future__ import annotations
 
@@ -14,31 +21,48 @@ from typing import Optional, Sequence
 import msgpack
 
 from turok_core.model.resolution import SECONDS_PER_DAY
+from turok_core.storage import block_codec
+from turok_core.storage.native import blockcodec
+
+WRITE_UNIT_BYTES = 1024
+# what an item holds besides its values: the attribute names (26 bytes), a metric name of up to
+# ~90 bytes, start_time, and the v2 header
+ITEM_OVERHEAD_BYTES = 128
+# v2 bytes per slot of a typical series: integer counters and short decimals take 1.3-1.8
+# (docs/write-path.md); full-precision doubles ~7.5 take a few write units per block
+TYPICAL_BYTES_PER_SLOT = 2
+AUTO_SLOTS = (WRITE_UNIT_BYTES - ITEM_OVERHEAD_BYTES) // TYPICAL_BYTES_PER_SLOT  # 448
 
 
 def block_span(step: int, block_slots: int) -> int:
-    """Seconds per block: ``step`` × the largest slot count ≤ ``block_slots`` that divides a day."""
+    """Seconds per block at resolution ``step``: ``step`` × the largest slot count that divides a
+    day and is at most ``block_slots`` (0: ``AUTO_SLOTS``, what fits one write unit)."""
     if SECONDS_PER_DAY % step:
         raise ValueError(f"resolution {step}s does not divide a day")
     slots_per_day = SECONDS_PER_DAY // step
-    slots = max(1, min(block_slots, slots_per_day))
+    slots = max(1, min(block_slots if block_slots > 0 else AUTO_SLOTS, slots_per_day))
     while slots_per_day % slots:
         slots -= 1
     return step * slots
 
 
 def encode_datapoints(values: Sequence[Optional[float]]) -> bytes:
-    """A block's slot values, ``None`` for gaps, trailing gaps dropped, as msgpack."""
-    end = len(values)
-    while end and values[end - 1] is None:
-        end -= 1
-    return msgpack.packb(list(values[:end]), use_bin_type=True)
+    """A block's slot values (``None`` or NaN for gaps) in block format v2; trailing gaps dropped.
+
+    ``values`` may be a list or an ``array('d')``; the C codec takes either whole."""
+    if blockcodec is not None:
+        return blockcodec.encode(values)
+    return block_codec.encode(values)
 
 
 def decode_datapoints(attribute: object) -> list[Optional[float]]:
-    """The slot list of a stored item: msgpack bytes, or the design's JSON-encoded list."""
+    """The slot list of a stored item (``None`` for gaps): v2 or v1 (msgpack) bytes, or the
+    design's JSON-encoded list."""
     if isinstance(attribute, (bytes, bytearray, memoryview)):
-        return list(msgpack.unpackb(bytes(attribute), raw=False))
+        blob = bytes(attribute)
+        if blob[:1] == b"\x02":
+            return blockcodec.decode(blob) if blockcodec is not None else block_codec.decode(blob)
+        return list(msgpack.unpackb(blob, raw=False))
     if isinstance(attribute, str):
         return list(json.loads(attribute))
     raise ValueError(f"unsupported datapoints attribute of type {type(attribute).__name__}")

@@ -2,8 +2,8 @@
 
 For tests, benchmarks and tools that need a block store without DynamoDB. It keeps what the
 DynamoDB store guarantees, checked by one contract suite (tests/storage/test_block_store_contract.py):
-day tables named as in DynamoDB, created on first write; blocks of ``block_slots`` slots stored
-as the same msgpack blob; slot values *set*, never added, so a redelivered write changes nothing
+day tables named as in DynamoDB, created on first write; blocks of ``block_span`` stored as the
+same v2 blob; slot values *set*, never added, so a redelivered write changes nothing
 (and counts as ``items_unchanged``); ``fetch_series`` gaps as None; ``fetch_slots`` every known
 slot of the blocks overlapping the ranges; the same ``ValueError`` for unaligned slots, blocks and
 ranges. ``WriteStats`` counts what DynamoDB would have been asked (calls, write units).

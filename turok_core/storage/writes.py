@@ -1,7 +1,8 @@
 """Batched slot merges into Turok's blocks: conditional puts, batch writes, block locks, write stats.
 
 An item is one block (``block_layout.py``): key ``metric`` (S, hash) and ``start_time`` (N, range,
-the block's first second), and ``datapoints`` (B, msgpack; the design's JSON string is also read).
+the block's first second), and ``datapoints`` (B, block format v2; v1 msgpack and the design's JSON string
+are also read).
 Writers *set* slot values, so writing the same slots again leaves the item unchanged: that is what
 makes SQS redeliveries harmless. A block is merged (read, slots set) and put back only if it
 still holds what was read (``conditional_writes``), so two turokd processes never lose each

@@ -1,0 +1,250 @@
+"""Block format v2 (``turok_core.storage.block_codec`` and its C twin ``_blockcodec``).
+
+Round trips must be exact to the bit for every double but NaN (a gap); the C codec must write the
+very bytes of the reference and read every blob as it does, refusing the same broken ones; v1
+blocks (msgpack lists) and the design's JSON still read; the sizes stay what the format is for.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+from array import array
+from typing import Optional
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from turok_core.model.aggregation import aggregate
+from turok_core.model.resolution import SECONDS_PER_DAY
+from turok_core.storage import block_codec, native
+from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, encode_datapoints
+from turok_core.storage.writes import item_size
+
+CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -math.inf, math.inf,
+           2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 60), 2.0 ** 63, 1e300, 0.1 + 0.2]
+IMPLS = [pytest.param(block_codec, id="reference"),
+         pytest.param(native.blockcodec, id="C", marks=pytest.mark.skipif(native.blockcodec is None,
+                                                                             reason="C codec not built"))]
+
+
+def bits(values: list) -> list:
+    """Values as their exact bit patterns (so -0.0 differs from 0.0), None kept."""
+    return [None if v is None else struct.pack("<d", v) for v in values]
+
+
+def values_header(blob: bytes) -> tuple[int, int]:
+    """The values codec byte of a v2 blob and the byte after it."""
+    reader = block_codec._Reader(blob)
+    reader.byte()
+    n, covered = reader.uvarint(), 0
+    while covered < n:
+        covered += reader.uvarint() + reader.uvarint()
+    return blob[reader.offset], blob[reader.offset + 1]
+
+
+def expected(values: list) -> list:
+    """What decoding gives back: NaN as None, floats, trailing gaps dropped."""
+    slots = [None if v is None or v != v else float(v) for v in values]
+    while slots and slots[-1] is None:
+        slots.pop()
+    return slots
+
+
+def counters(rng: random.Random, n: int, rate: int = 50) -> list[float]:
+    """An integer counter at a steady rate with noise (requests, bytes, errors…)."""
+    total, out = rng.randint(0, 10 ** 9), []
+    for _ in range(n):
+        total += max(0, int(rng.gauss(rate, rate ** 0.5 * 2)))
+        out.append(float(total))
+    return out
+
+
+def cost_counters(rng: random.Random, n: int) -> list[float]:
+    """bench/cost.py's counters: increments drawn uniformly from 0..5000 (entropy 12.3 bits each)."""
+    total, out = rng.randint(0, 10 ** 9), []
+    for _ in range(n):
+        total += rng.randint(0, 5000)
+        out.append(float(total))
+    return out
+
+
+def gauges(rng: random.Random, n: int) -> list[float]:
+    return [round(rng.uniform(0, 100), 2) for _ in range(n)]
+
+
+def doubles(rng: random.Random, n: int) -> list[float]:
+    return [rng.uniform(0, 1000) for _ in range(n)]
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+@pytest.mark.parametrize("values", [
+    [], [None], [None, None, math.nan], [7.0], [None, None, -3.5], [-0.0], [0.0, -0.0, 0.0],
+    [1.5, None, 3, None, None], SPECIAL, [None, *SPECIAL, None] * 3,
+    [float(2 ** 53 + 2 * i) for i in range(20)], [2.0 ** 62, 1.0, -(2.0 ** 62)],
+    [5e-324 * i for i in range(10)], [12.34, 56.78, None, 0.01, -99.99], [1e-9, 2e-9, 123456.789],
+    [math.pi * i for i in range(50)], [1.0] * 100, [None] * 50 + [1.0],
+])
+def test_round_trips_exactly(codec, values):
+    assert bits(codec.decode(codec.encode(values))) == bits(expected(values))
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+def test_value_kinds_choose_their_codec(codec):
+    rng = random.Random(3)
+    assert codec.encode([]) == codec.encode([None, math.nan]) == b"\x02\x00"  # no value: version and n only
+    assert codec.encode(counters(rng, 100))[4] in (0x01, 0x02, 0x03)  # after version, n and one run pair
+    gauge_blob = codec.encode(gauges(rng, 100))
+    assert gauge_blob[4] in (0x01, 0x02, 0x03) and gauge_blob[5] == 2  # scale 2: hundredths
+    assert codec.encode(doubles(rng, 100))[4] == 0x04  # XOR
+    assert codec.encode([1.0, -0.0])[4] == 0x04  # -0.0 is no scaled integer
+    assert codec.encode([2.0 ** 53 + 2])[4] == 0x04  # beyond 2**53: XOR, still exact
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_c_writes_the_reference_bytes_and_reads_them_alike(seed):
+    if native.blockcodec is None:
+        pytest.skip("C codec not built")
+    rng = random.Random(seed)
+    kinds = [counters, cost_counters, gauges, doubles]
+    for _ in range(10):
+        n = rng.choice([1, 2, 3, 10, 90, 432])
+        kind = rng.choice(kinds)
+        values: list[Optional[float]] = list(kind(rng, n))
+        for _ in range(rng.randint(0, n)):  # gaps, and now and then any other value
+            values[rng.randrange(n)] = rng.choice([None, math.nan, None, rng.choice(SPECIAL)])
+        blob = block_codec.encode(values)
+        assert native.blockcodec.encode(values) == blob
+        assert native.blockcodec.encode(array("d", [math.nan if v is None else v for v in values])) == blob
+        assert bits(native.blockcodec.decode(blob)) == bits(block_codec.decode(blob)) == bits(expected(values))
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                          st.integers(-2 ** 60, 2 ** 60).map(float),
+                          st.integers(-10 ** 6, 10 ** 6).map(lambda k: k / 100)), max_size=300))
+@CHECKS
+def test_property_round_trip_and_c_matches_reference(values):
+    blob = block_codec.encode(values)
+    assert bits(block_codec.decode(blob)) == bits(expected(values))
+    if native.blockcodec is not None:
+        assert native.blockcodec.encode(values) == blob
+        assert bits(native.blockcodec.decode(blob)) == bits(expected(values))
+
+
+@given(st.binary(max_size=64), st.data())
+@CHECKS
+def test_broken_blobs_are_refused_alike(garbage, data):
+    """Truncated, extended and random blobs: both raise ValueError, or both read the same slots."""
+    values = data.draw(st.lists(st.one_of(st.none(), st.floats(allow_nan=False)), max_size=40))
+    blob = block_codec.encode(values)
+    cut = data.draw(st.integers(0, len(blob)))
+    for candidate in (blob[:cut], blob + garbage[:1], b"\x02" + garbage, garbage):
+        outcomes = []
+        for codec in [block_codec] + ([native.blockcodec] if native.blockcodec is not None else []):
+            try:
+                outcomes.append(bits(codec.decode(candidate)))
+            except ValueError:
+                outcomes.append("refused")
+        assert len(set(map(repr, outcomes))) == 1, candidate
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+@pytest.mark.parametrize("blob", [
+    b"\x02\x01\x00\x01\x01\x00" + b"\xff" * 9 + b"\x01\x00",  # base -2**63, width 0: out of range
+    b"\x02\x01\x00\x01\x01\x0a\x00\x00",  # scale 10
+    b"\x02\x01\x00\x01\x01\x50\x00\x00",  # divisor index 5
+    b"\x02\x02\x00\x02\x02\x00\x00\x00\x00",  # order 1 with a width-0 residual: fine, both 0.0
+    b"\x02\x02\x00\x01",  # runs short of n
+    b"\x02\x01\x00\x01\x04" + b"\x00" * 7,  # XOR value cut short
+    b"\x02\x00\x00",  # bytes after an empty block
+    b"\x02" + b"\xff" * 11,  # varint beyond 64 bits
+])
+def test_hand_made_blobs(codec, blob):
+    try:
+        got = codec.decode(blob)
+    except ValueError:
+        got = "refused"
+    assert got == ([0.0, 0.0] if blob.startswith(b"\x02\x02\x00\x02\x02") else "refused")
+
+
+def test_v1_msgpack_and_design_json_still_read():
+    v1 = msgpack.packb([1.5, None, 3, 2.0 ** 60], use_bin_type=True)
+    assert v1[0] == 0x94 and decode_datapoints(v1) == [1.5, None, 3, 2.0 ** 60]
+    long_v1 = msgpack.packb([float(i) for i in range(300)], use_bin_type=True)  # array16 marker
+    assert long_v1[0] == 0xDC and decode_datapoints(long_v1) == [float(i) for i in range(300)]
+    assert decode_datapoints(json.dumps([1, None, 30000])) == [1, None, 30000]
+    assert decode_datapoints(memoryview(encode_datapoints([None, 2.5]))) == [None, 2.5]
+    assert encode_datapoints([1.5, None, 3, None, None])[0] == block_codec.VERSION
+    with pytest.raises(ValueError):
+        decode_datapoints(12)
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+def test_rollup_averages_of_integers_are_scaled_integers(codec):
+    """turokd's averages of 6 (10 s → 1 min; 5 where a slot is missing), 12 or 60 integer slots: k / q exactly."""
+    rng = random.Random(4)
+    for over, gap_every in ((6, 7), (12, 0), (60, 0)):
+        base = counters(rng, 360 * over)
+        known = [None if gap_every and i % gap_every == 0 else v for i, v in enumerate(base)]
+        averages = [aggregate("average", [v for v in known[i:i + over] if v is not None])
+                    for i in range(0, len(base), over)]
+        blob = codec.encode(averages)
+        codec_byte, header = values_header(blob)
+        assert codec_byte in (0x01, 0x02, 0x03) and header >> 4 in (1, 2, 3, 4)  # divisor 3, 6, 12 or 60
+        assert len(blob) / len(averages) < 3 and bits(codec.decode(blob)) == bits(averages)
+
+
+def test_the_extension_is_built_here():
+    """`make install` builds it; without it the reference does the same work, slower (native.py)."""
+    assert native.blockcodec is not None, native.describe()
+    assert native.describe() == "C"
+
+
+def test_without_the_extension_blocks_are_the_same(monkeypatch):
+    """``TUROK_PURE_PYTHON=1`` (or no compiler): ``block_layout`` falls back to the reference."""
+    values = [1.0, None, 2.5, 1e300, -0.0] + gauges(random.Random(9), 50)
+    with_c = encode_datapoints(values)
+    monkeypatch.setattr("turok_core.storage.block_layout.blockcodec", None)
+    assert encode_datapoints(values) == with_c
+    assert bits(decode_datapoints(with_c)) == bits(expected(values))
+    monkeypatch.setenv("TUROK_PURE_PYTHON", "1")
+    assert native._load() is None
+
+
+def bytes_per_point(make, slots: int = 432, blocks: int = 20, seed: int = 1) -> float:
+    rng = random.Random(seed)
+    return sum(len(encode_datapoints(make(rng, slots))) for _ in range(blocks)) / (slots * blocks)
+
+
+def test_bytes_per_point_by_value_kind():
+    """What v2 stores per point (v1: ~9 bytes). Loose bounds; docs/write-path.md has the figures."""
+    counter = bytes_per_point(counters)
+    cost_counter = bytes_per_point(cost_counters)
+    gauge = bytes_per_point(gauges)
+    double = bytes_per_point(doubles)
+    mixed = 0.5 * cost_counter + 0.3 * gauge + 0.2 * double  # bench/cost.py's mix
+    assert counter <= 1.5
+    assert cost_counter <= 1.7  # uniform 0-5000 increments: 1.54 bytes of entropy each
+    assert gauge <= 1.85
+    assert double <= 7.8
+    assert mixed <= 3.5
+    assert bytes_per_point(lambda rng, n: [None if i % 7 else 1.0 * i for i in range(n)]) <= 0.5  # sparse
+
+
+def test_auto_block_length_fills_a_write_unit_and_divides_a_day():
+    assert block_span(10, 0) == 4320 and block_span(60, 0) == 21600 and block_span(3600, 0) == SECONDS_PER_DAY
+    assert block_span(1, 0) == 432 and block_span(300, 0) == SECONDS_PER_DAY
+    for step in (1, 5, 10, 20, 30, 60, 300, 600, 3600, 86400):
+        span = block_span(step, 0)
+        assert SECONDS_PER_DAY % span == 0 and span // step <= AUTO_SLOTS
+    assert block_span(10, 90) == 900  # an explicit block_slots still rules
+    slots = block_span(10, 0) // 10
+    name = "servers.host-0042.application-frontend.requests.http_2xx.count_per_interval.total"
+    for make in (counters, gauges):
+        blob = encode_datapoints(make(random.Random(5), slots))
+        assert item_size(name, 1_795_478_400, blob) <= 1024

@@ -1,0 +1,499 @@
+/* Block format v2 in C: the same bytes as the reference, turok_core/storage/block_codec.py
+ * (which defines the format), a whole block per call.
+ *
+ *   encode(values) -> bytes   values: a buffer of doubles (array('d'), NaN for gaps) or a
+ *                             sequence of float/int/None (None or NaN for gaps)
+ *   decode(blob) -> list      floats, None for gaps, trailing gaps not returned;
+ *                             ValueError for anything that is not a valid v2 blob
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define VERSION 2
+#define MAX_SCALE 9
+#define MAX_SCALED (UINT64_C(1) << 53)
+#define MAX_RESIDUAL (UINT64_C(1) << 55)
+#define MAX_WIDTH 57
+#define MAX_SLOTS 86400
+#define CODEC_INTS 1
+#define CODEC_XOR 4
+
+static const double POWERS[MAX_SCALE + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+#define N_DIVISORS 5
+static const double DIVISORS[N_DIVISORS] = {1, 3, 6, 12, 60};
+/* (divisor index, scale) by increasing q = divisor * 10**scale, as block_codec._CANDIDATES */
+static const unsigned char CANDIDATES[][2] = {
+    {0, 0}, {1, 0}, {2, 0}, {0, 1}, {3, 0}, {1, 1}, {2, 1}, {4, 0}, {0, 2}, {3, 1}, {1, 2}, {2, 2}, {4, 1},
+    {0, 3}, {3, 2}, {1, 3}, {2, 3}, {4, 2}, {0, 4}, {3, 3}, {1, 4}, {2, 4}, {4, 3}, {0, 5}, {3, 4}, {1, 5},
+    {2, 5}, {4, 4}, {0, 6}, {3, 5}, {1, 6}, {2, 6}, {4, 5}, {0, 7}, {3, 6}, {1, 7}, {2, 7}, {4, 6}, {0, 8},
+    {3, 7}, {1, 8}, {2, 8}, {4, 7}, {0, 9}, {3, 8}, {1, 9}, {2, 9}, {4, 8}, {3, 9}, {4, 9},
+};
+#define N_CANDIDATES ((int)(sizeof(CANDIDATES) / sizeof(CANDIDATES[0])))
+
+/* ---- output buffer and bit writer */
+
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+    uint64_t acc;   /* pending bits, right-aligned */
+    int nacc;       /* how many */
+} Out;
+
+static int out_reserve(Out *o, size_t more) {
+    if (o->len + more <= o->cap) return 0;
+    size_t cap = o->cap ? o->cap : 256;
+    while (cap < o->len + more) cap *= 2;
+    unsigned char *data = PyMem_Realloc(o->data, cap);
+    if (!data) { PyErr_NoMemory(); return -1; }
+    o->data = data;
+    o->cap = cap;
+    return 0;
+}
+
+static int out_byte(Out *o, unsigned value) {
+    if (out_reserve(o, 1)) return -1;
+    o->data[o->len++] = (unsigned char)value;
+    return 0;
+}
+
+static int out_uvarint(Out *o, uint64_t value) {
+    if (out_reserve(o, 10)) return -1;
+    while (value >= 0x80) {
+        o->data[o->len++] = (unsigned char)((value & 0x7F) | 0x80);
+        value >>= 7;
+    }
+    o->data[o->len++] = (unsigned char)value;
+    return 0;
+}
+
+static uint64_t zigzag(int64_t value) {
+    return value >= 0 ? (uint64_t)value << 1 : (((uint64_t)(-(value + 1))) << 1) + 1;
+}
+
+static int svarint_size(int64_t value) {
+    uint64_t z = zigzag(value);
+    int size = 1;
+    while (z >= 0x80) { z >>= 7; size++; }
+    return size;
+}
+
+/* append the low `count` bits of value (count <= 64), most significant first */
+static int out_bits(Out *o, uint64_t value, int count) {
+    if (count > 32) {
+        if (out_bits(o, value >> 32, count - 32)) return -1;
+        value &= 0xFFFFFFFFu;
+        count = 32;
+    }
+    if (count == 0) return 0;
+    if (out_reserve(o, 8)) return -1;
+    o->acc = (o->acc << count) | (value & ((UINT64_C(1) << count) - 1));
+    o->nacc += count;
+    while (o->nacc >= 8) {
+        o->nacc -= 8;
+        o->data[o->len++] = (unsigned char)(o->acc >> o->nacc);
+    }
+    o->acc &= (UINT64_C(1) << o->nacc) - 1;
+    return 0;
+}
+
+static int out_flush_bits(Out *o) {
+    if (o->nacc) return out_bits(o, 0, 8 - o->nacc);
+    return 0;
+}
+
+/* ---- encoding */
+
+static int is_gap(double v) { return v != v; }
+
+static uint64_t word_of(double v) { uint64_t w; memcpy(&w, &v, 8); return w; }
+
+/* value is k / q exactly (bits and sign): 1 and *k set, else 0 */
+static int scaled_one(double value, double q, int64_t *k) {
+    double x = value * q;
+    if (!(fabs(x) <= (double)MAX_SCALED)) return 0;
+    *k = (int64_t)nearbyint(x);  /* half to even, as Python's round */
+    return word_of((double)*k / q) == word_of(value);  /* also tells -0.0 from 0.0 */
+}
+
+/* every value is k / q exactly for the first candidate q that fits: its header byte (ks
+ * filled), or -1. The value that failed the last candidate is tried first: it mostly fails again. */
+static int find_scale(const double *values, Py_ssize_t m, int64_t *ks) {
+    Py_ssize_t failed = 0;
+    for (int c = 0; c < N_CANDIDATES; c++) {
+        double q = DIVISORS[CANDIDATES[c][0]] * POWERS[CANDIDATES[c][1]];
+        if (!scaled_one(values[failed], q, &ks[failed])) continue;
+        Py_ssize_t i;
+        for (i = 0; i < m; i++)
+            if (!scaled_one(values[i], q, &ks[i])) break;
+        if (i == m) return CANDIDATES[c][0] << 4 | CANDIDATES[c][1];
+        failed = i;
+    }
+    return -1;
+}
+
+static void residuals_of(const int64_t *ks, Py_ssize_t m, int order, int64_t *out) {
+    /* out[j] = residual of value order + j */
+    for (Py_ssize_t i = order; i < m; i++) {
+        if (order == 0) out[i] = ks[i];
+        else if (order == 1) out[i - 1] = ks[i] - ks[i - 1];
+        else out[i - 2] = ks[i] - 2 * ks[i - 1] + ks[i - 2];
+    }
+}
+
+static int bit_length(uint64_t x) {
+    int n = 0;
+    while (x) { n++; x >>= 1; }
+    return n;
+}
+
+static int encode_ints(Out *o, int header, const int64_t *ks, Py_ssize_t m, int64_t *work) {
+    int best_order = -1, best_width = 0;
+    int64_t best_base = 0, best_cost = 0;
+    int orders = m < 3 ? (int)m : 3;
+    for (int order = 0; order < orders; order++) {
+        Py_ssize_t count = m - order;
+        residuals_of(ks, m, order, work);
+        int64_t lo = work[0], hi = work[0];
+        for (Py_ssize_t j = 1; j < count; j++) {
+            if (work[j] < lo) lo = work[j];
+            if (work[j] > hi) hi = work[j];
+        }
+        int width = bit_length((uint64_t)(hi - lo));
+        int64_t cost = svarint_size(lo) + ((int64_t)width * count + 7) / 8;
+        if (order >= 1) cost += svarint_size(ks[0]);
+        if (order == 2) cost += svarint_size(ks[1] - ks[0]);
+        if (best_order < 0 || cost < best_cost) {
+            best_order = order; best_cost = cost; best_base = lo; best_width = width;
+        }
+    }
+    int order = best_order;
+    if (out_byte(o, CODEC_INTS + order) || out_byte(o, (unsigned)header)) return -1;
+    if (order >= 1 && out_uvarint(o, zigzag(ks[0]))) return -1;
+    if (order == 2 && out_uvarint(o, zigzag(ks[1] - ks[0]))) return -1;
+    if (out_uvarint(o, zigzag(best_base)) || out_byte(o, (unsigned)best_width)) return -1;
+    if (best_width) {
+        residuals_of(ks, m, order, work);
+        for (Py_ssize_t j = 0; j < m - order; j++)
+            if (out_bits(o, (uint64_t)(work[j] - best_base), best_width)) return -1;
+        if (out_flush_bits(o)) return -1;
+    }
+    return 0;
+}
+
+static int clz64(uint64_t x) { return x ? __builtin_clzll(x) : 64; }
+static int ctz64(uint64_t x) { return x ? __builtin_ctzll(x) : 64; }
+
+static int encode_xor(Out *o, const double *values, Py_ssize_t m) {
+    if (out_byte(o, CODEC_XOR)) return -1;
+    uint64_t previous = word_of(values[0]);
+    if (out_bits(o, previous, 64)) return -1;
+    int window_lead = -1, window_trail = -1;
+    for (Py_ssize_t i = 1; i < m; i++) {
+        uint64_t word = word_of(values[i]);
+        uint64_t x = word ^ previous;
+        previous = word;
+        if (!x) {
+            if (out_bits(o, 0, 1)) return -1;
+            continue;
+        }
+        int lead = clz64(x), trail = ctz64(x);
+        if (lead > 31) lead = 31;
+        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
+            if (out_bits(o, 2, 2) || out_bits(o, x >> window_trail, 64 - window_lead - window_trail)) return -1;
+        } else {
+            int size = 64 - lead - trail;
+            if (out_bits(o, 3, 2) || out_bits(o, (uint64_t)lead, 5) || out_bits(o, (uint64_t)(size - 1), 6)
+                || out_bits(o, x >> trail, size)) return -1;
+            window_lead = lead;
+            window_trail = trail;
+        }
+    }
+    return out_flush_bits(o);
+}
+
+/* the block's slots as doubles (NaN for gaps): *owned is set when the caller must free them */
+static double *slots_of(PyObject *values, Py_ssize_t *n, Py_buffer *view, int *has_view, double **owned) {
+    *has_view = 0;
+    *owned = NULL;
+    if (PyObject_CheckBuffer(values) && !PyBytes_Check(values) && !PyByteArray_Check(values)) {
+        if (PyObject_GetBuffer(values, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) == 0) {
+            if (view->itemsize == 8 && view->format && strcmp(view->format, "d") == 0) {
+                *has_view = 1;
+                *n = view->len / 8;
+                return (double *)view->buf;
+            }
+            PyBuffer_Release(view);
+        }
+        PyErr_Clear();
+    }
+    PyObject *seq = PySequence_Fast(values, "encode: values must be a sequence or a buffer of doubles");
+    if (!seq) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    double *slots = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(double));
+    if (!slots) { Py_DECREF(seq); PyErr_NoMemory(); return NULL; }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (items[i] == Py_None) { slots[i] = NAN; continue; }
+        double v = PyFloat_AsDouble(items[i]);
+        if (v == -1.0 && PyErr_Occurred()) { PyMem_Free(slots); Py_DECREF(seq); return NULL; }
+        slots[i] = v;
+    }
+    Py_DECREF(seq);
+    *n = count;
+    *owned = slots;
+    return slots;
+}
+
+static PyObject *codec_encode(PyObject *self, PyObject *values) {
+    Py_buffer view;
+    int has_view;
+    double *owned;
+    Py_ssize_t total;
+    const double *slots = slots_of(values, &total, &view, &has_view, &owned);
+    if (!slots) return NULL;
+    PyObject *result = NULL;
+    Out o = {0};
+    double *present = NULL;
+    int64_t *ks = NULL, *work = NULL;
+    Py_ssize_t n = total;
+    while (n && is_gap(slots[n - 1])) n--;
+    if (total > MAX_SLOTS) {
+        PyErr_Format(PyExc_ValueError, "a block holds at most %d slots, not %zd", MAX_SLOTS, total);
+        goto done;
+    }
+    present = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (!present) { PyErr_NoMemory(); goto done; }
+    if (out_byte(&o, VERSION) || out_uvarint(&o, (uint64_t)n)) goto done;
+    Py_ssize_t m = 0, i = 0;
+    while (i < n) {
+        Py_ssize_t start = i;
+        while (is_gap(slots[i])) i++;  /* slots[n - 1] is a value: stops */
+        if (out_uvarint(&o, (uint64_t)(i - start))) goto done;
+        start = i;
+        while (i < n && !is_gap(slots[i])) present[m++] = slots[i++];
+        if (out_uvarint(&o, (uint64_t)(i - start))) goto done;
+    }
+    if (m) {
+        ks = PyMem_Malloc((size_t)m * sizeof(int64_t));
+        work = PyMem_Malloc((size_t)m * sizeof(int64_t));
+        if (!ks || !work) { PyErr_NoMemory(); goto done; }
+        int header = find_scale(present, m, ks);
+        if (header >= 0 ? encode_ints(&o, header, ks, m, work) : encode_xor(&o, present, m)) goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
+done:
+    PyMem_Free(o.data);
+    PyMem_Free(present);
+    PyMem_Free(ks);
+    PyMem_Free(work);
+    if (has_view) PyBuffer_Release(&view);
+    PyMem_Free(owned);
+    return result;
+}
+
+/* ---- decoding */
+
+typedef struct {
+    const unsigned char *data;
+    Py_ssize_t len, pos;   /* byte position */
+    Py_ssize_t bit;        /* bit position inside the bit stream, from `pos` on */
+} In;
+
+static PyObject *bad(const char *why) {
+    PyErr_Format(PyExc_ValueError, "block v2: %s", why);
+    return NULL;
+}
+
+static int in_byte(In *in, unsigned *value) {
+    if (in->pos >= in->len) return -1;
+    *value = in->data[in->pos++];
+    return 0;
+}
+
+static int in_uvarint(In *in, uint64_t *value) {
+    uint64_t result = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+        unsigned byte;
+        if (in_byte(in, &byte)) return -1;
+        if (shift == 63 && (byte & 0x7E)) return -1;  /* beyond 64 bits */
+        result |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) { *value = result; return 0; }
+    }
+    return -1;
+}
+
+static int in_svarint(In *in, int64_t *value) {
+    uint64_t z;
+    if (in_uvarint(in, &z)) return -1;
+    *value = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+    return 0;
+}
+
+/* the next `count` bits (<= 64) of the stream from in->pos; -1 past the end */
+static int in_bits(In *in, int count, uint64_t *value) {
+    if (in->bit + count > (in->len - in->pos) * 8) return -1;
+    if (count > 56) {  /* a window of 8 bytes holds 56 bits past any bit offset */
+        uint64_t high, low;
+        in_bits(in, count - 32, &high);
+        in_bits(in, 32, &low);
+        *value = (high << 32) | low;
+        return 0;
+    }
+    if (count == 0) { *value = 0; return 0; }
+    Py_ssize_t at = in->pos + in->bit / 8, avail = in->len - at;
+    const unsigned char *p = in->data + at;
+    uint64_t window = 0;
+    for (int i = 0; i < 8; i++)
+        window = (window << 8) | (i < avail ? p[i] : 0);
+    *value = (window << (in->bit % 8)) >> (64 - count);
+    in->bit += count;
+    return 0;
+}
+
+/* |v| without overflow (INT64_MIN included), to compare with the bounds */
+static uint64_t abs64(int64_t v) { return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; }
+
+static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
+    unsigned header, width;
+    int64_t head[2] = {0, 0}, base;
+    if (in_byte(in, &header)) return bad("truncated");
+    unsigned scale = header & 0x0F, divisor = header >> 4;
+    if (scale > MAX_SCALE || divisor >= N_DIVISORS || order >= m) return bad("bad scaled-integer header");
+    for (int h = 0; h < order; h++)
+        if (in_svarint(in, &head[h])) return bad("truncated");
+    if (in_svarint(in, &base) || in_byte(in, &width)) return bad("truncated");
+    if (width > MAX_WIDTH || abs64(base) > MAX_RESIDUAL) return bad("bad residual base or width");
+    Py_ssize_t count = m - order;
+    if (in->len - in->pos != ((Py_ssize_t)width * count + 7) / 8) return bad("values of the wrong length");
+    if (order >= 1 && abs64(head[0]) > MAX_SCALED) return bad("scaled integer out of range");
+    if (order == 2 && abs64(head[1]) > 2 * MAX_SCALED) return bad("scaled integer out of range");
+    double power = DIVISORS[divisor] * POWERS[scale];
+    int64_t k = head[0], delta = head[1];
+    Py_ssize_t i = 0;
+    if (order >= 1) values[i++] = (double)k / power;
+    if (order == 2) {
+        k += delta;
+        if (abs64(k) > MAX_SCALED) return bad("scaled integer out of range");
+        values[i++] = (double)k / power;
+    }
+    for (Py_ssize_t j = 0; j < count; j++) {
+        uint64_t packed = 0;
+        if (width && in_bits(in, (int)width, &packed)) return bad("truncated values");
+        int64_t r = base + (int64_t)packed;
+        if (order == 0) k = r;
+        else {
+            delta = order == 1 ? r : delta + r;
+            if (abs64(delta) > 2 * MAX_SCALED) return bad("scaled integer out of range");
+            k += delta;
+        }
+        if (abs64(k) > MAX_SCALED) return bad("scaled integer out of range");
+        values[i++] = (double)k / power;
+    }
+    return Py_None;  /* success marker, not a new reference */
+}
+
+static PyObject *decode_xor(In *in, Py_ssize_t m, double *values) {
+    uint64_t word, v;
+    if (in_bits(in, 64, &word)) return bad("truncated values");
+    memcpy(&values[0], &word, 8);
+    int window_lead = -1, window_trail = -1;
+    for (Py_ssize_t i = 1; i < m; i++) {
+        if (in_bits(in, 1, &v)) return bad("truncated values");
+        if (v) {
+            if (in_bits(in, 1, &v)) return bad("truncated values");
+            if (v) {
+                uint64_t lead, size;
+                if (in_bits(in, 5, &lead) || in_bits(in, 6, &size)) return bad("truncated values");
+                window_lead = (int)lead;
+                window_trail = 64 - window_lead - (int)(size + 1);
+                if (window_trail < 0) return bad("bad XOR window");
+            } else if (window_lead < 0) {
+                return bad("XOR window used before it is set");
+            }
+            int size = 64 - window_lead - window_trail;
+            if (in_bits(in, size, &v)) return bad("truncated values");
+            word ^= v << window_trail;
+        }
+        memcpy(&values[i], &word, 8);
+    }
+    if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
+    return Py_None;
+}
+
+static PyObject *codec_decode(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    In in = {view.buf, view.len, 0, 0};
+    PyObject *result = NULL;
+    Py_ssize_t *runs = NULL;
+    double *values = NULL;
+    unsigned version, codec;
+    uint64_t n, gaps, present;
+    if (in_byte(&in, &version) || version != VERSION) { bad("not a v2 block"); goto done; }
+    if (in_uvarint(&in, &n)) { bad("truncated"); goto done; }
+    if (n > MAX_SLOTS) { bad("too many slots"); goto done; }
+    runs = PyMem_Malloc((size_t)(2 * n + 2) * sizeof(Py_ssize_t));
+    if (!runs) { PyErr_NoMemory(); goto done; }
+    Py_ssize_t nruns = 0, m = 0;
+    uint64_t covered = 0;
+    while (covered < n) {
+        if (in_uvarint(&in, &gaps) || in_uvarint(&in, &present)) { bad("truncated"); goto done; }
+        if (!present || gaps > n || present > n || covered + gaps + present > n) {
+            bad("gap runs do not cover the block");
+            goto done;
+        }
+        runs[nruns++] = (Py_ssize_t)gaps;
+        runs[nruns++] = (Py_ssize_t)present;
+        covered += gaps + present;
+        m += (Py_ssize_t)present;
+    }
+    if (!m) {
+        if (in.pos != in.len) { bad("bytes after the values"); goto done; }
+        result = PyList_New(0);
+        goto done;
+    }
+    values = PyMem_Malloc((size_t)m * sizeof(double));
+    if (!values) { PyErr_NoMemory(); goto done; }
+    if (in_byte(&in, &codec)) { bad("truncated"); goto done; }
+    PyObject *ok;
+    if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(&in, (int)(codec - CODEC_INTS), m, values);
+    else if (codec == CODEC_XOR) ok = decode_xor(&in, m, values);
+    else ok = PyErr_Format(PyExc_ValueError, "block v2: unknown values codec %u", codec);
+    if (!ok) goto done;
+    result = PyList_New((Py_ssize_t)n);
+    if (!result) goto done;
+    Py_ssize_t slot = 0, taken = 0;
+    for (Py_ssize_t r = 0; r < nruns; r += 2) {
+        for (Py_ssize_t g = 0; g < runs[r]; g++) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(result, slot++, Py_None);
+        }
+        for (Py_ssize_t p = 0; p < runs[r + 1]; p++) {
+            PyObject *value = PyFloat_FromDouble(values[taken++]);
+            if (!value) { Py_CLEAR(result); goto done; }
+            PyList_SET_ITEM(result, slot++, value);
+        }
+    }
+done:
+    PyMem_Free(runs);
+    PyMem_Free(values);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", codec_encode, METH_O, "One block's slots (a buffer of doubles or a sequence; None/NaN = gap) as a v2 blob."},
+    {"decode", codec_decode, METH_O, "A v2 blob's slots as a list: floats, None for gaps."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_blockcodec", "Block format v2 (see turok_core/storage/block_codec.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__blockcodec(void) {
+    return PyModule_Create(&module);
+}

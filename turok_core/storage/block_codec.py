@@ -1,0 +1,340 @@
+"""Block format v2: a block's slot values compressed; the pure-Python reference that defines it.
+
+``encode(values)`` takes one block's slots (floats, ``None`` or NaN for a gap) and returns bytes;
+``decode(blob)`` returns the slots as a list (``None`` for gaps, floats otherwise), without the
+trailing gaps. Round trips are exact bit for bit for every double but NaN (±0.0, subnormals, ±inf,
+integers beyond 2**53). The C extension ``turok_core.storage._blockcodec`` produces the same bytes
+(tests/storage/test_block_codec.py compares both); ``block_layout.py`` picks one and also reads v1.
+
+Layout (slots are implicit, in the spirit of Gorilla / M3TSZ: only values and gaps are stored)::
+
+    blob    = 0x02  n:uvarint  runs  values          (v1 msgpack lists start with 0x90-0x9f/0xdc/0xdd)
+    runs    = (gaps:uvarint present:uvarint)*        pairs until they cover the n slots; present >= 1
+    values  = nothing                                when n == 0 (no value at all)
+            | 0x01+o  divisor<<4|scale:u8  head:svarint*o  base:svarint  width:u8  packed
+            | 0x04  xor-bits
+
+``n`` is the index of the last value plus one. uvarint is LEB128; svarint is a zigzag-mapped
+uvarint. **Scaled integers** (codec ``0x01``-``0x03``): every value equals ``k / q`` exactly
+(``float(k) / q``, bits and sign included) with ``|k| <= 2**53``, ``q = DIVISORS[divisor] *
+10.0**scale`` (scale 0-9), and ``q`` the smallest that works for the whole block (ties: the lower
+divisor index): integers, short decimals, and averages of integers over 3, 6, 12 or 60 slots
+(turokd's rollups) are all scaled integers. ``o`` (0-2) is the residual order: the
+residuals are the ``k`` themselves, their deltas, or their deltas of deltas; ``head`` holds what
+the first ``o`` values need (``k[0]``, then ``k[1] - k[0]``), and each residual minus ``base``
+(the smallest) is packed in ``width`` bits, most significant first, the stream zero-padded to a
+byte. The encoder takes the order with the fewest bytes (the lower on a tie). **XOR doubles**
+(``0x04``, any other block): Gorilla's encoding, a bit stream, most significant bit first,
+zero-padded to a byte: the first value's 64 bits; then per value its bits XOR the previous
+value's: ``0`` when equal; ``10`` and the XOR's bits inside the previous window when its leading
+and trailing zeros are at least the window's; else ``11``, 5 bits of leading zeros (at most 31),
+6 bits of the significant length minus one, and the significant bits, which become the window.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import Iterable, Optional, Sequence
+
+VERSION = 2
+MAX_SCALE = 9
+MAX_SCALED = 2 ** 53  # |k| bound: exact as a double, and deltas of deltas stay inside int64
+MAX_RESIDUAL = 4 * MAX_SCALED  # deltas of deltas
+MAX_WIDTH = 57  # bits of the largest residual range, 2 * MAX_RESIDUAL
+MAX_SLOTS = 86400  # a day of 1 s slots: no block is longer
+CODEC_INTS = 0x01  # + residual order (0, 1, 2)
+CODEC_XOR = 0x04
+DIVISORS = (1, 3, 6, 12, 60)  # besides powers of ten: averages of 3, 6 (10 s → 1 min), 12 and 60 slots
+_POWERS = [10.0 ** s for s in range(MAX_SCALE + 1)]
+# (q, header byte) in the order the encoder tries them
+_CANDIDATES = sorted((float(d) * _POWERS[s], i << 4 | s) for i, d in enumerate(DIVISORS) for s in range(MAX_SCALE + 1))
+_MASK64 = (1 << 64) - 1
+
+
+# --- encoding
+
+def _uvarint(value: int, out: bytearray) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _zigzag(value: int) -> int:
+    return value << 1 if value >= 0 else ((-value) << 1) - 1
+
+
+def _svarint_size(value: int) -> int:
+    return max(1, (_zigzag(value).bit_length() + 6) // 7)
+
+
+def _scaled(values: Sequence[float]) -> Optional[tuple[int, list[int]]]:
+    """``(header byte, k per value)`` when every value is ``k / q`` exactly; else None."""
+    for power, header in _CANDIDATES:
+        ks = []
+        for value in values:
+            x = value * power
+            if not abs(x) <= MAX_SCALED:  # also inf
+                break
+            k = round(x)  # half to even, as C's nearbyint
+            if float(k) / power != value or (k == 0 and math.copysign(1.0, value) < 0):
+                break
+            ks.append(k)
+        else:
+            return header, ks
+    return None
+
+
+def _residuals(ks: list[int], order: int) -> tuple[list[int], list[int]]:
+    """``(head, residuals)`` of the scaled integers at residual ``order``."""
+    if order == 0:
+        return [], ks
+    deltas = [b - a for a, b in zip(ks, ks[1:])]
+    if order == 1:
+        return [ks[0]], deltas
+    return [ks[0], deltas[0]], [b - a for a, b in zip(deltas, deltas[1:])]
+
+
+def _pack(numbers: Iterable[int], width: int, out: bytearray) -> None:
+    if not width:
+        return
+    bits = "".join(format(number, f"0{width}b") for number in numbers)
+    bits += "0" * (-len(bits) % 8)
+    if bits:
+        out += int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _encode_ints(header: int, ks: list[int], out: bytearray) -> None:
+    best: Optional[tuple[int, int, list[int], list[int], int, int]] = None
+    for order in range(min(3, len(ks))):
+        head, residuals = _residuals(ks, order)
+        base = min(residuals)
+        width = (max(residuals) - base).bit_length()
+        cost = sum(_svarint_size(h) for h in head) + _svarint_size(base) + (width * len(residuals) + 7) // 8
+        if best is None or cost < best[0]:
+            best = (cost, order, head, residuals, base, width)
+    assert best is not None
+    _cost, order, head, residuals, base, width = best
+    out.append(CODEC_INTS + order)
+    out.append(header)
+    for h in head:
+        _uvarint(_zigzag(h), out)
+    _uvarint(_zigzag(base), out)
+    out.append(width)
+    _pack((r - base for r in residuals), width, out)
+
+
+def _leading_zeros(x: int) -> int:
+    return 64 - x.bit_length()
+
+
+def _trailing_zeros(x: int) -> int:
+    return (x & -x).bit_length() - 1
+
+
+def _encode_xor(values: Sequence[float], out: bytearray) -> None:
+    words = struct.unpack(f"<{len(values)}Q", struct.pack(f"<{len(values)}d", *values))
+    bits = [format(words[0], "064b")]
+    previous = words[0]
+    window_lead = window_trail = -1  # no window yet
+    for word in words[1:]:
+        x = word ^ previous
+        previous = word
+        if not x:
+            bits.append("0")
+            continue
+        lead, trail = min(_leading_zeros(x), 31), _trailing_zeros(x)
+        if window_lead >= 0 and lead >= window_lead and trail >= window_trail:
+            size = 64 - window_lead - window_trail
+            bits.append("10" + format(x >> window_trail, f"0{size}b"))
+        else:
+            size = 64 - lead - trail
+            bits.append("11" + format(lead, "05b") + format(size - 1, "06b") + format(x >> trail, f"0{size}b"))
+            window_lead, window_trail = lead, trail
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    out.append(CODEC_XOR)
+    out += int(stream, 2).to_bytes(len(stream) // 8, "big")
+
+
+def encode(values: Iterable[Optional[float]]) -> bytes:
+    """One block's slots (``None`` or NaN for gaps) as a v2 blob; trailing gaps are not stored."""
+    slots = [math.nan if value is None else float(value) for value in values]
+    n = len(slots)
+    if n > MAX_SLOTS:
+        raise ValueError(f"a block holds at most {MAX_SLOTS} slots, not {n}")
+    while n and slots[n - 1] != slots[n - 1]:
+        n -= 1
+    out = bytearray([VERSION])
+    _uvarint(n, out)
+    present: list[float] = []
+    index = 0
+    while index < n:
+        start = index
+        while slots[index] != slots[index]:
+            index += 1
+        _uvarint(index - start, out)
+        start = index
+        while index < n and slots[index] == slots[index]:
+            index += 1
+        _uvarint(index - start, out)
+        present.extend(slots[start:index])
+    if not present:
+        return bytes(out)
+    scaled = _scaled(present)
+    if scaled is not None:
+        _encode_ints(scaled[0], scaled[1], out)
+    else:
+        _encode_xor(present, out)
+    return bytes(out)
+
+
+# --- decoding
+
+class _Reader:
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+        self.offset = 0
+
+    def byte(self) -> int:
+        if self.offset >= len(self.blob):
+            raise ValueError("block v2: truncated")
+        self.offset += 1
+        return self.blob[self.offset - 1]
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise ValueError("block v2: varint too long")
+        if value > _MASK64:
+            raise ValueError("block v2: varint too large")
+        return value
+
+    def svarint(self) -> int:
+        value = self.uvarint()
+        return (value >> 1) ^ -(value & 1)
+
+    def rest(self) -> bytes:
+        rest, self.offset = self.blob[self.offset:], len(self.blob)
+        return rest
+
+
+def _bits(data: bytes, count: int) -> str:
+    """The first ``count`` bits of ``data`` as a string of 0/1; ValueError when ``data`` is short."""
+    if count > 8 * len(data):
+        raise ValueError("block v2: truncated values")
+    return format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
+
+
+def _decode_ints(order: int, reader: _Reader, m: int) -> list[float]:
+    header = reader.byte()
+    scale, divisor = header & 0x0F, header >> 4
+    if scale > MAX_SCALE or divisor >= len(DIVISORS) or order >= m:
+        raise ValueError("block v2: bad scaled-integer header")
+    head = [reader.svarint() for _ in range(order)]
+    base = reader.svarint()
+    width = reader.byte()
+    if width > MAX_WIDTH or abs(base) > MAX_RESIDUAL:
+        raise ValueError("block v2: bad residual base or width")
+    count = m - order
+    data = reader.rest()
+    if len(data) != (width * count + 7) // 8:
+        raise ValueError("block v2: values of the wrong length")
+    bits = _bits(data, width * count)
+    residuals = [base + int(bits[i * width:(i + 1) * width], 2) for i in range(count)] if width else [base] * count
+    # the bounds a valid encoder keeps (and C's int64 arithmetic relies on), checked as we go
+    if order == 0:
+        ks = residuals
+    else:
+        ks = [head[0]]
+        delta = head[1] if order == 2 else 0
+        if order == 2:
+            ks.append(head[0] + delta)
+        for r in residuals:
+            if order == 1:
+                delta = r
+            else:
+                delta += r
+            if abs(delta) > 2 * MAX_SCALED:
+                raise ValueError("block v2: scaled integer out of range")
+            ks.append(ks[-1] + delta)
+    if any(abs(k) > MAX_SCALED for k in ks):
+        raise ValueError("block v2: scaled integer out of range")
+    q = float(DIVISORS[divisor]) * _POWERS[scale]
+    return [float(k) / q for k in ks]
+
+
+def _decode_xor(data: bytes, m: int) -> list[float]:
+    bits = _bits(data, 64)
+    length = len(bits)
+    words = [int(bits[:64], 2)]
+    position = 64
+    window_lead = window_trail = -1
+
+    def take(count: int) -> int:
+        nonlocal position
+        if position + count > length:
+            raise ValueError("block v2: truncated values")
+        position += count
+        return int(bits[position - count:position], 2) if count else 0
+
+    for _ in range(m - 1):
+        if not take(1):
+            words.append(words[-1])
+            continue
+        if take(1):
+            window_lead = take(5)
+            size = take(6) + 1
+            window_trail = 64 - window_lead - size
+            if window_trail < 0:
+                raise ValueError("block v2: bad XOR window")
+        elif window_lead < 0:
+            raise ValueError("block v2: XOR window used before it is set")
+        size = 64 - window_lead - window_trail
+        words.append(words[-1] ^ (take(size) << window_trail))
+    if (length - position) >= 8:
+        raise ValueError("block v2: bytes after the values")
+    return list(struct.unpack(f"<{m}d", struct.pack(f"<{m}Q", *words)))
+
+
+def decode(blob: bytes) -> list[Optional[float]]:
+    """A v2 blob's slots: ``None`` for gaps; ValueError for anything that is not a valid v2 blob."""
+    reader = _Reader(bytes(blob))
+    if reader.byte() != VERSION:
+        raise ValueError("not a v2 block")
+    n = reader.uvarint()
+    if n > MAX_SLOTS:
+        raise ValueError("block v2: too many slots")
+    runs: list[tuple[int, int]] = []
+    covered = m = 0
+    while covered < n:
+        gaps, present = reader.uvarint(), reader.uvarint()
+        if not present or covered + gaps + present > n:
+            raise ValueError("block v2: gap runs do not cover the block")
+        runs.append((gaps, present))
+        covered += gaps + present
+        m += present
+    if not m:
+        if reader.offset != len(reader.blob):
+            raise ValueError("block v2: bytes after the values")
+        return []
+    codec = reader.byte()
+    if CODEC_INTS <= codec < CODEC_INTS + 3:
+        values = _decode_ints(codec - CODEC_INTS, reader, m)
+    elif codec == CODEC_XOR:
+        values = _decode_xor(reader.rest(), m)
+    else:
+        raise ValueError(f"block v2: unknown values codec {codec}")
+    slots: list[Optional[float]] = []
+    taken = 0
+    for gaps, present in runs:
+        slots.extend([None] * gaps)
+        slots.extend(values[taken:taken + present])
+        taken += present
+    return slots
