@@ -117,3 +117,43 @@ def test_a_turokd_paused_past_its_lease_cannot_write_and_learns_the_loss():
 
 def _metric_in(partition, partitions=4):
     return next(f"m{i}" for i in range(1000) if partition_of(f"m{i}", partitions) == partition)
+
+
+def test_when_another_turokd_holds_nothing_the_richest_gives_one_back_and_only_it():
+    leases = [Lease(0, "a", 100.0, 1), Lease(1, "a", 100.0, 1), Lease(2, "b", 100.0, 1), Lease(3, "b", 100.0, 1)]
+    table = view(leases, {"a": 100.0, "b": 100.0, "c": 100.0})
+    plans = {me: plan_leases(table, me, {lease.partition: lease for lease in leases if lease.owner == me}, 4, 60.0)
+             for me in "ab"}
+    assert plans["b"].release == [3] and plans["a"].release == []  # a tie: the highest id gives
+    freed = view(leases[:3] + [Lease(3, "", 0.0, 2)], {"a": 100.0, "b": 100.0, "c": 100.0})
+    # the free lease goes to c, below the floor, not back to a or b
+    assert plan_leases(freed, "a", {0: leases[0], 1: leases[1]}, 4, 60.0).take == []
+    assert plan_leases(freed, "b", {2: leases[2]}, 4, 60.0).take == []
+    assert [p for p, _ in plan_leases(freed, "c", {}, 4, 60.0).take] == [3]
+
+
+def test_turokd_joining_and_dying_converge_to_fair_shares_on_a_fake_clock():
+    table, clock = MemoryLeaseTable(), FakeClock()
+    holders = {}
+
+    def join(name):
+        holders[name] = PartitionLeases(table, 4, duration=6.0, margin=2.0, worker=name, clock=clock)
+
+    def rounds(count=6):
+        for _ in range(count):
+            clock.now += 1
+            for holder in holders.values():
+                for partition in holder.heartbeat().release:  # the service writes, then releases
+                    holder.release(partition)
+        return sorted(len(holder.held) for holder in holders.values())
+
+    join("a")
+    assert rounds() == [4]
+    join("b")
+    join("c")
+    assert rounds() == [1, 1, 2]
+    del holders["b"]  # dies: its lease expires
+    assert rounds(10) == [2, 2]
+    join("d")
+    assert rounds() == [1, 1, 2]
+    assert sorted(p for holder in holders.values() for p in holder.held) == [0, 1, 2, 3]

@@ -2,10 +2,13 @@
 
 No I/O and no clock of its own (``now`` is passed in), so it runs on a fake clock in tests. The
 fair share of a turokd is ``ceil(partitions / live)``, ``live`` counting every turokd whose worker
-item or some lease has not expired, and this one. A turokd under its share takes free or expired
-leases; one over its share gives back the excess (after writing those partitions' open blocks:
-``lease_holder.py`` and the service do that), so a joining turokd finds free leases within a
-heartbeat or two instead of stealing held ones and making their owner drop its open blocks. A
+item or some lease has not expired, and this one; its floor is ``partitions // live``. A turokd
+under its share takes free or expired leases (only up to the floor while another is below it,
+so free leases go to the starved first); one over its share gives back the excess, and while
+another turokd is below the floor the one holding most (ties: the highest id) gives back one.
+Giving back means writing those partitions' open blocks first (``lease_holder.py`` and the
+service do that), so a joining turokd finds free leases within a heartbeat or two instead of
+stealing held ones and making their owner drop its open blocks. A
 lease this turokd believed it held but the table shows with another owner or counter is lost.
 """
 from __future__ import annotations
@@ -43,7 +46,9 @@ def fair_share(partitions: int, workers: int) -> int:
 
 def plan_leases(view: LeaseView, me: str, held: Mapping[int, Lease], partitions: int, now: float) -> LeasePlan:
     """What ``me``, holding ``held`` (partition → lease as last written), does at ``now``."""
-    plan = LeasePlan(share=fair_share(partitions, len(live_workers(view, me, now))))
+    live = live_workers(view, me, now)
+    plan = LeasePlan(share=fair_share(partitions, len(live)))
+    floor = partitions // len(live)
     kept: list[Lease] = []
     for partition, lease in sorted(held.items()):
         current = view.leases.get(partition)
@@ -51,15 +56,23 @@ def plan_leases(view: LeaseView, me: str, held: Mapping[int, Lease], partitions:
             plan.lost.append(partition)
         else:
             kept.append(lease)
+    counts = {worker: 0 for worker in live}
+    for lease in view.leases.values():
+        if not lease.free_at(now) and lease.owner in counts:
+            counts[lease.owner] += 1
+    counts[me] = len(kept)
+    starved = any(count < floor for worker, count in counts.items() if worker != me)
     excess = len(kept) - plan.share
+    if excess <= 0 and starved and len(kept) > floor and max(counts.items(), key=lambda wc: (wc[1], wc[0]))[0] == me:
+        excess = 1  # another turokd is below its share and all hold at most theirs: the richest gives one
     if excess > 0:
-        # give back the most recently taken (highest counter last taken is unknowable; the
-        # highest partitions are as good and keep the choice stable between heartbeats)
+        # the highest partitions: any choice works, a stable one keeps heartbeats from flapping
         plan.release = [lease.partition for lease in kept[-excess:]]
         kept = kept[:-excess]
     plan.renew = kept
-    wanted = plan.share - len(kept)
-    if wanted > 0:
+    # below the floor, or (once nobody else is) up to the share: free leases go to the starved first
+    wanted = (floor if starved else plan.share) - len(kept)
+    if wanted > 0 and not plan.release:
         # start at a place of our own, so turokd joining together try different partitions first
         offset = zlib.crc32(me.encode("utf-8")) % max(1, partitions)
         for step in range(partitions):

@@ -269,9 +269,19 @@ class TurokdService(QueueConsumerService):
         log.warn("turokd: lease of partition {partition} {why}: dropped {blocks} open block(s) and {messages} "
                  "held message(s) unwritten; SQS redelivers them to the partition's owner", partition=partition,
                  why=why, blocks=work.writer.open.open_blocks, messages=len(held))
-        if held:  # best effort: otherwise they come back after their visibility timeout
-            shown = self._in_pool(work.queue.change_visibility, [(receipt, 0) for receipt in held])
-            shown.addErrback(lambda failure: None)
+        self._show_again(work, held)
+
+    def _show_again(self, work: PartitionWork, receipts: list[str]) -> None:
+        """Make messages of a partition no longer held visible to its owner at once (best effort:
+        otherwise they come back after their visibility timeout)."""
+        def show() -> None:
+            for start in range(0, len(receipts), SQS_BATCH_ENTRIES):
+                try:  # a stale receipt must not keep the rest of the batches hidden
+                    work.queue.change_visibility([(r, 0) for r in receipts[start:start + SQS_BATCH_ENTRIES]])
+                except Exception:
+                    pass
+        if receipts:
+            self._in_pool(show).addErrback(lambda failure: None)
 
     @defer.inlineCallbacks
     def _release(self, work: PartitionWork) -> Generator[defer.Deferred, Any, None]:
@@ -332,9 +342,15 @@ class TurokdService(QueueConsumerService):
                                        config.visibility_timeout_seconds)
         if not received:
             return
+        if self.work.get(work.partition) is not work:  # dropped while receiving: not ours to hold
+            self._show_again(work, [message.receipt_handle for message in received])
+            return
         self.counters.messages_received += len(received)
         self.note_received(received)
         batch: DecodedBatch = yield self._in_pool(work.writer.hold, received)
+        if self.work.get(work.partition) is not work:
+            self._show_again(work, [message.receipt_handle for message in received])
+            return
         self._count_batch(batch)
         for rejected in batch.rejected:
             self._rejections.error(
