@@ -20,6 +20,7 @@ held slots over the cache query port (``cache_query.py``). Every boto3 call runs
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Optional
 
@@ -96,9 +97,11 @@ class TurokdService(QueueConsumerService):
     def __init__(self, config: TurokConfig, reactor: Any = None, store: Optional[BlockStore] = None,
                  queue: Optional[Queue] = None, index_queue: Optional[Queue] = None,
                  schemas: Optional[SchemaSet] = None, clock: Optional[Callable[[], float]] = None,
-                 queues: Optional[dict[int, Queue]] = None, leases: Optional[LeaseStore] = None) -> None:
+                 queues: Optional[dict[int, Queue]] = None, leases: Optional[LeaseStore] = None,
+                 lease_clock: Callable[[], float] = time.time) -> None:
         """``queue`` (one partition) or ``queues`` (partition → queue) and ``leases`` are made at
-        start when not given; injected queues without a lease table get an in-memory one."""
+        start when not given; injected queues without a lease table get an in-memory one.
+        ``lease_clock`` is the wall clock lease expiries are written and checked in."""
         super().__init__(config, log, reactor)
         self.counters = TurokdCounters()
         self.announcer = Announcer()
@@ -109,6 +112,7 @@ class TurokdService(QueueConsumerService):
         if leases is None and self._queues:
             leases = MemoryLeaseTable()
         self._lease_table = leases
+        self._lease_clock = lease_clock
         self.leases: Optional[PartitionLeases] = None  # made by connect
         # read at construction, so twistd refuses to start on invalid schema files
         self.schemas = schemas if schemas is not None else load_schemas(config)
@@ -160,7 +164,7 @@ class TurokdService(QueueConsumerService):
         if self._lease_table is None:
             self._lease_table = LeaseTable(make_client("dynamodb", config), config.lease_table_name)
         self.leases = PartitionLeases(self._lease_table, len(self._queues), config.lease_duration_seconds,
-                                      config.lease_write_margin_seconds)
+                                      config.lease_write_margin_seconds, clock=self._lease_clock)
         self._lease_pool = self._start_pool(1, "leases")
         log.info("turokd: {pollers} poller(s) on queue(s) {queue} per partition held ({partitions} partition(s), "
                  "leases in {leases} as {worker}), tables {prefix}{joiner}…, {slots}-slot blocks written "
