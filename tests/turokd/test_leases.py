@@ -157,3 +157,49 @@ def test_turokd_joining_and_dying_converge_to_fair_shares_on_a_fake_clock():
     join("d")
     assert rounds() == [1, 1, 2]
     assert sorted(p for holder in holders.values() for p in holder.held) == [0, 1, 2, 3]
+
+
+class FlakyTable(MemoryLeaseTable):
+    """Fails chosen calls; ``applied`` ones fail after the change was made (a lost answer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fail: list[tuple[str, bool]] = []  # (method, applied) for the next calls of that method
+
+    def _maybe_fail(self, name, call):
+        if self.fail and self.fail[0][0] == name:
+            _name, applied = self.fail.pop(0)
+            if applied:
+                call()
+            raise RuntimeError(f"{name} failed")
+        return call()
+
+    def renew(self, lease, expires):
+        return self._maybe_fail("renew", lambda: super(FlakyTable, self).renew(lease, expires))
+
+    def take(self, partition, owner, expires, seen):
+        return self._maybe_fail("take", lambda: super(FlakyTable, self).take(partition, owner, expires, seen))
+
+    def read(self):
+        return self._maybe_fail("read", lambda: super(FlakyTable, self).read())
+
+
+def test_lost_answers_and_failing_calls_neither_lose_a_lease_nor_extend_it_unproved():
+    table, clock = FlakyTable(), FakeClock()
+    a = PartitionLeases(table, 1, duration=20.0, margin=5.0, worker="a", clock=clock, sleep=lambda s: None)
+    table.fail = [("take", True)] * 4  # taken, but every answer lost
+    assert a.heartbeat().gained == [] and a.held == []
+    clock.now += 1
+    assert a.heartbeat().gained == [0]  # the table shows it as a's own: a takes it again, as seen
+    clock.now += 5
+    table.fail = [("renew", True)] * 4  # renewed four times, every answer lost
+    changes = a.heartbeat()
+    assert changes.lost == [] and a.held == [0]
+    clock.now += 10  # 16 s after the last proved renewal: no write may be proved safe
+    assert not a.may_write(0)
+    table.fail = [("read", False)] * 4  # the table unreadable: what is held is still renewed
+    a.heartbeat()
+    assert a.held == [0]  # the renew failed its condition (stale counter): kept, not extended
+    assert not a.may_write(0)
+    a.heartbeat()  # read again: the table's counter is adopted, and the renewal proves the lease
+    assert a.held == [0] and a.may_write(0)

@@ -17,11 +17,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
+from turok_core.runtime.retry import Backoff
 from turok_core.storage.leases import Lease, LeaseStore
 from turok_core.turokd.leases import plan_leases
 from turok_core.wire.partitions import partition_of
+
+T = TypeVar("T")
+CALL_ATTEMPTS = 4  # tries of each lease-table call within one heartbeat
+CALL_BACKOFF = Backoff(base=0.05, cap=0.5)
 
 
 def worker_id() -> str:
@@ -42,13 +47,16 @@ class PartitionLeases:
     """This turokd's partition leases (see the module)."""
 
     def __init__(self, table: LeaseStore, partitions: int, duration: float, margin: float,
-                 worker: Optional[str] = None, clock: Callable[[], float] = time.time) -> None:
+                 worker: Optional[str] = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.table = table
         self.partitions = max(1, partitions)
         self.duration = duration
         self.margin = margin
         self.worker = worker or worker_id()
         self.clock = clock
+        self._sleep = sleep
+        self.last_error: Optional[BaseException] = None  # of a lease-table call that failed
         self._lock = threading.Lock()
         self._held: dict[int, Lease] = {}
         self._valid_until: dict[int, float] = {}
@@ -60,23 +68,30 @@ class PartitionLeases:
             return sorted(self._held)
 
     def heartbeat(self) -> LeaseChanges:
-        """Announce, read, renew, take (blocking); returns what changed."""
+        """Announce, read, renew, take (blocking); returns what changed.
+
+        Each call is retried (``CALL_ATTEMPTS``); one still failing skips only its own step: an
+        unread table still renews what is held, and a lease whose renewal failed or was refused
+        stays held (its validity not extended) until the table read shows another owner. A write
+        whose answer was lost (applied or not) is settled by the next read: a lease the table
+        shows as this turokd's is its own, at the table's counter."""
         started = self.clock()
-        self.table.announce(self.worker, started + self.duration)
-        view = self.table.read()
+        changes = LeaseChanges()
+        self._call(self.table.announce, self.worker, started + self.duration)
+        view = self._call(self.table.read)
         with self._lock:
             held = dict(self._held)
+        if view is None:
+            for lease in held.values():
+                self._renew(lease, started)
+            return changes
         plan = plan_leases(view, self.worker, held, self.partitions, started)
-        changes = LeaseChanges(lost=list(plan.lost), release=list(plan.release), share=plan.share)
-        for lease in plan.renew + [held[p] for p in plan.release]:  # keep what is being given back, too
-            renewed = self.table.renew(lease, started + self.duration)
-            if renewed is None:
-                changes.lost.append(lease.partition)
-            else:
-                self._update(lease, renewed, started)
+        changes.lost, changes.release, changes.share = list(plan.lost), list(plan.release), plan.share
+        for lease in plan.renew + [view.leases[p] for p in plan.release]:  # keep what is given back, too
+            self._renew(lease, started)
         for partition, seen in plan.take:
             now = self.clock()
-            taken = self.table.take(partition, self.worker, now + self.duration, seen)
+            taken = self._call(self.table.take, partition, self.worker, now + self.duration, seen)
             if taken is not None:
                 with self._lock:
                     self._held[partition] = taken
@@ -85,14 +100,27 @@ class PartitionLeases:
                 changes.gained.append(partition)
         for partition in changes.lost:
             self.drop(partition)
-        changes.release = [p for p in changes.release if p not in changes.lost]
         return changes
 
-    def _update(self, old: Lease, renewed: Lease, started: float) -> None:
+    def _renew(self, lease: Lease, started: float) -> None:
+        renewed = self._call(self.table.renew, lease, started + self.duration)
         with self._lock:
-            if self._held.get(old.partition) is old:  # not dropped while the renew was in flight
-                self._held[old.partition] = renewed
-                self._valid_until[old.partition] = started + self.duration
+            if renewed is not None and lease.partition in self._held:  # not dropped meanwhile
+                self._held[lease.partition] = renewed
+                self._valid_until[lease.partition] = started + self.duration
+            elif lease.partition in self._held:
+                self._held[lease.partition] = lease  # the table's counter, for the next renew
+
+    def _call(self, function: Callable[..., T], *args: object) -> Optional[T]:
+        """``function(*args)`` retried on errors; None when every attempt failed."""
+        for attempt in range(CALL_ATTEMPTS):
+            try:
+                return function(*args)
+            except Exception as exc:  # throttled, 5xx, network: the heartbeat goes on without it
+                self.last_error = exc
+                if attempt + 1 < CALL_ATTEMPTS:
+                    self._sleep(CALL_BACKOFF.delay(attempt))
+        return None
 
     def may_write(self, partition: int, now: Optional[float] = None) -> bool:
         """This turokd provably holds ``partition`` for at least ``margin`` more seconds."""

@@ -9,7 +9,9 @@ another turokd is below the floor the one holding most (ties: the highest id) gi
 Giving back means writing those partitions' open blocks first (``lease_holder.py`` and the
 service do that), so a joining turokd finds free leases within a heartbeat or two instead of
 stealing held ones and making their owner drop its open blocks. A
-lease this turokd believed it held but the table shows with another owner or counter is lost.
+lease this turokd believed it held but the table shows with another owner (or not at all) is
+lost; one the table shows as its own is its own, at the table's counter, whether or not the
+answer to the write that made it so arrived.
 """
 from __future__ import annotations
 
@@ -50,12 +52,12 @@ def plan_leases(view: LeaseView, me: str, held: Mapping[int, Lease], partitions:
     plan = LeasePlan(share=fair_share(partitions, len(live)))
     floor = partitions // len(live)
     kept: list[Lease] = []
-    for partition, lease in sorted(held.items()):
+    for partition in sorted(held):
         current = view.leases.get(partition)
-        if current is None or current.owner != me or current.counter != lease.counter:
+        if current is None or current.owner != me:
             plan.lost.append(partition)
-        else:
-            kept.append(lease)
+        else:  # the table's counter: a renewal whose answer was lost may have bumped it
+            kept.append(current)
     counts = {worker: 0 for worker in live}
     for lease in view.leases.values():
         if not lease.free_at(now) and lease.owner in counts:
@@ -78,7 +80,8 @@ def plan_leases(view: LeaseView, me: str, held: Mapping[int, Lease], partitions:
         for step in range(partitions):
             partition = (offset + step) % partitions
             seen = view.leases.get(partition)
-            if partition in held or (seen is not None and not seen.free_at(now)):
+            # a live lease is taken only when it is this turokd's own (a take whose answer was lost)
+            if partition in held or (seen is not None and not seen.free_at(now) and seen.owner != me):
                 continue
             plan.take.append((partition, seen))
             if len(plan.take) == wanted:
