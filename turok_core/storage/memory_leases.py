@@ -18,9 +18,6 @@ class MemoryLeaseTable:
         self._leases: dict[int, Lease] = {}
         self._workers: dict[str, float] = {}
 
-    def ensure_table(self) -> bool:
-        return False
-
     def read(self) -> LeaseView:
         with self._lock:
             return LeaseView(dict(self._leases), dict(self._workers))
