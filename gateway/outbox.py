@@ -3,12 +3,14 @@
 ``Outbox`` owns the write-ahead spool (``turok_core.spool``) in ``spool_dir``: the journal of
 accepted points (``journal_points``, called before the points join their windows) and the spool
 of encoded bodies. ``release`` takes windows the service released: it writes a RELEASE marker,
-encodes them in the AWS thread pool (never on the reactor thread), appends the bodies to the
-spool, then writes the DONE marker that lets the journal forget their points. The spool is
-drained to SQS oldest first, one send in flight, from the pool (``turok_core.spool.drain``); a
-failed send leaves its bodies in the spool and backs off (``DRAIN_BACKOFF``), and a body SQS
-refuses ``POISON_ATTEMPTS`` times while it takes others is dropped and counted. A spool write
-that fails (disk full) is counted and logged; its bodies wait in memory and are sent first.
+encodes them in the AWS thread pool (never on the reactor thread), each metrics-queue partition's
+windows into bodies of their own (``turok_core.wire.partitions``), appends the bodies with their
+partitions to the spool, then writes the DONE marker that lets the journal forget their points.
+The spool is drained to SQS oldest first, each body to its partition's queue, one send in
+flight, from the pool (``turok_core.spool.drain``); a failed send leaves its bodies in the spool
+and backs off (``DRAIN_BACKOFF``), and a body SQS refuses ``POISON_ATTEMPTS`` times while it
+takes others is dropped and counted. A spool write that fails (disk full) is counted and logged;
+its bodies wait in memory and are sent first.
 After every change of the spool's size the outbox tells ``Backpressure``.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from turok_core.spool.bodies import BodySpool
 from turok_core.spool.drain import Encoded, SendResult, encode_bodies, send_round
 from turok_core.spool.journal import PointJournal
 from turok_core.windows.buffer import Policy
+from turok_core.wire.partitions import partition_queue_names
 from turok_core.wire.queues import MessageQueue
 
 log = Logger(namespace="turok.gateway")
@@ -76,7 +79,8 @@ class Outbox:
     by ``connect`` when not given."""
 
     def __init__(self, config: TurokConfig, counters: GatewayCounters, pressure: Backpressure, schemas: SchemaSet,
-                 reactor, clock: Callable[[], float], queue: Optional[MessageQueue] = None, pool=None) -> None:
+                 reactor, clock: Callable[[], float], queue: Optional[MessageQueue] = None, pool=None,
+                 queues: Optional[Sequence[MessageQueue]] = None) -> None:
         self.config = config
         self.counters = counters
         self.pressure = pressure
@@ -84,11 +88,13 @@ class Outbox:
         self._reactor = reactor
         self._max_step = max(archives[0].step for _name, archives in schemas.archive_sets())
         self._steps = PolicyCache(lambda metric: schemas.policy_for(metric).step, POLICY_CACHE)  # base steps
-        self._queue = queue
+        # one queue per partition (``queue`` alone: the one partition's)
+        self._queues: list[MessageQueue] = list(queues) if queues else [queue] if queue is not None else []
         self._pool = pool
         self.journal: Optional[PointJournal] = None
         self.spool: Optional[BodySpool] = None
         self._unspooled: list[str] = []  # bodies the spool could not take (disk full): sent first
+        self._unspooled_partitions: list[int] = []  # their partitions
         self.encoding: Optional[defer.Deferred] = None  # the release being encoded and spooled
         self._sending: Optional[defer.Deferred] = None
         self._running = False  # a drained round goes on with the backlog at once
@@ -155,13 +161,14 @@ class Outbox:
         config = self.config
         if self._pool is None:
             self._pool = start_aws_threadpool(self._reactor, config.aws_threads, "turok-gateway-aws")
-        if self._queue is None:
-            self._queue = MessageQueue(_quick_sqs_client(config), config.queue_name,
-                                       config.sqs_max_message_bytes, max_attempts=SEND_ATTEMPTS)
-        queue = self._queue
-        check = self._in_pool(lambda: queue.url)
-        check.addErrback(lambda failure: log.error("turok-gateway: SQS queue {queue} is not reachable yet: "
-                                                   "{error}", queue=config.queue_name, error=failure.value))
+        if not self._queues:
+            client = _quick_sqs_client(config)
+            self._queues = [MessageQueue(client, name, config.sqs_max_message_bytes, max_attempts=SEND_ATTEMPTS)
+                            for name in partition_queue_names(config)]
+        for queue, name in zip(self._queues, partition_queue_names(config)):
+            check = self._in_pool(lambda queue=queue: queue.url)
+            check.addErrback(lambda failure, name=name: log.error(
+                "turok-gateway: SQS queue {queue} is not reachable yet: {error}", queue=name, error=failure.value))
 
     def _deadline(self, metric: str, timestamp: int) -> Optional[int]:
         """When ``metric``'s window holding ``timestamp`` can close: slot + step (None: no schema)."""
@@ -220,7 +227,7 @@ class Outbox:
             release = None
         config = self.config
         self.encoding = encoding = self._in_pool(encode_bodies, messages, config.sqs_max_message_bytes,
-                                                 config.sqs_compression_level)
+                                                 config.sqs_compression_level, len(self._queues))
         encoding.addCallback(self._encoded, release)
         encoding.addErrback(lambda failure: log.failure("turok-gateway: encoding crashed", failure))
 
@@ -237,13 +244,16 @@ class Outbox:
             log.error("turok-gateway: {count} message(s) could not be encoded and were dropped",
                       count=result.unencodable)
         if self._unspooled:  # the disk failed before: keep the order, behind the overflow
-            self._unspooled.extend(result.bodies)
+            self._keep_unspooled(result)
             return
         try:
-            self.spool.add(result.bodies)
+            if result.partitions is None:  # one partition: the spool's records as before partitions
+                self.spool.add(result.bodies)
+            else:
+                self.spool.add(result.bodies, result.partitions)
         except OSError as exc:
             self._spool_failed("bodies", exc)
-            self._unspooled.extend(result.bodies)
+            self._keep_unspooled(result)
             return  # the release stays open: its points are replayed at the next start
         counters.bodies_spooled += len(result.bodies)
         if release is not None:
@@ -252,6 +262,10 @@ class Outbox:
             except OSError as exc:
                 self._spool_failed("release done marker", exc)
         self.drain()
+
+    def _keep_unspooled(self, result: Encoded) -> None:
+        self._unspooled.extend(result.bodies)
+        self._unspooled_partitions.extend(result.partitions or [0] * len(result.bodies))
 
     # --- the drain to SQS ---------------------------------------------------------------------
     def drain(self) -> None:
@@ -263,8 +277,9 @@ class Outbox:
         """Send the oldest waiting bodies; fires True when all of them went."""
         entries = self.spool.head(SEND_BODIES, SEND_BYTES) if not self._unspooled else []
         memory = list(self._unspooled[:SEND_BODIES])
-        self._sending = sending = self._in_pool(send_round, self._queue, self.spool, entries, memory,
-                                                self.config.sqs_max_message_bytes)
+        self._sending = sending = self._in_pool(send_round, self._queues, self.spool, entries, memory,
+                                                self.config.sqs_max_message_bytes,
+                                                self._unspooled_partitions[:SEND_BODIES])
         sending.addCallback(self._sent)
 
         def crashed(failure) -> bool:
@@ -284,6 +299,7 @@ class Outbox:
         counters = self.counters
         if result.sent_memory:
             del self._unspooled[:result.sent_memory]
+            del self._unspooled_partitions[:result.sent_memory]
         try:
             self.spool.ack(result.sent)
             self._drop_poison(result.refused)

@@ -40,6 +40,7 @@ from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
 from turok_core.spool.segments import SpoolError
 from turok_core.windows.buffer import WindowBuffer
 from turok_core.windows.recent import RecentWindows
+from turok_core.wire.partitions import partition_queue_names
 from turok_core.wire.queues import MessageQueue
 
 log = Logger(namespace="turok.gateway")
@@ -186,7 +187,7 @@ class GatewayService(service.Service):
                  interface=config.interface, tcp=config.plaintext_port, udp=config.plaintext_udp_port,
                  pickle=config.pickle_port, parsers=native.describe(),
                  grace=config.window_grace_seconds, flush=config.flush_interval_seconds,
-                 queue=config.queue_name)
+                 queue=", ".join(partition_queue_names(config)))
         self.outbox.connect()
         self._loop = task.LoopingCall(self.flush)
         self._loop.clock = self._reactor

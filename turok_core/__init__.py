@@ -15,8 +15,8 @@ nothing)::
 
     import time
 
-    from turok_core import (MessageQueue, TurokMessage, WindowBuffer, encode_messages,
-                            load_config, load_schemas, make_client)
+    from turok_core import (MessageQueue, TurokMessage, WindowBuffer, encode_messages, load_config,
+                            load_schemas, make_client, partition_queue_name, split_by_partition)
 
     config = load_config()                      # [turok] INI file and TUROK_* variables
     schemas = load_schemas(config)              # carbon's storage-schemas/aggregation files
@@ -29,8 +29,11 @@ nothing)::
     windows.add_points(["app.requests"], [1.0], [1_700_000_000])
     messages = list(windows.release(time.time()))  # closed windows, as TurokMessage-s
     messages.append(TurokMessage("app.up", 1_700_000_000, [1.0], 10, "last"))
-    queue = MessageQueue.from_config(make_client("sqs", config), config, config.queue_name)
-    queue.send(encode_messages(messages, config.sqs_max_message_bytes))
+    sqs = make_client("sqs", config)
+    names = [message.metric for message in messages]  # each metric to its partition's queue
+    for partition, group in split_by_partition(messages, names, config.queue_partitions).items():
+        queue = MessageQueue.from_config(sqs, config, partition_queue_name(config, partition))
+        queue.send(encode_messages(group, config.sqs_max_message_bytes))
 
 ``TurokMessage`` is one metric's values for one window (``turok_core.model.message``);
 ``WindowBuffer`` groups points into windows by each metric's base resolution and aggregation
@@ -38,10 +41,13 @@ and releases them once their slot and grace have passed (``turok_core.windows.bu
 ``encode_messages`` packs messages (or a released ``WindowBatch``) into as few SQS bodies as
 fit, and ``decode_body`` reads one back (``turok_core.wire.codec``); ``MessageQueue`` sends
 bodies to an SQS queue with batching and retries (``turok_core.wire.queues``); ``make_client``
-builds a boto3 client from a ``TurokConfig`` (``turok_core.runtime.aws``); ``load_config``,
+builds a boto3 client from a ``TurokConfig`` (``turok_core.runtime.aws``); ``partition_of``,
+``split_by_partition`` and ``partition_queue_name`` route each metric to its partition's queue,
+as the gateway does, so one turokd writes it (``turok_core.wire.partitions``); ``load_config``,
 ``TurokConfig`` and ``load_schemas`` read the configuration and schemas
-(``turok_core.model``). turokd also accepts bodies in the design's plain JSON form, for
-producers that do not use this library.
+(``turok_core.model``). turokd also accepts bodies in the design's plain JSON form on any
+partition's queue, for producers that do not use this library (a metric sent to another
+partition's queue is stored all the same, merged with what its own partition's turokd writes).
 """
 from __future__ import annotations
 
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
     from turok_core.runtime.aws import make_client
     from turok_core.windows.buffer import WindowBatch, WindowBuffer
     from turok_core.wire.codec import decode_body, encode_messages
+    from turok_core.wire.partitions import partition_of, partition_queue_name, split_by_partition
     from turok_core.wire.queues import MessageQueue
 
 # public name -> the module that defines it; imported on first access (boto3 and msgpack are
@@ -70,10 +77,14 @@ _FACE = {
     "decode_body": "turok_core.wire.codec",
     "MessageQueue": "turok_core.wire.queues",
     "make_client": "turok_core.runtime.aws",
+    "partition_of": "turok_core.wire.partitions",
+    "partition_queue_name": "turok_core.wire.partitions",
+    "split_by_partition": "turok_core.wire.partitions",
 }
 
 __all__ = ["MessageQueue", "TurokConfig", "TurokMessage", "WindowBatch", "WindowBuffer", "decode_body",
-           "encode_messages", "load_config", "load_schemas", "make_client"]
+           "encode_messages", "load_config", "load_schemas", "make_client", "partition_of", "partition_queue_name",
+           "split_by_partition"]
 
 
 def __getattr__(name: str) -> Any:

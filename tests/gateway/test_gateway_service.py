@@ -368,3 +368,30 @@ def test_cache_queries_see_open_and_just_released_windows(turok_config, tmp_path
     assert gateway.recent.cached_points(["c.load"], slot - 60, slot + 60) == {}  # turokd has it by now
     assert gateway.recent.released == []
     gateway.stopService()
+
+
+def test_each_window_goes_to_its_partitions_queue(turok_config, tmp_path):
+    """With ``queue_partitions`` 3 the gateway makes one queue per partition and sends each
+    metric's windows only to its own partition's queue."""
+    from turok_core.runtime.provision import provision
+    from turok_core.wire.partitions import partition_of, partition_queue_names
+
+    config = turok_config.replace(queue_partitions=3, flush_interval_seconds=1.0, window_grace_seconds=2,
+                                  spool_dir=str(tmp_path))
+    provision(config)
+    reactor = ImmediateReactor()
+    reactor.advance(T0)
+    gateway = GatewayService(config, reactor=reactor, pool=ImmediatePool())  # the outbox makes the queues
+    gateway.startService()
+    names = [f"parts.m{i}" for i in range(30)]
+    feed(gateway, reactor, b"".join(b"%s %d %d\n" % (name.encode(), i, T0 - 100) for i, name in enumerate(names)))
+    reactor.advance(1.0)
+    gateway.stopService()
+    sqs = make_client("sqs", config)
+    seen: dict[int, list[str]] = {}
+    for partition, name in enumerate(partition_queue_names(config)):
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", []):
+            seen.setdefault(partition, []).extend(m.metric for m in decode_body(message["Body"]))
+    assert sorted(seen) == [0, 1, 2] and sorted(sum(seen.values(), [])) == sorted(names)
+    assert all(partition_of(metric, 3) == partition for partition, metrics in seen.items() for metric in metrics)

@@ -247,3 +247,43 @@ def test_segment_files_hold_exactly_the_framed_records(tmp_path):
     (segment,) = tmp_path.glob("*.seg")
     assert segment.read_bytes() == frame(BODY, b"abc")
     assert os.path.exists(tmp_path / "lock")
+
+
+# --- partitions -----------------------------------------------------------------------------
+
+def test_bodies_keep_their_partition_across_a_restart_and_old_records_are_partition_zero(tmp_path):
+    spool = BodySpool(tmp_path, cache_bytes=0)  # nothing cached: every body read back from disk
+    spool.recover()
+    spool.add(["old"])  # a spool of one partition: plain BODY records, as before partitions
+    spool.add(["a", "b", "c"], [2, 0, 1])
+    spool.close()
+    again = BodySpool(tmp_path, cache_bytes=0)
+    again.recover()
+    pending = again.head(10, 1 << 20)
+    assert [(again.load([b])[0], b.partition) for b in pending] == [("old", 0), ("a", 2), ("b", 0), ("c", 1)]
+    assert again.pending_bytes == 6
+
+
+def test_a_drain_round_sends_each_body_to_its_partitions_queue_in_order(tmp_path):
+    from turok_core.model.message import TurokMessage
+    from turok_core.spool.drain import encode_bodies, send_round
+    from turok_core.wire.codec import decode_body
+    from turok_core.wire.memory_queue import MemoryQueue
+    from turok_core.wire.partitions import partition_of
+
+    messages = [TurokMessage(f"m{i}", 600, [float(i)], 10, "sum") for i in range(40)]
+    encoded = encode_bodies(messages, 262144, 1, partitions=3)
+    assert sorted(set(encoded.partitions)) == [0, 1, 2] and len(encoded.bodies) == 3
+    spool = BodySpool(tmp_path)
+    spool.recover()
+    spool.add(encoded.bodies, encoded.partitions)
+    queues = [MemoryQueue() for _ in range(3)]
+    result = send_round(queues, spool, spool.head(100, 1 << 20), [], 262144)
+    assert result.error is None and len(result.sent) == 3
+    for partition, queue in enumerate(queues):
+        received = [m for r in queue.receive(10, 0) for m in decode_body(r.body)]
+        assert received and all(partition_of(m.metric, 3) == partition for m in received)
+    # the memory overflow too, and a failing queue stops the round after what went before it
+    queues[1].send = lambda bodies: (_ for _ in ()).throw(RuntimeError("down"))
+    result = send_round(queues, spool, [], ["x", "y", "z"], 262144, memory_partitions=[0, 1, 2])
+    assert result.sent_memory == 1 and isinstance(result.error, RuntimeError)

@@ -19,6 +19,7 @@ from keeper.apply import list_tables  # paginated: the session's moto holds many
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, decode_datapoints
 from turok_core.storage.reads import BATCH_GET_KEYS
+from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
 from turok_core.storage.writes import BATCH_WRITE_ITEMS, BlockWriteError, item_size
 
@@ -146,7 +147,7 @@ def test_range_across_midnight_uses_two_day_tables(turok_config):
                        ("x.y", 60, midnight - 60, 7.0)])
     tables = list_tables(make_client("dynamodb", turok_config))
     prefix = turok_config.table_prefix
-    mine = sorted(t for t in tables if t.startswith(prefix + "_"))
+    mine = sorted(t for t in tables if parse_table_name(t, prefix, "_"))  # day tables, not the lease table
     assert mine == [f"{prefix}_01-04-2014_10sec", f"{prefix}_01-04-2014_1min", f"{prefix}_02-04-2014_10sec"]
     assert store.fetch_series(["x.y"], STEP, midnight - 20, midnight + 20) == {"x.y": [None, 1.0, 2.0, None]}
     assert store.fetch_series(["x.y"], 60, midnight - 120, midnight + 60) == {"x.y": [None, 7.0, None]}

@@ -18,6 +18,7 @@ from turok_core.model.message import TurokMessage
 from turok_core.runtime.aws import make_client
 from turok_core.storage.tables import BlockStore
 from turok_core.wire.codec import encode_messages
+from turok_core.wire.partitions import partition_dead_letter_queue_name, partition_queue_names, split_by_partition
 from turok_core.wire.queues import MessageQueue
 
 STEP = 10  # the test schema's finest archive
@@ -56,7 +57,8 @@ class SumStream:
         self.per_body = per_body
         self.expected: dict[tuple[str, int], int] = {}
         self.bodies: list[list[tuple[str, int]]] = []  # the (metric, slot) pairs of each body sent
-        self._queue = MessageQueue.from_config(make_client("sqs", config), config, config.queue_name)
+        sqs = make_client("sqs", config)  # one queue per partition, each metric sent to its own
+        self._queues = [MessageQueue.from_config(sqs, config, name) for name in partition_queue_names(config)]
         self.next_slot = self.first_slot
         self._lock = threading.Lock()  # a sender thread may run while the test audits
 
@@ -64,18 +66,19 @@ class SumStream:
         """Send every metric's messages for the next slot; returns the slot."""
         slot, self.next_slot = self.next_slot, self.next_slot + STEP
         for offset in range(0, len(self.metrics), self.per_body):
-            messages, pairs, sums = [], [], {}
+            messages, sums = [], {}
             for metric in self.metrics[offset:offset + self.per_body]:
                 datapoints = [self._random.randint(1, 1000) for _ in range(self._random.randint(1, 4))]
                 sums[(metric, slot)] = sum(datapoints)
                 messages.append(TurokMessage(metric, slot, datapoints, STEP, "sum"))
-                pairs.append((metric, slot))
-            bodies = encode_messages(messages, self._config.sqs_max_message_bytes)
-            assert len(bodies) == 1, "one SQS body per group keeps the body audit exact"
-            self._queue.send(bodies)
-            with self._lock:
-                self.bodies.append(pairs)
-                self.expected.update(sums)
+            groups = split_by_partition(messages, [m.metric for m in messages], len(self._queues))
+            for partition, group in sorted(groups.items()):
+                bodies = encode_messages(group, self._config.sqs_max_message_bytes)
+                assert len(bodies) == 1, "one SQS body per group keeps the body audit exact"
+                self._queues[partition].send(bodies)
+                with self._lock:
+                    self.bodies.append([(m.metric, slot) for m in group])
+                    self.expected.update({(m.metric, slot): sums[(m.metric, slot)] for m in group})
         return slot
 
     def send_steadily(self, slots: int, interval: float, on_slot=None) -> None:
@@ -145,11 +148,20 @@ def turokd_ready(log: Path) -> bool:
 
 
 def queue_depth(config, name: Optional[str] = None) -> int:
-    """Messages on queue ``name`` (default: the metrics queue), visible or in flight."""
+    """Messages on queue ``name`` (default: every partition's metrics queue), visible or in flight."""
     sqs = make_client("sqs", config)
-    url = sqs.get_queue_url(QueueName=name or config.queue_name)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+    depth = 0
+    for queue in [name] if name else partition_queue_names(config):
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        depth += int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+    return depth
+
+
+def dead_letter_depth(config) -> int:
+    """Messages on every partition's dead-letter queue."""
+    return sum(queue_depth(config, partition_dead_letter_queue_name(config, p))
+               for p in range(max(1, config.queue_partitions)))
 
 
 def peak_rss_kib(pid: int) -> Optional[int]:
@@ -185,7 +197,7 @@ class DrainWatch:
             last, config = self.last, self._config
             raise AssertionError(
                 f"{exc}: queue depth {self.depth}, dead-letter queue "
-                f"{queue_depth(config, config.dead_letter_queue_name)}; stored {last.stored}/{last.sent}, "
+                f"{dead_letter_depth(config)}; stored {last.stored}/{last.sent}, "
                 f"duplicated {last.duplicated}, lost {last.lost}, wrong {last.wrong}; e.g. {last.examples}") from None
 
     def check(self) -> bool:

@@ -12,6 +12,7 @@ from turok_core.model.message import TurokMessage
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, decode_datapoints
 from turok_core.storage.memory import MemoryBlockStore
+from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore, BlockWriteError
 from turok_core.turokd.announcer import Announcer
 from turok_core.wire.codec import encode_json, encode_messages
@@ -29,7 +30,7 @@ def received(body: str, n: int = 1) -> ReceivedMessage:
 
 def scan_all(config):
     client = make_client("dynamodb", config)
-    tables = [t for t in list_tables(client) if t.startswith(config.table_prefix + "_")]
+    tables = [t for t in list_tables(client) if parse_table_name(t, config.table_prefix, "_")]  # day tables
     return {t: sorted(client.scan(TableName=t, ConsistentRead=True)["Items"],
                       key=lambda i: (i["metric"]["S"], i["start_time"]["N"])) for t in sorted(tables)}
 

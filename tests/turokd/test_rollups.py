@@ -17,6 +17,7 @@ from tests.support.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
 from turok_core.runtime.aws import make_client
+from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
 from turok_core.turokd.rollup import WHISPER_METHODS, rollup_slots, rollup_value, whisper_xff
 from turok_core.wire.codec import encode_messages
@@ -119,7 +120,7 @@ def snapshot(config) -> dict[str, list]:
     """Every item of every table under the config's prefix, keyed by the name after the prefix."""
     client = make_client("dynamodb", config)
     prefix = config.table_prefix + config.table_joiner
-    tables = [t for t in list_tables(client) if t.startswith(prefix)]
+    tables = [t for t in list_tables(client) if parse_table_name(t, config.table_prefix, config.table_joiner)]
     result = {}
     for table in tables:
         items = client.scan(TableName=table, ConsistentRead=True)["Items"]

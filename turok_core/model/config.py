@@ -26,7 +26,10 @@ class TurokConfig:
     aws_endpoint_url: str = ""
     aws_region: str = ""
     aws_max_pool_connections: int = 16
+    # metrics queue; with queue_partitions > 1 the partition queues are <queue_name>-<p>
+    # (turok_core/wire/partitions.py), each with its dead-letter queue <dead_letter_queue_name>-<p>
     queue_name: str = "turok-metrics"
+    queue_partitions: int = 1
     index_queue_name: str = "turok-index"
     dead_letter_queue_name: str = "turok-metrics-dlq"
     dead_letter_max_receives: int = 5
@@ -111,6 +114,12 @@ class TurokConfig:
     # turokd processes never lose each other's slots; off: unconditional BatchWriteItem
     conditional_writes: bool = True
     put_threads: int = 8  # conditional PutItem requests of one write sent in parallel
+    # partition leases (table <table_prefix><table_joiner>leases): a turokd consumes and writes only
+    # the partitions it holds; a dead turokd's partitions move once its lease expires
+    lease_duration_seconds: float = 20.0
+    lease_heartbeat_seconds: float = 5.0  # renew, take free leases, rebalance this often
+    # a partition's blocks are written only while its lease is valid this much longer
+    lease_write_margin_seconds: float = 5.0
     # --- indexer
     indexer_pollers: int = 1
     # --- shared
@@ -128,6 +137,11 @@ class TurokConfig:
     # --- the embedded local stack (`make run`): local AWS endpoint and graphite-web
     local_aws_port: int = 5000
     graphite_port: int = 8080
+
+    @property
+    def lease_table_name(self) -> str:
+        """The DynamoDB table of partition leases (not a day table: the keeper leaves it alone)."""
+        return f"{self.table_prefix}{self.table_joiner}leases"
 
     @property
     def schemas_path(self) -> Path:

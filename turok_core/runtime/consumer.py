@@ -4,7 +4,7 @@ Each of ``pollers`` loops calls the subclass's ``poll_once`` (receive â†’ work â
 service stops; a failed round is logged (rate-limited), backed off and retried, never fatal,
 since SQS redelivers whatever was not deleted. ``stopService`` waits for the rounds in flight.
 Every ``config.self_metrics_interval_seconds`` the counters (and the receive lag) are also sent as
-Turok messages on ``config.queue_name``, under ``turok.agents.<agent>.<turokd|indexer>.*``.
+Turok messages on the metrics queue (each on its partition's), under ``turok.agents.<agent>.<turokd|indexer>.*``.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from turok_core.runtime.retry import Backoff
 from turok_core.runtime.selfmetrics import flatten_counters
 from turok_core.runtime.selfmetrics_loop import QueueSelfMetricsSink, SelfMetricsLoop
 from turok_core.runtime.threads import start_aws_threadpool
+from turok_core.wire.partitions import partition_queue_name
 from turok_core.wire.queues import MessageQueue, ReceivedMessage
 
 ERROR_LOG_INTERVAL = 30.0  # seconds between two log lines about the same kind of failure
@@ -87,6 +88,11 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
         self._self_metrics: Optional[SelfMetricsLoop] = None
 
     @property
+    def pool_size(self) -> int:
+        """Threads of the AWS pool (a consumer long-polling several queues needs more)."""
+        return self.config.aws_threads
+
+    @property
     @abc.abstractmethod
     def pollers(self) -> int:
         """How many poll loops run at once."""
@@ -101,13 +107,17 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
 
     def startService(self) -> None:
         super().startService()
-        self._pool = start_aws_threadpool(self._reactor, self.config.aws_threads, f"{self.name}-aws")
+        self._pool = self._start_pool(self.pool_size, "aws")
         self.connect()
-        self._loops = [self._poll_loop(number) for number in range(max(1, self.pollers))]
+        self.start_polling()
         self._stats_call = task.LoopingCall(self._log_stats)
         self._stats_call.clock = self._reactor
         self._stats_call.start(STATS_LOG_INTERVAL, now=False)
         self._start_self_metrics()
+
+    def start_polling(self) -> None:
+        """Start the ``pollers`` loops of ``poll_once`` (a subclass polling several queues overrides it)."""
+        self._loops = [self._poll_loop(number) for number in range(max(1, self.pollers))]
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
@@ -141,22 +151,34 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
     def _start_self_metrics(self) -> None:
         config = self.config
         sink = QueueSelfMetricsSink(
-            config, lambda: MessageQueue.from_config(make_client("sqs", config), config, config.queue_name),
+            config, lambda partition=0: MessageQueue.from_config(make_client("sqs", config), config,
+                                                                 partition_queue_name(config, partition)),
             self._in_pool, self._reactor.seconds, self._log)
         self._self_metrics = SelfMetricsLoop(
             config, self.agent_service, lambda: (flatten_counters(self.counters), self.self_metrics_gauges()),
             sink, self._reactor, self._log)
         self._self_metrics.start()
 
+    def _start_pool(self, size: int, purpose: str) -> ThreadPool:
+        """A thread pool of ``size`` named ``<service>-<purpose>``, stopped with the reactor."""
+        return start_aws_threadpool(self._reactor, size, f"{self.name}-{purpose}")
+
     def _in_pool(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
-        return deferToThreadPool(self._reactor, started(self._pool), function, *args, **kwargs)
+        return self._in_given_pool(started(self._pool), function, *args, **kwargs)
+
+    def _in_given_pool(self, pool: ThreadPool, function: Callable[..., Any], *args: Any,
+                       **kwargs: Any) -> defer.Deferred:
+        return deferToThreadPool(self._reactor, pool, function, *args, **kwargs)
 
     @defer.inlineCallbacks
-    def _poll_loop(self, number: int) -> Generator[defer.Deferred, Any, None]:
+    def _poll_loop(self, number: int, poll: Optional[Callable[[], defer.Deferred]] = None,
+                   alive: Callable[[], bool] = lambda: True) -> Generator[defer.Deferred, Any, None]:
+        """Call ``poll`` (default ``poll_once``) while the service runs and ``alive()`` holds."""
+        poll = poll or self.poll_once
         failures = 0
-        while self.running:
+        while self.running and alive():
             try:
-                yield self.poll_once()
+                yield poll()
                 failures = 0
             except Exception as exc:  # keep polling whatever went wrong; SQS redelivers
                 failures += 1

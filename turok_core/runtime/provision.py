@@ -1,7 +1,9 @@
-"""Create what Turok needs in an AWS account (or a local endpoint): queues, dead-letter queue, bucket.
+"""Create what Turok needs in an AWS account (or a local endpoint): queues, lease table, bucket.
 
 ``turok-provision [--config FILE]`` is safe to run repeatedly: what exists is kept, and queues are
-brought to the configured attributes (visibility timeout, size, redrive policy).
+brought to the configured attributes (visibility timeout, size, redrive policy). The metrics
+queue is one queue per partition (``queue_partitions``, names in ``turok_core/wire/partitions.py``),
+each with its own dead-letter queue; turokd divides them through the lease table.
 Day tables are created by turokd on first use (and ahead of time by the keeper).
 """
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from turok_core.model.config import TurokConfig, load_config
 from turok_core.runtime.aws import AwsClient, make_client
+from turok_core.storage.leases import LeaseTable
+from turok_core.wire.partitions import partition_dead_letter_queue_name, partition_queue_names
 
 
 def ensure_queue(sqs: AwsClient, name: str, attributes: dict[str, str]) -> str:
@@ -25,21 +29,36 @@ def ensure_queue(sqs: AwsClient, name: str, attributes: dict[str, str]) -> str:
         return url
 
 
-def provision_queues(sqs: AwsClient, config: TurokConfig) -> dict[str, str]:
-    """Create the metrics queue (with its dead-letter queue) and the index queue; return URLs."""
-    message_bytes = str(config.sqs_max_message_bytes)
-    dlq_url = ensure_queue(sqs, config.dead_letter_queue_name, {"MessageRetentionPeriod": "1209600"})
+def _dead_letter_redrive(sqs: AwsClient, config: TurokConfig, name: str) -> tuple[str, str]:
+    """Dead-letter queue ``name`` made; (its URL, the redrive policy pointing at it)."""
+    dlq_url = ensure_queue(sqs, name, {"MessageRetentionPeriod": "1209600"})
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(config.dead_letter_max_receives)})
-    urls = {config.dead_letter_queue_name: dlq_url}
-    for name in (config.queue_name, config.index_queue_name):
-        urls[name] = ensure_queue(sqs, name, {
-            "VisibilityTimeout": str(config.visibility_timeout_seconds),
-            "MaximumMessageSize": message_bytes,
-            "MessageRetentionPeriod": "1209600",
-            "RedrivePolicy": redrive,
-        })
+    receives = str(config.dead_letter_max_receives)
+    return dlq_url, json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": receives})
+
+
+def provision_queues(sqs: AwsClient, config: TurokConfig) -> dict[str, str]:
+    """Create each partition's metrics queue with its dead-letter queue, and the index queue
+    (whose dead letters go to the first partition's); return the URLs by name."""
+    def attributes(redrive: str) -> dict[str, str]:
+        return {"VisibilityTimeout": str(config.visibility_timeout_seconds),
+                "MaximumMessageSize": str(config.sqs_max_message_bytes),
+                "MessageRetentionPeriod": "1209600", "RedrivePolicy": redrive}
+
+    urls: dict[str, str] = {}
+    first_redrive = ""
+    for partition, name in enumerate(partition_queue_names(config)):
+        dlq_name = partition_dead_letter_queue_name(config, partition)
+        urls[dlq_name], redrive = _dead_letter_redrive(sqs, config, dlq_name)
+        first_redrive = first_redrive or redrive
+        urls[name] = ensure_queue(sqs, name, attributes(redrive))
+    urls[config.index_queue_name] = ensure_queue(sqs, config.index_queue_name, attributes(first_redrive))
     return urls
+
+
+def provision_lease_table(dynamodb: AwsClient, config: TurokConfig) -> bool:
+    """Create turokd's partition lease table unless it exists; True when created."""
+    return LeaseTable(dynamodb, config.lease_table_name).ensure_table()
 
 
 def provision_bucket(s3: AwsClient, config: TurokConfig) -> None:
@@ -59,6 +78,7 @@ def provision_bucket(s3: AwsClient, config: TurokConfig) -> None:
 def provision(config: TurokConfig) -> dict[str, str]:
     """Everything Turok needs before its services start."""
     urls = provision_queues(make_client("sqs", config), config)
+    provision_lease_table(make_client("dynamodb", config), config)
     provision_bucket(make_client("s3", config), config)
     return urls
 
@@ -70,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     for name, url in provision(config).items():
         print(f"queue {name}: {url}")
+    print(f"lease table {config.lease_table_name}: ready")
     print(f"bucket {config.index_bucket}: ready")
     return 0
 

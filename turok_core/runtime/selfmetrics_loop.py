@@ -20,6 +20,7 @@ from turok_core.runtime.ratelimit import Throttle
 from turok_core.runtime.selfmetrics import SelfMetricsReporter, metric_prefix, process_counters, process_gauges
 from turok_core.windows.buffer import WindowBuffer
 from turok_core.wire.codec import encode_messages
+from turok_core.wire.partitions import split_by_partition
 from turok_core.wire.queues import MessageQueue
 
 PointSink = Callable[[list[str], list[float], list[int]], object]
@@ -74,10 +75,12 @@ class QueueSelfMetricsSink:
     The buffer has no grace (the points are local, never late), so a point stamped in slot ``s``
     goes out at the first interval after ``s + step``: one message per counter and slot.
     ``run_in_pool(function, *args)`` runs the blocking send (the service's AWS thread pool);
-    ``make_queue()`` gives the ``MessageQueue`` on ``config.queue_name``, called in the pool at first use.
+    ``make_queue()`` gives the ``MessageQueue`` on ``config.queue_name``, called in the pool at first use;
+    with ``queue_partitions > 1``, ``make_queue(p)`` gives partition ``p``'s queue, and each
+    self-metric goes to its own partition's (``turok_core.wire.partitions``).
     """
 
-    def __init__(self, config: TurokConfig, make_queue: Callable[[], MessageQueue],
+    def __init__(self, config: TurokConfig, make_queue: Callable[..., MessageQueue],
                  run_in_pool: Callable[..., defer.Deferred],
                  clock: Callable[[], float], logger: Logger) -> None:
         schemas = load_schemas(config)
@@ -90,7 +93,7 @@ class QueueSelfMetricsSink:
         self.messages_sent = 0
         self._config = config
         self._make_queue = make_queue
-        self._queue: Optional[MessageQueue] = None
+        self._queues: dict[int, MessageQueue] = {}
         self._run = run_in_pool
         self._clock = clock
         self._log = logger
@@ -112,9 +115,12 @@ class QueueSelfMetricsSink:
         return sending
 
     def _send(self, messages: list[TurokMessage]) -> int:
-        if self._queue is None:
-            self._queue = self._make_queue()
-        self._queue.send(encode_messages(messages, self._config.sqs_max_message_bytes))
+        partitions = self._config.queue_partitions
+        for partition, group in split_by_partition(messages, [m.metric for m in messages], partitions).items():
+            queue = self._queues.get(partition)
+            if queue is None:
+                queue = self._queues[partition] = self._make_queue() if partitions <= 1 else self._make_queue(partition)
+            queue.send(encode_messages(group, self._config.sqs_max_message_bytes))
         return len(messages)
 
     def _sent(self, count: int) -> None:

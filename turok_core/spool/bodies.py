@@ -1,20 +1,26 @@
 """The body spool: encoded SQS bodies on local disk until SQS acknowledged them.
 
-``BodySpool`` appends encoded bodies (``BODY`` records) and acknowledges them with ``ACK``
+``BodySpool`` appends encoded bodies and acknowledges them with ``ACK``
 records once SendMessageBatch took them. Unacknowledged bodies are sent again after a restart; a
-segment is deleted when all its bodies are acknowledged. Framing, fsync policies and rewrites:
+segment is deleted when all its bodies are acknowledged. A body for one metrics-queue partition
+of several is a ``PARTITION_BODY`` record (a 2-byte partition number, then the body); a plain
+``BODY`` record (the only kind of spools written before partitions) is for partition 0, which with
+one partition is the one queue. Framing, fsync policies and rewrites:
 ``turok_core.spool.segments``. Pure library: no reactor; one thread owns a spool, except ``load``
 (reads only) which may run in another.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import msgpack
 
-from turok_core.spool.segments import ACK, BODY, ScanStats, SegmentLog
+from turok_core.spool.segments import ACK, BODY, PARTITION_BODY, ScanStats, SegmentLog
+
+PARTITION = struct.Struct(">H")
 
 
 @dataclass
@@ -22,8 +28,10 @@ class SpooledBody:
     """One unacknowledged body: where it is, and its text while memory allows."""
     segment: int
     offset: int
-    length: int
+    length: int  # of the body
     body: Optional[str] = None
+    partition: int = 0  # the metrics-queue partition it goes to
+    skip: int = 0  # bytes of the record before the body (the partition number)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -62,6 +70,10 @@ class BodySpool:
             for offset, kind, payload in log.read(number, stats):
                 if kind == BODY:
                     self._pending[(number, offset)] = SpooledBody(number, offset, len(payload))
+                elif kind == PARTITION_BODY:
+                    (partition,) = PARTITION.unpack_from(payload)
+                    self._pending[(number, offset)] = SpooledBody(number, offset, len(payload) - PARTITION.size,
+                                                                  None, partition, PARTITION.size)
                 elif kind == ACK:
                     for segment, body_offset in msgpack.unpackb(payload):
                         self._pending.pop((segment, body_offset), None)
@@ -81,20 +93,28 @@ class BodySpool:
             finished.append(number)
         self.log.delete(finished)
 
-    def add(self, bodies: Sequence[str]) -> None:
-        """Append bodies behind the ones already pending."""
+    def add(self, bodies: Sequence[str], partitions: Optional[Sequence[int]] = None) -> None:
+        """Append bodies behind the ones already pending; ``partitions`` gives each body's
+        partition (None: one partition, plain ``BODY`` records)."""
         if not bodies:
             return
         log = self.log
         if log.current is not None and log.sizes[log.current] >= log.segment_bytes:
             log.rotate()
         raw = [body.encode("ascii") for body in bodies]
-        number, offsets = log.append([(BODY, data) for data in raw])
+        if partitions is None:
+            parts, skip = [0] * len(bodies), 0
+            number, offsets = log.append([(BODY, data) for data in raw])
+        else:
+            parts, skip = list(partitions), PARTITION.size
+            number, offsets = log.append([(PARTITION_BODY, PARTITION.pack(partition) + data)
+                                          for partition, data in zip(parts, raw)])
         self._unacked[number] = self._unacked.get(number, 0) + len(bodies)
-        for body, data, offset in zip(bodies, raw, offsets):
+        for body, data, offset, partition in zip(bodies, raw, offsets, parts):
             keep = self._cached + len(data) <= self.cache_bytes
             self._cached += len(data) if keep else 0
-            self._pending[(number, offset)] = SpooledBody(number, offset, len(data), body if keep else None)
+            self._pending[(number, offset)] = SpooledBody(number, offset, len(data), body if keep else None,
+                                                          partition, skip)
             self.pending_bytes += len(data)
 
     def head(self, max_count: int, max_bytes: int) -> list[SpooledBody]:
@@ -110,7 +130,7 @@ class BodySpool:
 
     def load(self, bodies: Sequence[SpooledBody]) -> list[str]:
         """The texts of ``bodies``, read from disk when not in memory (safe in another thread)."""
-        return [b.body if b.body is not None else self.log.read_at(b.segment, b.offset).decode("ascii")
+        return [b.body if b.body is not None else self.log.read_at(b.segment, b.offset)[b.skip:].decode("ascii")
                 for b in bodies]
 
     def ack(self, keys: Sequence[tuple[int, int]]) -> int:

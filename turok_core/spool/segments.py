@@ -35,7 +35,7 @@ SUFFIX = ".seg"
 FSYNC_POLICIES = ("always", "interval", "never")
 
 # record kinds
-BASE, POINTS, RELEASE, DONE, BODY, ACK = 1, 2, 3, 4, 5, 6
+BASE, POINTS, RELEASE, DONE, BODY, ACK, PARTITION_BODY = 1, 2, 3, 4, 5, 6, 7
 
 
 class SpoolError(RuntimeError):

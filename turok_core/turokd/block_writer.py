@@ -40,9 +40,13 @@ class BlockWriter:
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 owned_since: Optional[Callable[[str], Optional[float]]] = None) -> None:
         self.store = store
         self.clock = clock
+        # since when this turokd has held a metric's partition lease (None: not held); blocks
+        # starting after that time can only hold what this turokd wrote
+        self.owned_since = owned_since
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds)
         self.rollups = PendingRollups(schemas, config.block_slots, config.block_close_delay_seconds) \
             if schemas is not None else None

@@ -1,0 +1,56 @@
+"""The SQS messages one partition holds, and when each needs a longer visibility timeout.
+
+turokd receives messages with the queue's visibility timeout but holds them until their blocks
+are written, which may be later: ``HeldReceipts`` says which to extend, and by how much, so SQS
+neither redelivers them nor counts them toward the dead-letter queue while their data is in
+memory. Pure bookkeeping; the service sends the ChangeMessageVisibility calls.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+VISIBILITY_MARGIN = 60  # seconds a held message stays invisible past the time it becomes deletable
+
+
+class HeldReceipts:
+    """Receipt handle → (when its blocks are all written, when SQS would show it again)."""
+
+    def __init__(self, timeout: float, tick_seconds: float) -> None:
+        self.timeout = timeout
+        self.tick_seconds = tick_seconds
+        self._until: dict[str, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def receipts(self) -> list[str]:
+        return list(self._until)
+
+    def track(self, held: Iterable[tuple[float, str]], now: float) -> list[tuple[str, int]]:
+        """Hold a batch's ``(deletable from, receipt)``; those that must wait past the timeout
+        come back with the seconds to extend them by."""
+        waiting = []
+        for deadline, receipt in held:
+            self._until[receipt] = (deadline, now + self.timeout)
+            if deadline - now + VISIBILITY_MARGIN > self.timeout:
+                waiting.append(receipt)
+        return self._extend(waiting, now)
+
+    def expiring(self, now: float) -> list[tuple[str, int]]:
+        """Held messages about to become visible again (a slow or failing write), extended."""
+        soon = now + max(VISIBILITY_MARGIN / 2, 2 * self.tick_seconds)
+        return self._extend([receipt for receipt, (_deadline, until) in self._until.items() if until <= soon], now)
+
+    def done(self, receipts: Iterable[str]) -> None:
+        """Deleted: no longer held."""
+        for receipt in receipts:
+            self._until.pop(receipt, None)
+
+    def _extend(self, receipts: list[str], now: float) -> list[tuple[str, int]]:
+        longer = []
+        for receipt in receipts:
+            deadline, _until = self._until[receipt]
+            seconds = max(deadline - now, 0) + VISIBILITY_MARGIN
+            self._until[receipt] = (deadline, now + seconds)
+            longer.append((receipt, int(seconds)))
+        return longer
