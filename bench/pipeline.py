@@ -52,7 +52,7 @@ class TurokRun:
     wall: float
     finished: bool
     verified: int = 0  # slots read back with the value sent
-    stored: dict[int, tuple[int, int]] = field(default_factory=dict)  # step → (items, bytes)
+    stored: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # step → (items, bytes, units)
     counters: dict[str, float] = field(default_factory=dict)  # turokd's, at its stop
 
     @property
@@ -120,8 +120,8 @@ def report(metrics: int, run: Optional[TurokRun], carbon, wall_note: str) -> Non
     if run is not None:
         print(f"Turok stored: {run.verified:,} of {run.points:,} slots read back with the value sent; "
               + ", ".join(f"{step} s: {items:,} items, {size:,} bytes"
-                          for step, (items, size) in sorted(run.stored.items())))
-        base_items, base_bytes = run.stored.get(STEP, (0, 0))
+                          for step, (items, size, _units) in sorted(run.stored.items())))
+        base_items, base_bytes, _units = run.stored.get(STEP, (0, 0, 0))
         if base_items:
             print(f"  base resolution: {base_bytes / run.points:.2f} bytes per point, "
                   f"{run.points / base_items:.0f} points per item")

@@ -206,23 +206,26 @@ class TurokProcesses:
                 "ApproximateNumberOfMessagesDelayed"))
         return total
 
-    def stored(self) -> dict[int, tuple[int, int]]:
-        """``{step: (items, bytes)}`` over every day table of this run (a scan of each)."""
+    def stored(self) -> dict[int, tuple[int, int, int]]:
+        """``{step: (items, bytes, write units)}`` over every day table of this run (a scan of
+        each); the units are what writing each item once costs (1 KB each, rounded up)."""
         assert self.config is not None
         prefix, joiner = self.config.table_prefix, self.config.table_joiner
         names: list[str] = []
         for page in self.dynamodb.get_paginator("list_tables").paginate():
             names.extend(name for name in page["TableNames"] if name.startswith(prefix + joiner))
-        result: dict[int, tuple[int, int]] = {}
+        result: dict[int, tuple[int, int, int]] = {}
         for name in names:
             parsed = parse_table_name(name, prefix, joiner)
             if parsed is None:
                 continue
-            items, size = result.get(parsed.step, (0, 0))
+            items, size, units = result.get(parsed.step, (0, 0, 0))
             for page in self.dynamodb.get_paginator("scan").paginate(TableName=name):
-                items += len(page["Items"])
-                size += sum(item_size(item) for item in page["Items"])
-            result[parsed.step] = (items, size)
+                sizes = [item_size(item) for item in page["Items"]]
+                items += len(sizes)
+                size += sum(sizes)
+                units += sum(-(-each // 1024) for each in sizes)
+            result[parsed.step] = (items, size, units)
         return result
 
     def fetch_series(self, metrics: list[str], step: int, start: int, end: int) -> dict[str, list]:
