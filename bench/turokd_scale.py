@@ -1,7 +1,7 @@
 """Issue 13: 1, 2 and 4 turokd processes on the same queue(s), on live traffic.
 
     .venv/bin/python bench/turokd_scale.py [--turokds 1,2,4] [--metrics 3000] [--duration 150]
-        [--block-slots 6] [--close-delay 10] [--partitions 4]
+        [--block-slots 6] [--close-delay 30] [--partitions 4]
 
 For each count N, on fresh queues and tables: the whole Turok pipeline (``bench/turok_processes.py``:
 real gateway, N real ``twistd turokd`` and the indexer on a moto server), ``block_slots`` shortened
@@ -161,7 +161,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--metrics", type=int, default=3000)
     parser.add_argument("--duration", type=float, default=150.0, help="seconds of live traffic")
     parser.add_argument("--block-slots", type=int, default=6, help="turokd's block_slots (blocks close in the run)")
-    parser.add_argument("--close-delay", type=float, default=10.0, help="turokd's block_close_delay_seconds")
+    parser.add_argument("--close-delay", type=float, default=30.0,
+                        help="turokd's block_close_delay_seconds (the default: live points reach turokd "
+                             "step + window grace + a flush after their slot, so less makes them late)")
     parser.add_argument("--partitions", type=int, default=4, help="queue_partitions, where the config has it")
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS / held-metrics samples")
