@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 # benchmarks start run the checkout (PYTHONPATH), and decoding their bodies must match it
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-VENV_BIN = REPO / ".venv" / "bin"
+# the checkout's venv, else the one running the benchmark (a worktree without a .venv of its own)
+VENV_BIN = REPO / ".venv" / "bin" if (REPO / ".venv" / "bin").is_dir() else Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
 
 

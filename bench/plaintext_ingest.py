@@ -328,9 +328,11 @@ class CarbonCache:
     delivered = the points it reports committed to whisper (its own ``committedPoints`` metric,
     every second; the few dozen points of its own metrics are counted too)."""
 
-    def __init__(self, workdir: Path, pickle: bool = False, max_updates_per_second: str = "inf") -> None:
+    def __init__(self, workdir: Path, pickle: bool = False, max_updates_per_second: str = "inf",
+                 retentions: str = "10s:1h", settings: str = "") -> None:
         """``max_updates_per_second``: carbon's MAX_UPDATES_PER_SECOND (``1`` keeps the points in
-        its cache, which the memory benchmark measures)."""
+        its cache, which the memory benchmark measures); ``retentions`` of every metric but its
+        own; ``settings``: more ``[cache]`` lines of carbon.conf."""
         root = self.root = workdir / "carbon-cache"
         (root / "conf").mkdir(parents=True, exist_ok=True)
         for sub in ("storage", "log", "run"):
@@ -357,10 +359,12 @@ CARBON_METRIC_PREFIX = carbon
 LOG_LISTENER_CONN_SUCCESS = False
 LOG_UPDATES = False
 LOG_CREATES = False
+{settings}
 """)
         # its own metrics every second at 1 s, so no report overwrites another
         (root / "conf" / "storage-schemas.conf").write_text(
-            "[carbon]\npattern = ^carbon\\.\nretentions = 1s:1h\n\n[default]\npattern = .*\nretentions = 10s:1h\n")
+            f"[carbon]\npattern = ^carbon\\.\nretentions = 1s:1h\n\n"
+            f"[default]\npattern = .*\nretentions = {retentions}\n")
         env = dict(os.environ, GRAPHITE_ROOT=str(root), GRAPHITE_CONF_DIR=str(root / "conf"))
         self.process = subprocess.Popen([str(VENV_BIN / "python"), str(VENV_BIN / "carbon-cache.py"),
                                          f"--config={root}/conf/carbon.conf", "--nodaemon", f"--logdir={root}/log",

@@ -5,7 +5,8 @@
 ``--quick``: 200,000 points and one run for the ingest benchmarks (plaintext, pickle), every other rate for StatsD,
 one run for memory, 20,000 windows for the codec, 100 series and a 100,000-name index for reads,
 20,000 open blocks for turokd's memory, 3 freshness samples and an hour of 1,000 metrics for the
-cost (minutes instead of an hour and a half).
+cost, 1,000 metrics for the whole pipeline and late data, 1,000 metrics for 90 s for turokd's scale
+(minutes instead of two hours).
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def main(argv: list[str]) -> int:
         ["freshness.py"] + (["--samples", "3"] if quick else []),
         # issue 4's day of 10,000 metrics takes about 40 minutes with --writes batch (same write units)
         ["cost.py"] + (["--metrics", "1000", "--hours", "1"] if quick else ["--writes", "batch"]),
+        # issue 13: the whole path (real processes on moto); full sizes take 10-20 minutes each
+        ["pipeline.py"] + (["--metrics", "1000"] if quick else []),
+        ["late_data.py"] + (["--metrics", "1000"] if quick else []),
+        ["turokd_scale.py"] + (["--metrics", "1000", "--duration", "90"] if quick else []),
     ]
     failed = 0
     for script, *args in runs:
