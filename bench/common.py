@@ -20,6 +20,17 @@ VENV_BIN = REPO / ".venv" / "bin" if (REPO / ".venv" / "bin").is_dir() else Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def moto_command(port: int) -> list[str]:
+    """The command of a moto server on 127.0.0.1:``port`` with conditional writes as atomic as
+    AWS's (turok_core/dev/moto_server.py; moto's own server can lose a conditional write under load)."""
+    return [str(VENV_BIN / "python"), "-m", "turok_core.dev.moto_server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def moto_env() -> dict[str, str]:
+    """The environment ``moto_command`` runs in: the checkout's turok_core first."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import VENV_BIN, free_port, machine, stop, wait_port  # noqa: E402
+from bench.common import free_port, machine, moto_command, moto_env, stop, wait_port  # noqa: E402
 from turok_core.index.s3_store import IndexStore  # noqa: E402
 from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.model.schemas import load_schemas  # noqa: E402
@@ -262,7 +262,7 @@ def main(argv: list[str]) -> int:
     endpoint = args.endpoint
     if endpoint is None:
         port = free_port()
-        moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        moto = subprocess.Popen(moto_command(port), env=moto_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, 30, moto)
         endpoint = f"http://127.0.0.1:{port}"

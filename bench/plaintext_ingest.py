@@ -42,7 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from common import REPO, VENV_BIN, cpu_seconds, free_port, human, machine, median, stop, wait_cpu_settled, wait_port
+from common import (
+    REPO,
+    VENV_BIN,
+    cpu_seconds,
+    free_port,
+    human,
+    machine,
+    median,
+    moto_command,
+    moto_env,
+    stop,
+    wait_cpu_settled,
+    wait_port,
+)
 
 NAMES = 10_000
 STEP = 10  # the default schema's base step for servers.*
@@ -190,7 +203,7 @@ class TurokGateway:
 
     def start_moto(self) -> None:
         self.moto_port = free_port()
-        self.moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)],
+        self.moto = subprocess.Popen(moto_command(self.moto_port), env=moto_env(),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.moto_port, 30, self.moto)
         import boto3

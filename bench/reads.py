@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, VENV_BIN, cpu_seconds, free_port, machine, median, stop, wait_port
+from common import REPO, cpu_seconds, free_port, machine, median, moto_command, moto_env, stop, wait_port
 
 RETENTIONS = ((60, 1440), (300, 2016))  # 1m:1d, 5m:7d
 SCHEMAS = "[bench]\npattern = ^bench\\.\nretentions = 1m:1d,5m:7d\n\n[default]\npattern = .*\nretentions = 1m:1d\n"
@@ -271,7 +271,7 @@ def main(argv: list[str]) -> int:
     print(f"reads: {args.series:,} series (1m:1d,5m:7d), {args.renders} renders per case; {machine()}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="turok-bench-reads-"))
     moto_port = free_port()
-    moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+    moto = subprocess.Popen(moto_command(moto_port), env=moto_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(moto_port, 30, moto)

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from common import REPO, TICK, VENV_BIN, cpu_seconds, free_port, stop, wait_port
+from common import REPO, TICK, VENV_BIN, cpu_seconds, free_port, moto_command, moto_env, stop, wait_port
 
 from turok_core.dev.stack import write_config
 from turok_core.model.config import TurokConfig
@@ -112,7 +112,7 @@ class TurokProcesses:
     # --- start -----------------------------------------------------------------------------
     def start_moto(self) -> None:
         port = free_port()
-        self.moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        self.moto = subprocess.Popen(moto_command(port), env=moto_env(),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, 30, self.moto)
         self.endpoint = f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, VENV_BIN, free_port, machine, rss_bytes, stop, wait_port  # noqa: E402
+from bench.common import REPO, VENV_BIN, free_port, machine, moto_command, moto_env, rss_bytes, stop, wait_port  # noqa: E402
 from turok_core.dev.stack import write_config  # noqa: E402
 from turok_core.model.config import TurokConfig  # noqa: E402
 from turok_core.model.message import TurokMessage  # noqa: E402
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     port = free_port()
-    moto = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    moto = subprocess.Popen(moto_command(port), env=moto_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     turokd = None
     try:
