@@ -151,3 +151,36 @@ def test_fresh_blocks_need_ownership_since_the_block_began_and_no_earlier_write(
     assert fresh.written(BASE, 10, 100) and fresh.written(BASE, 10, 50) and fresh.written(BASE, 10, 200)
     assert not fresh.written(BASE, 10, 300)
     assert not FreshBlocks().owned("a", 10**10)
+
+
+def test_late_slots_for_closed_blocks_are_merged_once_per_block_not_once_per_batch(config):
+    """A spool draining: slot by slot, 1.5 s apart, into blocks closed long ago."""
+    schemas = load_schemas(config)
+    names = [f"late{m}.cpu" for m in range(10)]
+    flushes = [encode_messages([TurokMessage(name, MIDNIGHT + 10 * s, [float(m + s)], 10, "average")
+                                for m, name in enumerate(names)]) for s in range(18)]  # 3 blocks of 6 slots
+    at_once = CountingStore(config)
+    writer = BlockWriter(at_once, config, schemas, clock=lambda: MIDNIGHT + 7200.0, owned_since=lambda m: 0.0)
+    for n, bodies in enumerate(flushes):
+        writer.hold(received(bodies, f"o{n}"))
+    once = writer.close().stats.write_units + writer.close_all().stats.write_units
+
+    late = CountingStore(config)
+    now = [MIDNIGHT + 7200.0]
+    writer = BlockWriter(late, config, schemas, clock=lambda: now[0], owned_since=lambda m: 0.0)
+    units = 0
+    for n, bodies in enumerate(flushes):
+        writer.hold(received(bodies, f"l{n}"))
+        units += writer.close().stats.write_units
+        now[0] += 1.5
+    assert writer.open.held_messages == len(flushes) - 3  # the first slot of each block went at once
+    now[0] += config.late_merge_delay_seconds
+    units += writer.close().stats.write_units + writer.close_all().stats.write_units
+    assert late.tables() == at_once.tables()
+    # each base block put with its first slot, then merged once with the other five; each minute
+    # block (its first slot alone is under the xFilesFactor: not written) recomputed from
+    # DynamoDB once when the merges are over
+    assert late.puts == 3 * len(names), late.puts
+    assert late.merges == 3 * len(names) + len(names), late.merges
+    assert writer.open.held_messages == 0
+    assert units <= 2 * once

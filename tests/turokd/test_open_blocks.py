@@ -61,3 +61,46 @@ def test_points_answers_cache_queries_from_open_and_writing_blocks_only_inside_t
     assert blocks.points(["a", "b", "zz"], DAY, DAY + 3600) == {
         "a": {10: [[DAY, 1.0], [DAY + 70, 2.0]]}, "b": {60: [[DAY + 120, 3.0]]}}
     assert blocks.points(["a"], DAY + 10, DAY + 70) == {}
+
+
+def test_late_data_for_a_written_block_is_merged_once_after_it_stops_coming_and_its_messages_wait():
+    blocks = OpenBlocks(block_slots=6, close_delay=5, late_delay=10, late_max=100)
+    blocks.add({("a", 10, DAY): 1.0}, [("r1", [(10, DAY)])], now=DAY + 1)
+    blocks.written(blocks.take_due(DAY + SPAN + 5))
+    # a stream of late slots, 4 s apart: each pushes the merge back, up to 100 s after the first
+    for n in range(25):
+        now = DAY + 200 + 4 * n
+        held = blocks.add({("a", 10, DAY + 10 * (n % 6)): float(n)}, [(f"late{n}", [(10, DAY + 10 * (n % 6))])],
+                          now=now)
+        assert held == [(DAY + 300, f"late{n}")]  # deletable only once the merge is sure to be done
+        due = blocks.take_due(now)
+        assert due.blocks == {} and due.receipts == []
+    due = blocks.take_due(DAY + 300)  # the cap: merged although data might still come
+    assert due.rows() == [("a", 10, DAY, {0: 24.0, 1: 19.0, 2: 20.0, 3: 21.0, 4: 22.0, 5: 23.0})]
+    assert len(due.receipt_handles) == 25
+    blocks.written(due)
+    # a short burst after that: merged once, 10 s after its last slot
+    blocks.add({("a", 10, DAY + 10): 7.0}, [("b1", [(10, DAY + 10)])], now=DAY + 400)
+    blocks.add({("a", 10, DAY + 20): 8.0}, [("b2", [(10, DAY + 20)])], now=DAY + 405)
+    assert blocks.take_due(DAY + 414).blocks == {}
+    due = blocks.take_due(DAY + 415)
+    assert due.rows() == [("a", 10, DAY, {1: 7.0, 2: 8.0})] and due.receipts == []
+    blocks.written(due)
+    assert blocks.take_due(DAY + 500).receipt_handles == ["b1", "b2"]
+    # a block never written that opens late (a restarted turokd) still closes at once
+    blocks.add({("b", 10, DAY + 600): 1.0}, [("c1", [(10, DAY + 600)])], now=DAY + 2000)
+    due = blocks.take_due(DAY + 2000)
+    assert due.rows() == [("b", 10, DAY + 600, {0: 1.0})] and due.receipt_handles == ["c1"]
+
+
+def test_a_failed_merge_of_a_reopened_block_is_retried_at_once_with_its_messages():
+    blocks = OpenBlocks(block_slots=6, close_delay=5, late_delay=10, late_max=100)
+    blocks.add({("a", 10, DAY): 1.0}, [("r1", [(10, DAY)])], now=DAY)
+    blocks.written(blocks.take_due(DAY + 100))
+    blocks.add({("a", 10, DAY + 10): 2.0}, [("r2", [(10, DAY + 10)])], now=DAY + 200)
+    due = blocks.take_due(DAY + 300)
+    assert due.receipt_handles == ["r2"]
+    blocks.add({("a", 10, DAY + 20): 3.0}, [("r3", [(10, DAY + 20)])], now=DAY + 300)  # while writing
+    blocks.restore(due)
+    again = blocks.take_due(DAY + 300)  # due at once, with the data that came meanwhile
+    assert again.rows() == [("a", 10, DAY, {1: 2.0, 2: 3.0})] and again.receipt_handles == ["r2"]

@@ -60,14 +60,15 @@ class BlockWriter:
         self.store = store
         self.clock = clock
         self.fresh = FreshBlocks(owned_since)
-        self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds)
-        self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh) \
-            if schemas is not None else None
+        self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
+                               config.late_merge_delay_seconds, config.late_merge_max_seconds)
+        self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
+                                    config.late_merge_delay_seconds) if schemas is not None else None
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
         batch = decode_batch(received)
-        batch.held = self.open.add(batch.slots, batch.accepted)
+        batch.held = self.open.add(batch.slots, batch.accepted, self.clock())
         return batch
 
     def close(self, now: Optional[float] = None) -> CloseResult:
@@ -82,7 +83,7 @@ class BlockWriter:
         try:
             written = self._write_base(due, result)
             if self.rollups is not None:
-                self.rollups.note_written(written)
+                self.rollups.note_written(written, now)
             self._roll_up(now, result)
         except BaseException:
             self.open.restore(due)
@@ -133,7 +134,7 @@ class BlockWriter:
             except BaseException:
                 self.rollups.restore(due, self.clock() if math.isinf(now) else now)
                 raise
-            self.rollups.note_written(written)
+            self.rollups.note_written(written, now)
 
     def _write_coarse(self, due: list[CoarseBlock], result: CloseResult) -> list[WrittenBlock]:
         """Write one level's due coarse blocks: computed in memory (put or merged) or from DynamoDB."""

@@ -84,18 +84,23 @@ def _rolled(values: Sequence[float], plan: RollupPlan) -> float:
 class CoarseBlocks:
     """Coarse blocks whose finer data changed, each due when it closes."""
 
-    def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float, fresh: FreshBlocks) -> None:
+    def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float, fresh: FreshBlocks,
+                 late_delay: float = 0.0) -> None:
         self._policy = PolicyCache(schemas.policy_for)
         self._block_slots = block_slots
         self._close_delay = close_delay
         self._fresh = fresh
+        self._late_delay = late_delay
         self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def note_written(self, blocks: Iterable[WrittenBlock]) -> None:
-        """Blocks just written: the coarser blocks they overlap become pending.
+    def note_written(self, blocks: Iterable[WrittenBlock], now: float = -math.inf) -> None:
+        """Blocks just written at ``now``: the coarser blocks they overlap become pending.
+
+        A coarse block written before (late data) is recomputed ``late_delay`` after the last
+        finer write into it, so a stream of late data recomputes it once, not once per batch.
 
         A block given with its values was put whole and feeds coarse blocks computed from
         memory; one without (merged) makes them computed from DynamoDB. A block whose step is
@@ -123,6 +128,8 @@ class CoarseBlocks:
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,
                             array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None)
+                    if self._late_delay and self._fresh.written(COARSE, coarse_step, coarse_start):
+                        pending.closes = max(pending.closes, now + self._late_delay)
                     if values is None:
                         pending.values, pending.partial = None, {}
                     elif pending.values is not None:
