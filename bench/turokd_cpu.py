@@ -100,12 +100,12 @@ def run(scenario: str, store, config: TurokConfig, schemas, data: list[list[str]
     if scenario == "once":
         for n, bodies in enumerate(data):
             for batch in batches(bodies, f"o{n}"):
-                points += len(writer.hold(batch).slots)
+                points += writer.hold(batch).slot_count
         stats.add(writer.close().stats)
     else:
         for n, bodies in enumerate(data):
             for batch in batches(bodies, f"l{n}"):
-                points += len(writer.hold(batch).slots)
+                points += writer.hold(batch).slot_count
             now[0] += LATE_GAP
             stats.add(writer.close().stats)
     now[0] += 3600

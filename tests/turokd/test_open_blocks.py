@@ -104,3 +104,12 @@ def test_a_failed_merge_of_a_reopened_block_is_retried_at_once_with_its_messages
     blocks.restore(due)
     again = blocks.take_due(DAY + 300)  # due at once, with the data that came meanwhile
     assert again.rows() == [("a", 10, DAY, {1: 2.0, 2: 3.0})] and again.receipt_handles == ["r2"]
+
+
+def test_windows_in_columns_are_set_as_the_slots_they_hold():
+    by_slot, by_window = make_blocks(), make_blocks()
+    slots = {("a", 10, DAY): 1.0, ("b", 10, DAY): 2.0, ("a", 10, DAY + 70): 3.0, ("a", 60, DAY): 4.0}
+    by_slot.add(slots, [("r1", [(10, DAY)])])
+    by_window.add_windows({(10, DAY): {"a": 1.0, "b": 2.0}, (10, DAY + 70): {"a": 3.0}, (60, DAY): {"a": 4.0}},
+                          [("r1", [(10, DAY)])])
+    assert by_slot.take_due(DAY + 10000).rows() == by_window.take_due(DAY + 10000).rows()

@@ -68,7 +68,7 @@ class BlockWriter:
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
         batch = decode_batch(received)
-        batch.held = self.open.add(batch.slots, batch.accepted, self.clock())
+        batch.held = self.open.add_windows(batch.windows, batch.accepted, self.clock())
         return batch
 
     def close(self, now: Optional[float] = None) -> CloseResult:

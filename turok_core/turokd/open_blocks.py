@@ -86,7 +86,16 @@ class OpenBlocks:
     def add(self, slots: Mapping[tuple[str, int, int], float],
             receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = (),
             now: Optional[float] = None) -> list[tuple[float, str]]:
-        """Set ``{(metric, step, slot_start): value}`` and hold each receipt until its blocks close.
+        """Set ``{(metric, step, slot_start): value}``; as ``add_windows``."""
+        windows: dict[tuple[int, int], dict[str, float]] = {}
+        for (metric, step, slot), value in slots.items():
+            windows.setdefault((step, slot), {})[metric] = value
+        return self.add_windows(windows, receipts, now)
+
+    def add_windows(self, windows: Mapping[tuple[int, int], Mapping[str, float]],
+                    receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = (),
+                    now: Optional[float] = None) -> list[tuple[float, str]]:
+        """Set ``{(step, slot_start): {metric: value}}`` and hold each receipt until its blocks close.
 
         ``receipts`` pairs each SQS receipt handle with the ``(step, slot_start)`` its message
         carried; the receipt becomes deletable when the last of those blocks has been written.
@@ -98,7 +107,7 @@ class OpenBlocks:
             opened = self._open
             late = self._late
             coalesce = now is not None and self.late_delay > 0 and bool(self._written_ids)
-            for (metric, step, slot), value in slots.items():
+            for (step, slot), window in windows.items():
                 span = self.span(step)
                 start = slot - slot % span
                 block = opened.get((step, start))
@@ -108,10 +117,14 @@ class OpenBlocks:
                     assert now is not None
                     merge_at, latest = late.get((step, start), (now, now + self.late_max))
                     late[(step, start)] = (min(max(merge_at, now + self.late_delay), latest), latest)
-                values = block.get(metric)
-                if values is None:
-                    values = block[metric] = array("d", [NAN]) * (span // step)
-                values[(slot - start) // step] = value
+                missing = window.keys() - block.keys()
+                if missing:
+                    empty = array("d", [NAN]) * (span // step)
+                    for metric in missing:
+                        block[metric] = array("d", empty)
+                index = (slot - start) // step
+                for metric, value in window.items():  # the one Python step per point
+                    block[metric][index] = value
             held = [(max(self._deadline(step, slot) for step, slot in keys), receipt) for receipt, keys in receipts]
             for entry in held:
                 heapq.heappush(self._held, entry)

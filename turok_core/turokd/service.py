@@ -179,7 +179,7 @@ class TurokdService(QueueConsumerService):
         if batch.duplicates:  # a twin in the same batch carries the data
             yield self._in_pool(self.queue.delete, batch.duplicates)
         yield self._extend_visibility(batch)
-        if batch.slots:
+        if batch.windows:
             yield self._announce(batch.metrics)
 
     def _extend_visibility(self, batch: DecodedBatch) -> defer.Deferred:
@@ -285,7 +285,7 @@ class TurokdService(QueueConsumerService):
         counters = self.counters
         counters.bodies_rejected += len(batch.rejected)
         counters.turok_messages += batch.messages
-        counters.slots_received += len(batch.slots)
+        counters.slots_received += batch.slot_count
 
     def _count_close(self, result: CloseResult) -> None:
         counters, stats = self.counters, result.stats
