@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import eq
 from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
@@ -43,7 +45,9 @@ class CloseResult:
 
 
 def _row(metric: str, step: int, start: int, values: Sequence[float]) -> Row:
-    return metric, step, start, {i: v for i, v in enumerate(values) if v == v}
+    """The block's known slots (NaN is a gap), picked without a Python step per slot."""
+    known = list(map(eq, values, values))  # False for NaN only
+    return metric, step, start, dict(zip(compress(range(len(values)), known), compress(values, known)))
 
 
 class BlockWriter:
