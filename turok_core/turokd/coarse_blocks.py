@@ -26,12 +26,14 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import eq
 from typing import Iterable, Optional, Sequence
 
 from turok_core.model.schemas import PolicyCache, SchemaSet
 from turok_core.storage.block_layout import block_span
 from turok_core.turokd.fresh import COARSE, FreshBlocks
-from turok_core.turokd.rollup import rollup_value
+from turok_core.turokd.rollup import rollup_known, whisper_xff
 from turok_core.turokd.rollup_writer import RollupPlan
 
 NAN = math.nan
@@ -77,7 +79,8 @@ class CoarseBlock:
 
 
 def _rolled(values: Sequence[float], plan: RollupPlan) -> float:
-    value = rollup_value([v if v == v else None for v in values], plan.aggregation_type, plan.x_files_factor)
+    known = list(compress(values, map(eq, values, values)))  # NaN (a gap) is not equal to itself
+    value = rollup_known(known, len(values), plan.aggregation_type, whisper_xff(plan.x_files_factor))
     return NAN if value is None else value
 
 
