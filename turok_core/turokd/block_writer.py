@@ -105,21 +105,26 @@ class BlockWriter:
     def _write_base(self, due: DueBlocks, result: CloseResult) -> list[WrittenBlock]:
         """Put the fresh blocks, merge the others; the blocks written, with values when put."""
         fresh: list[WrittenBlock] = []
-        merged: list[WrittenBlock] = []
+        merged: list[WrittenBlock] = []  # may be new (put-if-absent first)
+        rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
         for (step, start), metrics in due.blocks.items():
-            new_id = not self.fresh.written(BASE, step, start)
+            written = self.fresh.written(BASE, step, start)
             for metric, values in metrics.items():
-                (fresh if new_id and self.fresh.owned(metric, start) else merged).append((metric, step, start, values))
-        if not fresh and not merged:
+                block = (metric, step, start, values)
+                if written:
+                    rewritten.append(block)
+                else:
+                    (fresh if self.fresh.owned(metric, start) else merged).append(block)
+        if not fresh and not merged and not rewritten:
             return []
-        rows = [_row(metric, step, start, values) for metric, step, start, values in fresh if values is not None]
-        if rows:
-            result.stats.add(self.store.put_blocks(rows))
-        merged_rows = [_row(metric, step, start, values) for metric, step, start, values in merged
-                       if values is not None]
-        if merged_rows:
-            result.stats.add(self.store.write_blocks(merged_rows))
-        rows += merged_rows
+        rows: list[Row] = []
+        for blocks, write in ((fresh, self.store.put_blocks), (merged, self.store.write_blocks),
+                              (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False))):
+            part = [_row(metric, step, start, values) for metric, step, start, values in blocks if values is not None]
+            if part:
+                result.stats.add(write(part))
+                rows += part
+        merged += rewritten
         for step, start in due.blocks:
             self.fresh.mark(BASE, step, [start])
         result.blocks += len(rows)
@@ -162,11 +167,13 @@ class BlockWriter:
             result.stats.add(self.store.put_blocks([row for row, _values in puts]))
             written += [(metric, step, start, values) for (metric, step, start, _row), values in puts]
         if merges:
-            result.stats.add(self.store.write_blocks(merges))
+            result.stats.add(self.store.write_blocks(merges, assume_new=False))  # their ids were written
             written += [(metric, step, start, None) for metric, step, start, _values in merges]
         result.rollup_slots += sum(len(row[3]) for row, _values in puts) + sum(len(row[3]) for row in merges)
         if plans:
-            read_back, slots = rollup_blocks(self.store, plans, result.stats)
+            # coarse blocks written before exist: merge without trying put-if-absent first
+            known = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)
+            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not known)
             result.rollup_slots += slots
             written += [(metric, step, start, None) for metric, step, start in read_back]
         for block in due:

@@ -60,9 +60,12 @@ def _read_finer(store: BlockStore, plans: list[RollupPlan]) -> dict[int, dict]:
     return {step: store.fetch_slots(step, wanted, consistent=True) for step, wanted in ranges.items()}
 
 
-def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[WriteStats] = None
-                  ) -> tuple[list[WrittenBlock], int]:
+def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[WriteStats] = None,
+                  assume_new: bool = True) -> tuple[list[WrittenBlock], int]:
     """Recompute and write the coarse blocks of ``plans`` (one level per metric).
+
+    ``assume_new``: try put-if-absent before merging (a coarse block written when it closes is
+    almost always new); off when the caller knows the blocks exist.
 
     One consistent batched read of the finer slots, one merge write of every coarse slot that
     gets a value, then the verification reads (module docstring). Returns the coarse blocks
@@ -81,8 +84,7 @@ def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[Wr
                 writes.extend((plan.metric, plan.coarse_step, start, value) for start, value in values)
                 written_blocks[(plan.metric, plan.coarse_step, plan.start)] = None
         if writes:
-            # a coarse block is written when it closes: almost always for the first time
-            stage_stats = store.write_slots(writes, assume_new=True)
+            stage_stats = store.write_slots(writes, assume_new=assume_new)
             if stats is not None:
                 stats.add(stage_stats)
             slots_written += len(writes)
