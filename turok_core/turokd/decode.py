@@ -55,12 +55,6 @@ class DecodedBatch:
         """Slot values in the batch (one per metric, step and slot)."""
         return sum(map(len, self.windows.values()))
 
-    @property
-    def slots(self) -> dict[tuple[str, int, int], float]:
-        """``{(metric, step, slot): value}``: the windows one object per slot (tests, tools)."""
-        return {(metric, step, slot): value for (step, slot), window in self.windows.items()
-                for metric, value in window.items()}
-
 
 def _check_storable(columns: Iterable[Column]) -> None:
     """Refuse a body whose messages DynamoDB would refuse, so it cannot fail a whole batch forever."""

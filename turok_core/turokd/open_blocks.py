@@ -41,14 +41,6 @@ class DueBlocks:
     blocks: dict[BlockId, dict[str, array]] = field(default_factory=dict)
     receipts: list[tuple[float, str]] = field(default_factory=list)  # (deadline, receipt handle)
 
-    def rows(self) -> list[tuple[str, int, int, dict[int, float]]]:
-        """``(metric, step, block_start, {slot index: value})`` per block, for ``BlockStore.write_blocks``."""
-        rows = []
-        for (step, start), metrics in self.blocks.items():
-            for metric, values in metrics.items():
-                rows.append((metric, step, start, {i: v for i, v in enumerate(values) if v == v}))
-        return rows
-
     @property
     def receipt_handles(self) -> list[str]:
         return [receipt for _deadline, receipt in self.receipts]
@@ -82,15 +74,6 @@ class OpenBlocks:
         """When the block holding ``slot`` closes: its end plus the close delay."""
         span = self.span(step)
         return slot - slot % span + span + self.close_delay
-
-    def add(self, slots: Mapping[tuple[str, int, int], float],
-            receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = (),
-            now: Optional[float] = None) -> list[tuple[float, str]]:
-        """Set ``{(metric, step, slot_start): value}``; as ``add_windows``."""
-        windows: dict[tuple[int, int], dict[str, float]] = {}
-        for (metric, step, slot), value in slots.items():
-            windows.setdefault((step, slot), {})[metric] = value
-        return self.add_windows(windows, receipts, now)
 
     def add_windows(self, windows: Mapping[tuple[int, int], Mapping[str, float]],
                     receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = (),
