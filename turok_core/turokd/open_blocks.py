@@ -12,8 +12,9 @@ value, as before (last write wins, like whisper for a timestamp). Data arriving 
 was already written reopens it, and the store merges it into the stored item. Such late data
 usually comes in a stream (a spool draining, a relay replaying), so a reopened block is merged
 once it has had no new data for ``late_delay`` seconds (at most ``late_max`` after it reopened),
-not once per batch: its messages are held until ``late_max`` after it reopened. A block never
-written that opens after its close time (late data a restarted turokd never saw) closes at once.
+not once per batch; its messages are held until that merge (a receipt due while the merge it
+waits for was pushed back is held again until then). A block never written that opens after its
+close time (late data a restarted turokd never saw) closes at once.
 
 Thread-safe: turokd's pollers add batches while its tick closes blocks. ``take_due`` moves due
 blocks to *writing* (still readable by cache queries) and hands out the receipts whose blocks are
@@ -59,6 +60,7 @@ class OpenBlocks:
         # reopened blocks: block id → (when it is merged, when its messages may go at the latest)
         self._late: dict[BlockId, tuple[float, float]] = {}
         self._written_ids: dict[BlockId, float] = {}  # block ids written → their close time
+        self._waiting: dict[str, set[BlockId]] = {}  # held receipt → the reopened blocks it fed
         self._spans: dict[int, int] = {}
         self._open: dict[BlockId, dict[str, array]] = {}
         self._writing: dict[BlockId, dict[str, array]] = {}
@@ -108,16 +110,16 @@ class OpenBlocks:
                 index = (slot - start) // step
                 for metric, value in window.items():  # the one Python step per point
                     block[metric][index] = value
-            held = [(max(self._deadline(step, slot) for step, slot in keys), receipt) for receipt, keys in receipts]
+            held = []
+            for receipt, keys in receipts:
+                block_ids = {(step, slot - slot % self.span(step)) for step, slot in keys}
+                reopened = block_ids & late.keys()
+                if reopened:  # a later batch may push their merge back: checked again when due
+                    self._waiting[receipt] = reopened
+                held.append((max(self._due_at(block_id) for block_id in block_ids), receipt))
             for entry in held:
                 heapq.heappush(self._held, entry)
         return held
-
-    def _deadline(self, step: int, slot: int) -> float:
-        """When the block holding ``slot`` will have been written: its close, or its reopening's latest."""
-        span = self.span(step)
-        reopened = self._late.get((step, slot - slot % span))
-        return reopened[1] if reopened is not None else self.close_time(step, slot)
 
     def _due_at(self, block_id: BlockId) -> float:
         reopened = self._late.get(block_id)
@@ -132,8 +134,19 @@ class OpenBlocks:
                 self._late.pop(block_id, None)
                 due.blocks[block_id] = blocks
                 self._merge_into(self._writing, block_id, blocks)
+            later = []
             while self._held and self._held[0][0] <= now:
-                due.receipts.append(heapq.heappop(self._held))
+                deadline, receipt = heapq.heappop(self._held)
+                waiting = self._waiting.get(receipt)
+                if waiting is not None:
+                    pending = [self._late[block_id][0] for block_id in waiting if block_id in self._late]
+                    if pending:  # its reopened block's merge was pushed back: wait for it
+                        later.append((max(pending), receipt))
+                        continue
+                    del self._waiting[receipt]
+                due.receipts.append((deadline, receipt))
+            for entry in later:
+                heapq.heappush(self._held, entry)
         return due
 
     def written(self, due: DueBlocks) -> None:
