@@ -113,3 +113,16 @@ def test_windows_in_columns_are_set_into_their_blocks():
     assert held == [(DAY + 2 * SPAN + 5, "r1")]
     assert sorted(rows(blocks.take_due(DAY + 10000))) == [("a", 10, DAY, {0: 1.0}), ("a", 10, DAY + 60, {1: 3.0}),
                                                          ("a", 60, DAY, {0: 4.0}), ("b", 10, DAY, {0: 2.0})]
+
+
+def test_a_block_open_again_before_its_first_write_was_done_is_not_held_back_by_later_late_data():
+    """Data for a block arrives while its first write runs: it is due at once, and so stays when
+    more comes after that write, so the message that carried it is never handed out unwritten."""
+    blocks = OpenBlocks(block_slots=6, close_delay=5, late_delay=10, late_max=100)
+    add_slots(blocks, {("a", 10, DAY): 1.0}, [("r1", [(10, DAY)])], now=DAY + 200)
+    first = blocks.take_due(DAY + 200)
+    add_slots(blocks, {("a", 10, DAY + 10): 2.0}, [("r2", [(10, DAY + 10)])], now=DAY + 200)  # while writing
+    blocks.written(first)
+    add_slots(blocks, {("a", 10, DAY + 20): 3.0}, [("r3", [(10, DAY + 20)])], now=DAY + 201)
+    due = blocks.take_due(DAY + 201)
+    assert rows(due) == [("a", 10, DAY, {1: 2.0, 2: 3.0})] and sorted(due.receipt_handles) == ["r2", "r3"]

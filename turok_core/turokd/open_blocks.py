@@ -98,7 +98,10 @@ class OpenBlocks:
                 block = opened.get((step, start))
                 if block is None:
                     block = opened[(step, start)] = {}
-                if coalesce and (step, start) in self._written_ids:
+                    reopened: bool = coalesce and (step, start) in self._written_ids
+                else:  # open already: due when it was (its earlier receipts count on that)
+                    reopened = (step, start) in late
+                if reopened:
                     assert now is not None
                     merge_at, latest = late.get((step, start), (now, now + self.late_max))
                     late[(step, start)] = (min(max(merge_at, now + self.late_delay), latest), latest)
@@ -113,9 +116,9 @@ class OpenBlocks:
             held = []
             for receipt, keys in receipts:
                 block_ids = {(step, slot - slot % self.span(step)) for step, slot in keys}
-                reopened = block_ids & late.keys()
-                if reopened:  # a later batch may push their merge back: checked again when due
-                    self._waiting[receipt] = reopened
+                waits_on = block_ids & late.keys()
+                if waits_on:  # a later batch may push their merge back: checked again when due
+                    self._waiting[receipt] = waits_on
                 held.append((max(self._due_at(block_id) for block_id in block_ids), receipt))
             for entry in held:
                 heapq.heappush(self._held, entry)
