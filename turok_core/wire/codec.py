@@ -300,13 +300,14 @@ def _decode_groups(groups: object) -> list[Column]:
             names = names.split(NAME_SEPARATOR)
         if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
             raise MessageError("envelope group's names and values do not pair up")
-        if not all(type(name) is str and name for name in names):
+        if not all(names) or not _STR.issuperset(map(type, names)):  # no Python step per name
             raise MessageError("envelope group holds an empty or non-string metric name")
         columns.append(Column(slot, step, aggregation, names, _decode_values(values)))
     return columns
 
 
 _NUMBER_TYPES = {int, float}
+_STR = {str}
 
 
 def _floats(values: list) -> list[float]:
