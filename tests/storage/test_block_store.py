@@ -346,3 +346,18 @@ def test_concurrent_merges_of_one_block_lose_nothing(turok_config):
     for thread in threads:
         thread.join(10)
     assert store.fetch_series(["race.m"], STEP, DAY, DAY + 40) == {"race.m": [0.0, 1.0, 2.0, 3.0]}
+
+
+def test_put_blocks_retries_unprocessed_items_and_never_reads(turok_config):
+    sleeps = []
+    client = Unreliable(make_client("dynamodb", turok_config), write_failures=2)
+    store = make_store(turok_config, client, sleep=sleeps.append)
+    span = block_span(STEP, turok_config.block_slots)
+    blocks = [(f"fresh.m{i}", STEP, DAY + (i % 2) * span, {1: float(i)}) for i in range(30)]
+    stats = store.put_blocks(blocks)
+    # 25 → 13 → 7 left → done, then the last 5: at most 25 items a call, the rest retried
+    assert client.write_sizes == [25, 13, 7, 5] and stats.write_calls == 4 and len(sleeps) == 2
+    assert stats.items_written == 30 and stats.read_calls == 0
+    assert client.calls.get("batch_get_item", 0) == 0 and client.calls.get("put_item", 0) == 0
+    got = store.fetch_series([f"fresh.m{i}" for i in range(30)], STEP, DAY, DAY + 2 * span)
+    assert all(got[f"fresh.m{i}"][(i % 2) * span // STEP + 1] == float(i) for i in range(30))

@@ -199,3 +199,23 @@ def test_the_longest_table_names_are_taken(make_store):
     assert len(store.table_for(DAY, 3456)) == 255
     assert store.write_slots([("long.m", 3456, DAY, 1.0)]).tables_created == 1
     assert store.fetch_series(["long.m"], 3456, DAY, DAY + 3456) == {"long.m": [1.0]}
+
+
+def test_put_blocks_writes_whole_new_blocks_without_reading_in_batches_of_25(make_store):
+    store = make_store()
+    span = store.span(STEP)
+    blocks = [(f"put.m{i}", STEP, DAY + (i % 3) * span, {0: float(i), 2: 0.5}) for i in range(30)]
+    stats = store.put_blocks(blocks)
+    assert stats.items_written == 30 and stats.read_calls == 0 and stats.items_unchanged == 0
+    assert stats.write_calls == 2 and stats.write_units == 30 and stats.tables_created == 1
+    got = store.fetch_series([f"put.m{i}" for i in range(3)], STEP, DAY, DAY + 3 * span)
+    assert got["put.m1"][span // STEP] == 1.0 and got["put.m1"][span // STEP + 2] == 0.5
+    assert sum(v is not None for v in got["put.m1"]) == 2
+    # what put_blocks stores is what a merge into an absent block stores, byte for byte
+    other = make_store()
+    other.write_blocks(blocks)
+    assert other.fetch_slots(STEP, [(m, s, s + span) for m, _step, s, _v in blocks]) == \
+        store.fetch_slots(STEP, [(m, s, s + span) for m, _step, s, _v in blocks])
+    assert store.put_blocks([]).write_calls == 0
+    with pytest.raises(ValueError):
+        store.put_blocks([("a.b", STEP, DAY + STEP, {0: 1.0})])

@@ -36,5 +36,5 @@ def process_batch(received: Sequence[ReceivedMessage], store: BlockStore,
     batch = writer.hold(received)
     closed = writer.close_all()
     return BatchResult(deletable=batch.duplicates + closed.deletable, rejected=batch.rejected,
-                       metrics=batch.metrics, messages=batch.messages, slots=len(batch.slots),
+                       metrics=batch.metrics, messages=batch.messages, slots=batch.slot_count,
                        rollup_slots=closed.rollup_slots, stats=closed.stats)

@@ -157,7 +157,9 @@ def test_poll_loop_survives_failures_and_retries_announcements(turok_config, mon
     from twisted.internet.testing import MemoryReactorClock
 
     clock = MemoryReactorClock()
-    config = turok_config.replace(turokd_pollers=1)
+    # turokd's clock stands still here: late data for a written block is merged at the next tick
+    # only without the coalescing delay (test_open_blocks.py tests the delay)
+    config = turok_config.replace(turokd_pollers=1, late_merge_delay_seconds=0)
     body = encode_messages([TurokMessage("loop.m", DAY, [3], 10, "sum")])[0]
     service = None
 

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port
+from tests.support.open_blocks import add_slots
 from turok_core.turokd.open_blocks import OpenBlocks
 from turok_core.wire.cache_query import CacheClient, CacheQueryError, encode_answer, merge_answer, parse_request
 
@@ -34,7 +35,7 @@ def test_an_unreachable_turokd_is_skipped_and_a_real_one_answers():
     from turok_core.runtime.cache_server import cache_site
 
     blocks = OpenBlocks(block_slots=6, close_delay=5)
-    blocks.add({("a.b", 10, 1000): 1.5, ("a.b", 10, 1010): 2.5, ("x.y", 10, 1000): 9.0})
+    add_slots(blocks, {("a.b", 10, 1000): 1.5, ("a.b", 10, 1010): 2.5, ("x.y", 10, 1000): 9.0})
     counted = []
     port = reactor.listenTCP(0, cache_site(blocks.points, counted.append), interface="127.0.0.1")
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)

@@ -179,6 +179,10 @@ class BlockStore:
         see ``BlockMerger.write_blocks``."""
         return self._merger.write_blocks(blocks, assume_new)
 
+    def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
+        """Write whole new blocks without a read, batched; see ``BlockMerger.put_blocks``."""
+        return self._merger.put_blocks(blocks)
+
     def fetch_series(self, metrics: Sequence[str], step: int, start: int,
                      end: int) -> dict[str, list[Optional[float]]]:
         """Each metric's slot values for ``start, start+step, … < end``, None for gaps;

@@ -9,7 +9,8 @@ still holds what was read (``conditional_writes``), so two turokd processes neve
 other's slots. Conditional puts are one PutItem per block, sent in parallel (``put_threads``),
 and without them writes are batched (BatchWriteItem ≤ 25 items); unprocessed or throttled
 requests are retried with capped, jittered backoff, and a block changed by another process
-between read and put is merged again.
+between read and put is merged again. Blocks their writer alone writes and has not written before
+are put whole with BatchWriteItem, without a read (``put_blocks``).
 
 One merger may be used by many threads at once; merges of the same block by threads of one
 process are serialised. Pure boto3 and blocking, like the rest of ``turok_core.storage``.
@@ -144,6 +145,51 @@ class BlockMerger:
                 raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
             keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
         return self._write(keyed, spans, assume_new)
+
+    def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
+        """Write whole new blocks, ``(metric, step, block_start, {slot index: value})`` each, with
+        BatchWriteItem: no read, no condition, each item replaced by what is given.
+
+        Only for blocks their writer alone writes and has not written before (turokd holding the
+        lease of the metric's partition since before the block began): anything else must be
+        merged (``write_blocks``). Unprocessed items are retried with backoff; raises
+        ``BlockWriteError`` when some stay unprocessed.
+        """
+        spans: dict[int, int] = {}
+        puts: dict[BlockKey, tuple[dict, int]] = {}
+        for metric, step, start, values in blocks:
+            span = spans.get(step)
+            if span is None:
+                span = spans[step] = block_span(step, self._config.block_slots)
+            if start % span:
+                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+            row: list[Optional[float]] = [None] * (span // step)
+            for index, value in values.items():
+                row[index] = value
+            blob = encode_datapoints(row)
+            item = {"metric": {"S": metric}, "start_time": {"N": str(start)}, "datapoints": {"B": blob}}
+            # one key once per call: BatchWriteItem refuses a request naming an item twice
+            puts[(self._tables.table_for(start, step), metric, start)] = (
+                item, max(1, math.ceil(item_size(metric, start, blob) / 1024)))
+        stats = WriteStats()
+        if not puts:
+            return stats
+        names = sorted({key[0] for key in puts})
+        for name in names:
+            stats.tables_created += self._tables.ensure(name)
+        requests = [(key[0], item) for key, (item, _units) in puts.items()]
+        try:
+            self._batch_write(requests, stats)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            self._tables.forget(names)  # a table deleted (retention) while we held it: once more
+            for name in names:
+                stats.tables_created += self._tables.ensure(name)
+            self._batch_write(requests, stats)
+        stats.items_written += len(puts)
+        stats.write_units += sum(units for _item, units in puts.values())
+        return stats
 
     def _write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
                assume_new: bool) -> WriteStats:

@@ -3,100 +3,179 @@
 Slots are *set*, never added to, so a redelivered message writes the same values again and
 leaves the stored data unchanged. ``BlockWriter.hold`` decodes a batch (``decode.py``), puts its
 slots into the open blocks (``open_blocks.py``) and holds its SQS messages; ``close`` writes the
-blocks that have closed, each in one merge, then recomputes the coarse blocks that close with
-them (``rollup_writer.py``), and only then hands out the messages that may be deleted.
+blocks that have closed, then the coarse blocks that close with them (``coarse_blocks.py``), and
+only then hands out the messages that may be deleted.
+
+A closed block is *put* whole with BatchWriteItem and no read when this turokd alone writes it
+and never wrote it before (``fresh.py``: the ``owned_since`` hook, which the service wires to
+partition leases); any other block is merged into the stored item (read, slots set, conditional
+put). Coarse blocks are computed from the finer blocks just put when turokd holds all of their
+input, else from the finer slots read back from DynamoDB (``rollup_writer.py``).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import eq
 from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
+from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
-from turok_core.turokd.open_blocks import OpenBlocks
-from turok_core.turokd.rollup_writer import PendingRollups, RollupPlan, rollup_blocks
+from turok_core.turokd.fresh import BASE, COARSE, FreshBlocks, OwnedSince
+from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
+from turok_core.turokd.rollup_writer import rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
+
+Row = tuple[str, int, int, dict[int, float]]  # (metric, step, block start, {slot index: value})
 
 
 @dataclass
 class CloseResult:
     """What one ``BlockWriter.close`` stored, and the SQS messages that may now be deleted."""
     deletable: list[str] = field(default_factory=list)
-    blocks: int = 0  # base blocks written (merged) by this close
+    blocks: int = 0  # base blocks written (put or merged) by this close
     slots: int = 0  # base slot values in them
     rollup_slots: int = 0  # coarse slot values written
     stats: WriteStats = field(default_factory=WriteStats)
+
+
+def _row(metric: str, step: int, start: int, values: Sequence[float]) -> Row:
+    """The block's known slots (NaN is a gap), picked without a Python step per slot."""
+    known = list(map(eq, values, values))  # False for NaN only
+    return metric, step, start, dict(zip(compress(range(len(values)), known), compress(values, known)))
 
 
 class BlockWriter:
     """turokd's core: open blocks in memory, written once when they close, then rolled up.
 
     ``clock`` is the one time source (epoch seconds), injectable so a simulated day runs in
-    minutes. ``hold`` may be called from several threads; ``close`` from one at a time.
+    minutes. ``owned_since(metric)``: since when this turokd is the only writer of the metric's
+    partition (None or no hook: unknown, so every block is merged). ``hold`` may be called from
+    several threads; ``close`` from one at a time.
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
-                 clock: Callable[[], float] = time.time,
-                 owned_since: Optional[Callable[[str], Optional[float]]] = None) -> None:
+                 clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None) -> None:
         self.store = store
         self.clock = clock
-        # since when this turokd has held a metric's partition lease (None: not held); blocks
-        # starting after that time can only hold what this turokd wrote
-        self.owned_since = owned_since
-        self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds)
-        self.rollups = PendingRollups(schemas, config.block_slots, config.block_close_delay_seconds) \
-            if schemas is not None else None
+        self.fresh = FreshBlocks(owned_since)
+        self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
+                               config.late_merge_delay_seconds, config.late_merge_max_seconds)
+        self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
+                                    config.late_merge_delay_seconds) if schemas is not None else None
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
         batch = decode_batch(received)
-        batch.held = self.open.add(batch.slots, batch.accepted)
+        batch.held = self.open.add_windows(batch.windows, batch.accepted, self.clock())
         return batch
 
     def close(self, now: Optional[float] = None) -> CloseResult:
-        """Write every block closed by ``now`` (default: the clock), then the due rollups.
+        """Write every block closed by ``now`` (default: the clock), then the due coarse blocks.
 
-        Raises when a write fails; then the blocks stay open, the messages held and the rollups
-        pending, and the next ``close`` tries again (a rewrite of what was written is a no-op).
+        Raises when a write fails; then the blocks stay open, the messages held and the coarse
+        blocks pending, and the next ``close`` tries again (a rewrite of what was written is a no-op).
         """
         now = self.clock() if now is None else now
         result = CloseResult()
         due = self.open.take_due(now)
         try:
-            rows = due.rows()
-            if rows:
-                result.stats = self.store.write_blocks(rows)
-                result.blocks = len(rows)
-                result.slots = sum(len(values) for *_key, values in rows)
-                if self.rollups is not None:
-                    self.rollups.note_written((metric, step, start) for metric, step, start, _values in rows)
+            written = self._write_base(due, result)
+            if self.rollups is not None:
+                self.rollups.note_written(written, now)
             self._roll_up(now, result)
         except BaseException:
             self.open.restore(due)
             raise
         self.open.written(due)
+        if not math.isinf(now):
+            self.fresh.forget_before(now)
         result.deletable = due.receipt_handles
         return result
 
     def close_all(self) -> CloseResult:
-        """Write every block, open or not, and every pending rollup (shutdown, tools)."""
+        """Write every block, open or not, and every pending coarse block (shutdown, tools)."""
         return self.close(math.inf)
+
+    def _write_base(self, due: DueBlocks, result: CloseResult) -> list[WrittenBlock]:
+        """Put the fresh blocks, merge the others; the blocks written, with values when put."""
+        fresh: list[WrittenBlock] = []
+        merged: list[WrittenBlock] = []  # may be new (put-if-absent first)
+        rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
+        for (step, start), metrics in due.blocks.items():
+            written = self.fresh.written(BASE, step, start)
+            for metric, values in metrics.items():
+                block = (metric, step, start, values)
+                if written:
+                    rewritten.append(block)
+                else:
+                    (fresh if self.fresh.owned(metric, start) else merged).append(block)
+        if not fresh and not merged and not rewritten:
+            return []
+        rows: list[Row] = []
+        for blocks, write in ((fresh, self.store.put_blocks), (merged, self.store.write_blocks),
+                              (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False))):
+            part = [_row(metric, step, start, values) for metric, step, start, values in blocks if values is not None]
+            if part:
+                result.stats.add(write(part))
+                rows += part
+        merged += rewritten
+        for step, start in due.blocks:
+            self.fresh.mark(BASE, step, [start])
+        result.blocks += len(rows)
+        result.slots += sum(len(values) for *_key, values in rows)
+        return fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
 
     def _roll_up(self, now: float, result: CloseResult) -> None:
         if self.rollups is None:
             return
         while True:
-            plans: list[RollupPlan] = self.rollups.take_due(now)
-            if not plans:
+            due = self.rollups.take_due(now)
+            if not due:
                 return
             try:
-                written, slots = rollup_blocks(self.store, plans, result.stats)
+                written = self._write_coarse(due, result)
             except BaseException:
-                self.rollups.restore(plans, self.clock() if math.isinf(now) else now)
+                self.rollups.restore(due, self.clock() if math.isinf(now) else now)
                 raise
+            self.rollups.note_written(written, now)
+
+    def _write_coarse(self, due: list[CoarseBlock], result: CloseResult) -> list[WrittenBlock]:
+        """Write one level's due coarse blocks: computed in memory (put or merged) or from DynamoDB."""
+        puts: list[tuple[Row, Sequence[float]]] = []
+        merges: list[Row] = []
+        plans = []
+        for block in due:
+            if block.values is None:
+                plans.append(block.plan)
+                continue
+            plan, values = block.plan, block.finish()
+            row = _row(plan.metric, plan.coarse_step, plan.start, values)
+            if not row[3]:
+                continue  # nothing reached the xFilesFactor: the coarse block stays as it is
+            if self.fresh.written(COARSE, plan.coarse_step, plan.start):
+                merges.append(row)
+            else:
+                puts.append((row, values))
+        written: list[WrittenBlock] = []
+        if puts:
+            result.stats.add(self.store.put_blocks([row for row, _values in puts]))
+            written += [(metric, step, start, values) for (metric, step, start, _row), values in puts]
+        if merges:
+            result.stats.add(self.store.write_blocks(merges, assume_new=False))  # their ids were written
+            written += [(metric, step, start, None) for metric, step, start, _values in merges]
+        result.rollup_slots += sum(len(row[3]) for row, _values in puts) + sum(len(row[3]) for row in merges)
+        if plans:
+            # coarse blocks written before exist: merge without trying put-if-absent first
+            known = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)
+            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not known)
             result.rollup_slots += slots
-            self.rollups.note_written(written)
+            written += [(metric, step, start, None) for metric, step, start in read_back]
+        for block in due:
+            self.fresh.mark(COARSE, block.plan.coarse_step, [block.plan.start])
+        return written

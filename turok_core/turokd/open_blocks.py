@@ -9,7 +9,12 @@ block they touched is written, so a turokd that dies loses nothing: SQS redelive
 A block is keyed by ``(step, block_start)`` and holds, per metric, one float per slot (NaN is a
 gap: finite values are all a message may carry). A later message for a slot replaces the slot's
 value, as before (last write wins, like whisper for a timestamp). Data arriving for a block that
-was already written opens it again and closes at once: the store merges it into the stored item.
+was already written reopens it, and the store merges it into the stored item. Such late data
+usually comes in a stream (a spool draining, a relay replaying), so a reopened block is merged
+once it has had no new data for ``late_delay`` seconds (at most ``late_max`` after it reopened),
+not once per batch; its messages are held until that merge (a receipt due while the merge it
+waits for was pushed back is held again until then). A block never written that opens after its
+close time (late data a restarted turokd never saw) closes at once.
 
 Thread-safe: turokd's pollers add batches while its tick closes blocks. ``take_due`` moves due
 blocks to *writing* (still readable by cache queries) and hands out the receipts whose blocks are
@@ -22,11 +27,12 @@ import math
 import threading
 from array import array
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from turok_core.storage.block_layout import block_span
 
 NAN = math.nan
+WRITTEN_IDS_KEPT = 20000  # block ids (step, start; not per metric) remembered as written
 BlockId = tuple[int, int]  # (step, block start)
 
 
@@ -36,14 +42,6 @@ class DueBlocks:
     blocks: dict[BlockId, dict[str, array]] = field(default_factory=dict)
     receipts: list[tuple[float, str]] = field(default_factory=list)  # (deadline, receipt handle)
 
-    def rows(self) -> list[tuple[str, int, int, dict[int, float]]]:
-        """``(metric, step, block_start, {slot index: value})`` per block, for ``BlockStore.write_blocks``."""
-        rows = []
-        for (step, start), metrics in self.blocks.items():
-            for metric, values in metrics.items():
-                rows.append((metric, step, start, {i: v for i, v in enumerate(values) if v == v}))
-        return rows
-
     @property
     def receipt_handles(self) -> list[str]:
         return [receipt for _deadline, receipt in self.receipts]
@@ -52,10 +50,17 @@ class DueBlocks:
 class OpenBlocks:
     """Slot values of blocks not yet written, and the SQS messages waiting on them."""
 
-    def __init__(self, block_slots: int, close_delay: float) -> None:
+    def __init__(self, block_slots: int, close_delay: float, late_delay: float = 0.0,
+                 late_max: float = 0.0) -> None:
         self.block_slots = block_slots
         self.close_delay = close_delay
+        self.late_delay = late_delay
+        self.late_max = max(late_max, late_delay)
         self._lock = threading.Lock()
+        # reopened blocks: block id → (when it is merged, when its messages may go at the latest)
+        self._late: dict[BlockId, tuple[float, float]] = {}
+        self._written_ids: dict[BlockId, float] = {}  # block ids written → their close time
+        self._waiting: dict[str, set[BlockId]] = {}  # held receipt → the reopened blocks it fed
         self._spans: dict[int, int] = {}
         self._open: dict[BlockId, dict[str, array]] = {}
         self._writing: dict[BlockId, dict[str, array]] = {}
@@ -72,47 +77,89 @@ class OpenBlocks:
         span = self.span(step)
         return slot - slot % span + span + self.close_delay
 
-    def add(self, slots: Mapping[tuple[str, int, int], float],
-            receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = ()) -> list[tuple[float, str]]:
-        """Set ``{(metric, step, slot_start): value}`` and hold each receipt until its blocks close.
+    def add_windows(self, windows: Mapping[tuple[int, int], Mapping[str, float]],
+                    receipts: Iterable[tuple[str, Iterable[tuple[int, int]]]] = (),
+                    now: Optional[float] = None) -> list[tuple[float, str]]:
+        """Set ``{(step, slot_start): {metric: value}}`` and hold each receipt until its blocks close.
 
         ``receipts`` pairs each SQS receipt handle with the ``(step, slot_start)`` its message
         carried; the receipt becomes deletable when the last of those blocks has been written.
-        Returns ``(deadline, receipt)`` per receipt: when it will be deletable.
+        ``now`` (the writer's clock) lets blocks written before wait to be merged once (module
+        doc); without it they close at once. Returns ``(deadline, receipt)`` per receipt: when
+        it will be deletable.
         """
-        held = [(max(self.close_time(step, slot) for step, slot in keys), receipt)
-                for receipt, keys in receipts]
         with self._lock:
             opened = self._open
-            for (metric, step, slot), value in slots.items():
+            late = self._late
+            coalesce = now is not None and self.late_delay > 0 and bool(self._written_ids)
+            for (step, slot), window in windows.items():
                 span = self.span(step)
                 start = slot - slot % span
                 block = opened.get((step, start))
                 if block is None:
                     block = opened[(step, start)] = {}
-                values = block.get(metric)
-                if values is None:
-                    values = block[metric] = array("d", [NAN]) * (span // step)
-                values[(slot - start) // step] = value
+                    reopened: bool = coalesce and (step, start) in self._written_ids
+                else:  # open already: due when it was (its earlier receipts count on that)
+                    reopened = (step, start) in late
+                if reopened:
+                    assert now is not None
+                    merge_at, latest = late.get((step, start), (now, now + self.late_max))
+                    late[(step, start)] = (min(max(merge_at, now + self.late_delay), latest), latest)
+                missing = window.keys() - block.keys()
+                if missing:
+                    empty = array("d", [NAN]) * (span // step)
+                    for metric in missing:
+                        block[metric] = array("d", empty)
+                index = (slot - start) // step
+                for metric, value in window.items():  # the one Python step per point
+                    block[metric][index] = value
+            held = []
+            for receipt, keys in receipts:
+                block_ids = {(step, slot - slot % self.span(step)) for step, slot in keys}
+                waits_on = block_ids & late.keys()
+                if waits_on:  # a later batch may push their merge back: checked again when due
+                    self._waiting[receipt] = waits_on
+                held.append((max(self._due_at(block_id) for block_id in block_ids), receipt))
             for entry in held:
                 heapq.heappush(self._held, entry)
         return held
+
+    def _due_at(self, block_id: BlockId) -> float:
+        reopened = self._late.get(block_id)
+        return reopened[0] if reopened is not None else self.close_time(*block_id)
 
     def take_due(self, now: float) -> DueBlocks:
         """Move the blocks closed by ``now`` to *writing*; with the receipts due by ``now``."""
         due = DueBlocks()
         with self._lock:
-            for block_id in [b for b in self._open if self.close_time(b[0], b[1]) <= now]:
+            for block_id in [b for b in self._open if self._due_at(b) <= now]:
                 blocks = self._open.pop(block_id)
+                self._late.pop(block_id, None)
                 due.blocks[block_id] = blocks
                 self._merge_into(self._writing, block_id, blocks)
+            later = []
             while self._held and self._held[0][0] <= now:
-                due.receipts.append(heapq.heappop(self._held))
+                deadline, receipt = heapq.heappop(self._held)
+                waiting = self._waiting.get(receipt)
+                if waiting is not None:
+                    pending = [self._late[block_id][0] for block_id in waiting if block_id in self._late]
+                    if pending:  # its reopened block's merge was pushed back: wait for it
+                        later.append((max(pending), receipt))
+                        continue
+                    del self._waiting[receipt]
+                due.receipts.append((deadline, receipt))
+            for entry in later:
+                heapq.heappush(self._held, entry)
         return due
 
     def written(self, due: DueBlocks) -> None:
         """``due`` is stored: forget its blocks (cache queries now find them in DynamoDB)."""
         with self._lock:
+            for block_id, close in [(b, self.close_time(*b)) for b in due.blocks]:
+                self._written_ids[block_id] = close
+            if len(self._written_ids) > WRITTEN_IDS_KEPT:  # the oldest ones only lose coalescing
+                for block_id in sorted(self._written_ids, key=self._written_ids.__getitem__)[:WRITTEN_IDS_KEPT // 2]:
+                    del self._written_ids[block_id]
             for block_id, metrics in due.blocks.items():
                 writing = self._writing.get(block_id)
                 if writing is None:
@@ -134,6 +181,7 @@ class OpenBlocks:
                 if not writing:
                     self._writing.pop(block_id, None)
                 self._merge_into(self._open, block_id, metrics, keep_existing=True)
+                self._late.pop(block_id, None)  # due at once: receipts restored may be due already
             for entry in due.receipts:
                 heapq.heappush(self._held, entry)
 

@@ -32,12 +32,14 @@ This module is pure (no I/O); ``rollup_writer.rollup_blocks`` reads and writes D
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import Iterable, Mapping, Optional, Sequence
 
 # Turok's aggregation names → whisper's
 WHISPER_METHODS = {"average": "average", "sum": "sum", "minimum": "min", "maximum": "max", "last": "last"}
 
 
+@lru_cache(maxsize=256)
 def whisper_xff(x_files_factor: float) -> float:
     """The xFilesFactor as whisper compares it: stored in the file header as a 32-bit float."""
     return struct.unpack("!f", struct.pack("!f", x_files_factor))[0]
@@ -50,8 +52,14 @@ def rollup_value(values: Sequence[Optional[float]], aggregation_type: str,
     ``None`` means "leave the coarse slot as it is": no finer value is known, or the known
     fraction is below ``x_files_factor``.
     """
-    known = [v for v in values if v is not None]
-    if not known or len(known) / len(values) < whisper_xff(x_files_factor):
+    return rollup_known([v for v in values if v is not None], len(values), aggregation_type,
+                        whisper_xff(x_files_factor))
+
+
+def rollup_known(known: Sequence[float], total: int, aggregation_type: str, xff: float) -> Optional[float]:
+    """``rollup_value`` of the ``known`` finer values (in time order) of ``total`` slots, with
+    ``xff`` already as whisper compares it (``whisper_xff``)."""
+    if not known or len(known) / total < xff:
         return None
     if aggregation_type == "average":
         return float(sum(known)) / float(len(known))

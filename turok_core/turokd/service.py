@@ -334,7 +334,7 @@ class TurokdService(QueueConsumerService):
         if batch.duplicates:  # a twin in the same batch carries the data
             yield self._in_pool(work.queue.delete, batch.duplicates)
         yield self._change_visibility(work, work.held.track(batch.held, self.clock()))
-        if batch.slots:
+        if batch.windows:
             yield self._announce(batch.metrics)
 
     def _change_visibility(self, work: PartitionWork, longer: list[tuple[str, int]]) -> defer.Deferred:
@@ -436,7 +436,7 @@ class TurokdService(QueueConsumerService):
         counters = self.counters
         counters.bodies_rejected += len(batch.rejected)
         counters.turok_messages += batch.messages
-        counters.slots_received += len(batch.slots)
+        counters.slots_received += batch.slot_count
 
     def _count_close(self, result: CloseResult) -> None:
         counters, stats = self.counters, result.stats

@@ -13,8 +13,9 @@ and resolution) are still decoded.
 
 The flag says whether the envelope is zlib-compressed (done when it makes the body smaller).
 ``encode_messages`` cuts a batch into bodies that never exceed the queue's maximum message
-size. ``decode_body`` also accepts a JSON object (or array of objects) in the design's form,
-so other producers can feed Turok without this library.
+size. ``decode_columns`` gives a body's groups as ``Column``s (no object per window: turokd's
+path), ``decode_body`` as messages; both also accept a JSON object (or array of objects) in the
+design's form, so other producers can feed Turok without this library.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import math
 import zlib
 from itertools import chain, compress, islice
 from operator import attrgetter
-from typing import Iterable, cast
+from typing import Iterable, NamedTuple, cast
 
 import msgpack
 
@@ -208,11 +209,43 @@ def encode_messages(messages: Iterable[TurokMessage] | GroupedWindows, max_body_
     return _Encoder(groups, max_body_bytes, level).encode()
 
 
+class Column(NamedTuple):
+    """One decoded group: the windows of one slot, step and aggregation, without an object per window.
+
+    ``values`` pairs with ``names``: a float for a window of one value, a list of floats for more.
+    """
+    slot: int
+    step: int
+    aggregation: str
+    names: list[str]
+    values: list
+
+
 def decode_body(body: str) -> list[TurokMessage]:
     """Decode an SQS body (Turok envelope or the design's JSON) into validated messages.
 
     Raises ``MessageError`` with the reason when the body cannot be accepted as a whole.
     """
+    decoded = _decode(body)
+    if decoded and isinstance(decoded[0], Column):
+        return [TurokMessage(name, column.slot, value if type(value) is list else [value], column.step,
+                             column.aggregation)
+                for column in decoded for name, value in zip(column.names, column.values)]
+    return cast(list[TurokMessage], decoded)
+
+
+def decode_columns(body: str) -> list[Column]:
+    """Decode an SQS body as ``decode_body`` does, refusing exactly what it refuses, into columns:
+    a version 2 envelope's groups as they are, any other body one column per message."""
+    decoded = _decode(body)
+    if decoded and isinstance(decoded[0], TurokMessage):
+        return [Column(m.start_time, m.resolution, m.aggregation_type, [m.metric],
+                       [m.datapoints[0] if len(m.datapoints) == 1 else m.datapoints])
+                for m in decoded]
+    return cast(list[Column], decoded)
+
+
+def _decode(body: str) -> list[TurokMessage] | list[Column]:
     text = body.lstrip()
     if text[:1] in ("{", "["):
         return _decode_json(text)
@@ -239,7 +272,7 @@ def decode_body(body: str) -> list[TurokMessage]:
     return _decode_envelope(envelope)
 
 
-def _decode_envelope(envelope: object) -> list[TurokMessage]:
+def _decode_envelope(envelope: object) -> list[TurokMessage] | list[Column]:
     if not isinstance(envelope, dict):
         raise MessageError("envelope is not a map")
     version = envelope.get("v")
@@ -250,11 +283,11 @@ def _decode_envelope(envelope: object) -> list[TurokMessage]:
     raise MessageError(f"unsupported envelope version {version!r}")
 
 
-def _decode_groups(groups: object) -> list[TurokMessage]:
+def _decode_groups(groups: object) -> list[Column]:
     """Version 2: ``[slot, step, aggregation, names, values]`` per group (see the module doc)."""
     if not isinstance(groups, list):
         raise MessageError("envelope lacks groups")
-    messages: list[TurokMessage] = []
+    columns: list[Column] = []
     for group in groups:
         if not isinstance(group, list) or len(group) != 5:
             raise MessageError(f"envelope group {group!r:.80} is not [slot, step, aggregation, names, values]")
@@ -267,14 +300,14 @@ def _decode_groups(groups: object) -> list[TurokMessage]:
             names = names.split(NAME_SEPARATOR)
         if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
             raise MessageError("envelope group's names and values do not pair up")
-        if not all(type(name) is str and name for name in names):
+        if not all(names) or not _STR.issuperset(map(type, names)):  # no Python step per name
             raise MessageError("envelope group holds an empty or non-string metric name")
-        messages.extend(TurokMessage(name, slot, datapoints, step, aggregation)
-                        for name, datapoints in zip(names, _decode_values(values)))
-    return messages
+        columns.append(Column(slot, step, aggregation, names, _decode_values(values)))
+    return columns
 
 
 _NUMBER_TYPES = {int, float}
+_STR = {str}
 
 
 def _floats(values: list) -> list[float]:
@@ -289,18 +322,18 @@ def _floats(values: list) -> list[float]:
     return floats
 
 
-def _decode_values(values: list) -> list[list[float]]:
-    """Each window's datapoints: a number stands for a one-value window, a list for more."""
+def _decode_values(values: list) -> list:
+    """Each window's value, or its values when it holds more (a non-empty list in the envelope)."""
     if list not in set(map(type, values)):
-        return [[value] for value in _floats(values)]
-    windows = []
+        return _floats(values)
+    windows: list = []
     for value in values:
         if type(value) is list:
             if not value:
                 raise MessageError("a window's datapoints are empty")
             windows.append(_floats(value))
         else:
-            windows.append(_floats([value]))
+            windows.append(_floats([value])[0])
     return windows
 
 

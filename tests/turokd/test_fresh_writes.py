@@ -1,0 +1,188 @@
+"""turokd owning its metrics (``owned_since``): new blocks put without a read, coarse blocks from memory.
+
+Every test compares the tables with those of the old way (everything merged and rolled up from
+the stored finer slots, ``process_batch``) byte for byte, on in-memory stores.
+"""
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+
+from tests.support.turokd_batch import process_batch
+from tests.turokd.test_rollups import AGGREGATION, MIDNIGHT, NAMES, SCHEMAS, received
+from turok_core.model.config import TurokConfig
+from turok_core.model.message import TurokMessage
+from turok_core.model.schemas import load_schemas
+from turok_core.storage.memory import MemoryBlockStore
+from turok_core.turokd.block_writer import BlockWriter
+from turok_core.turokd.coarse_blocks import CoarseBlock
+from turok_core.turokd.fresh import BASE, FreshBlocks
+from turok_core.turokd.rollup import rollup_slots
+from turok_core.turokd.rollup_writer import RollupPlan
+from turok_core.wire.codec import encode_messages
+
+BLOCK_SLOTS = 6  # blocks of 60 s at 10 s, 6 min at 1 min (an hour slot straddles ten), 6 h at 1 h
+DELAY = 5
+
+
+class CountingStore(MemoryBlockStore):
+    """Counts the calls that read DynamoDB or merge into it."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.reads = self.merges = self.puts = 0
+
+    def fetch_slots(self, step, ranges, consistent=False):
+        self.reads += 1
+        return super().fetch_slots(step, ranges, consistent)
+
+    def write_blocks(self, blocks, assume_new=True):
+        blocks = list(blocks)
+        self.merges += len(blocks)
+        return super().write_blocks(blocks, assume_new)
+
+    def put_blocks(self, blocks):
+        blocks = list(blocks)
+        self.puts += len(blocks)
+        return super().put_blocks(blocks)
+
+    def tables(self) -> dict:
+        return {name: dict(items) for name, items in self._tables.items() if items}
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "schemas.conf").write_text(SCHEMAS)
+    (tmp_path / "aggregation.conf").write_text(AGGREGATION)
+    return TurokConfig(table_prefix="fresh", schemas_file=str(tmp_path / "schemas.conf"),
+                       aggregation_file=str(tmp_path / "aggregation.conf"), block_slots=BLOCK_SLOTS,
+                       block_close_delay_seconds=DELAY)
+
+
+def flushes(schemas, seconds: int, seed: int = 5):
+    """``(arrival, [TurokMessage])`` per 10 s flush, 12 s after the slot, across a midnight."""
+    rng = random.Random(seed)
+    for slot in range(MIDNIGHT - seconds // 2, MIDNIGHT + seconds // 2, 10):
+        yield slot + 12, [TurokMessage(name, slot, [round(rng.uniform(0, 100), 2)], 10,
+                                       schemas.policy_for(name).aggregation_type)
+                          for name in NAMES if rng.random() < 0.7]
+
+
+def reference(config, schemas, batches) -> dict:
+    store = CountingStore(config)
+    for n, bodies in enumerate(batches):
+        process_batch(received(bodies, f"ref{n}"), store, schemas)
+    return store.tables()
+
+
+def run_stream(config, schemas, owned_since, replays=()):
+    """Feed the flushes on a simulated clock, closing after each; ``replays`` are flush numbers
+    whose bodies come again 200 s later (late data into closed blocks)."""
+    store = CountingStore(config)
+    now = [MIDNIGHT - 3600.0]
+    writer = BlockWriter(store, config, schemas, clock=lambda: now[0], owned_since=owned_since)
+    sent = list(flushes(schemas, 3600))
+    late: dict[int, list[str]] = {}
+    for n, (arrival, messages) in enumerate(sent):
+        now[0] = arrival
+        bodies = encode_messages(messages)
+        writer.hold(received(bodies, f"a{n}"))
+        if n in replays:
+            late[n + 20] = bodies
+        if n in late:
+            writer.hold(received(late.pop(n), f"late{n}"))
+        writer.close()
+    writer.close_all()
+    return store, [encode_messages(m) for _a, m in sent]
+
+
+def test_owned_metrics_are_put_without_a_read_and_rolled_up_from_memory_as_whisper_would(config):
+    schemas = load_schemas(config)
+    store, batches = run_stream(config, schemas, owned_since=lambda metric: 0.0)
+    assert store.tables() == reference(config, schemas, batches)
+    # not a read and not a merge: every block, fine or coarse, put whole once
+    assert store.reads == 0 and store.merges == 0 and store.puts > 0
+    # one put per stored item
+    assert store.puts == sum(len(items) for items in store.tables().values())
+
+
+def test_without_ownership_every_block_is_merged_and_rolled_up_from_dynamodb(config):
+    schemas = load_schemas(config)
+    for owned_since in (None, lambda metric: None, lambda metric: MIDNIGHT + 86400.0):
+        store, batches = run_stream(config, schemas, owned_since)
+        assert store.puts == 0 and store.reads > 0
+        assert store.tables() == reference(config, schemas, batches)
+
+
+def test_late_data_and_a_lease_taken_mid_stream_are_merged_and_still_give_the_same_tables(config):
+    schemas = load_schemas(config)
+    # owned since half an hour in: earlier blocks (and coarse blocks begun earlier) are merged
+    lease = MIDNIGHT - 1800.0
+    store, batches = run_stream(config, schemas, owned_since=lambda metric: lease, replays={40, 200, 201, 300})
+    assert store.puts > 0 and store.merges > 0 and store.reads > 0
+    assert store.tables() == reference(config, schemas, batches)
+
+
+def test_a_coarse_slot_straddling_finer_blocks_is_whispers_aggregate_of_both():
+    # hour slots over 1-minute blocks of 25 minutes: the hour slots straddle blocks
+    plan = RollupPlan("m", 0, 60, 3600, 0, 7200, "average", 0.5)
+    block = CoarseBlock(plan, 0.0, values=array("d", [float("nan")] * 2))
+    rng = random.Random(1)
+    finer: dict[int, float] = {}
+    for start in range(0, 7200, 1500):
+        values = [rng.choice([float("nan"), rng.uniform(0, 9)]) for _ in range(1500 // 60)]
+        finer.update({start + i * 60: v for i, v in enumerate(values) if v == v})
+        block.add_finer(start, values)
+    assert sorted(block.partial) == [0, 1]  # both hour slots straddle two blocks
+    got = [(i * 3600, v) for i, v in enumerate(block.finish()) if v == v]
+    assert got
+    assert got == rollup_slots(finer, 60, 3600, [0, 3600], "average", 0.5)
+
+
+def test_fresh_blocks_need_ownership_since_the_block_began_and_no_earlier_write():
+    fresh = FreshBlocks(lambda metric: 100.0 if metric == "a" else None, keep_seconds=1000)
+    assert fresh.fresh(BASE, "a", 10, 100) and not fresh.fresh(BASE, "a", 10, 90)
+    assert not fresh.fresh(BASE, "b", 10, 100)  # ownership unknown
+    fresh.mark(BASE, 10, [100, 200])
+    assert not fresh.fresh(BASE, "a", 10, 100) and fresh.fresh(BASE, "a", 60, 100)
+    fresh.forget_before(1150)  # 100 forgotten: everything up to it is merged from now on
+    assert fresh.written(BASE, 10, 100) and fresh.written(BASE, 10, 50) and fresh.written(BASE, 10, 200)
+    assert not fresh.written(BASE, 10, 300)
+    assert not FreshBlocks().owned("a", 10**10)
+
+
+def test_late_slots_for_closed_blocks_are_merged_once_per_block_not_once_per_batch(config):
+    """A spool draining: slot by slot, 1.5 s apart, into blocks closed long ago."""
+    schemas = load_schemas(config)
+    names = [f"late{m}.cpu" for m in range(10)]
+    flushes = [encode_messages([TurokMessage(name, MIDNIGHT + 10 * s, [float(m + s)], 10, "average")
+                                for m, name in enumerate(names)]) for s in range(18)]  # 3 blocks of 6 slots
+    at_once = CountingStore(config)
+    writer = BlockWriter(at_once, config, schemas, clock=lambda: MIDNIGHT + 7200.0, owned_since=lambda m: 0.0)
+    for n, bodies in enumerate(flushes):
+        writer.hold(received(bodies, f"o{n}"))
+    once = writer.close().stats.write_units + writer.close_all().stats.write_units
+
+    late = CountingStore(config)
+    now = [MIDNIGHT + 7200.0]
+    writer = BlockWriter(late, config, schemas, clock=lambda: now[0], owned_since=lambda m: 0.0)
+    units = 0
+    for n, bodies in enumerate(flushes):
+        writer.hold(received(bodies, f"l{n}"))
+        units += writer.close().stats.write_units
+        now[0] += 1.5
+    # the first slot of each block went at once; the first block's five late slots were merged
+    # 10 s after the last of them (their messages went then); the other two blocks' still wait
+    assert writer.open.held_messages == 10
+    now[0] += config.late_merge_delay_seconds
+    units += writer.close().stats.write_units + writer.close_all().stats.write_units
+    assert late.tables() == at_once.tables()
+    # each base block put with its first slot, then merged once with the other five; each minute
+    # block (its first slot alone is under the xFilesFactor: not written) recomputed from
+    # DynamoDB once when the merges are over
+    assert late.puts == 3 * len(names), late.puts
+    assert late.merges == 3 * len(names) + len(names), late.merges
+    assert writer.open.held_messages == 0
+    assert units <= 2 * once

@@ -1,0 +1,161 @@
+"""turokd's coarse blocks: computed from the finer blocks it has just written, held until they close.
+
+When a block of archive ``L`` is written, the blocks of archive ``L + 1`` it overlaps become
+*pending*; each is written once, when it closes (its end plus the close delay), and the blocks of
+``L + 2`` it overlaps become pending in turn. Spans nest, so the last finer block of a coarse
+block closes when the coarse block does, in the same ``BlockWriter.close``, finer levels first.
+
+A pending coarse block is computed in one of two ways:
+
+- **from memory**, when turokd has every finer slot it covers: the metric is owned since before
+  the coarse block began (``fresh.py``), no block of this id was written before, and every finer
+  block fed to it was put whole (so what turokd holds is what is stored). Each coarse slot lying
+  inside one finer block is computed as that block is written (whisper's rule, ``rollup.py``);
+  a coarse slot straddling two finer blocks keeps its finer values until the block closes. Finer
+  blocks turokd never wrote hold nothing: it was their only writer.
+- **from DynamoDB** otherwise (after a restart, a lease move, late data merged into a finer
+  block, no ownership hook): the plan goes to ``rollup_writer.rollup_blocks``, which reads the
+  finer slots, merges, and verifies against concurrent writers.
+
+Either way a coarse slot is whisper's aggregate of the finer slots it covers, written only when
+their known fraction reaches ``xFilesFactor``, so both give the same bytes. The pending set lives
+in memory; what a crash can lose is stated in docs/write-path.md. One thread at a time.
+"""
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+from itertools import compress
+from operator import eq
+from typing import Iterable, Optional, Sequence
+
+from turok_core.model.schemas import PolicyCache, SchemaSet
+from turok_core.storage.block_layout import block_span
+from turok_core.turokd.fresh import COARSE, FreshBlocks
+from turok_core.turokd.rollup import rollup_known, whisper_xff
+from turok_core.turokd.rollup_writer import RollupPlan
+
+NAN = math.nan
+# (metric, step, block start, the block's slot values with NaN for gaps, or None: not known whole)
+WrittenBlock = tuple[str, int, int, Optional[Sequence[float]]]
+
+
+@dataclass
+class CoarseBlock:
+    """One pending coarse block of one metric."""
+    plan: RollupPlan
+    closes: float
+    values: Optional[array]  # coarse slot values (NaN: none yet); None: computed from DynamoDB
+    partial: dict[int, array] = field(default_factory=dict)  # straddling slot index → its finer values
+
+    def add_finer(self, start: int, values: Sequence[float]) -> None:
+        """A finer block put whole: compute the coarse slots inside it, keep the straddling ones."""
+        plan, coarse = self.plan, self.values
+        assert coarse is not None
+        step, coarse_step = plan.finer_step, plan.coarse_step
+        ratio = coarse_step // step
+        end = start + len(values) * step
+        for slot in range(max(plan.start, start - start % coarse_step), min(plan.end, end), coarse_step):
+            index = (slot - plan.start) // coarse_step
+            if slot >= start and slot + coarse_step <= end:
+                offset = (slot - start) // step
+                coarse[index] = _rolled(values[offset:offset + ratio], plan)
+                continue
+            part = self.partial.get(index)
+            if part is None:
+                part = self.partial[index] = array("d", [NAN]) * ratio
+            for t in range(max(slot, start), min(slot + coarse_step, end), step):
+                part[(t - slot) // step] = values[(t - start) // step]
+
+    def finish(self) -> array:
+        """The coarse slot values, straddling slots included (finer blocks never written are gaps)."""
+        coarse = self.values
+        assert coarse is not None
+        for index, part in self.partial.items():
+            coarse[index] = _rolled(part, self.plan)
+        self.partial = {}
+        return coarse
+
+
+def _rolled(values: Sequence[float], plan: RollupPlan) -> float:
+    known = list(compress(values, map(eq, values, values)))  # NaN (a gap) is not equal to itself
+    value = rollup_known(known, len(values), plan.aggregation_type, whisper_xff(plan.x_files_factor))
+    return NAN if value is None else value
+
+
+class CoarseBlocks:
+    """Coarse blocks whose finer data changed, each due when it closes."""
+
+    def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float, fresh: FreshBlocks,
+                 late_delay: float = 0.0) -> None:
+        self._policy = PolicyCache(schemas.policy_for)
+        self._block_slots = block_slots
+        self._close_delay = close_delay
+        self._fresh = fresh
+        self._late_delay = late_delay
+        self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def note_written(self, blocks: Iterable[WrittenBlock], now: float = -math.inf) -> None:
+        """Blocks just written at ``now``: the coarser blocks they overlap become pending.
+
+        A coarse block written before (late data) is recomputed ``late_delay`` after the last
+        finer write into it, so a stream of late data recomputes it once, not once per batch.
+
+        A block given with its values was put whole and feeds coarse blocks computed from
+        memory; one without (merged) makes them computed from DynamoDB. A block whose step is
+        not an archive of its metric's policy (or of a metric no schema matches) rolls up
+        nowhere; a block of the coarsest archive neither.
+        """
+        for metric, step, start, values in blocks:
+            policy = self._policy(metric)
+            if policy is None:
+                continue
+            archives = policy.archives
+            for level in range(len(archives) - 1):
+                if archives[level].step != step:
+                    continue
+                coarse_step = archives[level + 1].step
+                coarse_span = block_span(coarse_step, self._block_slots)
+                end = start + block_span(step, self._block_slots)
+                for coarse_start in range(start - start % coarse_span, end, coarse_span):
+                    key = (metric, coarse_step, coarse_start)
+                    pending = self._pending.get(key)
+                    if pending is None:
+                        plan = RollupPlan(metric, level, step, coarse_step, coarse_start, coarse_start + coarse_span,
+                                          policy.aggregation_type, policy.x_files_factor)
+                        in_memory = values is not None and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
+                        pending = self._pending[key] = CoarseBlock(
+                            plan, coarse_start + coarse_span + self._close_delay,
+                            array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None)
+                    if self._late_delay and self._fresh.written(COARSE, coarse_step, coarse_start):
+                        pending.closes = max(pending.closes, now + self._late_delay)
+                    if values is None:
+                        pending.values, pending.partial = None, {}
+                    elif pending.values is not None:
+                        pending.add_finer(start, values)
+                break
+
+    def take_due(self, now: float) -> list[CoarseBlock]:
+        """The due blocks of the finest level that has any (coarser levels wait for their input)."""
+        due = [pending for pending in self._pending.values() if pending.closes <= now]
+        if not due:
+            return []
+        level = min(pending.plan.level for pending in due)
+        due = [pending for pending in due if pending.plan.level == level]
+        for pending in due:
+            del self._pending[(pending.plan.metric, pending.plan.coarse_step, pending.plan.start)]
+        return due
+
+    def restore(self, blocks: Iterable[CoarseBlock], now: float) -> None:
+        """Writing ``blocks`` failed: keep them pending, due again at once."""
+        for block in blocks:
+            plan = block.plan
+            key = (plan.metric, plan.coarse_step, plan.start)
+            if key in self._pending:  # fed again meanwhile: only DynamoDB has all of it now
+                block.values, block.partial = None, {}
+            block.closes = min(block.closes, now)
+            self._pending[key] = block

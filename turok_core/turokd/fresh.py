@@ -1,0 +1,62 @@
+"""Which closed blocks turokd may put whole, without reading them first.
+
+A block may be written with a plain batched put (``BlockStore.put_blocks``) only when no other
+item can exist under its key: this turokd has been the only writer of the metric's partition
+since before the block began (``owned_since(metric) <= block start``: the partition lease, wired
+by the service; ``None`` or no hook means unknown) and has not written a block of that
+(kind, step, start) before. Anything else (late data for a block written already, unknown
+ownership, a lease that moved) is merged (read, slots set, conditional put).
+
+"Written before" is remembered per ``(kind, step, block start)``, not per metric: a few hundred
+entries a day. A metric whose block id was written while it had no data there is merged too,
+which is safe, only dearer. Entries older than ``keep_seconds`` are forgotten, and blocks older
+than the newest forgotten one are always merged, so forgetting never lets a put replace an item.
+Used by ``BlockWriter.close``, one thread at a time.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+OwnedSince = Callable[[str], Optional[float]]
+BASE = "base"  # kinds of block: written from messages, or computed by the rollups
+COARSE = "coarse"
+KEEP_SECONDS = 8 * 86400.0
+
+
+class FreshBlocks:
+    """The ownership hook and the block ids written so far."""
+
+    def __init__(self, owned_since: Optional[OwnedSince] = None, keep_seconds: float = KEEP_SECONDS) -> None:
+        self._owned_since = owned_since
+        self._keep = keep_seconds
+        self._written: dict[tuple[str, int], set[int]] = {}  # (kind, step) → block starts
+        self._floor: dict[tuple[str, int], int] = {}  # (kind, step) → oldest start still remembered
+
+    def owned(self, metric: str, start: int) -> bool:
+        """This turokd has been the metric's only writer since ``start`` or earlier."""
+        if self._owned_since is None:
+            return False
+        since = self._owned_since(metric)
+        return since is not None and start >= since
+
+    def written(self, kind: str, step: int, start: int) -> bool:
+        """A block of this id was written (or may have been: forgotten) by this writer."""
+        key = (kind, step)
+        return start < self._floor.get(key, -1) or start in self._written.get(key, ())
+
+    def fresh(self, kind: str, metric: str, step: int, start: int) -> bool:
+        """The block may be put whole without a read."""
+        return not self.written(kind, step, start) and self.owned(metric, start)
+
+    def mark(self, kind: str, step: int, starts: Iterable[int]) -> None:
+        """Blocks of these ids were just written."""
+        self._written.setdefault((kind, step), set()).update(starts)
+
+    def forget_before(self, now: float) -> None:
+        """Forget ids older than ``keep_seconds``; blocks before them are merged from now on."""
+        cutoff = now - self._keep
+        for key, starts in self._written.items():
+            old = [start for start in starts if start < cutoff]
+            if old:
+                starts.difference_update(old)
+                self._floor[key] = max(self._floor.get(key, -1), max(old) + 1)
