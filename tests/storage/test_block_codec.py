@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turok_core.model.aggregation import aggregate
+from turok_core.model.extensions import load_extension
 from turok_core.model.resolution import SECONDS_PER_DAY
 from turok_core.storage import block_codec, native
 from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, encode_datapoints
@@ -213,7 +214,7 @@ def test_without_the_extension_blocks_are_the_same(monkeypatch):
     assert encode_datapoints(values) == with_c
     assert bits(decode_datapoints(with_c)) == bits(expected(values))
     monkeypatch.setenv("TUROK_PURE_PYTHON", "1")
-    assert native._load() is None
+    assert load_extension("turok_core.storage._blockcodec") is None
 
 
 def bytes_per_point(make, slots: int = 432, blocks: int = 20, seed: int = 1) -> float:

@@ -117,29 +117,6 @@ def scan(config, table):
     return sorted(items, key=lambda i: (i["metric"]["S"], int(i["start_time"]["N"])))
 
 
-def test_round_trip_with_gaps_over_several_blocks(turok_config):
-    turok_config = turok_config.replace(conditional_writes=False, block_slots=60)  # one BatchWriteItem call
-    store = make_store(turok_config)
-    span = block_span(STEP, turok_config.block_slots)
-    assert span == 600
-    slots = [("a.b", STEP, DAY, 1.5), ("a.b", STEP, DAY + 10, 2.0), ("a.b", STEP, DAY + 1250, -3.0),
-             ("c.d", STEP, DAY + 590, 4.0), ("c.d", STEP, DAY + 600, 5.0)]
-    stats = store.write_slots(slots)
-    assert stats.items_written == 4 and stats.write_calls == 1 and stats.tables_created == 1
-    assert stats.write_units == 4  # small blocks cost one unit each
-    got = store.fetch_series(["a.b", "c.d", "nope"], STEP, DAY, DAY + 1800)
-    expected_ab = [None] * 180
-    expected_ab[0], expected_ab[1], expected_ab[125] = 1.5, 2.0, -3.0
-    expected_cd = [None] * 180
-    expected_cd[59], expected_cd[60] = 4.0, 5.0
-    assert got == {"a.b": expected_ab, "c.d": expected_cd, "nope": [None] * 180}
-    # a range starting inside a block, ending inside another
-    assert store.fetch_series(["a.b"], STEP, DAY + 1240, DAY + 1270) == {"a.b": [None, -3.0, None]}
-    assert store.fetch_series(["a.b"], STEP, DAY, DAY) == {"a.b": []}
-    with pytest.raises(ValueError):
-        store.fetch_series(["a.b"], STEP, DAY + 5, DAY + 100)
-
-
 def test_range_across_midnight_uses_two_day_tables(turok_config):
     store = make_store(turok_config)
     midnight = DAY + 86400

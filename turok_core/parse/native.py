@@ -8,22 +8,12 @@ extension never changes what is accepted or refused, only how fast clean input g
 """
 from __future__ import annotations
 
-import os
 from types import ModuleType
 from typing import Optional
 
+from turok_core.model.extensions import load_extension
 
-def _load() -> Optional[ModuleType]:
-    if os.environ.get("TUROK_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        import turok_core.parse._speedups as _speedups
-    except ImportError:
-        return None
-    return _speedups
-
-
-speedups: Optional[ModuleType] = _load()
+speedups: Optional[ModuleType] = load_extension("turok_core.parse._speedups")
 
 
 def describe() -> str:

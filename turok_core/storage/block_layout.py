@@ -16,7 +16,7 @@ merged.
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import msgpack
 
@@ -66,3 +66,25 @@ def decode_datapoints(attribute: object) -> list[Optional[float]]:
     if isinstance(attribute, str):
         return list(json.loads(attribute))
     raise ValueError(f"unsupported datapoints attribute of type {type(attribute).__name__}")
+
+
+def slots_by_block(slots: Iterable[tuple[str, int, int, float]],
+                   span_of: Callable[[int], int]) -> list[tuple[str, int, int, dict[int, float]]]:
+    """``(metric, step, slot_start, value)`` each, grouped into their blocks as
+    ``(metric, step, block_start, {slot index: value})`` (the later value of a slot given twice)."""
+    blocks: dict[tuple[str, int, int], dict[int, float]] = {}
+    for metric, step, slot_start, value in slots:
+        if slot_start % step:
+            raise ValueError(f"slot {slot_start} of {metric!r} is not aligned to {step}s")
+        span = span_of(step)
+        start = slot_start - slot_start % span
+        blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
+    return [(metric, step, start, values) for (metric, step, start), values in blocks.items()]
+
+
+def place_block(row: list[Optional[float]], values: Sequence[Optional[float]], offset: int) -> None:
+    """Copy a block's slot values into a series ``row`` whose first slot is ``offset`` slots after
+    the block's first; what falls outside the row is left out."""
+    low, high = max(0, -offset), min(len(values), len(row) - offset)
+    if low < high:
+        row[offset + low:offset + high] = values[low:high]

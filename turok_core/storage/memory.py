@@ -16,7 +16,13 @@ import threading
 from typing import Iterable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
-from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
+from turok_core.storage.block_layout import (
+    block_span,
+    decode_datapoints,
+    encode_datapoints,
+    place_block,
+    slots_by_block,
+)
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import check_table_affixes, table_name
 from turok_core.storage.writes import BATCH_WRITE_ITEMS, WriteStats, item_size
@@ -61,15 +67,7 @@ class MemoryBlockStore:
 
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks."""
-        blocks: dict[tuple[str, int, int], dict[int, float]] = {}
-        for metric, step, slot_start, value in slots:
-            span = self.span(step)
-            if slot_start % step:
-                raise ValueError(f"slot {slot_start} of {metric!r} is not aligned to {step}s")
-            start = slot_start - slot_start % span
-            blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
-        return self.write_blocks([(metric, step, start, values) for (metric, step, start), values in blocks.items()],
-                                 assume_new)
+        return self.write_blocks(slots_by_block(slots, self.span), assume_new)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
                      assume_new: bool = True) -> WriteStats:
@@ -166,11 +164,7 @@ class MemoryBlockStore:
         span = self.span(step)
         blocks = range(start - start % span, end, span)
         for metric, block, values in self._blocks(step, [(m, b) for m in result for b in blocks]):
-            row = result[metric]
-            offset = (block - start) // step
-            low, high = max(0, -offset), min(len(values), count - offset)
-            if low < high:
-                row[offset + low:offset + high] = values[low:high]
+            place_block(result[metric], values, (block - start) // step)
         return result
 
     def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],

@@ -6,22 +6,12 @@ does the same work with the same bytes, many times slower.
 """
 from __future__ import annotations
 
-import os
 from types import ModuleType
 from typing import Optional
 
+from turok_core.model.extensions import load_extension
 
-def _load() -> Optional[ModuleType]:
-    if os.environ.get("TUROK_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        import turok_core.storage._blockcodec as _blockcodec
-    except ImportError:
-        return None
-    return _blockcodec
-
-
-blockcodec: Optional[ModuleType] = _load()
+blockcodec: Optional[ModuleType] = load_extension("turok_core.storage._blockcodec")
 
 
 def describe() -> str:

@@ -19,7 +19,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
-from turok_core.storage.block_layout import block_span, decode_datapoints
+from turok_core.storage.block_layout import block_span, decode_datapoints, place_block
 
 if TYPE_CHECKING:
     from turok_core.storage.tables import DayTables
@@ -134,11 +134,8 @@ class BlockReader:
             attribute = item.get("datapoints", {})
             if row is None:
                 continue
-            values = decode_datapoints(attribute.get("B", attribute.get("S")))
-            offset = (int(item["start_time"]["N"]) - start) // step
-            low, high = max(0, -offset), min(len(values), count - offset)
-            if low < high:
-                row[offset + low:offset + high] = values[low:high]
+            place_block(row, decode_datapoints(attribute.get("B", attribute.get("S"))),
+                        (int(item["start_time"]["N"]) - start) // step)
         return result
 
     def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
-from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints, slots_by_block
 from turok_core.storage.reads import BlockReader
 
 if TYPE_CHECKING:
@@ -114,17 +114,7 @@ class BlockMerger:
         ``assume_new``: as for ``write_blocks``. Raises ``BlockWriteError`` (or boto3's error)
         when not everything could be written.
         """
-        spans: dict[int, int] = {}
-        blocks: dict[tuple[str, int, int], dict[int, float]] = {}
-        for metric, step, slot_start, value in slots:
-            span = spans.get(step)
-            if span is None:
-                span = spans[step] = block_span(step, self._config.block_slots)
-            if slot_start % step:
-                raise ValueError(f"slot {slot_start} of {metric!r} is not aligned to {step}s")
-            start = slot_start - slot_start % span
-            blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
-        return self.write_blocks([(metric, step, start, values) for (metric, step, start), values in blocks.items()],
+        return self.write_blocks(slots_by_block(slots, lambda step: block_span(step, self._config.block_slots)),
                                  assume_new)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
