@@ -1,4 +1,5 @@
-"""The lease table contract: every test runs against ``MemoryLeaseTable`` and the boto3 ``LeaseTable``.
+"""The lease table contract: every test runs against ``MemoryLeaseTable`` and the boto3 ``LeaseTable``
+on moto and on dynalite.
 
 What turokd relies on: a partition is taken only as it was seen (of two racing takers one wins),
 renewed and released only by its owner at the counter it holds, every change bumps the counter,
@@ -8,17 +9,22 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import DYNAMODB_SERVERS, make_dynamodb_config
 from turok_core.runtime.aws import make_client
 from turok_core.storage.leases import Lease, LeaseTable
 from turok_core.storage.memory_leases import MemoryLeaseTable
 
 
-@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.moto)])
+@pytest.fixture(params=["memory", *DYNAMODB_SERVERS])
 def table(request):
+    """The in-memory table, then the boto3 one on moto and on dynalite (whose request validation
+    is DynamoDB's: reserved words, expression syntax, key types)."""
     if request.param == "memory":
         return MemoryLeaseTable()
-    config = request.getfixturevalue("turok_config")  # provisioned: the lease table exists
-    return LeaseTable(make_client("dynamodb", config), config.lease_table_name)
+    config = make_dynamodb_config(request, request.param)
+    lease_table = LeaseTable(make_client("dynamodb", config), config.lease_table_name)
+    lease_table.ensure_table()  # as turok-provision does
+    return lease_table
 
 
 def test_a_free_partition_is_taken_once_and_the_loser_of_a_race_learns_it(table):
