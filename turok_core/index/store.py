@@ -16,6 +16,7 @@ another writer adds meanwhile is never lost.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -51,7 +52,7 @@ class RemoveStats:
     conflicts: int = 0
 
 
-class ShardedIndexStore:
+class ShardedIndexStore(ABC):
     """Adds and removes metric names; safe with any number of concurrent writers on one index.
 
     Drivers implement ``shard_count``, ``read_shard`` and ``_put_shard``."""
@@ -60,18 +61,18 @@ class ShardedIndexStore:
         self._max_attempts = max(1, max_attempts)
         self._sleep = sleep
 
+    @abstractmethod
     def shard_count(self) -> int:
         """The index's shard count, fixed by its first writer (which records it)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
         """The names of one shard and its version (``None`` when the shard does not exist yet)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _put_shard(self, shard: int, names: set[str], version: Optional[str]) -> bool:
         """Replace the shard's names if its version is still ``version`` (``None``: if it does not
         exist); False when another writer changed it first."""
-        raise NotImplementedError
 
     def _shard_label(self, shard: int) -> str:
         """How errors name a shard."""
