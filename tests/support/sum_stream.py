@@ -203,7 +203,10 @@ class DrainWatch:
     def check(self) -> bool:
         """One observation; True once the queue is empty and everything sent is stored exactly."""
         sent = self._stream.bodies_sent  # before the depth: a body sent meanwhile only adds to it
-        self.depth = queue_depth(self._config)
+        # moto counts visible messages, then in-flight ones: a body whose visibility timeout ends
+        # between the two counts is in neither (SQS's own counts are approximate too), so the
+        # depth is the larger of two readings; a body deleted meanwhile is stored by the audit's read
+        self.depth = max(queue_depth(self._config), queue_depth(self._config))
         audit = self.last = self._stream.audit(self._store)
         self.checks += 1
         deleted = sent - self.depth
