@@ -219,3 +219,26 @@ def test_put_blocks_writes_whole_new_blocks_without_reading_in_batches_of_25(mak
     assert store.put_blocks([]).write_calls == 0
     with pytest.raises(ValueError):
         store.put_blocks([("a.b", STEP, DAY + STEP, {0: 1.0})])
+
+
+def test_exclusive_merges_are_batched_reads_and_batch_writes_without_conditions(make_store):
+    """A sole writer (turokd holding the partition's lease) merges 60 blocks, 30 of them stored
+    already, with one BatchGetItem and three BatchWriteItem: no PutItem per block, even where
+    conditional writes are on for everyone else."""
+    store = make_store(conditional_writes=True)
+    span = store.span(STEP)
+    metrics = [f"excl.m{i:02d}" for i in range(30)]
+    store.write_blocks([(metric, STEP, DAY, {0: 1.0}) for metric in metrics])
+    blocks = [(metric, STEP, DAY, {1: float(i)}) for i, metric in enumerate(metrics)]  # stored: merged
+    blocks += [(metric, STEP, DAY + span, {0: i + 0.5}) for i, metric in enumerate(metrics)]  # new
+    stats = store.write_blocks(blocks, assume_new=False, exclusive=True)
+    assert stats.items_written == 60 and stats.items_unchanged == 0
+    assert stats.read_calls == 1 and stats.write_calls == 3 and stats.write_units == 60
+    got = store.fetch_series(metrics, STEP, DAY, DAY + span + STEP)
+    assert all(got[metric][:2] == [1.0, float(i)] and got[metric][-1] == i + 0.5 for i, metric in enumerate(metrics))
+    # a redelivery changes nothing and writes nothing
+    again = store.write_blocks(blocks[:5], assume_new=False, exclusive=True)
+    assert again.items_written == 0 and again.items_unchanged == 5 and again.write_calls == 0
+    # slots too, and through the same flag
+    assert store.write_slots([("excl.m00", STEP, DAY + 20, 7.0)], exclusive=True).write_calls == 1
+    assert store.fetch_series(["excl.m00"], STEP, DAY, DAY + 30) == {"excl.m00": [1.0, 0.0, 7.0]}

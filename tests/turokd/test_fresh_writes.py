@@ -32,16 +32,17 @@ class CountingStore(MemoryBlockStore):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.reads = self.merges = self.puts = 0
+        self.reads = self.merges = self.puts = self.exclusive_merges = 0
 
     def fetch_slots(self, step, ranges, consistent=False):
         self.reads += 1
         return super().fetch_slots(step, ranges, consistent)
 
-    def write_blocks(self, blocks, assume_new=True):
+    def write_blocks(self, blocks, assume_new=True, exclusive=False):
         blocks = list(blocks)
         self.merges += len(blocks)
-        return super().write_blocks(blocks, assume_new)
+        self.exclusive_merges += len(blocks) if exclusive else 0
+        return super().write_blocks(blocks, assume_new, exclusive)
 
     def put_blocks(self, blocks):
         blocks = list(blocks)
@@ -113,6 +114,8 @@ def test_without_ownership_every_block_is_merged_and_rolled_up_from_dynamodb(con
     for owned_since in (None, lambda metric: None, lambda metric: MIDNIGHT + 86400.0):
         store, batches = run_stream(config, schemas, owned_since)
         assert store.puts == 0 and store.reads > 0
+        # another writer may exist: every merge is a conditional put, unless nothing is held
+        assert store.exclusive_merges == (0 if owned_since is None or owned_since("m") is None else store.merges)
         assert store.tables() == reference(config, schemas, batches)
 
 
@@ -122,6 +125,8 @@ def test_late_data_and_a_lease_taken_mid_stream_are_merged_and_still_give_the_sa
     lease = MIDNIGHT - 1800.0
     store, batches = run_stream(config, schemas, owned_since=lambda metric: lease, replays={40, 200, 201, 300})
     assert store.puts > 0 and store.merges > 0 and store.reads > 0
+    # the partition is held: what is merged is merged in batches without conditions
+    assert store.exclusive_merges == store.merges
     assert store.tables() == reference(config, schemas, batches)
 
 

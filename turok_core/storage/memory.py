@@ -65,12 +65,13 @@ class MemoryBlockStore:
         """Seconds per block at resolution ``step``."""
         return block_span(step, self._config.block_slots)
 
-    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False) -> WriteStats:
+    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
+                    exclusive: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks."""
-        return self.write_blocks(slots_by_block(slots, self.span), assume_new)
+        return self.write_blocks(slots_by_block(slots, self.span), assume_new, exclusive)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True) -> WriteStats:
+                     assume_new: bool = True, exclusive: bool = False) -> WriteStats:
         """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each."""
         keyed: dict[tuple[str, str, int], tuple[int, dict[int, float]]] = {}
         for metric, step, start, values in blocks:
@@ -81,7 +82,7 @@ class MemoryBlockStore:
         stats = WriteStats()
         if not keyed:
             return stats
-        conditional = self._config.conditional_writes
+        conditional = self._config.conditional_writes and not exclusive  # as BlockMerger counts calls
         with self._lock:
             for name in sorted({table for table, _metric, _start in keyed}):
                 stats.tables_created += self._ensure(name)

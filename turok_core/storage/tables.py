@@ -169,15 +169,16 @@ class BlockStore:
         """Seconds per block at resolution ``step``."""
         return block_span(step, self._config.block_slots)
 
-    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False) -> WriteStats:
+    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
+                    exclusive: bool = False) -> WriteStats:
         """Set slot values, ``(metric, step, slot_start, value)`` each; see ``BlockMerger.write_slots``."""
-        return self._merger.write_slots(slots, assume_new)
+        return self._merger.write_slots(slots, assume_new, exclusive)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True) -> WriteStats:
+                     assume_new: bool = True, exclusive: bool = False) -> WriteStats:
         """Set the slots of whole blocks, ``(metric, step, block_start, {slot index: value})`` each;
         see ``BlockMerger.write_blocks``."""
-        return self._merger.write_blocks(blocks, assume_new)
+        return self._merger.write_blocks(blocks, assume_new, exclusive)
 
     def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
         """Write whole new blocks without a read, batched; see ``BlockMerger.put_blocks``."""

@@ -9,8 +9,10 @@ still holds what was read (``conditional_writes``), so two turokd processes neve
 other's slots. Conditional puts are one PutItem per block, sent in parallel (``put_threads``),
 and without them writes are batched (BatchWriteItem ≤ 25 items); unprocessed or throttled
 requests are retried with capped, jittered backoff, and a block changed by another process
-between read and put is merged again. Blocks their writer alone writes and has not written before
-are put whole with BatchWriteItem, without a read (``put_blocks``).
+between read and put is merged again. A writer that alone writes its blocks (turokd holding the
+partition's lease) merges them ``exclusive``: read in batches, put back with BatchWriteItem, no
+condition; blocks it alone writes and has not written before are put whole, without a read
+(``put_blocks``).
 
 One merger may be used by many threads at once; merges of the same block by threads of one
 process are serialised. Pure boto3 and blocking, like the rest of ``turok_core.storage``.
@@ -107,23 +109,26 @@ class BlockMerger:
         self._backoff = backoff
         self._blocks = _BlockLocks()
 
-    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False) -> WriteStats:
+    def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
+                    exclusive: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks.
 
         Every given slot is overwritten; the other slots of a block keep their stored values.
-        ``assume_new``: as for ``write_blocks``. Raises ``BlockWriteError`` (or boto3's error)
-        when not everything could be written.
+        ``assume_new``, ``exclusive``: as for ``write_blocks``. Raises ``BlockWriteError`` (or
+        boto3's error) when not everything could be written.
         """
         return self.write_blocks(slots_by_block(slots, lambda step: block_span(step, self._config.block_slots)),
-                                 assume_new)
+                                 assume_new, exclusive)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True) -> WriteStats:
+                     assume_new: bool = True, exclusive: bool = False) -> WriteStats:
         """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each.
 
         Like ``write_slots``, but for blocks gathered in memory. With ``assume_new`` (turokd
         writing a block that just closed, which is almost always new) each block is first put
         only if absent, which skips the read; a block that exists is then merged as usual.
+        ``exclusive``: no other process writes these blocks (the caller holds their partition's
+        lease), so they are read in batches and put back with BatchWriteItem, without conditions.
         """
         spans: dict[int, int] = {}
         keyed: dict[BlockKey, tuple[int, dict[int, float]]] = {}
@@ -134,7 +139,7 @@ class BlockMerger:
             if start % span:
                 raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
             keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
-        return self._write(keyed, spans, assume_new)
+        return self._write(keyed, spans, assume_new, exclusive)
 
     def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
         """Write whole new blocks, ``(metric, step, block_start, {slot index: value})`` each, with
@@ -182,7 +187,7 @@ class BlockMerger:
         return stats
 
     def _write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
-               assume_new: bool) -> WriteStats:
+               assume_new: bool, exclusive: bool) -> WriteStats:
         stats = WriteStats()
         if not blocks:
             return stats
@@ -191,7 +196,7 @@ class BlockMerger:
             stats.tables_created += self._tables.ensure(name)
         with self._blocks.hold(blocks):
             try:
-                self._merge_and_write(blocks, spans, stats, assume_new)
+                self._merge_and_write(blocks, spans, stats, assume_new, exclusive)
             except ClientError as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
@@ -199,14 +204,16 @@ class BlockMerger:
                 self._tables.forget(names)
                 for name in sorted(names):
                     stats.tables_created += self._tables.ensure(name)
-                self._merge_and_write(blocks, spans, stats, assume_new)
+                self._merge_and_write(blocks, spans, stats, assume_new, exclusive)
         return stats
 
     def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
-                         spans: dict[int, int], stats: WriteStats, assume_new: bool = False) -> None:
+                         spans: dict[int, int], stats: WriteStats, assume_new: bool = False,
+                         exclusive: bool = False) -> None:
         remaining = dict(blocks)
         attempts = max(1, self._config.write_max_attempts)
-        if assume_new and self._config.conditional_writes:
+        conditional = self._config.conditional_writes and not exclusive
+        if assume_new and conditional:
             # put-if-absent without reading first; blocks that exist fall through to the merge
             remaining = {key: remaining[key] for key in self._conditional_write(
                 self._merge(remaining, spans, stats, stored={}), stats)}
@@ -214,7 +221,7 @@ class BlockMerger:
                 return
         for attempt in range(attempts):
             puts = self._merge(remaining, spans, stats)
-            if not self._config.conditional_writes:
+            if not conditional:
                 self._batch_write([(table, item) for table, item, _old, _units in puts], stats)
                 stats.items_written += len(puts)
                 stats.write_units += sum(units for *_rest, units in puts)

@@ -8,8 +8,8 @@ only then hands out the messages that may be deleted.
 
 A closed block is *put* whole with BatchWriteItem and no read when this turokd alone writes it
 and never wrote it before (``fresh.py``: the ``owned_since`` hook, which the service wires to
-partition leases); any other block is merged into the stored item (read, slots set, conditional
-put). Coarse blocks are computed from the finer blocks just put when turokd holds all of their
+partition leases); any other block is merged into the stored item (read, slots set, put back):
+in batches without conditions while the partition's lease is held, else with a conditional put. Coarse blocks are computed from the finer blocks just put when turokd holds all of their
 input, else from the finer slots read back from DynamoDB (``rollup_writer.py``).
 """
 from __future__ import annotations
@@ -107,24 +107,29 @@ class BlockWriter:
         fresh: list[WrittenBlock] = []
         merged: list[WrittenBlock] = []  # may be new (put-if-absent first)
         rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
+        exclusive: list[WrittenBlock] = []  # held partition, not fresh: batched read, merge, put
         for (step, start), metrics in due.blocks.items():
             written = self.fresh.written(BASE, step, start)
             for metric, values in metrics.items():
                 block = (metric, step, start, values)
-                if written:
-                    rewritten.append(block)
+                if not written and self.fresh.owned(metric, start):
+                    fresh.append(block)
+                elif self.fresh.held(metric):
+                    exclusive.append(block)
                 else:
-                    (fresh if self.fresh.owned(metric, start) else merged).append(block)
-        if not fresh and not merged and not rewritten:
+                    (rewritten if written else merged).append(block)
+        if not fresh and not merged and not rewritten and not exclusive:
             return []
         rows: list[Row] = []
         for blocks, write in ((fresh, self.store.put_blocks), (merged, self.store.write_blocks),
-                              (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False))):
+                              (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False)),
+                              (exclusive, lambda rows: self.store.write_blocks(rows, assume_new=False,
+                                                                                exclusive=True))):
             part = [_row(metric, step, start, values) for metric, step, start, values in blocks if values is not None]
             if part:
                 result.stats.add(write(part))
                 rows += part
-        merged += rewritten
+        merged += rewritten + exclusive
         for step, start in due.blocks:
             self.fresh.mark(BASE, step, [start])
         result.blocks += len(rows)
@@ -150,6 +155,7 @@ class BlockWriter:
         puts: list[tuple[Row, Sequence[float]]] = []
         merges: list[Row] = []
         plans = []
+        held = all(self.fresh.held(block.plan.metric) for block in due)
         for block in due:
             if block.values is None:
                 plans.append(block.plan)
@@ -167,13 +173,14 @@ class BlockWriter:
             result.stats.add(self.store.put_blocks([row for row, _values in puts]))
             written += [(metric, step, start, values) for (metric, step, start, _row), values in puts]
         if merges:
-            result.stats.add(self.store.write_blocks(merges, assume_new=False))  # their ids were written
+            # their ids were written: merged at once, without conditions while the partition is held
+            result.stats.add(self.store.write_blocks(merges, assume_new=False, exclusive=held))
             written += [(metric, step, start, None) for metric, step, start, _values in merges]
         result.rollup_slots += sum(len(row[3]) for row, _values in puts) + sum(len(row[3]) for row in merges)
         if plans:
             # coarse blocks written before exist: merge without trying put-if-absent first
             known = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)
-            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not known)
+            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not known, exclusive=held)
             result.rollup_slots += slots
             written += [(metric, step, start, None) for metric, step, start in read_back]
         for block in due:

@@ -5,7 +5,9 @@ item can exist under its key: this turokd has been the only writer of the metric
 since before the block began (``owned_since(metric) <= block start``: the partition lease, wired
 by the service; ``None`` or no hook means unknown) and has not written a block of that
 (kind, step, start) before. Anything else (late data for a block written already, unknown
-ownership, a lease that moved) is merged (read, slots set, conditional put).
+ownership, a lease that moved) is merged: read, slots set, put back, and only where another
+writer may exist (no partition held) with a conditional put per block; a metric whose partition
+this turokd holds (``held``) is merged in batches without conditions.
 
 "Written before" is remembered per ``(kind, step, block start)``, not per metric: a few hundred
 entries a day. A metric whose block id was written while it had no data there is merged too,
@@ -38,6 +40,10 @@ class FreshBlocks:
             return False
         since = self._owned_since(metric)
         return since is not None and start >= since
+
+    def held(self, metric: str) -> bool:
+        """This turokd is the metric's only writer now (its blocks are merged without conditions)."""
+        return self._owned_since is not None and self._owned_since(metric) is not None
 
     def written(self, kind: str, step: int, start: int) -> bool:
         """A block of this id was written (or may have been: forgotten) by this writer."""

@@ -10,7 +10,8 @@ slots it covers, written only when their known fraction reaches ``xFilesFactor``
 stored coarse slot is left as it was. Recomputing from stored data makes replays, late points
 and several turokd instances harmless: the same finer data gives the same coarse value. After
 writing, a stage reads the finer slots again and recomputes the coarse slots whose input changed
-meanwhile (another turokd's write), until a read shows no change (the race ``rollup.py`` tells).
+meanwhile (another turokd's write), until a read shows no change (the race ``rollup.py`` tells);
+a writer holding the partition's lease has no such race and skips that read.
 """
 from __future__ import annotations
 
@@ -61,11 +62,12 @@ def _read_finer(store: BlockStore, plans: list[RollupPlan]) -> dict[int, dict]:
 
 
 def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[WriteStats] = None,
-                  assume_new: bool = True) -> tuple[list[WrittenBlock], int]:
+                  assume_new: bool = True, exclusive: bool = False) -> tuple[list[WrittenBlock], int]:
     """Recompute and write the coarse blocks of ``plans`` (one level per metric).
 
     ``assume_new``: try put-if-absent before merging (a coarse block written when it closes is
-    almost always new); off when the caller knows the blocks exist.
+    almost always new); off when the caller knows the blocks exist. ``exclusive``: the caller
+    alone writes these blocks (``BlockStore.write_blocks``).
 
     One consistent batched read of the finer slots, one merge write of every coarse slot that
     gets a value, then the verification reads (module docstring). Returns the coarse blocks
@@ -84,10 +86,12 @@ def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[Wr
                 writes.extend((plan.metric, plan.coarse_step, start, value) for start, value in values)
                 written_blocks[(plan.metric, plan.coarse_step, plan.start)] = None
         if writes:
-            stage_stats = store.write_slots(writes, assume_new=assume_new)
+            stage_stats = store.write_slots(writes, assume_new=assume_new, exclusive=exclusive)
             if stats is not None:
                 stats.add(stage_stats)
             slots_written += len(writes)
+        if exclusive:
+            break  # no other writer can have changed the finer slots since they were read
         again = _read_finer(store, plans)
         plans = [plan for plan in plans if _changed(finer, again, plan)]
         if not plans:
