@@ -40,6 +40,7 @@ from plaintext_ingest import CarbonCache, measure, send_all
 from turok_processes import TurokProcesses, metric_names, slot_lines, value_text, wait_idle
 
 STEP = 10
+COARSE_STEP = 60
 RETENTIONS = "10s:1d,1min:30d,1h:2y"  # Turok's default schema
 CARBON_RETENTIONS = "10s:1d,1m:30d,1h:2y"  # the same; carbon 1.1.10 spells minutes "m"
 CARBON_SETTINGS = "WHISPER_FALLOCATE_CREATE = True"
@@ -52,6 +53,8 @@ class TurokRun:
     wall: float
     finished: bool
     verified: int = 0  # slots read back with the value sent
+    coarse_verified: int = 0  # 1-minute slots read back as the average of their six 10 s slots
+    coarse_slots: int = 0
     stored: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # step → (items, bytes, units)
     counters: dict[str, float] = field(default_factory=dict)  # turokd's, at its stop
 
@@ -91,6 +94,14 @@ def run_turok(workdir: Path, names: list[str], first: int, slots: int, payloads:
         series = processes.fetch_series(names, STEP, first, first + slots * STEP)
         run.verified = sum(1 for index, name in enumerate(names) for slot, value in enumerate(series.get(name, []))
                            if value is not None and abs(value - float(value_text(index, slot))) < 1e-9)
+        # the 1-minute archive: whisper's average of six 10 s slots (all known, so xFilesFactor 0.5 holds)
+        ratio = COARSE_STEP // STEP
+        coarse = processes.fetch_series(names, COARSE_STEP, first, first + slots * STEP)
+        run.coarse_slots = len(names) * (slots // ratio)
+        run.coarse_verified = sum(
+            1 for index, name in enumerate(names) for minute, value in enumerate(coarse.get(name, [])[:slots // ratio])
+            if value is not None and abs(value - sum(float(value_text(index, minute * ratio + k))
+                                                     for k in range(ratio)) / ratio) < 1e-9)
         run.stored = processes.stored()
         processes.stop_services()
         run.counters = processes.counters("turokd-0")
@@ -118,7 +129,8 @@ def report(metrics: int, run: Optional[TurokRun], carbon, wall_note: str) -> Non
               f"(target >= 1.5x, goal 3x); turokd / carbon-cache: "
               f"{run.points / run.cpu['turokd-0'] / carbon.per_cpu:.2f}x")
     if run is not None:
-        print(f"Turok stored: {run.verified:,} of {run.points:,} slots read back with the value sent; "
+        print(f"Turok stored: {run.verified:,} of {run.points:,} slots read back with the value sent, "
+              f"{run.coarse_verified:,} of {run.coarse_slots:,} 1-minute slots with their average; "
               + ", ".join(f"{step} s: {items:,} items, {size:,} bytes"
                           for step, (items, size, _units) in sorted(run.stored.items())))
         base_items, base_bytes, _units = run.stored.get(STEP, (0, 0, 0))
