@@ -25,7 +25,7 @@ from turok_core.storage.block_layout import (
 )
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import check_table_affixes, table_name
-from turok_core.storage.writes import BATCH_WRITE_ITEMS, WriteStats, item_size
+from turok_core.storage.writes import BATCH_WRITE_ITEMS, MergedBlocks, WriteStats, item_size
 
 
 class MemoryBlockStore:
@@ -71,7 +71,8 @@ class MemoryBlockStore:
         return self.write_blocks(slots_by_block(slots, self.span), assume_new, exclusive)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True, exclusive: bool = False) -> WriteStats:
+                     assume_new: bool = True, exclusive: bool = False,
+                     merged: Optional[MergedBlocks] = None) -> WriteStats:
         """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each."""
         keyed: dict[tuple[str, str, int], tuple[int, dict[int, float]]] = {}
         for metric, step, start, values in blocks:
@@ -104,6 +105,8 @@ class MemoryBlockStore:
                 table, metric, start = key
                 stored = self._tables[table].get((metric, start))
                 blob = self._merged(stored, step, values)
+                if merged is not None:
+                    merged[(metric, step, start)] = decode_datapoints(blob)
                 if blob == stored:
                     stats.items_unchanged += 1  # a redelivery: same values, no write unit spent
                     continue

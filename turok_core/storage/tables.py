@@ -26,7 +26,7 @@ from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
 from turok_core.storage.reads import BlockReader, BlockReadError
 from turok_core.storage.table_names import check_table_affixes, table_name
-from turok_core.storage.writes import BlockMerger, BlockWriteError, WriteStats
+from turok_core.storage.writes import BlockMerger, BlockWriteError, MergedBlocks, WriteStats
 
 __all__ = ["BACKOFF", "BlockReadError", "BlockStore", "BlockWriteError", "DayTables", "WriteStats"]
 
@@ -175,10 +175,11 @@ class BlockStore:
         return self._merger.write_slots(slots, assume_new, exclusive)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True, exclusive: bool = False) -> WriteStats:
+                     assume_new: bool = True, exclusive: bool = False,
+                     merged: Optional[MergedBlocks] = None) -> WriteStats:
         """Set the slots of whole blocks, ``(metric, step, block_start, {slot index: value})`` each;
         see ``BlockMerger.write_blocks``."""
-        return self._merger.write_blocks(blocks, assume_new, exclusive)
+        return self._merger.write_blocks(blocks, assume_new, exclusive, merged)
 
     def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
         """Write whole new blocks without a read, batched; see ``BlockMerger.put_blocks``."""

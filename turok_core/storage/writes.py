@@ -44,6 +44,8 @@ _NAME_BYTES = len("metric") + len("start_time") + len("datapoints")
 _THROTTLED = ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded")
 
 BlockKey = tuple[str, str, int]  # (table, metric, block start)
+# (metric, step, block start) → the block's slot values after a merge, None for gaps
+MergedBlocks = dict[tuple[str, int, int], list]
 
 
 class BlockWriteError(RuntimeError):
@@ -121,7 +123,8 @@ class BlockMerger:
                                  assume_new, exclusive)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True, exclusive: bool = False) -> WriteStats:
+                     assume_new: bool = True, exclusive: bool = False,
+                     merged: Optional[MergedBlocks] = None) -> WriteStats:
         """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each.
 
         Like ``write_slots``, but for blocks gathered in memory. With ``assume_new`` (turokd
@@ -129,6 +132,9 @@ class BlockMerger:
         only if absent, which skips the read; a block that exists is then merged as usual.
         ``exclusive``: no other process writes these blocks (the caller holds their partition's
         lease), so they are read in batches and put back with BatchWriteItem, without conditions.
+        ``merged``, when given, receives every merged block's slot values as stored now (then a
+        sole writer knows its blocks whole without reading them again); blocks put if absent
+        without a read are not in it.
         """
         spans: dict[int, int] = {}
         keyed: dict[BlockKey, tuple[int, dict[int, float]]] = {}
@@ -139,7 +145,7 @@ class BlockMerger:
             if start % span:
                 raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
             keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
-        return self._write(keyed, spans, assume_new, exclusive)
+        return self._write(keyed, spans, assume_new, exclusive, merged)
 
     def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
         """Write whole new blocks, ``(metric, step, block_start, {slot index: value})`` each, with
@@ -187,7 +193,7 @@ class BlockMerger:
         return stats
 
     def _write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
-               assume_new: bool, exclusive: bool) -> WriteStats:
+               assume_new: bool, exclusive: bool, merged: Optional[MergedBlocks] = None) -> WriteStats:
         stats = WriteStats()
         if not blocks:
             return stats
@@ -196,7 +202,7 @@ class BlockMerger:
             stats.tables_created += self._tables.ensure(name)
         with self._blocks.hold(blocks):
             try:
-                self._merge_and_write(blocks, spans, stats, assume_new, exclusive)
+                self._merge_and_write(blocks, spans, stats, assume_new, exclusive, merged)
             except ClientError as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
@@ -204,12 +210,12 @@ class BlockMerger:
                 self._tables.forget(names)
                 for name in sorted(names):
                     stats.tables_created += self._tables.ensure(name)
-                self._merge_and_write(blocks, spans, stats, assume_new, exclusive)
+                self._merge_and_write(blocks, spans, stats, assume_new, exclusive, merged)
         return stats
 
     def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
                          spans: dict[int, int], stats: WriteStats, assume_new: bool = False,
-                         exclusive: bool = False) -> None:
+                         exclusive: bool = False, merged: Optional[MergedBlocks] = None) -> None:
         remaining = dict(blocks)
         attempts = max(1, self._config.write_max_attempts)
         conditional = self._config.conditional_writes and not exclusive
@@ -220,7 +226,7 @@ class BlockMerger:
             if not remaining:
                 return
         for attempt in range(attempts):
-            puts = self._merge(remaining, spans, stats)
+            puts = self._merge(remaining, spans, stats, merged=merged)
             if not conditional:
                 self._batch_write([(table, item) for table, item, _old, _units in puts], stats)
                 stats.items_written += len(puts)
@@ -235,8 +241,8 @@ class BlockMerger:
         raise BlockWriteError(f"{len(remaining)} block(s) kept changing under us for {attempts} attempts")
 
     def _merge(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
-               stats: WriteStats, stored: Optional[dict[BlockKey, dict]] = None
-               ) -> list[tuple[str, dict, Optional[dict], int]]:
+               stats: WriteStats, stored: Optional[dict[BlockKey, dict]] = None,
+               merged: Optional[MergedBlocks] = None) -> list[tuple[str, dict, Optional[dict], int]]:
         """Read the blocks (unless ``stored`` is given), set the new slots;
         ``(table, item, stored datapoints, units)`` to put."""
         if stored is None:
@@ -260,6 +266,8 @@ class BlockMerger:
                 values.extend([None] * (slot_count - len(values)))
             for index, value in new.items():
                 values[index] = value
+            if merged is not None:
+                merged[(metric, step, start)] = values
             blob = encode_datapoints(values)
             if attribute is not None and "B" in attribute and bytes(attribute["B"]) == blob:
                 stats.items_unchanged += 1  # a redelivery: same values, no write unit spent

@@ -9,8 +9,10 @@ only then hands out the messages that may be deleted.
 A closed block is *put* whole with BatchWriteItem and no read when this turokd alone writes it
 and never wrote it before (``fresh.py``: the ``owned_since`` hook, which the service wires to
 partition leases); any other block is merged into the stored item (read, slots set, put back):
-in batches without conditions while the partition's lease is held, else with a conditional put. Coarse blocks are computed from the finer blocks just put when turokd holds all of their
-input, else from the finer slots read back from DynamoDB (``rollup_writer.py``).
+in batches without conditions while the partition's lease is held, else with a conditional put.
+Coarse blocks are computed from the finer blocks just written when turokd knows them whole (put
+whole, or merged by it as the partition's sole writer), else from the finer slots read back from
+DynamoDB (``rollup_writer.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Callable, Optional, Sequence
 from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
+from turok_core.storage.writes import MergedBlocks
 from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
 from turok_core.turokd.fresh import BASE, COARSE, FreshBlocks, OwnedSince
@@ -121,20 +124,23 @@ class BlockWriter:
         if not fresh and not merged and not rewritten and not exclusive:
             return []
         rows: list[Row] = []
+        known: MergedBlocks = {}  # the exclusive merges' blocks as stored now: known whole
         for blocks, write in ((fresh, self.store.put_blocks), (merged, self.store.write_blocks),
                               (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False)),
                               (exclusive, lambda rows: self.store.write_blocks(rows, assume_new=False,
-                                                                                exclusive=True))):
+                                                                                exclusive=True, merged=known))):
             part = [_row(metric, step, start, values) for metric, step, start, values in blocks if values is not None]
             if part:
                 result.stats.add(write(part))
                 rows += part
-        merged += rewritten + exclusive
+        merged += rewritten
         for step, start in due.blocks:
             self.fresh.mark(BASE, step, [start])
         result.blocks += len(rows)
         result.slots += sum(len(values) for *_key, values in rows)
-        return fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
+        return (fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
+                + [(metric, step, start, known.get((metric, step, start)))
+                   for metric, step, start, _values in exclusive])
 
     def _roll_up(self, now: float, result: CloseResult) -> None:
         if self.rollups is None:
@@ -157,30 +163,33 @@ class BlockWriter:
         plans = []
         held = all(self.fresh.held(block.plan.metric) for block in due)
         for block in due:
-            if block.values is None:
-                plans.append(block.plan)
+            if block.values is None or (block.partial and not block.whole):
+                plans.append(block.plan)  # a straddling slot of a block known in part needs DynamoDB
                 continue
             plan, values = block.plan, block.finish()
             row = _row(plan.metric, plan.coarse_step, plan.start, values)
             if not row[3]:
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
-            if self.fresh.written(COARSE, plan.coarse_step, plan.start):
-                merges.append(row)
-            else:
+            if block.whole and not self.fresh.written(COARSE, plan.coarse_step, plan.start):
                 puts.append((row, values))
+            else:
+                merges.append(row)
         written: list[WrittenBlock] = []
         if puts:
             result.stats.add(self.store.put_blocks([row for row, _values in puts]))
             written += [(metric, step, start, values) for (metric, step, start, _row), values in puts]
         if merges:
-            # their ids were written: merged at once, without conditions while the partition is held
-            result.stats.add(self.store.write_blocks(merges, assume_new=False, exclusive=held))
-            written += [(metric, step, start, None) for metric, step, start, _values in merges]
+            # merged without conditions while the partition is held; then known whole for the next level
+            known: MergedBlocks = {}
+            result.stats.add(self.store.write_blocks(merges, assume_new=False, exclusive=held,
+                                                     merged=known if held else None))
+            written += [(metric, step, start, known.get((metric, step, start)))
+                        for metric, step, start, _values in merges]
         result.rollup_slots += sum(len(row[3]) for row, _values in puts) + sum(len(row[3]) for row in merges)
         if plans:
             # coarse blocks written before exist: merge without trying put-if-absent first
-            known = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)
-            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not known, exclusive=held)
+            exist = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)
+            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not exist, exclusive=held)
             result.rollup_slots += slots
             written += [(metric, step, start, None) for metric, step, start in read_back]
         for block in due:

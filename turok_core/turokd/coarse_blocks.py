@@ -7,15 +7,21 @@ block closes when the coarse block does, in the same ``BlockWriter.close``, fine
 
 A pending coarse block is computed in one of two ways:
 
-- **from memory**, when turokd has every finer slot it covers: the metric is owned since before
-  the coarse block began (``fresh.py``), no block of this id was written before, and every finer
-  block fed to it was put whole (so what turokd holds is what is stored). Each coarse slot lying
-  inside one finer block is computed as that block is written (whisper's rule, ``rollup.py``);
-  a coarse slot straddling two finer blocks keeps its finer values until the block closes. Finer
-  blocks turokd never wrote hold nothing: it was their only writer.
-- **from DynamoDB** otherwise (after a restart, a lease move, late data merged into a finer
-  block, no ownership hook): the plan goes to ``rollup_writer.rollup_blocks``, which reads the
-  finer slots, merges, and verifies against concurrent writers.
+- **from memory, whole**, when turokd has every finer slot it covers: the metric is owned since
+  before the coarse block began (``fresh.py``), no block of this id was written before, and every
+  finer block fed to it is known whole (put whole, or merged by this sole writer, which then
+  knows the stored values). Each coarse slot lying inside one finer block is computed as that
+  block is written (whisper's rule, ``rollup.py``); a coarse slot straddling two finer blocks
+  keeps its finer values until the block closes. Finer blocks turokd never wrote hold nothing:
+  it was their only writer. The coarse block is put whole.
+- **from memory, in part**, when the partition is held but the coarse block may hold data from
+  before (an old block, a lease that moved): the coarse slots lying inside the finer blocks fed
+  (known whole) are computed as above and merged into the stored coarse block; the other
+  coarse slots are left as they are, as their finer data did not change. A straddling slot
+  needs a finer block not fed, so such a block goes to DynamoDB instead.
+- **from DynamoDB** otherwise (after a restart without a held lease, a conditional merge, no
+  ownership hook): the plan goes to ``rollup_writer.rollup_blocks``, which reads the finer
+  slots, merges, and verifies against concurrent writers.
 
 Either way a coarse slot is whisper's aggregate of the finer slots it covers, written only when
 their known fraction reaches ``xFilesFactor``, so both give the same bytes. The pending set lives
@@ -26,8 +32,6 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import eq
 from typing import Iterable, Optional, Sequence
 
 from turok_core.model.schemas import PolicyCache, SchemaSet
@@ -48,15 +52,22 @@ class CoarseBlock:
     closes: float
     values: Optional[array]  # coarse slot values (NaN: none yet); None: computed from DynamoDB
     partial: dict[int, array] = field(default_factory=dict)  # straddling slot index → its finer values
+    whole: bool = True  # every finer block of its span known (put whole); else merged slot by slot
 
-    def add_finer(self, start: int, values: Sequence[float]) -> None:
-        """A finer block put whole: compute the coarse slots inside it, keep the straddling ones."""
+    def add_finer(self, start: int, values: Sequence[Optional[float]]) -> None:
+        """A finer block known whole (gaps NaN or None): compute the coarse slots inside it that
+        it has data for, keep the straddling ones."""
         plan, coarse = self.plan, self.values
         assert coarse is not None
         step, coarse_step = plan.finer_step, plan.coarse_step
         ratio = coarse_step // step
         end = start + len(values) * step
-        for slot in range(max(plan.start, start - start % coarse_step), min(plan.end, end), coarse_step):
+        # only coarse slots with finer data can change: old blocks are mostly gaps
+        touched = {t - t % coarse_step for t in (start + i * step for i, v in enumerate(values)
+                                                  if v is not None and v == v)}
+        for slot in sorted(touched):
+            if slot < plan.start or slot >= plan.end:
+                continue
             index = (slot - plan.start) // coarse_step
             if slot >= start and slot + coarse_step <= end:
                 offset = (slot - start) // step
@@ -66,7 +77,8 @@ class CoarseBlock:
             if part is None:
                 part = self.partial[index] = array("d", [NAN]) * ratio
             for t in range(max(slot, start), min(slot + coarse_step, end), step):
-                part[(t - slot) // step] = values[(t - start) // step]
+                value = values[(t - start) // step]
+                part[(t - slot) // step] = NAN if value is None else value
 
     def finish(self) -> array:
         """The coarse slot values, straddling slots included (finer blocks never written are gaps)."""
@@ -78,8 +90,8 @@ class CoarseBlock:
         return coarse
 
 
-def _rolled(values: Sequence[float], plan: RollupPlan) -> float:
-    known = list(compress(values, map(eq, values, values)))  # NaN (a gap) is not equal to itself
+def _rolled(values: Sequence[Optional[float]], plan: RollupPlan) -> float:
+    known = [v for v in values if v is not None and v == v]  # a gap: None, or NaN (not equal to itself)
     value = rollup_known(known, len(values), plan.aggregation_type, whisper_xff(plan.x_files_factor))
     return NAN if value is None else value
 
@@ -105,8 +117,9 @@ class CoarseBlocks:
         A coarse block written before (late data) is recomputed ``late_delay`` after the last
         finer write into it, so a stream of late data recomputes it once, not once per batch.
 
-        A block given with its values was put whole and feeds coarse blocks computed from
-        memory; one without (merged) makes them computed from DynamoDB. A block whose step is
+        A block given with its values is known whole (put whole, or merged by this sole writer)
+        and feeds coarse blocks computed from memory; one without (merged conditionally) makes
+        them computed from DynamoDB. A block whose step is
         not an archive of its metric's policy (or of a metric no schema matches) rolls up
         nowhere; a block of the coarsest archive neither.
         """
@@ -127,10 +140,11 @@ class CoarseBlocks:
                     if pending is None:
                         plan = RollupPlan(metric, level, step, coarse_step, coarse_start, coarse_start + coarse_span,
                                           policy.aggregation_type, policy.x_files_factor)
-                        in_memory = values is not None and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
+                        whole = self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
+                        in_memory = values is not None and (whole or self._fresh.held(metric))
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,
-                            array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None)
+                            array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None, whole=whole)
                     if self._late_delay and self._fresh.written(COARSE, coarse_step, coarse_start):
                         pending.closes = max(pending.closes, now + self._late_delay)
                     if values is None:
