@@ -231,8 +231,13 @@ def test_exclusive_merges_are_batched_reads_and_batch_writes_without_conditions(
     store.write_blocks([(metric, STEP, DAY, {0: 1.0}) for metric in metrics])
     blocks = [(metric, STEP, DAY, {1: float(i)}) for i, metric in enumerate(metrics)]  # stored: merged
     blocks += [(metric, STEP, DAY + span, {0: i + 0.5}) for i, metric in enumerate(metrics)]  # new
-    stats = store.write_blocks(blocks, assume_new=False, exclusive=True)
+    merged: dict = {}
+    stats = store.write_blocks(blocks, assume_new=False, exclusive=True, merged=merged)
     assert stats.items_written == 60 and stats.items_unchanged == 0
+    # every merged block handed back whole, as stored now: the caller need not read it again
+    slots = span // STEP
+    assert merged[("excl.m07", STEP, DAY)] == [1.0, 7.0] + [None] * (slots - 2)
+    assert merged[("excl.m07", STEP, DAY + span)] == [7.5] + [None] * (slots - 1) and len(merged) == 60
     assert stats.read_calls == 1 and stats.write_calls == 3 and stats.write_units == 60
     got = store.fetch_series(metrics, STEP, DAY, DAY + span + STEP)
     assert all(got[metric][:2] == [1.0, float(i)] and got[metric][-1] == i + 0.5 for i, metric in enumerate(metrics))

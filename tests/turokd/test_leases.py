@@ -92,11 +92,15 @@ def test_heartbeats_take_renew_and_move_a_dead_turokds_partitions():
     assert not a.may_write(changes.release[0]) and a.owned_since(_metric_in(changes.release[0])) is None
     clock.now += 1
     assert sorted(b.heartbeat().gained) == sorted(changes.release)
+    assert not any(b.took_over(p) for p in changes.release)  # handed back: nothing left pending in a
+    assert not any(a.took_over(p) for p in range(4))  # never owned before: nothing to inherit
     # a dies: b takes its partitions once their leases expire, not before
     clock.now += 10
     assert b.heartbeat().gained == []
     clock.now += 15
-    assert len(b.heartbeat().gained) == 2 and b.held == [0, 1, 2, 3]
+    gained = b.heartbeat().gained
+    assert len(gained) == 2 and b.held == [0, 1, 2, 3]
+    assert all(b.took_over(p) for p in gained)  # taken from a turokd that died with them
 
 
 def test_a_turokd_paused_past_its_lease_cannot_write_and_learns_the_loss():

@@ -105,8 +105,10 @@ class MemoryBlockStore:
                 table, metric, start = key
                 stored = self._tables[table].get((metric, start))
                 blob = self._merged(stored, step, values)
-                if merged is not None:
-                    merged[(metric, step, start)] = decode_datapoints(blob)
+                if merged is not None:  # every slot of the block, as BlockMerger gives them
+                    slot_count = self.span(step) // step
+                    stored_values = decode_datapoints(blob)[:slot_count]
+                    merged[(metric, step, start)] = stored_values + [None] * (slot_count - len(stored_values))
                 if blob == stored:
                     stats.items_unchanged += 1  # a redelivery: same values, no write unit spent
                     continue

@@ -58,15 +58,18 @@ class BlockWriter:
 
     ``clock`` is the one time source (epoch seconds), injectable so a simulated day runs in
     minutes. ``owned_since(metric)``: since when this turokd is the only writer of the metric's
-    partition (None or no hook: unknown, so every block is merged). ``hold`` may be called from
-    several threads; ``close`` from one at a time.
+    partition (None or no hook: unknown, so every block is merged). ``took_over``: the partition
+    was taken from a turokd that never gave it back (or that is unknown), so each coarse block's
+    first write here recomputes it from DynamoDB (``coarse_blocks.py``). ``hold`` may be called
+    from several threads; ``close`` from one at a time.
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
-                 clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None) -> None:
+                 clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
+                 took_over: bool = True) -> None:
         self.store = store
         self.clock = clock
-        self.fresh = FreshBlocks(owned_since)
+        self.fresh = FreshBlocks(owned_since, took_over=took_over)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,

@@ -61,6 +61,7 @@ class PartitionLeases:
         self._held: dict[int, Lease] = {}
         self._valid_until: dict[int, float] = {}
         self._since: dict[int, float] = {}
+        self._took_over: set[int] = set()  # taken from a turokd that never gave it back
 
     @property
     def held(self) -> list[int]:
@@ -97,6 +98,10 @@ class PartitionLeases:
                     self._held[partition] = taken
                     self._valid_until[partition] = now + self.duration
                     self._since[partition] = now
+                    # an owner still named on an expired lease died or was cut off: what it held
+                    # in memory (coarse blocks pending) may be missing from DynamoDB
+                    if seen is not None and seen.owner and seen.owner != self.worker:
+                        self._took_over.add(partition)
                 changes.gained.append(partition)
         for partition in changes.lost:
             self.drop(partition)
@@ -128,6 +133,11 @@ class PartitionLeases:
         with self._lock:
             return partition in self._held and self._valid_until.get(partition, 0.0) > now + self.margin
 
+    def took_over(self, partition: int) -> bool:
+        """``partition`` was taken from a turokd that held it and never gave it back."""
+        with self._lock:
+            return partition in self._took_over
+
     def owned_since(self, metric: str) -> Optional[float]:
         """Since when this turokd has held ``metric``'s partition; None when it does not."""
         partition = partition_of(metric, self.partitions)
@@ -140,6 +150,7 @@ class PartitionLeases:
             self._held.pop(partition, None)
             self._valid_until.pop(partition, None)
             self._since.pop(partition, None)
+            self._took_over.discard(partition)
 
     def release(self, partition: int) -> bool:
         """Give ``partition`` back (blocking); False when it had been lost already."""

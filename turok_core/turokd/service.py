@@ -220,7 +220,8 @@ class TurokdService(QueueConsumerService):
     def _start_partition(self, partition: int) -> None:
         leases = started(self.leases)
         writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
-                             owned_since=lambda metric: leases.owned_since(metric))
+                             owned_since=lambda metric: leases.owned_since(metric),
+                             took_over=leases.took_over(partition))
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1
