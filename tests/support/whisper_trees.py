@@ -44,11 +44,23 @@ def make_file(path: Path, archives: Sequence[tuple[int, int]], aggregation: str,
             t += run * step
         else:
             t += rng.randint(1, 20) * step
-    # carbon's cache flushes a metric's points in chunks, oldest first, each at its own "now"
-    for i in range(0, len(points), 500):
-        chunk = points[i:i + 500]
-        whisper.update_many(str(path), chunk, now=chunk[-1][0] + 1)
+    write_as_carbon(path, points)
     return points
+
+
+def write_as_carbon(path: Path, points: Sequence[tuple[int, float]], every: int = 600) -> None:
+    """Write ``points`` (in time order) as carbon's cache flushes them: every ``every`` seconds
+    the points of that while, each flush at its own "now"."""
+    import whisper
+
+    chunk: list[tuple[int, float]] = []
+    for point in points:
+        if chunk and point[0] // every != chunk[0][0] // every:
+            whisper.update_many(str(path), chunk, now=chunk[-1][0] + 1)
+            chunk = []
+        chunk.append(point)
+    if chunk:
+        whisper.update_many(str(path), chunk, now=chunk[-1][0] + 1)
 
 
 def carbon_path(root: Path, name: str) -> Path:

@@ -5,7 +5,7 @@ window that archive keeps at time ``now``: when the file has an archive of the s
 window (what ``whisper.fetch`` shows) covers the slot, its value is copied; otherwise the slot
 is rolled up (``turokd.rollup.rollup_known``: the Turok schema's aggregation method and
 xFilesFactor, whisper's arithmetic) from the finest file archive whose step divides it and whose
-window covers the whole slot. A Turok resolution finer than every archive covering a time gets
+window covers the whole slot (the slot holding ``now``: what is known of it). A Turok resolution finer than every archive covering a time gets
 nothing there: data is never invented. With the file's schema equal to Turok's, every archive
 is copied slot for slot, which is what makes ``/render`` equal ``whisper.fetch``.
 
@@ -59,8 +59,10 @@ def _column_for(target: Archive, first: int, end: int,
     ordered = sorted((s for s in sources if step % s[0].step == 0), key=lambda s: (s[0].step != step, s[0].step))
     for archive, source_first, values in ordered:
         source_end = source_first + archive.retention
-        low = max(first, source_first + (-source_first) % step)  # first target slot the source covers whole
-        high = min(end, source_end - source_end % step)
+        # target slots the source covers whole; at the top, where every window ends at ``now``, the
+        # slot holding ``now`` too (rolled up from what is known, as whisper and turokd do)
+        low = max(first, source_first + (-source_first) % step)
+        high = min(end, source_end + (-source_end) % step)
         if low >= high:
             continue
         ratio = step // archive.step
