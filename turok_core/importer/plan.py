@@ -5,9 +5,10 @@ window that archive keeps at time ``now``: when the file has an archive of the s
 window (what ``whisper.fetch`` shows) covers the slot, its value is copied; otherwise the slot
 is rolled up (``turokd.rollup.rollup_known``: the Turok schema's aggregation method and
 xFilesFactor, whisper's arithmetic) from the finest file archive whose step divides it and whose
-window covers the whole slot (the slot holding ``now``: what is known of it). A Turok resolution finer than every archive covering a time gets
-nothing there: data is never invented. With the file's schema equal to Turok's, every archive
-is copied slot for slot, which is what makes ``/render`` equal ``whisper.fetch``.
+window covers the whole slot (the slot holding ``now``: what is known of it). A Turok resolution
+finer than every archive covering a time gets nothing there: data is never invented. With the
+file's schema equal to Turok's, every archive is copied slot for slot, which is what makes
+``/render`` equal ``whisper.fetch``.
 
 The result is ``(metric, step, block_start, {slot index: value})`` for each block that holds a
 value, ready for ``write_blocks``. ``planned_blocks`` counts the blocks of a file from its header
