@@ -18,6 +18,11 @@ worker processes, and prints:
 * the anchor: ``whisper.fetch`` of every archive of the same files, in this process (what carbon's
   own reader spends on them), as a ratio;
 * the extrapolation to 1,000,000 files on this machine, and the DynamoDB bill.
+
+With ``--moto-files N`` it then runs the real command (``turok-import --jobs 2``) on N of the files
+against a moto server twice, with ``conditional_writes`` on (a conditional PutItem per block, the
+default) and off (BatchWriteItem), and prints the command's CPU (its worker processes included;
+moto's apart) per block: what the boto3 calls add to the importer's own work.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from common import human, machine
+from common import free_port, human, machine, moto_command, moto_env, stop, wait_port
 
 from turok_core.importer.cost import DOLLARS_PER_READ_UNIT, DOLLARS_PER_WRITE_UNIT
 from turok_core.importer.layout import TreeFile, walk
@@ -107,6 +112,45 @@ def live_day_units_per_1000() -> float:
     return blocks / (DAY / ARCHIVES[0][0]) * 1000
 
 
+def run_on_moto(workdir: Path, files: list[tuple[str, str]], now: int, conditional: bool) -> tuple[float, float, int]:
+    """(wall s, CPU s of the command and its workers, blocks written) of ``turok-import`` on ``files``."""
+    import subprocess
+
+    from turok_core.dev.stack import write_config
+    from turok_core.runtime.provision import provision
+
+    port = free_port()
+    moto = subprocess.Popen(moto_command(port), env=moto_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, 30, moto)
+        tree = workdir / f"moto-tree-{int(conditional)}"
+        for path, name in files:
+            target = tree / (name.replace(".", "/") + ".wsp")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+        config = TurokConfig(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1",
+                             schemas_file=str(workdir / "schemas.conf"), conditional_writes=conditional)
+        provision(config)
+        ini = workdir / f"moto-{int(conditional)}.ini"
+        write_config(config, ini)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TUROK_", "AWS_"))}
+        env.update(PYTHONPATH=str(Path(__file__).resolve().parent.parent), AWS_ACCESS_KEY_ID="bench",
+                   AWS_SECRET_ACCESS_KEY="bench")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "turok_core.importer.cli", "--config", str(ini), "--jobs", "2",
+                               "--journal", str(workdir / f"moto-{int(conditional)}.journal"), "--now", str(now),
+                               str(tree)], env=env, capture_output=True, text=True, timeout=3600)
+        wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode != 0:
+            raise RuntimeError(f"turok-import failed: {done.stderr[-2000:]}")
+        written = int(done.stdout.rsplit("blocks, ", 1)[1].split(" written", 1)[0])
+        return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), written
+    finally:
+        stop(moto)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=10000)
@@ -114,6 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=20, help="files a worker imports per task")
     parser.add_argument("--anchor-files", type=int, default=200, help="files whisper.fetch reads for the anchor")
+    parser.add_argument("--moto-files", type=int, default=0, help="files imported by the command on a moto server")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     now = int(time.time())
@@ -152,6 +197,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 _info, values = whisper.fetch(path, now - step * count, now, now=now, archiveToSelect=step)
                 anchor_points += sum(v is not None for v in values)
         anchor_cpu = time.process_time() - anchor_cpu
+        moto_runs = [(conditional, *run_on_moto(workdir, files[:args.moto_files], now, conditional))
+                     for conditional in (True, False)] if args.moto_files else []
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}")
@@ -173,6 +220,12 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{per_file_cpu / anchor_per_file:.2f}x CPU per file")
     print(f"anchor: a day of live data at this schema, each block written once: {live:.2f} write units per "
           f"1,000 points; import / live: {units_per_1000 / live:.2f}x")
+    for conditional, moto_wall, moto_cpu, written in moto_runs:
+        mode = "conditional PutItem per block" if conditional else "BatchWriteItem"
+        print(f"on moto, {args.moto_files} files, {mode}: {written:,} blocks in {moto_wall:.1f} s, command CPU "
+              f"{moto_cpu:.1f} s = {moto_cpu / written * 1000:.2f} ms per block (in memory: "
+              f"{cpu / blocks * 1000:.2f}); 10,000 files: {moto_cpu / written * blocks / n_files * 10000 / 3600:.2f} "
+              f"CPU-hours")
     million = 1_000_000 / (n_files / wall)
     dollars = blocks / n_files * 1e6 * (DOLLARS_PER_WRITE_UNIT + DOLLARS_PER_READ_UNIT)
     print(f"1,000,000 files at this rate on {os.cpu_count()} cores: {million / 3600:.1f} h of importer CPU-bound "
