@@ -12,11 +12,9 @@ not divide each other) raises ``WhisperFileError`` with the reason; nothing here
 """
 from __future__ import annotations
 
-import math
-import operator
 import struct
 from dataclasses import dataclass
-from itertools import compress
+from functools import lru_cache
 from typing import Optional
 
 METADATA = struct.Struct("!2LfL")
@@ -113,6 +111,12 @@ def read_header(path: str) -> WhisperHeader:
     return parse_header(head)
 
 
+@lru_cache(maxsize=64)
+def _series(points: int) -> struct.Struct:
+    """The compiled format of an archive of ``points`` points (archives of one size share it)."""
+    return struct.Struct("!" + "Ld" * points)
+
+
 def archive_window(archive: WhisperArchive, now: int) -> tuple[int, int]:
     """``[first, end)`` slot starts of ``archive`` that ``whisper.fetch`` shows at time ``now``
     (``points`` slots ending with the one holding ``now``)."""
@@ -124,7 +128,7 @@ def archive_values(data: bytes, archive: WhisperArchive, now: int) -> tuple[int,
     """``(first slot start, values)``: the archive's slots in its window at ``now``, None for gaps."""
     first, end = archive_window(archive, now)
     points = archive.points
-    unpacked = struct.unpack_from("!" + "Ld" * points, data, archive.offset)
+    unpacked = _series(points).unpack_from(data, archive.offset)
     stamps, values = unpacked[0::2], unpacked[1::2]
     base = stamps[0]
     if base == 0:  # whisper: an archive whose first point was never written is empty
@@ -134,10 +138,6 @@ def archive_values(data: bytes, archive: WhisperArchive, now: int) -> tuple[int,
     turn = ((first - base) // archive.step) % points
     stamps = stamps[turn:] + stamps[:turn]
     values = values[turn:] + values[:turn]
-    matches = list(map(operator.eq, stamps, range(first, end, archive.step)))
-    column: list[Optional[float]] = [None] * points
-    for index in compress(range(points), matches):
-        value = values[index]
-        if not math.isnan(value):
-            column[index] = value
-    return first, column
+    # v == v is False for NaN: a gap
+    return first, [value if stamp == expected and value == value else None
+                   for stamp, expected, value in zip(stamps, range(first, end, archive.step), values)]
