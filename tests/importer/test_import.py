@@ -152,3 +152,33 @@ def test_progress_shows_files_points_write_units_and_eta():
     line = stream.getvalue()
     assert "files 25/100" in line and "points 1.5M" in line and "write units 2.5k" in line
     assert "ETA 0:00:30" in line and "25.0%" in line
+
+
+class FailingAfter:
+    """A block store that fails (Ctrl-C, or AWS refusing) on its ``calls``-th write."""
+
+    def __init__(self, store, calls, error):
+        self.store, self.calls, self.error = store, calls, error
+
+    def span(self, step):
+        return self.store.span(step)
+
+    def write_blocks(self, *args, **kwargs):
+        self.calls -= 1
+        if self.calls == 0:
+            raise self.error
+        return self.store.write_blocks(*args, **kwargs)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("BatchWriteItem kept failing")])
+def test_an_interrupted_import_journals_what_finished_and_resumes(tmp_path, tree, config, error):
+    store, queue = MemoryBlockStore(config), MemoryQueue()
+    with pytest.raises(type(error)):
+        run(config, FailingAfter(store, 3, error), [tree], tmp_path / "j", queue)
+    assert len(Journal(str(tmp_path / "j"))) == 2  # the two files written before, announced too
+    assert len(announced(queue)) == 2
+    resumed = run(config, store, [tree], tmp_path / "j", queue)
+    assert (resumed.files, resumed.skipped) == (2, 2)
+    whole = MemoryBlockStore(config)
+    run(config, whole, [tree], tmp_path / "whole")
+    assert store._tables == whole._tables
