@@ -95,8 +95,8 @@ def _import_chunk(paths: list[tuple[str, str]]) -> tuple[int, int, int, int, flo
     assert _importer is not None
     cpu = time.process_time()
     files = points = blocks = units = 0
-    for path, name in paths:
-        outcome = _importer(TreeFile(path, name), (path, 0, 0))
+    for path, relative in paths:
+        outcome = _importer(TreeFile(path, relative), (path, 0, 0))
         assert not outcome.error, outcome.error
         files += 1
         points += outcome.points
@@ -124,8 +124,8 @@ def run_on_moto(workdir: Path, files: list[tuple[str, str]], now: int, condition
     try:
         wait_port(port, 30, moto)
         tree = workdir / f"moto-tree-{int(conditional)}"
-        for path, name in files:
-            target = tree / (name.replace(".", "/") + ".wsp")
+        for path, relative in files:
+            target = tree / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target)
         config = TurokConfig(aws_endpoint_url=f"http://127.0.0.1:{port}", aws_region="us-east-1",
@@ -173,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"  tree made in {time.monotonic() - started:.0f} s", flush=True)
         schemas = workdir / "schemas.conf"
         schemas.write_text(SCHEMAS)
-        files = [(f.path, f.name) for f in walk(str(workdir / "whisper"))]
+        files = [(f.path, f.relative) for f in walk(str(workdir / "whisper"))]
         chunks = [files[i:i + args.chunk] for i in range(0, len(files), args.chunk)]
         parent_cpu = time.process_time()
         started = time.monotonic()

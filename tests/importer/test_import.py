@@ -106,19 +106,23 @@ def test_bad_files_are_reported_skipped_and_counted(tmp_path, tree, config):
     truncated = tree / "bad" / "truncated.wsp"
     truncated.write_bytes(good[0].read_bytes()[:5000])
     (tree / "bad" / "gl*ob.wsp").write_bytes(good[0].read_bytes())  # a name the rule refuses
+    hashed = tree / "_tagged" / "abc" / "def" / ("0" * 64 + ".wsp")  # carbon's TAG_HASH_FILENAMES
+    hashed.parent.mkdir(parents=True)
+    hashed.write_bytes(good[0].read_bytes())
     reports: list[str] = []
     store = MemoryBlockStore(config)
     result = run(config, store, [tree], tmp_path / "j", reports=reports)
-    assert result.files == 4 and len(result.bad) == 4
+    assert result.files == 4 and len(result.bad) == 5
     reasons = dict(result.bad)
     assert "too short" in reasons[str(tree / "bad" / "empty.wsp")]
     assert "not a whisper file" in reasons[str(tree / "bad" / "text.wsp")]
     assert reasons[str(truncated)].startswith("truncated: 5000 bytes")
-    assert "refused" in reasons[str(tree / "bad" / "gl*ob.wsp")]
-    assert len(reports) == 4 and all("skipped" in line and "/bad/" in line for line in reports)
+    assert "no metric name: character '*'" in reasons[str(tree / "bad" / "gl*ob.wsp")]
+    assert "TAG_HASH_FILENAMES" in reasons[str(hashed)]
+    assert len(reports) == 5 and all("skipped" in line and str(tree) in line for line in reports)
     # bad files are not journaled: a second run reports them again, and imports nothing twice
     again = run(config, store, [tree], tmp_path / "j")
-    assert again.skipped == 4 and len(again.bad) == 4 and again.stats.items_written == 0
+    assert again.skipped == 4 and len(again.bad) == 5 and again.stats.items_written == 0
 
 
 def test_the_estimate_counts_the_blocks_the_import_writes_at_most(tmp_path, tree, config):

@@ -14,6 +14,7 @@ from turok_core.importer.whisper_file import (
     read_header,
     read_whisper,
 )
+from turok_core.model.metric_names import MetricNameError
 
 
 @pytest.mark.parametrize("archives, days, kind", [
@@ -105,5 +106,13 @@ def test_walk_finds_whisper_files_in_a_stable_order_and_leaves_others(tmp_path):
     for relative in ["b/c.wsp", "a.wsp", "b/a/x.wsp", "b/notes.txt", "_tagged/abc/def/m;k=v.wsp", "b/c.wsp.lock"]:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"")
-    assert [f.name for f in walk(str(tmp_path))] == ["a", "m;k=v", "b.c", "b.a.x"]
-    assert [f.name for f in walk(str(tmp_path / "a.wsp"))] == ["a"]
+    assert [name_for(f.relative) for f in walk(str(tmp_path))] == ["a", "m;k=v", "b.c", "b.a.x"]
+    assert [name_for(f.relative) for f in walk(str(tmp_path / "a.wsp"))] == ["a"]
+
+
+def test_a_tagged_series_stored_under_its_hash_has_no_name(tmp_path):
+    from carbon.util import TaggedSeries
+
+    relative = TaggedSeries.encode("m;k=v", sep="/", hash_only=True) + ".wsp"  # carbon's TAG_HASH_FILENAMES
+    with pytest.raises(MetricNameError, match="TAG_HASH_FILENAMES"):
+        name_for(relative)

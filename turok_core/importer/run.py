@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 from turok_core.importer.cost import CostEstimate
 from turok_core.importer.journal import FileKey, Journal, file_key
-from turok_core.importer.layout import TreeFile, clean_name, walk
+from turok_core.importer.layout import TreeFile, metric_name, walk
 from turok_core.importer.plan import plan_file, planned_blocks
 from turok_core.importer.progress import Progress
 from turok_core.importer.whisper_file import WhisperFileError, read_header, read_whisper
@@ -75,9 +75,9 @@ class FileImporter:
 
     def __call__(self, tree_file: TreeFile, key: FileKey) -> FileOutcome:
         try:
-            name = clean_name(tree_file.name, self.config.max_metric_name_bytes)
+            name = metric_name(tree_file, self.config.max_metric_name_bytes)
         except MetricNameError as exc:
-            return FileOutcome(key, tree_file.name, error=f"metric name {tree_file.name[:80]!r} refused: {exc}")
+            return FileOutcome(key, "", error=f"no metric name: {exc}")
         policy = self.policies(name)
         if policy is None:
             return FileOutcome(key, name, error=f"no schema matches {name!r}")
@@ -119,7 +119,7 @@ def estimate(roots: Iterable[str], config: TurokConfig, schemas: SchemaSet, jour
                     done += 1
                     continue
                 cost.files += 1
-                policy = policies(clean_name(tree_file.name, config.max_metric_name_bytes))
+                policy = policies(metric_name(tree_file, config.max_metric_name_bytes))
                 if policy is not None:
                     cost.blocks += planned_blocks(read_header(tree_file.path), policy, now, span_of)
             except (OSError, ValueError):
