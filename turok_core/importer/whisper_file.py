@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from functools import lru_cache
+from itertools import chain, islice
 from typing import Optional
 
 METADATA = struct.Struct("!2LfL")
@@ -111,10 +111,25 @@ def read_header(path: str) -> WhisperHeader:
     return parse_header(head)
 
 
-@lru_cache(maxsize=64)
-def _series(points: int) -> struct.Struct:
-    """The compiled format of an archive of ``points`` points (archives of one size share it)."""
-    return struct.Struct("!" + "Ld" * points)
+_CHUNK_POINTS = 1024
+_CHUNK = struct.Struct("!" + "Ld" * _CHUNK_POINTS)
+
+
+def _unpack(data: bytes, offset: int, points: int) -> tuple[list[int], list[float]]:
+    """The timestamps and values of ``points`` points from ``offset``, unpacked a chunk at a time
+    (one compiled format of a whole archive would cost more memory than the archive's values)."""
+    stamps: list[int] = []
+    values: list[float] = []
+    full, rest = divmod(points, _CHUNK_POINTS)
+    for index in range(full):
+        chunk = _CHUNK.unpack_from(data, offset + index * _CHUNK.size)
+        stamps += chunk[0::2]
+        values += chunk[1::2]
+    if rest:
+        chunk = struct.unpack_from("!" + "Ld" * rest, data, offset + full * _CHUNK.size)
+        stamps += chunk[0::2]
+        values += chunk[1::2]
+    return stamps, values
 
 
 def archive_window(archive: WhisperArchive, now: int) -> tuple[int, int]:
@@ -128,16 +143,13 @@ def archive_values(data: bytes, archive: WhisperArchive, now: int) -> tuple[int,
     """``(first slot start, values)``: the archive's slots in its window at ``now``, None for gaps."""
     first, end = archive_window(archive, now)
     points = archive.points
-    unpacked = _series(points).unpack_from(data, archive.offset)
-    stamps, values = unpacked[0::2], unpacked[1::2]
-    base = stamps[0]
+    base = struct.unpack_from("!L", data, archive.offset)[0]
     if base == 0:  # whisper: an archive whose first point was never written is empty
         return first, [None] * points
-    # rotate the ring so that position 0 is the window's first slot, then keep the slots whose
-    # stored timestamp is the one expected there (whisper.fetch's test)
+    stamps, values = _unpack(data, archive.offset, points)
+    # read the ring from the position of the window's first slot, keeping the slots whose stored
+    # timestamp is the one expected there (whisper.fetch's test); v == v is False for NaN: a gap
     turn = ((first - base) // archive.step) % points
-    stamps = stamps[turn:] + stamps[:turn]
-    values = values[turn:] + values[:turn]
-    # v == v is False for NaN: a gap
-    return first, [value if stamp == expected and value == value else None
-                   for stamp, expected, value in zip(stamps, range(first, end, archive.step), values)]
+    ring = zip(chain(islice(stamps, turn, None), islice(stamps, turn)), range(first, end, archive.step),
+               chain(islice(values, turn, None), islice(values, turn)))
+    return first, [value if stamp == expected and value == value else None for stamp, expected, value in ring]
