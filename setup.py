@@ -44,5 +44,6 @@ setup(
         "turok-provision=turok_core.runtime.provision:main",
         "turok-dev-stack=turok_core.dev.stack:main",
         "turok-keeper=keeper.cli:main",
+        "turok-import=turok_core.importer.cli:main",
     ]},
 )

@@ -34,6 +34,8 @@ def main(argv: list[str]) -> int:
         ["pipeline.py"] + (["--metrics", "1000"] if quick else []),
         ["late_data.py"] + (["--metrics", "1000"] if quick else []),
         ["turokd_scale.py"] + (["--metrics", "1000", "--duration", "90"] if quick else []),
+        # issue 15: turok-import of 10,000 whisper files (in memory), and the command on moto
+        ["importer.py"] + (["--files", "1000"] if quick else ["--moto-files", "20"]),
     ]
     failed = 0
     for script, *args in runs:

@@ -187,7 +187,9 @@ def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(dynamodb_co
     client = Unreliable(make_client("dynamodb", turok_config), get_failures=2)
     reader = make_store(turok_config.replace(put_threads=3), client, sleep=lambda s: None)
     assert reader.fetch_series(metrics, STEP, DAY, DAY + 1200) == expected
-    assert max(client.get_sizes) == 100 and sum(client.get_sizes) == 300 + 100
+    # the two failing calls each leave half their keys: 50 + 50, or 50 + 25 when the second
+    # failure meets the first one's leftovers (threads decide which)
+    assert max(client.get_sizes) == 100 and sum(client.get_sizes) - 300 in (75, 100), client.get_sizes
 
 
 def test_keys_past_the_answer_cap_are_asked_again(dynamodb_config, dynamodb_server):

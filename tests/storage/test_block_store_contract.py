@@ -247,3 +247,24 @@ def test_exclusive_merges_are_batched_reads_and_batch_writes_without_conditions(
     # slots too, and through the same flag
     assert store.write_slots([("excl.m00", STEP, DAY + 20, 7.0)], exclusive=True).write_calls == 1
     assert store.fetch_series(["excl.m00"], STEP, DAY, DAY + 30) == {"excl.m00": [1.0, 0.0, 7.0]}
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("assume_new", [True, False])
+def test_fill_gaps_sets_only_slots_without_a_stored_value(make_store, conditional, assume_new):
+    """An import of history under blocks turokd already wrote: stored slots win, gaps are filled,
+    a block nobody wrote is written whole, and importing again writes nothing."""
+    store = make_store(conditional_writes=conditional)
+    span = store.span(STEP)
+    store.write_slots([("fill.m", STEP, DAY + 10, 5.0), ("fill.m", STEP, DAY + 30, 7.0)])  # live data
+    imported = [("fill.m", STEP, DAY, {0: 1.0, 1: -1.0, 2: 2.0, 3: -3.0}), ("fill.m", STEP, DAY + span, {1: 4.0})]
+    stats = store.write_blocks(imported, assume_new=assume_new, fill_gaps=True)
+    assert stats.items_written == 2 and stats.items_unchanged == 0
+    got = store.fetch_series(["fill.m"], STEP, DAY, DAY + span + 20)["fill.m"]
+    assert got[:5] == [1.0, 5.0, 2.0, 7.0, None] and got[-2:] == [None, 4.0]
+    again = store.write_blocks(imported, assume_new=assume_new, fill_gaps=True)
+    assert again.items_written == 0 and again.items_unchanged == 2 and again.write_units == 0
+    # slots too; without the flag a write still overwrites
+    assert store.write_slots([("fill.m", STEP, DAY + 10, 9.0)], fill_gaps=True).items_unchanged == 1
+    store.write_slots([("fill.m", STEP, DAY + 10, 9.0)])
+    assert store.fetch_series(["fill.m"], STEP, DAY + 10, DAY + 20) == {"fill.m": [9.0]}

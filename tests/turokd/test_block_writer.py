@@ -124,11 +124,11 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
         """Fails the first coarse write, after the base blocks were written."""
         failures = 1
 
-        def write_slots(self, slots, assume_new=False, exclusive=False):
+        def write_slots(self, slots, assume_new=False, exclusive=False, fill_gaps=False):
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("DynamoDB throttled us")
-            return super().write_slots(slots, assume_new, exclusive)
+            return super().write_slots(slots, assume_new, exclusive, fill_gaps)
 
     store = FlakyStore(config)
     writer = BlockWriter(store, config, schemas, clock=lambda: MIDNIGHT + 3600)

@@ -112,7 +112,7 @@ def test_messages_for_one_slot_in_a_batch_are_reduced_together_in_order(turok_co
 
 def test_a_failed_write_acknowledges_nothing(turok_config):
     class FailingStore(MemoryBlockStore):
-        def write_blocks(self, blocks, assume_new=True, exclusive=False, merged=None):
+        def write_blocks(self, blocks, assume_new=True, exclusive=False, fill_gaps=False, merged=None):
             raise BlockWriteError("DynamoDB said no")
 
     good = encode_messages([TurokMessage("x.y", DAY, [1.0], 10, "sum")])[0]

@@ -40,11 +40,11 @@ class CountingStore(MemoryBlockStore):
         self.read_steps.add(step)
         return super().fetch_slots(step, ranges, consistent)
 
-    def write_blocks(self, blocks, assume_new=True, exclusive=False, merged=None):
+    def write_blocks(self, blocks, assume_new=True, exclusive=False, fill_gaps=False, merged=None):
         blocks = list(blocks)
         self.merges += len(blocks)
         self.exclusive_merges += len(blocks) if exclusive else 0
-        return super().write_blocks(blocks, assume_new, exclusive, merged)
+        return super().write_blocks(blocks, assume_new, exclusive, fill_gaps, merged)
 
     def put_blocks(self, blocks):
         blocks = list(blocks)

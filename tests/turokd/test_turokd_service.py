@@ -273,7 +273,7 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
             self.extended.extend(entries)
 
     class DownStore(MemoryBlockStore):  # DynamoDB down
-        def write_blocks(self, blocks, assume_new=True, exclusive=False, merged=None):
+        def write_blocks(self, blocks, assume_new=True, exclusive=False, fill_gaps=False, merged=None):
             raise RuntimeError("DynamoDB unreachable")
 
     queue = Queue()

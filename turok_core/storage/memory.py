@@ -66,14 +66,15 @@ class MemoryBlockStore:
         return block_span(step, self._config.block_slots)
 
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
-                    exclusive: bool = False) -> WriteStats:
+                    exclusive: bool = False, fill_gaps: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks."""
-        return self.write_blocks(slots_by_block(slots, self.span), assume_new, exclusive)
+        return self.write_blocks(slots_by_block(slots, self.span), assume_new, exclusive, fill_gaps)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True, exclusive: bool = False,
+                     assume_new: bool = True, exclusive: bool = False, fill_gaps: bool = False,
                      merged: Optional[MergedBlocks] = None) -> WriteStats:
-        """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each."""
+        """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each
+        (with ``fill_gaps`` only slots without a stored value; ``merged`` as ``BlockStore``'s)."""
         keyed: dict[tuple[str, str, int], tuple[int, dict[int, float]]] = {}
         for metric, step, start, values in blocks:
             span = self.span(step)
@@ -104,7 +105,7 @@ class MemoryBlockStore:
             for key, (step, values) in remaining.items():
                 table, metric, start = key
                 stored = self._tables[table].get((metric, start))
-                blob = self._merged(stored, step, values)
+                blob = self._merged(stored, step, values, fill_gaps)
                 if merged is not None:  # every slot of the block, as BlockMerger gives them
                     slot_count = self.span(step) // step
                     stored_values = decode_datapoints(blob)[:slot_count]
@@ -134,12 +135,13 @@ class MemoryBlockStore:
         stats.write_calls += math.ceil(len(puts) / BATCH_WRITE_ITEMS)
         return stats
 
-    def _merged(self, stored: Optional[bytes], step: int, new: dict[int, float]) -> bytes:
+    def _merged(self, stored: Optional[bytes], step: int, new: dict[int, float], fill_gaps: bool = False) -> bytes:
         slot_count = self.span(step) // step
         values: list = decode_datapoints(stored)[:slot_count] if stored is not None else []
         values.extend([None] * (slot_count - len(values)))
         for index, value in new.items():
-            values[index] = value
+            if not fill_gaps or values[index] is None:
+                values[index] = value
         return encode_datapoints(values)
 
     def _put(self, key: tuple[str, str, int], blob: bytes, stats: WriteStats) -> None:

@@ -170,16 +170,16 @@ class BlockStore:
         return block_span(step, self._config.block_slots)
 
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
-                    exclusive: bool = False) -> WriteStats:
+                    exclusive: bool = False, fill_gaps: bool = False) -> WriteStats:
         """Set slot values, ``(metric, step, slot_start, value)`` each; see ``BlockMerger.write_slots``."""
-        return self._merger.write_slots(slots, assume_new, exclusive)
+        return self._merger.write_slots(slots, assume_new, exclusive, fill_gaps)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True, exclusive: bool = False,
+                     assume_new: bool = True, exclusive: bool = False, fill_gaps: bool = False,
                      merged: Optional[MergedBlocks] = None) -> WriteStats:
         """Set the slots of whole blocks, ``(metric, step, block_start, {slot index: value})`` each;
         see ``BlockMerger.write_blocks``."""
-        return self._merger.write_blocks(blocks, assume_new, exclusive, merged)
+        return self._merger.write_blocks(blocks, assume_new, exclusive, fill_gaps, merged)
 
     def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
         """Write whole new blocks without a read, batched; see ``BlockMerger.put_blocks``."""

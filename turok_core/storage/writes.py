@@ -12,7 +12,8 @@ requests are retried with capped, jittered backoff, and a block changed by anoth
 between read and put is merged again. A writer that alone writes its blocks (turokd holding the
 partition's lease) merges them ``exclusive``: read in batches, put back with BatchWriteItem, no
 condition; blocks it alone writes and has not written before are put whole, without a read
-(``put_blocks``).
+(``put_blocks``). An import of history merges with ``fill_gaps``: it sets only slots that hold no
+value yet, so what turokd wrote (live data, newer) wins.
 
 One merger may be used by many threads at once; merges of the same block by threads of one
 process are serialised. Pure boto3 and blocking, like the rest of ``turok_core.storage``.
@@ -112,18 +113,18 @@ class BlockMerger:
         self._blocks = _BlockLocks()
 
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
-                    exclusive: bool = False) -> WriteStats:
+                    exclusive: bool = False, fill_gaps: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks.
 
         Every given slot is overwritten; the other slots of a block keep their stored values.
-        ``assume_new``, ``exclusive``: as for ``write_blocks``. Raises ``BlockWriteError`` (or
-        boto3's error) when not everything could be written.
+        ``assume_new``, ``exclusive``, ``fill_gaps``: as for ``write_blocks``. Raises
+        ``BlockWriteError`` (or boto3's error) when not everything could be written.
         """
         return self.write_blocks(slots_by_block(slots, lambda step: block_span(step, self._config.block_slots)),
-                                 assume_new, exclusive)
+                                 assume_new, exclusive, fill_gaps)
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]],
-                     assume_new: bool = True, exclusive: bool = False,
+                     assume_new: bool = True, exclusive: bool = False, fill_gaps: bool = False,
                      merged: Optional[MergedBlocks] = None) -> WriteStats:
         """Set the slots of whole blocks: ``(metric, step, block_start, {slot index: value})`` each.
 
@@ -132,6 +133,8 @@ class BlockMerger:
         only if absent, which skips the read; a block that exists is then merged as usual.
         ``exclusive``: no other process writes these blocks (the caller holds their partition's
         lease), so they are read in batches and put back with BatchWriteItem, without conditions.
+        ``fill_gaps``: only slots that hold no value yet are set; stored values win (the import of
+        history under blocks turokd already wrote).
         ``merged``, when given, receives every merged block's slot values as stored now (then a
         sole writer knows its blocks whole without reading them again); blocks put if absent
         without a read are not in it.
@@ -145,7 +148,7 @@ class BlockMerger:
             if start % span:
                 raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
             keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
-        return self._write(keyed, spans, assume_new, exclusive, merged)
+        return self._write(keyed, spans, assume_new, exclusive, fill_gaps, merged)
 
     def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
         """Write whole new blocks, ``(metric, step, block_start, {slot index: value})`` each, with
@@ -193,7 +196,8 @@ class BlockMerger:
         return stats
 
     def _write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
-               assume_new: bool, exclusive: bool, merged: Optional[MergedBlocks] = None) -> WriteStats:
+               assume_new: bool, exclusive: bool, fill_gaps: bool = False,
+               merged: Optional[MergedBlocks] = None) -> WriteStats:
         stats = WriteStats()
         if not blocks:
             return stats
@@ -202,7 +206,7 @@ class BlockMerger:
             stats.tables_created += self._tables.ensure(name)
         with self._blocks.hold(blocks):
             try:
-                self._merge_and_write(blocks, spans, stats, assume_new, exclusive, merged)
+                self._merge_and_write(blocks, spans, stats, assume_new, exclusive, fill_gaps, merged)
             except ClientError as exc:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
@@ -210,23 +214,24 @@ class BlockMerger:
                 self._tables.forget(names)
                 for name in sorted(names):
                     stats.tables_created += self._tables.ensure(name)
-                self._merge_and_write(blocks, spans, stats, assume_new, exclusive, merged)
+                self._merge_and_write(blocks, spans, stats, assume_new, exclusive, fill_gaps, merged)
         return stats
 
     def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
                          spans: dict[int, int], stats: WriteStats, assume_new: bool = False,
-                         exclusive: bool = False, merged: Optional[MergedBlocks] = None) -> None:
+                         exclusive: bool = False, fill_gaps: bool = False,
+                         merged: Optional[MergedBlocks] = None) -> None:
         remaining = dict(blocks)
         attempts = max(1, self._config.write_max_attempts)
         conditional = self._config.conditional_writes and not exclusive
         if assume_new and conditional:
             # put-if-absent without reading first; blocks that exist fall through to the merge
             remaining = {key: remaining[key] for key in self._conditional_write(
-                self._merge(remaining, spans, stats, stored={}), stats)}
+                self._merge(remaining, spans, stats, stored={}, fill_gaps=fill_gaps), stats)}
             if not remaining:
                 return
         for attempt in range(attempts):
-            puts = self._merge(remaining, spans, stats, merged=merged)
+            puts = self._merge(remaining, spans, stats, fill_gaps=fill_gaps, merged=merged)
             if not conditional:
                 self._batch_write([(table, item) for table, item, _old, _units in puts], stats)
                 stats.items_written += len(puts)
@@ -241,10 +246,10 @@ class BlockMerger:
         raise BlockWriteError(f"{len(remaining)} block(s) kept changing under us for {attempts} attempts")
 
     def _merge(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]], spans: dict[int, int],
-               stats: WriteStats, stored: Optional[dict[BlockKey, dict]] = None,
+               stats: WriteStats, stored: Optional[dict[BlockKey, dict]] = None, fill_gaps: bool = False,
                merged: Optional[MergedBlocks] = None) -> list[tuple[str, dict, Optional[dict], int]]:
-        """Read the blocks (unless ``stored`` is given), set the new slots;
-        ``(table, item, stored datapoints, units)`` to put."""
+        """Read the blocks (unless ``stored`` is given), set the new slots (with ``fill_gaps`` only
+        those without a stored value); ``(table, item, stored datapoints, units)`` to put."""
         if stored is None:
             keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(start)}})
                     for table, metric, start in blocks]
@@ -265,7 +270,8 @@ class BlockMerger:
             if len(values) < slot_count:
                 values.extend([None] * (slot_count - len(values)))
             for index, value in new.items():
-                values[index] = value
+                if not fill_gaps or values[index] is None:
+                    values[index] = value
             if merged is not None:
                 merged[(metric, step, start)] = values
             blob = encode_datapoints(values)
