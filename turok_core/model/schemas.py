@@ -4,7 +4,9 @@ For each metric name the first section whose ``pattern`` matches decides its arc
 (``retentions = 10s:6h,1m:7d,1h:5y``) and, from the aggregation file, its
 ``aggregationMethod`` and ``xFilesFactor``. A file that carbon would refuse is refused here at
 start-up with the file, line and reason. ``PolicyCache`` remembers a lookup per metric name in
-bounded memory: every stage that looks names up on a hot path uses it.
+bounded memory: every stage that looks names up on a hot path uses it. ``archive_for_age`` is
+whisper's choice of the archive a point of a given age is written to (every input, the import
+too, stores a point there and rolls it up from there).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import configparser
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generic, Optional, Pattern, TypeVar
+from typing import Callable, Generic, Optional, Pattern, Sequence, TypeVar
 
 from turok_core.model.aggregation import normalise_aggregation
 from turok_core.model.config import TurokConfig
@@ -49,6 +51,16 @@ class MetricPolicy:
     def step(self) -> int:
         """The base (finest) resolution."""
         return self.archives[0].step
+
+
+def archive_for_age(archives: Sequence[Archive], age: float) -> Optional[Archive]:
+    """The archive whisper writes a point of ``age`` seconds (``now - timestamp``) into: the
+    first (finest) whose retention covers the age; None when it is older than every retention
+    (whisper drops it). A point from the future (negative age) goes to the first archive."""
+    for archive in archives:
+        if archive.retention >= age:
+            return archive
+    return None
 
 
 @dataclass(frozen=True)
