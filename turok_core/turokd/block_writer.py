@@ -9,8 +9,11 @@ only then hands out the messages that may be deleted.
 A closed block is *put* whole with BatchWriteItem and no read when this turokd alone writes it
 and never wrote it before (``fresh.py``: the ``owned_since`` hook, which the service wires to
 partition leases); any other block is merged into the stored item (read, slots set, put back):
-in batches without conditions while the partition's lease is held, else with a conditional put. Coarse blocks are computed from the finer blocks just put when turokd holds all of their
-input, else from the finer slots read back from DynamoDB (``rollup_writer.py``).
+in batches without conditions while the partition's lease is held, else with a conditional put.
+Coarse blocks are computed from the finer blocks just put when turokd holds all of their input,
+else from the finer slots read back from DynamoDB (``rollup_writer.py``). With ``route_old``,
+slot values too old for their step's archive move to the archive covering their age first
+(``backfill.py``).
 """
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ from operator import eq
 from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
-from turok_core.model.schemas import SchemaSet
+from turok_core.model.schemas import PolicyCache, SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
+from turok_core.turokd.backfill import route_by_age, shortest_retentions
 from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
-from turok_core.turokd.fresh import BASE, COARSE, FreshBlocks, OwnedSince
+from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince
 from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
 from turok_core.turokd.rollup_writer import rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
@@ -56,13 +60,17 @@ class BlockWriter:
     ``clock`` is the one time source (epoch seconds), injectable so a simulated day runs in
     minutes. ``owned_since(metric)``: since when this turokd is the only writer of the metric's
     partition (None or no hook: unknown, so every block is merged). ``hold`` may be called from
-    several threads; ``close`` from one at a time.
+    several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values too
+    old for their step's archive go to the archive covering their age, by ``clock`` (``backfill.py``).
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
-                 clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None) -> None:
+                 clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
+                 route_old: bool = False) -> None:
         self.store = store
         self.clock = clock
+        self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
+            if route_old and schemas is not None else None
         self.fresh = FreshBlocks(owned_since)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
@@ -72,7 +80,10 @@ class BlockWriter:
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
         batch = decode_batch(received)
-        batch.held = self.open.add_windows(batch.windows, batch.accepted, self.clock())
+        now = self.clock()
+        if self._routing is not None and batch.windows:
+            batch.moved = route_by_age(batch, self._routing[0], self._routing[1], now)
+        batch.held = self.open.add_windows(batch.windows, batch.accepted, now)
         return batch
 
     def close(self, now: Optional[float] = None) -> CloseResult:
@@ -109,7 +120,8 @@ class BlockWriter:
         rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
         exclusive: list[WrittenBlock] = []  # held partition, not fresh: batched read, merge, put
         for (step, start), metrics in due.blocks.items():
-            written = self.fresh.written(BASE, step, start)
+            # a coarse block put whole before may share the id of a backfilled block: merge then
+            written = self.fresh.written(BASE, step, start) or self.fresh.written(COARSE, step, start)
             for metric, values in metrics.items():
                 block = (metric, step, start, values)
                 if not written and self.fresh.owned(metric, start):
@@ -130,8 +142,12 @@ class BlockWriter:
                 result.stats.add(write(part))
                 rows += part
         merged += rewritten + exclusive
-        for step, start in due.blocks:
+        for (step, start), metrics in due.blocks.items():
             self.fresh.mark(BASE, step, [start])
+            if self.rollups is not None and self.rollups.backfilled(step, metrics):
+                # the coarse block of this id (rolled up from the finer archive) must merge into
+                # the backfilled slots, not be put whole over them
+                self.fresh.mark(BACKFILL, step, [start])
         result.blocks += len(rows)
         result.slots += sum(len(values) for *_key, values in rows)
         return fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
@@ -164,7 +180,8 @@ class BlockWriter:
             row = _row(plan.metric, plan.coarse_step, plan.start, values)
             if not row[3]:
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
-            if self.fresh.written(COARSE, plan.coarse_step, plan.start):
+            if self.fresh.written(COARSE, plan.coarse_step, plan.start) \
+                    or self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # merge, not replace
                 merges.append(row)
             else:
                 puts.append((row, values))

@@ -95,9 +95,18 @@ class CoarseBlocks:
         self._fresh = fresh
         self._late_delay = late_delay
         self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
+        self._coarse_steps = {archive.step for _name, archives in schemas.archive_sets() for archive in archives[1:]}
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def backfilled(self, step: int, metrics: Iterable[str]) -> bool:
+        """Some of ``metrics`` has ``step`` as a coarser archive, not its first: old points
+        stored straight into it (``windows/buffer.py``, ``turokd/backfill.py``)."""
+        if step not in self._coarse_steps:
+            return False
+        policy = self._policy
+        return any(found is not None and found.step != step for found in map(policy, metrics))
 
     def note_written(self, blocks: Iterable[WrittenBlock], now: float = -math.inf) -> None:
         """Blocks just written at ``now``: the coarser blocks they overlap become pending.

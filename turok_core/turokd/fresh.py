@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Optional
 OwnedSince = Callable[[str], Optional[float]]
 BASE = "base"  # kinds of block: written from messages, or computed by the rollups
 COARSE = "coarse"
+BACKFILL = "backfill"  # written from messages at a step that is a coarser archive of the metric
 KEEP_SECONDS = 8 * 86400.0
 
 
@@ -51,7 +52,10 @@ class FreshBlocks:
         return start < self._floor.get(key, -1) or start in self._written.get(key, ())
 
     def fresh(self, kind: str, metric: str, step: int, start: int) -> bool:
-        """The block may be put whole without a read."""
+        """The block may be put whole without a read (a coarse block not if old points were
+        stored straight into its id: ``BACKFILL``)."""
+        if kind == COARSE and self.written(BACKFILL, step, start):
+            return False
         return not self.written(kind, step, start) and self.owned(metric, start)
 
     def mark(self, kind: str, step: int, starts: Iterable[int]) -> None:

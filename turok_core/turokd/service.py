@@ -220,7 +220,7 @@ class TurokdService(QueueConsumerService):
     def _start_partition(self, partition: int) -> None:
         leases = started(self.leases)
         writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
-                             owned_since=lambda metric: leases.owned_since(metric))
+                             owned_since=lambda metric: leases.owned_since(metric), route_old=True)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1
@@ -437,6 +437,7 @@ class TurokdService(QueueConsumerService):
         counters.bodies_rejected += len(batch.rejected)
         counters.turok_messages += batch.messages
         counters.slots_received += batch.slot_count
+        counters.slots_moved += batch.moved
 
     def _count_close(self, result: CloseResult) -> None:
         counters, stats = self.counters, result.stats
