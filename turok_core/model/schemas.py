@@ -101,26 +101,29 @@ def validate_archives(archives: list[Archive]) -> None:
             raise ValueError(f"the {finer.step}s archive holds too few points to roll up into {coarser.step}s")
 
 
-def _section_lines(path: Path) -> dict[str, int]:
+def _section_lines(text: str) -> dict[str, int]:
     lines: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         match = re.match(r"^\s*\[([^\]]+)\]", line)
         if match:
             lines[match.group(1)] = number
     return lines
 
 
-def _read(path: Path) -> tuple[configparser.ConfigParser, dict[str, int]]:
-    parser = configparser.ConfigParser(interpolation=None)
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _parse(path: Path, text: str) -> tuple[configparser.ConfigParser, dict[str, int]]:
+    parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=str(path))
     except configparser.Error as exc:
         raise SchemaError(f"{path}: {exc}") from None
-    return parser, _section_lines(path)
+    return parser, _section_lines(text)
 
 
 def _compile(path: Path, line: int, section: str, pattern: Optional[str]) -> Pattern[str]:
@@ -133,12 +136,22 @@ def _compile(path: Path, line: int, section: str, pattern: Optional[str]) -> Pat
 
 
 class SchemaSet:
-    """The two carbon files, answering ``policy_for(metric)`` with the first matching sections."""
+    """The two carbon files, answering ``policy_for(metric)`` with the first matching sections.
 
-    def __init__(self, schemas_path: Path, aggregation_path: Optional[Path] = None) -> None:
+    ``schemas_text`` and ``aggregation_text`` keep the files as read (the schema history
+    records them, ``schema_history.py``); ``from_texts`` parses such a recorded pair."""
+
+    def __init__(self, schemas_path: Path, aggregation_path: Optional[Path] = None,
+                 texts: Optional[tuple[str, str]] = None) -> None:
         self._schemas: list[tuple[_Rule, tuple[Archive, ...]]] = []
         self._aggregations: list[tuple[_Rule, str, float]] = []
-        parser, lines = _read(Path(schemas_path))
+        if texts is not None:
+            self.schemas_text, self.aggregation_text = texts
+        else:
+            self.schemas_text = _read_text(Path(schemas_path))
+            aggregation_exists = aggregation_path is not None and Path(aggregation_path).exists()
+            self.aggregation_text = _read_text(Path(aggregation_path)) if aggregation_exists else ""  # type: ignore[arg-type]
+        parser, lines = _parse(Path(schemas_path), self.schemas_text)
         for section in parser.sections():
             line = lines.get(section, 0)
             rule = _Rule(section, _compile(schemas_path, line, section, parser[section].get("pattern")))
@@ -153,11 +166,17 @@ class SchemaSet:
             self._schemas.append((rule, tuple(archives)))
         if not self._schemas:
             raise SchemaError(f"{schemas_path}: no schema sections")
-        if aggregation_path is not None and Path(aggregation_path).exists():
-            self._load_aggregations(Path(aggregation_path))
+        if self.aggregation_text:
+            self._load_aggregations(Path(aggregation_path or "storage-aggregation.conf"), self.aggregation_text)
 
-    def _load_aggregations(self, path: Path) -> None:
-        parser, lines = _read(path)
+    @classmethod
+    def from_texts(cls, schemas_text: str, aggregation_text: str, source: str = "recorded") -> SchemaSet:
+        """A SchemaSet of files' contents (``source`` names them in errors)."""
+        return cls(Path(f"{source} storage-schemas.conf"), Path(f"{source} storage-aggregation.conf"),
+                   (schemas_text, aggregation_text))
+
+    def _load_aggregations(self, path: Path, text: str) -> None:
+        parser, lines = _parse(path, text)
         for section in parser.sections():
             line = lines.get(section, 0)
             body = parser[section]
