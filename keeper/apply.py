@@ -164,7 +164,7 @@ class Applier:
         assert action.kind == DELETE
         # a block covers [start, start + span): it holds a second inside retention when
         # start + span > cutoff; in a table of an expired day none may (blocks never cross midnight)
-        oldest = plan.cutoff(action.step) - block_span(action.step, self._config.block_slots)
+        oldest = plan.cutoff_of(action) - block_span(action.step, self._config.block_slots)
         try:
             survey = survey_table(self._client, action.table, oldest, self._guard_max_pages,
                                   self._guard_page_items)
