@@ -25,6 +25,7 @@ from operator import eq
 from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
+from turok_core.model.schema_history import SchemaHistory
 from turok_core.model.schemas import PolicyCache, SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
 from turok_core.turokd.backfill import route_by_age, shortest_retentions
@@ -62,11 +63,13 @@ class BlockWriter:
     partition (None or no hook: unknown, so every block is merged). ``hold`` may be called from
     several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values too
     old for their step's archive go to the archive covering their age, by ``clock`` (``backfill.py``).
+    ``history``: the schema files in force before, so a block at a step only an older version
+    had rolls up as that version said.
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
                  clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
-                 route_old: bool = False) -> None:
+                 route_old: bool = False, history: Optional[SchemaHistory] = None) -> None:
         self.store = store
         self.clock = clock
         self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
@@ -74,8 +77,9 @@ class BlockWriter:
         self.fresh = FreshBlocks(owned_since)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
+        older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
-                                    config.late_merge_delay_seconds) if schemas is not None else None
+                                    config.late_merge_delay_seconds, older) if schemas is not None else None
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
