@@ -9,6 +9,10 @@ ownership, a lease that moved) is merged: read, slots set, put back, and only wh
 writer may exist (no partition held) with a conditional put per block; a metric whose partition
 this turokd holds (``held``) is merged in batches without conditions.
 
+A base block at a step that is a coarser archive of its metric (old points stored straight
+there, ``backfill.py``) is remembered as ``BACKFILL`` too: the coarse block of that id, rolled up
+from the finer archive, is then merged into it, never put whole over it.
+
 "Written before" is remembered per ``(kind, step, block start)``, not per metric: a few hundred
 entries a day. A metric whose block id was written while it had no data there is merged too,
 which is safe, only dearer. Entries older than ``keep_seconds`` are forgotten, and blocks older
