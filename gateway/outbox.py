@@ -75,7 +75,9 @@ def _longest_step(policies: Sequence[Optional[Policy]], oldest_age: float = 0.0)
     if first is not None and policies.count(first) == len(policies):  # the usual chunk: one policy
         distinct = [first]
     else:
-        distinct = [policy for policy in set(policies) if policy is not None]
+        # policies are interned (one tuple per distinct policy): their ids dedupe them without
+        # hashing the archives in each
+        distinct = [policy for policy in {id(p): p for p in policies}.values() if policy is not None]
     if any(policy[2] and oldest_age > policy[2][0].retention for policy in distinct):
         return max(max(policy[0], *(archive.step for archive in policy[2])) for policy in distinct)
     return max((policy[0] for policy in distinct), default=0)

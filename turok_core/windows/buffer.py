@@ -122,6 +122,7 @@ class WindowBuffer:
         self._buffered_points = 0
         self.rejected_points = 0  # points of metrics no policy matches (lookup raised ValueError)
         self.expired_points = 0  # points older than every archive of their metric (dropped)
+        self._young = float("inf")  # the shortest first-archive retention of any policy interned
 
     @property
     def open_windows(self) -> int:
@@ -162,8 +163,11 @@ class WindowBuffer:
         policy = chunk_policies[0]
         now = self._clock() if self._clock is not None else None
         if (policy is None or chunk_policies.count(policy) != len(names)
-                or timestamps.count(ts) != len(names)
-                or (now is not None and policy[2] and now - ts > policy[2][0].retention)):
+                or timestamps.count(ts) != len(names)):
+            if now is not None and now - min(timestamps) <= self._young and None not in chunk_policies:
+                now = None  # no point of the chunk can be past its first archive: no per-point look
+            return self._add_each(names, values, timestamps, chunk_policies, now)
+        if now is not None and policy[2] and now - ts > policy[2][0].retention:  # old points (backfill)
             return self._add_each(names, values, timestamps, chunk_policies, now)
         step = policy[0]
         key = (ts - ts % step, step, policy[1])
@@ -251,6 +255,8 @@ class WindowBuffer:
         """``name``'s policy as one tuple shared by every name that has it (``is`` compares them)."""
         found = self._lookup(name)
         policy: Policy = (int(found[0]), found[1], tuple(found[2]) if len(found) > 2 else ())
+        if policy[2]:
+            self._young = min(self._young, policy[2][0].retention)
         return self._interned.setdefault(policy, policy)
 
     def open_groups(self) -> list[WindowGroup]:
