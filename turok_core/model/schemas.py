@@ -149,8 +149,9 @@ class SchemaSet:
             self.schemas_text, self.aggregation_text = texts
         else:
             self.schemas_text = _read_text(Path(schemas_path))
-            aggregation_exists = aggregation_path is not None and Path(aggregation_path).exists()
-            self.aggregation_text = _read_text(Path(aggregation_path)) if aggregation_exists else ""  # type: ignore[arg-type]
+            self.aggregation_text = ""  # no aggregation file: every metric averages
+            if aggregation_path is not None and Path(aggregation_path).exists():
+                self.aggregation_text = _read_text(Path(aggregation_path))
         parser, lines = _parse(Path(schemas_path), self.schemas_text)
         for section in parser.sections():
             line = lines.get(section, 0)
