@@ -19,7 +19,7 @@ def record(request):
     if request.param == "memory":
         return MemorySchemaRecord()
     config = make_dynamodb_config(request, request.param)
-    return SchemaRecordTable(make_client("dynamodb", config), config.schema_history_table_name, sleep=lambda s: None)
+    return SchemaRecordTable(make_client("dynamodb", config), config.schema_history_table_name)
 
 
 def test_each_change_is_recorded_once_with_the_files(record):
@@ -41,7 +41,7 @@ def test_each_change_is_recorded_once_with_the_files(record):
 def test_a_lost_conditional_put_reads_again(request, server):
     config = make_dynamodb_config(request, server)
     client = make_client("dynamodb", config)
-    table = SchemaRecordTable(client, config.schema_history_table_name, sleep=lambda s: None)
+    table = SchemaRecordTable(client, config.schema_history_table_name)
     assert table.record(OLD, 1.0)
 
     class Racing(SchemaRecordTable):
