@@ -58,6 +58,7 @@ class TurokFinder(BaseFinder):
         self._history = history
         self._history_read_at: Optional[float] = None if history is None else math.inf
         self._catalog: Optional[TableCatalog] = None
+        self._record: Optional[SchemaRecordTable] = None
 
     @property
     def blocks(self):
@@ -83,8 +84,10 @@ class TurokFinder(BaseFinder):
                                      and now - self._history_read_at >= HISTORY_REFRESH_SECONDS):
             self._history_read_at = now
             try:
-                record = SchemaRecordTable(make_client("dynamodb", self.config), self.config.schema_history_table_name)
-                self._history = load_history(record, self.schemas)
+                if self._record is None:
+                    self._record = SchemaRecordTable(make_client("dynamodb", self.config),
+                                                     self.config.schema_history_table_name)
+                self._history = load_history(self._record, self.schemas)
             except Exception as exc:  # noqa: BLE001 - reading goes on with the current files
                 log.warning("turok finder: schema history not read (%r): reading the current schema's "
                             "resolutions only", exc)
