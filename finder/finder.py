@@ -5,10 +5,14 @@ Turok's own (``$TUROK_CONFIG`` and ``TUROK_*``); nothing touches the network unt
 query. A render's bulk ``fetch`` resolves every path expression against the index, then reads all
 the series that share a resolution together (``SeriesReader``: DynamoDB, plus the slots turokd
 still holds, asked over ``cache_hosts`` like carbon's CARBONLINK_HOSTS, plus coarse slots not
-rolled up yet).
+rolled up yet). A metric whose schema files were edited is read from the resolutions it was
+stored at before as well (``past_schemas.py``; the history is read from DynamoDB at most every
+``HISTORY_REFRESH_SECONDS``).
 """
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections import defaultdict
 from typing import Callable, Iterable, Optional, Sequence
@@ -16,13 +20,21 @@ from typing import Callable, Iterable, Optional, Sequence
 from graphite.finders.utils import BaseFinder
 from graphite.node import BranchNode, LeafNode
 
+from finder.past_schemas import merge_parts, past_windows
 from finder.reader import TurokReader, Window, archive_window
 from turok_core.index.s3_cache import IndexCache
 from turok_core.model.config import TurokConfig, load_config
+from turok_core.model.schema_history import SchemaHistory
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.runtime.aws import make_client
+from turok_core.storage.schema_history import SchemaRecordTable, load_history
 from turok_core.storage.series_reader import SeriesReader
+from turok_core.storage.table_catalog import TableCatalog
 from turok_core.turokd.rollup import consolidate
+
+log = logging.getLogger("turok.finder")
+
+HISTORY_REFRESH_SECONDS = 300.0  # how often the schema history is read again (turokd records edits)
 
 
 class TurokFinder(BaseFinder):
@@ -34,7 +46,8 @@ class TurokFinder(BaseFinder):
 
     def __init__(self, config: Optional[TurokConfig] = None, schemas: Optional[SchemaSet] = None,
                  index: Optional[IndexCache] = None, blocks=None, cache=None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, history: Optional[SchemaHistory] = None) -> None:
+        """``history``: the schema files in force over time (default: read from DynamoDB)."""
         self.config = config if config is not None else load_config()
         self.schemas = schemas if schemas is not None else load_schemas(self.config)
         self.index = index if index is not None else IndexCache(make_client("s3", self.config), self.config)
@@ -42,6 +55,10 @@ class TurokFinder(BaseFinder):
         self._cache = cache
         self._series: Optional[SeriesReader] = None
         self._clock = clock
+        self._history = history
+        self._history_read_at: Optional[float] = None if history is None else math.inf
+        self._catalog: Optional[TableCatalog] = None
+        self._record: Optional[SchemaRecordTable] = None
 
     @property
     def blocks(self):
@@ -57,6 +74,33 @@ class TurokFinder(BaseFinder):
         if self._series is None:
             self._series = SeriesReader(self.blocks, self.config, self.schemas, self._cache, self._clock)
         return self._series
+
+    @property
+    def history(self) -> SchemaHistory:
+        """The schema history (``model/schema_history.py``), read again every ``HISTORY_REFRESH_SECONDS``;
+        the current files alone when it cannot be read."""
+        now = time.monotonic()
+        if self._history is None or (self._history_read_at is not None
+                                     and now - self._history_read_at >= HISTORY_REFRESH_SECONDS):
+            self._history_read_at = now
+            try:
+                if self._record is None:
+                    self._record = SchemaRecordTable(make_client("dynamodb", self.config),
+                                                     self.config.schema_history_table_name)
+                self._history = load_history(self._record, self.schemas)
+            except Exception as exc:  # noqa: BLE001 - reading goes on with the current files
+                log.warning("turok finder: schema history not read (%r): reading the current schema's "
+                            "resolutions only", exc)
+                self._history = SchemaHistory.current_only(self.schemas)
+        return self._history
+
+    @property
+    def catalog(self) -> TableCatalog:
+        """Which day tables exist (ListTables, cached), made on first use."""
+        if self._catalog is None:
+            self._catalog = TableCatalog(getattr(self.blocks, "table_names", None), self.config.table_prefix,
+                                         self.config.table_joiner)
+        return self._catalog
 
     def reader(self, path: str) -> TurokReader:
         """The graphite-web reader of ``path``: this finder's fetch, clock and retention lookup."""
@@ -91,20 +135,37 @@ class TurokFinder(BaseFinder):
         """``{path: ((start, end, step), values)}``; paths outside their retention are left out.
 
         Each path answers from the archive whisper would read (finest covering ``now - start``);
-        one ``SeriesReader.read`` per distinct window (in practice: per resolution)."""
+        one ``SeriesReader.read`` per distinct window (in practice: per resolution). A path whose
+        schema files were edited also reads the windows of its older policies
+        (``past_schemas.py``)."""
         now = self._clock() if now is None else now
+        history = self.history
         groups: dict[Window, list[str]] = defaultdict(list)
+        edited: dict[str, list[Window]] = {}
         for path in dict.fromkeys(paths):
+            if len(history.versions) > 1:
+                past = history.policies_for(path)
+                if len(past) > 1:
+                    windows = past_windows(past, start_time, end_time, now, self.catalog)
+                    if windows:
+                        edited[path] = windows
+                        for window in windows:
+                            groups[window].append(path)
+                    continue
             window = self._window(path, start_time, end_time, now)
             if window is not None:
                 groups[window].append(path)
+        read = {window: self.series.read(members, window.step, window.start, window.end, now)
+                for window, members in groups.items()}
         results = {}
         for window, members in groups.items():
-            series = self.series.read(members, window.step, window.start, window.end, now)
             points = (window.end - window.start) // window.step
             for path in members:
-                values = series.get(path)
-                results[path] = (tuple(window), list(values) if values is not None else [None] * points)
+                if path not in edited:
+                    values = read[window].get(path)
+                    results[path] = (tuple(window), list(values) if values is not None else [None] * points)
+        for path, windows in edited.items():
+            results[path] = merge_parts([(window, read[window].get(path)) for window in windows])
         return results
 
     def _consolidated(self, path: str, time_info: tuple, values: list, max_points: int) -> tuple[tuple, list]:

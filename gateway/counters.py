@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 class GatewayCounters:
     points_received: int = 0  # good points handed to the window buffer
     points_rejected: int = 0  # points of metrics no schema matches
+    points_expired: int = 0  # points older than every archive of their own metric (whisper drops them)
     bad_lines: int = 0
     nan_dropped: int = 0
     points_dropped_overload: int = 0  # UDP points refused while the spool was over its bound

@@ -63,15 +63,24 @@ def _quick_sqs_client(config: TurokConfig):
                                           endpoint_url=client.meta.endpoint_url, config=quick)
 
 
-def _longest_step(policies: Sequence[Optional[Policy]]) -> int:
+def _longest_step(policies: Sequence[Optional[Policy]], oldest_age: float = 0.0) -> int:
     """The longest base step among a chunk's policies (``WindowBuffer.policies_of``; 0 when
-    none has one), so the journal can drop a segment as soon as its windows closed."""
+    none has one), so the journal can drop a segment as soon as its windows closed.
+
+    A chunk whose oldest point (``oldest_age`` seconds old) may be past a base retention has
+    windows at coarser steps (backfill): then the longest step of any archive."""
     if not policies:
         return 0
     first = policies[0]
     if first is not None and policies.count(first) == len(policies):  # the usual chunk: one policy
-        return first[0]
-    return max((policy[0] for policy in set(policies) if policy is not None), default=0)
+        distinct = [first]
+    else:
+        # policies are interned (one tuple per distinct policy): their ids dedupe them without
+        # hashing the archives in each
+        distinct = [policy for policy in {id(p): p for p in policies}.values() if policy is not None]
+    if any(policy[2] and oldest_age > policy[2][0].retention for policy in distinct):
+        return max(max(policy[0], *(archive.step for archive in policy[2])) for policy in distinct)
+    return max((policy[0] for policy in distinct), default=0)
 
 
 class Outbox:
@@ -185,7 +194,8 @@ class Outbox:
         if self.journal is None:
             return
         try:
-            self.journal.add(names, values, timestamps, _longest_step(policies))
+            oldest_age = self.clock() - min(timestamps) if timestamps else 0.0
+            self.journal.add(names, values, timestamps, _longest_step(policies, oldest_age))
         except OSError as exc:  # keep accepting: the points are in memory, only not durable
             self._spool_failed("journal points", exc)
         self.check_pressure()

@@ -38,7 +38,7 @@ from turok_core.runtime.ratelimit import Throttle
 from turok_core.runtime.selfmetrics import flatten_counters
 from turok_core.runtime.selfmetrics_loop import SelfMetricsLoop
 from turok_core.spool.segments import SpoolError
-from turok_core.windows.buffer import WindowBuffer
+from turok_core.windows.buffer import Policy, WindowBuffer
 from turok_core.windows.recent import RecentWindows
 from turok_core.wire.partitions import partition_queue_names
 from turok_core.wire.queues import MessageQueue
@@ -67,11 +67,13 @@ class GatewayService(service.Service):
         self._reactor = reactor
         schemas = load_schemas(config)
 
-        def policy(metric: str) -> tuple[int, str]:
+        def policy(metric: str) -> Policy:
             found = schemas.policy_for(metric)
-            return found.step, found.aggregation_type
+            return found.step, found.aggregation_type, found.archives
 
-        self.buffer = WindowBuffer(policy, config.window_grace_seconds)
+        # with the clock, a point older than its first archive's retention goes to the archive
+        # whisper would write it to (backfill)
+        self.buffer = WindowBuffer(policy, config.window_grace_seconds, clock=self.clock)
         self._longest_retention = schemas.longest_retention
         self.receiver_counters: dict[str, object] = {}  # receiver name → its counters dataclass
         self.backpressure = Backpressure(config.spool_max_bytes, counters, self.clock)
@@ -106,8 +108,10 @@ class GatewayService(service.Service):
                           total=counters.points_dropped_overload)
         elif parsed.names:
             rejected_before = self.buffer.rejected_points
+            expired_before = self.buffer.expired_points
             added = self._add_points(parsed.names, parsed.values, parsed.timestamps)
             counters.points_received += added
+            counters.points_expired += self.buffer.expired_points - expired_before
             by_protocol = counters.points_by_protocol
             by_protocol[protocol] = by_protocol.get(protocol, 0) + added
             rejected = self.buffer.rejected_points - rejected_before

@@ -29,6 +29,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start, to_wire_time
 from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
+from turok_core.storage.table_catalog import list_table_names as list_tables  # the keeper's name for it
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
 
@@ -37,14 +38,6 @@ DEFAULT_HYGIENE_MAX_QUERIES = 200_000  # Query calls index hygiene may spend in 
 DELETE_ATTEMPTS = 5  # DynamoDB caps concurrent table operations (LimitExceededException)
 DELETE_BACKOFF = Backoff(base=2.0, cap=30.0)
 MAX_LISTED_NAMES = 1000  # names listed in a report (the counts are always whole)
-
-
-def list_tables(client) -> list[str]:
-    """Every table name in the account and region, following ListTables' pagination."""
-    names: list[str] = []
-    for page in client.get_paginator("list_tables").paginate(PaginationConfig={"PageSize": 100}):
-        names.extend(page.get("TableNames", []))
-    return names
 
 
 @dataclass
@@ -164,7 +157,7 @@ class Applier:
         assert action.kind == DELETE
         # a block covers [start, start + span): it holds a second inside retention when
         # start + span > cutoff; in a table of an expired day none may (blocks never cross midnight)
-        oldest = plan.cutoff(action.step) - block_span(action.step, self._config.block_slots)
+        oldest = plan.cutoff_of(action) - block_span(action.step, self._config.block_slots)
         try:
             survey = survey_table(self._client, action.table, oldest, self._guard_max_pages,
                                   self._guard_page_items)

@@ -15,6 +15,7 @@ from keeper.plan import plan_for, render_text, to_json
 from turok_core.model.config import load_config
 from turok_core.model.schemas import SchemaError, load_schemas
 from turok_core.runtime.aws import make_client
+from turok_core.storage.schema_history import SchemaRecordTable, load_history
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     now = int(args.now if args.now is not None else time.time())
     client = make_client("dynamodb", config)
-    plan = plan_for(schemas, list_tables(client), config.table_prefix, config.table_joiner, now, args.days_ahead)
+    record = SchemaRecordTable(client, config.schema_history_table_name)
+    if args.apply:  # the plan alone writes nothing; turokd records the files at its start too
+        record.record(schemas, time.time())
+    history = load_history(record, schemas)
+    plan = plan_for(schemas, list_tables(client), config.table_prefix, config.table_joiner, now, args.days_ahead,
+                    history)
     outcomes, hygiene = None, None
     if args.apply:
         s3 = make_client("s3", config) if args.index_hygiene else None

@@ -3,17 +3,23 @@
 Pure: no AWS here. A day table ``(day D, step s)`` may go when its whole day is past the
 retention of ``s`` — ``D + 1 day <= now - retention(s)`` — where ``retention(s)`` is the longest
 retention of any schema archive at step ``s`` (one table holds every metric stored at ``s``, so it
-may only go once the longest-lived of them has expired). A Turok-named table whose step no schema
-mentions is kept and reported: the keeper never deletes what it cannot reason about. Names that
-are not Turok's (another prefix, or anything ``parse_table_name`` refuses) are never touched.
+may only go once the longest-lived of them has expired). With the schema history
+(``model/schema_history.py``) that is the longest retention at ``s`` of every version of the
+files in force since ``D`` began, else of the newest version that had ``s``: a table written
+under files edited since lives out the retention it was written with, and a resolution no
+current schema has still goes when its old retention ends. A Turok-named table whose step no
+schema (no version) mentions is kept and reported: the keeper never deletes what it cannot
+reason about. Names that are not Turok's (another prefix, or anything ``parse_table_name``
+refuses) are never touched.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 from turok_core.model.resolution import SECONDS_PER_DAY, format_resolution
+from turok_core.model.schema_history import SchemaHistory
 from turok_core.model.schemas import SchemaSet
 from turok_core.model.timefmt import day_name, day_start, to_wire_time
 from turok_core.storage.table_names import parse_table_name, table_name
@@ -31,6 +37,7 @@ class Action:
     day: int  # epoch seconds of the table's UTC midnight
     step: int
     reason: str
+    retention: int = 0  # seconds the table's data is kept (deletes); 0: the plan's retention of its step
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class Plan:
         """The oldest second still inside the retention of ``step``."""
         return self.now - self.retentions[step]
 
+    def cutoff_of(self, action: Action) -> int:
+        """The oldest second still inside the retention the action's table is kept for."""
+        return self.now - action.retention if action.retention else self.cutoff(action.step)
+
 
 def retention_by_step(schemas: SchemaSet) -> dict[int, int]:
     """For each step any schema archive uses, the longest retention among those archives."""
@@ -82,11 +93,14 @@ def format_duration(seconds: int) -> str:
 
 
 def make_plan(retentions: Mapping[int, int], table_names: Iterable[str], prefix: str, joiner: str,
-              now: int, days_ahead: int = 1) -> Plan:
+              now: int, days_ahead: int = 1,
+              retention_of: Optional[Callable[[int, int], Optional[int]]] = None) -> Plan:
     """The plan for the tables ``table_names`` (every table listed, any prefix) at time ``now``.
 
     ``retentions`` maps each schema step to its retention (``retention_by_step``). Tables to
     create are today's and the next ``days_ahead`` days' for every step, when missing.
+    ``retention_of(step, day)``, when given, is a table's retention instead (the schema
+    history's, ``SchemaHistory.retention``).
     """
     if days_ahead < 0:
         raise ValueError(f"days_ahead must be >= 0, not {days_ahead}")
@@ -105,7 +119,7 @@ def make_plan(retentions: Mapping[int, int], table_names: Iterable[str], prefix:
             continue
         present.add(name)
         day, step = parsed
-        retention = retentions.get(step)
+        retention = retention_of(step, day) if retention_of is not None else retentions.get(step)
         if retention is None:
             unknown.append(Action(KEEP_UNKNOWN, name, day, step,
                                   f"unknown resolution {format_resolution(step)} (no schema archive), kept"))
@@ -113,7 +127,8 @@ def make_plan(retentions: Mapping[int, int], table_names: Iterable[str], prefix:
             deletes.append(Action(DELETE, name, day, step,
                                   f"day {day_name(day)} ended {to_wire_time(day + SECONDS_PER_DAY)}, "
                                   f"before the {format_resolution(step)} retention "
-                                  f"({format_duration(retention)}) began at {to_wire_time(now - retention)}"))
+                                  f"({format_duration(retention)}) began at {to_wire_time(now - retention)}",
+                                  retention))
         else:
             kept += 1
     creates: list[Action] = []
@@ -132,9 +147,11 @@ def make_plan(retentions: Mapping[int, int], table_names: Iterable[str], prefix:
 
 
 def plan_for(schemas: SchemaSet, table_names: Iterable[str], prefix: str, joiner: str, now: int,
-             days_ahead: int = 1) -> Plan:
-    """``make_plan`` with the retentions of ``schemas``."""
-    return make_plan(retention_by_step(schemas), table_names, prefix, joiner, now, days_ahead)
+             days_ahead: int = 1, history: Optional[SchemaHistory] = None) -> Plan:
+    """``make_plan`` with the retentions of ``schemas`` (and of ``history``, when given, for
+    the tables to delete)."""
+    return make_plan(retention_by_step(schemas), table_names, prefix, joiner, now, days_ahead,
+                     history.retention if history is not None else None)
 
 
 def _outcomes_by_table(outcomes: Optional[Iterable[Outcome]]) -> dict[str, Outcome]:

@@ -395,3 +395,16 @@ def test_each_window_goes_to_its_partitions_queue(turok_config, tmp_path):
             seen.setdefault(partition, []).extend(m.metric for m in decode_body(message["Body"]))
     assert sorted(seen) == [0, 1, 2] and sorted(sum(seen.values(), [])) == sorted(names)
     assert all(partition_of(metric, 3) == partition for partition, metrics in seen.items() for metric in metrics)
+
+
+def test_old_points_are_windowed_at_the_archive_covering_their_age(turok_config, tmp_path):
+    """The shipped schemas: ``10s:1d,1min:30d,1h:2y``, and ``carbon.*`` at ``60s:90d``."""
+    gateway, reactor, _client = in_process_gateway(turok_config, tmp_path)
+    now = int(reactor.seconds())
+    feed(gateway, reactor, b"a.new 1 %d\na.days 2 %d\na.months 3 %d\ncarbon.old 4 %d\ncarbon.kept 5 %d\n" % (
+        now - 60, now - 3 * 86400, now - 40 * 86400, now - 100 * 86400, now - 80 * 86400))
+    assert gateway.counters.points_received == 4 and gateway.counters.points_expired == 1
+    assert gateway.counters.bad_lines == 0
+    steps = {message.metric: message.resolution for message in gateway.buffer.release_all()}
+    assert steps == {"a.new": 10, "a.days": 60, "a.months": 3600, "carbon.kept": 60}
+    gateway.stopService()

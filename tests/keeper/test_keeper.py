@@ -379,3 +379,27 @@ def test_templates_are_installed_with_the_package(tmp_path):
     assert {p.name for p in TEMPLATES.iterdir()} <= {p.name for p in installed.iterdir()}
     done = subprocess.run([str(VENV_BIN / "turok-keeper"), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--apply" in done.stdout
+
+
+def test_with_the_schema_history_old_tables_live_out_their_old_retention():
+    """``10s:1d,1min:30d`` edited into ``30s:7d,5min:1y`` ten days ago: the 1 min tables written
+    before stay until their 30 days end, then go; the 10 s ones went after their day."""
+    from turok_core.model.schema_history import SchemaHistory, files_digest
+
+    old = "[all]\npattern = .*\nretentions = 10s:1d,1min:30d\n"
+    new = "[all]\npattern = .*\nretentions = 30s:7d,5min:1y\n"
+    edited = T - 10 * DAY
+    history = SchemaHistory.from_records(
+        [{"since": T - 100 * DAY, "digest": files_digest(old, ""), "schemas": old, "aggregation": ""},
+         {"since": edited, "digest": files_digest(new, ""), "schemas": new, "aggregation": ""}],
+        SchemaSet.from_texts(new, ""))
+    tables = [name("turok", T - back * DAY, step) for back in (2, 11, 29, 31, 40) for step in (10, 60)]
+    without = plan_for(history.current, tables, "turok", "_", NOW)
+    assert without.deletes == () and len(without.unknown) == len(tables)  # kept for ever, unexplained
+    plan = plan_for(history.current, tables, "turok", "_", NOW, history=history)
+    assert plan.unknown == ()
+    assert {a.table for a in plan.deletes} == {name("turok", T - back * DAY, 10) for back in (2, 11, 29, 31, 40)} | {
+        name("turok", T - back * DAY, 60) for back in (31, 40)}
+    assert all(a.retention == (DAY if a.step == 10 else 30 * DAY) for a in plan.deletes)
+    assert plan.cutoff_of(plan.deletes[-1]) == NOW - 30 * DAY
+    assert {a.step for a in plan.creates} == {30, 300}  # the current files' resolutions only

@@ -96,6 +96,7 @@ def test_ensure_table_creates_once(make_store):
     store.ensure_table(name)
     assert store.existing_tables([name]) == {name}
     assert store.write_slots([("t.m", STEP, DAY, 1.0)]).tables_created == 0
+    assert name in store.table_names()  # what the finder's table catalog lists
 
 
 def test_slots_are_set_merged_and_a_redelivery_changes_nothing(make_store):

@@ -3,9 +3,11 @@
 A live stream is simulated for four hours across a UTC midnight: every five minutes ("a round")
 the points that have arrived by then go into a whisper file (``update_many(..., now=round)``) and,
 as Turok messages, through turokd's ``process_batch`` into DynamoDB on the moto server (base slots
-plus rollups). Points are always younger than the first archive's retention when written (a
-stream, as carbon sees it; whisper would write older points straight into a coarser archive, which
-Turok never does), but arrive late and out of order by up to 15 minutes. Five metrics cover the
+plus rollups). Points of this stream are younger than the first archive's retention when written
+(a stream, as carbon sees it), but arrive late and out of order by up to 15 minutes; the backfill
+test below sends points of every age, which whisper writes straight into the first archive
+covering their age and Turok too (through the gateway's windows, and through turokd for a
+producer that sends old slots at the base step). Five metrics cover the
 five aggregation methods, gaps, and xFilesFactor edges: exactly at the fraction, just under it,
 and 1/3, which whisper compares as a 32-bit float (so 2 of 6 known does *not* reach it). Then the
 Turok finder and ``whisper.fetch`` are asked the same ranges at the same ``now``.
@@ -39,9 +41,12 @@ METHODS = {  # metric → (carbon aggregationMethod, xFilesFactor)
     "parity.last": ("last", 0.5),
     "parity.hours": ("average", 0.5),
 }
-AGGREGATION = "".join(f"[{name.split('.')[1]}]\npattern = ^{name.replace('.', '[.]')}$\n"
+# the backfill test's metrics: through the gateway (gw.*) and as JSON messages (json.*)
+BACKFILL_METHODS = {f"{path}.{name.split('.')[1]}": kind for path in ("gw", "json")
+                    for name, kind in METHODS.items() if name != "parity.hours"}
+AGGREGATION = "".join(f"[{name.replace('.', '_')}]\npattern = ^{name.replace('.', '[.]')}$\n"
                       f"aggregationMethod = {method}\nxFilesFactor = {xff!r}\n\n"
-                      for name, (method, xff) in METHODS.items())
+                      for name, (method, xff) in {**METHODS, **BACKFILL_METHODS}.items())
 # parity.hours: whole minutes present or absent; full minutes in the hours before the midnight:
 # exactly half (30/60 = xFilesFactor), just under (29/60), all
 HOUR_MINUTES = {MIDNIGHT - 3 * 3600: 30, MIDNIGHT - 2 * 3600: 29, MIDNIGHT - 3600: 60}
@@ -155,3 +160,95 @@ def test_turok_answers_like_whisper(schema_config, tmp_path):
     assert two_known and all(minutes[1][(t - minutes[0][0]) // 60] is None for t in two_known)
     three_known = [t for t in range(*minutes[0]) if (t // 60) % 7 == 3]
     assert any(minutes[1][(t - minutes[0][0]) // 60] is not None for t in three_known)
+
+
+# --- backfill: points of every age ---------------------------------------------------------
+
+BACKFILL_ROUNDS = (NOW - 5400, NOW - 1800, NOW)
+
+
+def backfill_points(name: str, rng: random.Random, now: int) -> list[tuple[int, float]]:
+    """Points of every age at ``now``, one per slot of the archive each lands in (whisper keeps
+    the last point of a slot, Turok aggregates a slot's points: alike for one point): the 10 s
+    archive (under an hour), the minute archive (2 h 10 min to a day: past the retention plus
+    turokd's slack), the hour archive (a day and 2 h to 7 days, the fraction of known minutes
+    around the xFilesFactor) and beyond every retention (dropped by both)."""
+    points = [(t + rng.randint(0, 9), t) for t in rng.sample(range(now - 3500 - now % 10, now - 30, 10), 60)]
+    # never in a minute the 10 s points of any round reach, nor in an hour reaching past the
+    # minute archive's retention: see test_backfill_of_every_age_answers_like_whisper
+    first_hour = now - 86400 + 3600 - (now - 86400) % 3600 + 3600
+    minutes = range(first_hour, min(now - 7800, NOW - 9000) - now % 60, 60)
+    points += [(t + rng.randint(0, 59), t) for t in rng.sample(minutes, 400)]
+    hours = range(now - 7 * 86400 + 3600 - now % 3600, now - 86400 - 7200 - now % 3600, 3600)
+    points += [(t + rng.randint(0, 3599), t) for t in rng.sample(hours, 60)]
+    points += [(now - 8 * 86400 + rng.randint(0, 3600), 0) for _ in range(5)]
+    return [(t, round(rng.uniform(-50, 150), 3)) for t, _slot in points if t <= now]
+
+
+def test_backfill_of_every_age_answers_like_whisper(schema_config, tmp_path):
+    """Each round sends points of every age: ``gw.*`` through the gateway's windows (routed by
+    age there), ``json.*`` as 10 s JSON messages that turokd routes by age.
+
+    Two places where whisper's rings differ from Turok's day tables are left out: a backfilled
+    minute never shares a minute with 10 s points (whisper, whose 10 s ring no longer holds them,
+    keeps the backfilled value, while Turok's rollup of the 10 s data still stored wins), and no
+    hour gets backfilled minutes while it reaches past the minute archive's retention (whisper
+    recomputes it without the minutes its ring has overwritten, Turok with them): see
+    docs/schemas.md, "Old points"."""
+    from finder.finder import TurokFinder
+    from turok_core.turokd.block_writer import BlockWriter
+    from turok_core.windows.buffer import WindowBuffer
+    from turok_core.wire.codec import encode_json
+
+    rng = random.Random(20240303)
+    schemas = load_schemas(schema_config)
+    store = BlockStore(make_client("dynamodb", schema_config), schema_config)
+    names = list(BACKFILL_METHODS)
+    files = {}
+    for name, (method, xff) in BACKFILL_METHODS.items():
+        files[name] = str(tmp_path / f"{name}.wsp")
+        whisper.create(files[name], ARCHIVES, xFilesFactor=xff, aggregationMethod=method)
+    policies = {n: schemas.policy_for(n) for n in names}
+    assert {n: (p.aggregation_type[:3], p.x_files_factor) for n, p in policies.items()} == \
+        {n: (method[:3], xff) for n, (method, xff) in BACKFILL_METHODS.items()}
+    routed_by_gateway = moved_by_turokd = 0
+    for count, now in enumerate(BACKFILL_ROUNDS):
+        clock = (lambda now: lambda: float(now))(now)
+        buffer = WindowBuffer(lambda n: (policies[n].step, policies[n].aggregation_type, policies[n].archives),
+                              0, clock=clock)
+        bodies = []
+        for name in names:
+            points = backfill_points(name, rng, now)
+            whisper.update_many(files[name], points, now=now)
+            if name.startswith("gw."):
+                buffer.add_points([name] * len(points), [v for _t, v in points], [t for t, _v in points])
+            else:
+                bodies += [encode_json(TurokMessage(name, t - t % 10, [v], 10, policies[name].aggregation_type))
+                           for t, v in points]
+        messages = list(buffer.release_all())
+        routed_by_gateway += sum(m.resolution != 10 for m in messages)
+        bodies += encode_messages(messages, max_body_bytes=4096)
+        received = [ReceivedMessage(body, f"b{count}.{i}", f"m{count}.{i}", 1) for i, body in enumerate(bodies)]
+        writer = BlockWriter(store, schema_config.replace(), schemas, clock=clock, route_old=True)
+        batch = writer.hold(received)
+        moved_by_turokd += batch.moved
+        assert not batch.rejected
+        assert len(writer.close_all().deletable) == len(received)
+    assert routed_by_gateway > 1000 and moved_by_turokd > 100
+
+    finder = TurokFinder(config=schema_config, schemas=schemas, index=object(), blocks=store, clock=lambda: NOW)
+    # from-times land in each archive: the 10 s one, the minute one, the hour one
+    cases = [(NOW - 3000, NOW), (NOW - 3 * 3600, NOW - 3600), (NOW - 20 * 3600, NOW - 5 * 3600),
+             (NOW - 86400, NOW), (NOW - 3 * 86400, NOW - 86400), (NOW - 7 * 86400, NOW), (NOW - 9 * 86400, NOW)]
+    differing, checked = [], 0
+    for name in names:
+        reader = TurokFinder.reader(finder, name)
+        for start, end in cases:
+            expected = whisper.fetch(files[name], start, end, now=NOW)
+            got = reader.fetch(start, end, now=NOW)
+            assert got[0] == expected[0], (name, start, end)
+            if got[1] != expected[1]:
+                differing.append((name, start, end, [(a, b) for a, b in zip(got[1], expected[1]) if a != b][:5]))
+            checked += sum(v is not None for v in expected[1])
+    assert not differing, differing
+    assert checked > 5000

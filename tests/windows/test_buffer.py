@@ -192,7 +192,34 @@ def test_policies_of_looks_each_name_up_once_for_the_journal_and_the_windows():
     buffer = WindowBuffer(policy, grace_seconds=5)
     names = ["a", "slow.b", "orphan.c", "a"]
     policies = buffer.policies_of(names)
-    assert policies == [(10, "average"), (60, "average"), None, (10, "average")]
+    assert policies == [(10, "average", ()), (60, "average", ()), None, (10, "average", ())]
     assert buffer.add_points(names, [1.0, 2.0, 3.0, 4.0], [T0] * 4, policies) == 3
     assert buffer.rejected_points == 1
     assert buffer.policies_of(names) == policies and sorted(looked_up) == ["a", "orphan.c", "slow.b"]
+
+
+def test_old_points_go_to_the_first_archive_covering_their_age_like_whisper():
+    from turok_core.model.schemas import archive_for_age, parse_archive
+
+    archives = tuple(parse_archive(a) for a in ("10s:1h", "1min:1d", "1h:7d"))
+    now = 1_700_000_000
+    buffer = WindowBuffer(lambda m: (10, "sum", archives), grace_seconds=0, clock=lambda: now)
+    ages = [5, 3600, 3601, 86400, 86401, 7 * 86400, 7 * 86400 + 1]
+    names = [f"m{i}" for i in range(len(ages))]
+    assert buffer.add_points(names, [1.0] * len(ages), [now - age for age in ages]) == len(ages) - 1
+    assert buffer.expired_points == 1
+    steps = {message.metric: message.resolution for message in buffer.release_all()}
+    assert steps == {"m0": 10, "m1": 10, "m2": 60, "m3": 60, "m4": 3600, "m5": 3600}
+    assert [archive_for_age(archives, age) for age in (-5, 3600, 3601, 7 * 86400 + 1)] == \
+        [archives[0], archives[0], archives[1], None]
+    # several old points of one coarse slot: one window, aggregated with the metric's method
+    start = now - 2 * 86400 - (now - 2 * 86400) % 3600
+    buffer.add_points(["old"] * 3, [1.0, 2.0, 4.0], [start, start + 10, start + 3599])
+    (message,) = buffer.release_all()
+    assert (message.start_time, message.resolution, message.datapoints) == (start, 3600, [1.0, 2.0, 4.0])
+    # the fast path (one timestamp, one policy) routes too; without a clock nothing is routed
+    buffer.add_points(["a", "b"], [1.0, 2.0], [now - 2 * 86400] * 2)
+    assert {m.resolution for m in buffer.release_all()} == {3600}
+    plain = WindowBuffer(lambda m: (10, "sum", archives), grace_seconds=0)
+    plain.add_points(["a"], [1.0], [now - 2 * 86400])
+    assert [m.resolution for m in plain.release_all()] == [10]

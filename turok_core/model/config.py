@@ -148,6 +148,11 @@ class TurokConfig:
         return f"{self.table_prefix}{self.table_joiner}leases"
 
     @property
+    def schema_history_table_name(self) -> str:
+        """The DynamoDB table recording the schema files in force over time (not a day table)."""
+        return f"{self.table_prefix}{self.table_joiner}schemas"
+
+    @property
     def schemas_path(self) -> Path:
         return Path(self.schemas_file) if self.schemas_file else CONF_DIR / "storage-schemas.conf"
 

@@ -4,7 +4,9 @@ For each metric name the first section whose ``pattern`` matches decides its arc
 (``retentions = 10s:6h,1m:7d,1h:5y``) and, from the aggregation file, its
 ``aggregationMethod`` and ``xFilesFactor``. A file that carbon would refuse is refused here at
 start-up with the file, line and reason. ``PolicyCache`` remembers a lookup per metric name in
-bounded memory: every stage that looks names up on a hot path uses it.
+bounded memory: every stage that looks names up on a hot path uses it. ``archive_for_age`` is
+whisper's choice of the archive a point of a given age is written to (every input, the import
+too, stores a point there and rolls it up from there).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import configparser
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generic, Optional, Pattern, TypeVar
+from typing import Callable, Generic, Optional, Pattern, Sequence, TypeVar
 
 from turok_core.model.aggregation import normalise_aggregation
 from turok_core.model.config import TurokConfig
@@ -49,6 +51,16 @@ class MetricPolicy:
     def step(self) -> int:
         """The base (finest) resolution."""
         return self.archives[0].step
+
+
+def archive_for_age(archives: Sequence[Archive], age: float) -> Optional[Archive]:
+    """The archive whisper writes a point of ``age`` seconds (``now - timestamp``) into: the
+    first (finest) whose retention covers the age; None when it is older than every retention
+    (whisper drops it). A point from the future (negative age) goes to the first archive."""
+    for archive in archives:
+        if archive.retention >= age:
+            return archive
+    return None
 
 
 @dataclass(frozen=True)
@@ -89,26 +101,29 @@ def validate_archives(archives: list[Archive]) -> None:
             raise ValueError(f"the {finer.step}s archive holds too few points to roll up into {coarser.step}s")
 
 
-def _section_lines(path: Path) -> dict[str, int]:
+def _section_lines(text: str) -> dict[str, int]:
     lines: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         match = re.match(r"^\s*\[([^\]]+)\]", line)
         if match:
             lines[match.group(1)] = number
     return lines
 
 
-def _read(path: Path) -> tuple[configparser.ConfigParser, dict[str, int]]:
-    parser = configparser.ConfigParser(interpolation=None)
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _parse(path: Path, text: str) -> tuple[configparser.ConfigParser, dict[str, int]]:
+    parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=str(path))
     except configparser.Error as exc:
         raise SchemaError(f"{path}: {exc}") from None
-    return parser, _section_lines(path)
+    return parser, _section_lines(text)
 
 
 def _compile(path: Path, line: int, section: str, pattern: Optional[str]) -> Pattern[str]:
@@ -121,12 +136,23 @@ def _compile(path: Path, line: int, section: str, pattern: Optional[str]) -> Pat
 
 
 class SchemaSet:
-    """The two carbon files, answering ``policy_for(metric)`` with the first matching sections."""
+    """The two carbon files, answering ``policy_for(metric)`` with the first matching sections.
 
-    def __init__(self, schemas_path: Path, aggregation_path: Optional[Path] = None) -> None:
+    ``schemas_text`` and ``aggregation_text`` keep the files as read (the schema history
+    records them, ``schema_history.py``); ``from_texts`` parses such a recorded pair."""
+
+    def __init__(self, schemas_path: Path, aggregation_path: Optional[Path] = None,
+                 texts: Optional[tuple[str, str]] = None) -> None:
         self._schemas: list[tuple[_Rule, tuple[Archive, ...]]] = []
         self._aggregations: list[tuple[_Rule, str, float]] = []
-        parser, lines = _read(Path(schemas_path))
+        if texts is not None:
+            self.schemas_text, self.aggregation_text = texts
+        else:
+            self.schemas_text = _read_text(Path(schemas_path))
+            self.aggregation_text = ""  # no aggregation file: every metric averages
+            if aggregation_path is not None and Path(aggregation_path).exists():
+                self.aggregation_text = _read_text(Path(aggregation_path))
+        parser, lines = _parse(Path(schemas_path), self.schemas_text)
         for section in parser.sections():
             line = lines.get(section, 0)
             rule = _Rule(section, _compile(schemas_path, line, section, parser[section].get("pattern")))
@@ -141,11 +167,17 @@ class SchemaSet:
             self._schemas.append((rule, tuple(archives)))
         if not self._schemas:
             raise SchemaError(f"{schemas_path}: no schema sections")
-        if aggregation_path is not None and Path(aggregation_path).exists():
-            self._load_aggregations(Path(aggregation_path))
+        if self.aggregation_text:
+            self._load_aggregations(Path(aggregation_path or "storage-aggregation.conf"), self.aggregation_text)
 
-    def _load_aggregations(self, path: Path) -> None:
-        parser, lines = _read(path)
+    @classmethod
+    def from_texts(cls, schemas_text: str, aggregation_text: str, source: str = "recorded") -> SchemaSet:
+        """A SchemaSet of files' contents (``source`` names them in errors)."""
+        return cls(Path(f"{source} storage-schemas.conf"), Path(f"{source} storage-aggregation.conf"),
+                   (schemas_text, aggregation_text))
+
+    def _load_aggregations(self, path: Path, text: str) -> None:
+        parser, lines = _parse(path, text)
         for section in parser.sections():
             line = lines.get(section, 0)
             body = parser[section]

@@ -1,4 +1,4 @@
-"""Create what Turok needs in an AWS account (or a local endpoint): queues, lease table, bucket.
+"""Create what Turok needs in an AWS account (or a local endpoint): queues, lease and schema history tables, bucket.
 
 ``turok-provision [--config FILE]`` is safe to run repeatedly: what exists is kept, and queues are
 brought to the configured attributes (visibility timeout, size, redrive policy). The metrics
@@ -16,6 +16,7 @@ from typing import Any
 from turok_core.model.config import TurokConfig, load_config
 from turok_core.runtime.aws import AwsClient, make_client
 from turok_core.storage.leases import LeaseTable
+from turok_core.storage.schema_history import SchemaRecordTable
 from turok_core.wire.partitions import partition_dead_letter_queue_name, partition_queue_names
 
 
@@ -61,6 +62,11 @@ def provision_lease_table(dynamodb: AwsClient, config: TurokConfig) -> bool:
     return LeaseTable(dynamodb, config.lease_table_name).ensure_table()
 
 
+def provision_schema_history(dynamodb: AwsClient, config: TurokConfig) -> bool:
+    """Create the table recording the schema files in force over time; True when created."""
+    return SchemaRecordTable(dynamodb, config.schema_history_table_name).ensure_table()
+
+
 def provision_bucket(s3: AwsClient, config: TurokConfig) -> None:
     """Create the index bucket unless it exists."""
     try:
@@ -79,6 +85,7 @@ def provision(config: TurokConfig) -> dict[str, str]:
     """Everything Turok needs before its services start."""
     urls = provision_queues(make_client("sqs", config), config)
     provision_lease_table(make_client("dynamodb", config), config)
+    provision_schema_history(make_client("dynamodb", config), config)
     provision_bucket(make_client("s3", config), config)
     return urls
 
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, url in provision(config).items():
         print(f"queue {name}: {url}")
     print(f"lease table {config.lease_table_name}: ready")
+    print(f"schema history table {config.schema_history_table_name}: ready")
     print(f"bucket {config.index_bucket}: ready")
     return 0
 

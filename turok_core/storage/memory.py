@@ -61,6 +61,11 @@ class MemoryBlockStore:
         with self._lock:
             return {name for name in names if name in self._tables}
 
+    def table_names(self) -> list[str]:
+        """Every table made so far."""
+        with self._lock:
+            return sorted(self._tables)
+
     def span(self, step: int) -> int:
         """Seconds per block at resolution ``step``."""
         return block_span(step, self._config.block_slots)

@@ -25,6 +25,7 @@ from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
 from turok_core.storage.reads import BlockReader, BlockReadError
+from turok_core.storage.table_catalog import list_table_names
 from turok_core.storage.table_names import check_table_affixes, table_name
 from turok_core.storage.writes import BlockMerger, BlockWriteError, MergedBlocks, WriteStats
 
@@ -164,6 +165,10 @@ class BlockStore:
     def existing_tables(self, names: Iterable[str]) -> set[str]:
         """Those of ``names`` that exist and can be read (cached for a short while)."""
         return self._tables.existing(names)
+
+    def table_names(self) -> list[str]:
+        """Every table name in the account and region (ListTables, every page; any prefix)."""
+        return list_table_names(self._client)
 
     def span(self, step: int) -> int:
         """Seconds per block at resolution ``step``."""

@@ -12,7 +12,8 @@ partition leases); any other block is merged into the stored item (read, slots s
 in batches without conditions while the partition's lease is held, else with a conditional put.
 Coarse blocks are computed from the finer blocks just written when turokd knows them whole (put
 whole, or merged by it as the partition's sole writer), else from the finer slots read back from
-DynamoDB (``rollup_writer.py``).
+DynamoDB (``rollup_writer.py``). With ``route_old``, slot values too old for their step's archive
+move to the archive covering their age first (``backfill.py``).
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ from operator import eq
 from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
-from turok_core.model.schemas import SchemaSet
+from turok_core.model.schema_history import SchemaHistory
+from turok_core.model.schemas import PolicyCache, SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
 from turok_core.storage.writes import MergedBlocks
+from turok_core.turokd.backfill import route_by_age, shortest_retentions
 from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
-from turok_core.turokd.fresh import BASE, COARSE, FreshBlocks, OwnedSince
+from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince
 from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
 from turok_core.turokd.rollup_writer import rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
@@ -61,24 +64,33 @@ class BlockWriter:
     partition (None or no hook: unknown, so every block is merged). ``took_over``: the partition
     was taken from a turokd that never gave it back (or that is unknown), so each coarse block's
     first write here recomputes it from DynamoDB (``coarse_blocks.py``). ``hold`` may be called
-    from several threads; ``close`` from one at a time.
+    from several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values
+    too old for their step's archive go to the archive covering their age, by ``clock``
+    (``backfill.py``). ``history``: the schema files in force before, so a block at a step only an
+    older version had rolls up as that version said.
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
                  clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
-                 took_over: bool = True) -> None:
+                 took_over: bool = True, route_old: bool = False, history: Optional[SchemaHistory] = None) -> None:
         self.store = store
         self.clock = clock
+        self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
+            if route_old and schemas is not None else None
         self.fresh = FreshBlocks(owned_since, took_over=took_over)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
+        older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
-                                    config.late_merge_delay_seconds) if schemas is not None else None
+                                    config.late_merge_delay_seconds, older) if schemas is not None else None
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
         batch = decode_batch(received)
-        batch.held = self.open.add_windows(batch.windows, batch.accepted, self.clock())
+        now = self.clock()
+        if self._routing is not None and batch.windows:
+            batch.moved = route_by_age(batch, self._routing[0], self._routing[1], now)
+        batch.held = self.open.add_windows(batch.windows, batch.accepted, now)
         return batch
 
     def close(self, now: Optional[float] = None) -> CloseResult:
@@ -115,7 +127,8 @@ class BlockWriter:
         rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
         exclusive: list[WrittenBlock] = []  # held partition, not fresh: batched read, merge, put
         for (step, start), metrics in due.blocks.items():
-            written = self.fresh.written(BASE, step, start)
+            # a coarse block put whole before may share the id of a backfilled block: merge then
+            written = self.fresh.written(BASE, step, start) or self.fresh.written(COARSE, step, start)
             for metric, values in metrics.items():
                 block = (metric, step, start, values)
                 if not written and self.fresh.owned(metric, start):
@@ -137,8 +150,12 @@ class BlockWriter:
                 result.stats.add(write(part))
                 rows += part
         merged += rewritten
-        for step, start in due.blocks:
+        for (step, start), metrics in due.blocks.items():
             self.fresh.mark(BASE, step, [start])
+            if self.rollups is not None and self.rollups.backfilled(step, metrics):
+                # the coarse block of this id (rolled up from the finer archive) must merge into
+                # the backfilled slots, not be put whole over them
+                self.fresh.mark(BACKFILL, step, [start])
         result.blocks += len(rows)
         result.slots += sum(len(values) for *_key, values in rows)
         return (fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
@@ -173,7 +190,8 @@ class BlockWriter:
             row = _row(plan.metric, plan.coarse_step, plan.start, values)
             if not row[3]:
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
-            if block.whole and not self.fresh.written(COARSE, plan.coarse_step, plan.start):
+            if block.whole and not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
+                    and not self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # else merge, not replace
                 puts.append((row, values))
             else:
                 merges.append(row)

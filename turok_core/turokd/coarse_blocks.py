@@ -36,9 +36,9 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
-from turok_core.model.schemas import PolicyCache, SchemaSet
+from turok_core.model.schemas import MetricPolicy, PolicyCache, SchemaSet
 from turok_core.storage.block_layout import block_span
 from turok_core.turokd.fresh import COARSE, FreshBlocks
 from turok_core.turokd.rollup import rollup_known, whisper_xff
@@ -104,16 +104,29 @@ class CoarseBlocks:
     """Coarse blocks whose finer data changed, each due when it closes."""
 
     def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float, fresh: FreshBlocks,
-                 late_delay: float = 0.0) -> None:
+                 late_delay: float = 0.0, older: Optional[Callable[[str, int], Optional[MetricPolicy]]] = None) -> None:
+        """``older(metric, step)``: the policy of an older version of the schema files with an
+        archive at ``step`` (``SchemaHistory.policy_with_step``), for blocks at a step the
+        current files no longer have."""
         self._policy = PolicyCache(schemas.policy_for)
+        self._older = older
         self._block_slots = block_slots
         self._close_delay = close_delay
         self._fresh = fresh
         self._late_delay = late_delay
         self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
+        self._coarse_steps = {archive.step for _name, archives in schemas.archive_sets() for archive in archives[1:]}
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def backfilled(self, step: int, metrics: Iterable[str]) -> bool:
+        """Some of ``metrics`` has ``step`` as a coarser archive, not its first: old points
+        stored straight into it (``windows/buffer.py``, ``turokd/backfill.py``)."""
+        if step not in self._coarse_steps:
+            return False
+        policy = self._policy
+        return any(found is not None and found.step != step for found in map(policy, metrics))
 
     def note_written(self, blocks: Iterable[WrittenBlock], now: float = -math.inf) -> None:
         """Blocks just written at ``now``: the coarser blocks they overlap become pending.
@@ -123,12 +136,15 @@ class CoarseBlocks:
 
         A block given with its values is known whole (put whole, or merged by this sole writer)
         and feeds coarse blocks computed from memory; one without (merged conditionally) makes
-        them computed from DynamoDB. A block whose step is
-        not an archive of its metric's policy (or of a metric no schema matches) rolls up
-        nowhere; a block of the coarsest archive neither.
+        them computed from DynamoDB. A block whose step is not an archive of its metric's policy
+        rolls up as the newest older version of the files with that step said (``older``: data
+        sent before an edit), else nowhere, like a block of a metric no schema matches; a block
+        of the coarsest archive neither.
         """
         for metric, step, start, values in blocks:
             policy = self._policy(metric)
+            if self._older is not None and (policy is None or all(a.step != step for a in policy.archives)):
+                policy = self._older(metric, step)
             if policy is None:
                 continue
             archives = policy.archives

@@ -10,6 +10,7 @@ class TurokdCounters:
     bodies_rejected: int = 0  # undecodable bodies, left for the dead-letter queue
     turok_messages: int = 0  # Turok messages in the accepted bodies
     slots_received: int = 0  # slot values put into open blocks
+    slots_moved: int = 0  # old slot values moved to the archive covering their age (backfill)
     blocks_written: int = 0  # base blocks written (each once when it closes, unless data came late)
     slots_written: int = 0
     rollup_slots_written: int = 0  # coarse slots recomputed into the coarser archives

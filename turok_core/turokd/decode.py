@@ -45,6 +45,7 @@ class DecodedBatch:
     rejected: list[Rejected] = field(default_factory=list)  # bodies left for the dead-letter queue
     messages: int = 0  # Turok messages decoded from the accepted bodies
     held: list[tuple[float, str]] = field(default_factory=list)  # (deletable from, receipt), once held
+    moved: int = 0  # slot values moved to a coarser archive by their age (turokd/backfill.py)
 
     @property
     def metrics(self) -> set[str]:

@@ -9,6 +9,10 @@ ownership, a lease that moved) is merged: read, slots set, put back, and only wh
 writer may exist (no partition held) with a conditional put per block; a metric whose partition
 this turokd holds (``held``) is merged in batches without conditions.
 
+A base block at a step that is a coarser archive of its metric (old points stored straight
+there, ``backfill.py``) is remembered as ``BACKFILL`` too: the coarse block of that id, rolled up
+from the finer archive, is then merged into it, never put whole over it.
+
 "Written before" is remembered per ``(kind, step, block start)``, not per metric: a few hundred
 entries a day. A metric whose block id was written while it had no data there is merged too,
 which is safe, only dearer. Entries older than ``keep_seconds`` are forgotten, and blocks older
@@ -22,6 +26,7 @@ from typing import Callable, Iterable, Optional
 OwnedSince = Callable[[str], Optional[float]]
 BASE = "base"  # kinds of block: written from messages, or computed by the rollups
 COARSE = "coarse"
+BACKFILL = "backfill"  # written from messages at a step that is a coarser archive of the metric
 KEEP_SECONDS = 8 * 86400.0
 
 
@@ -60,7 +65,10 @@ class FreshBlocks:
         return start < self._floor.get(key, -1) or start in self._written.get(key, ())
 
     def fresh(self, kind: str, metric: str, step: int, start: int) -> bool:
-        """The block may be put whole without a read."""
+        """The block may be put whole without a read (a coarse block not if old points were
+        stored straight into its id: ``BACKFILL``)."""
+        if kind == COARSE and self.written(BACKFILL, step, start):
+            return False
         return not self.written(kind, step, start) and self.owned(metric, start)
 
     def mark(self, kind: str, step: int, starts: Iterable[int]) -> None:

@@ -28,12 +28,14 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from turok_core.model.config import TurokConfig
+from turok_core.model.schema_history import SchemaHistory
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.runtime.aws import make_client
 from turok_core.runtime.cache_server import cache_site
 from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog, started
 from turok_core.storage.leases import LeaseStore, LeaseTable
 from turok_core.storage.memory_leases import MemoryLeaseTable
+from turok_core.storage.schema_history import MemorySchemaRecord, SchemaRecord, SchemaRecordTable, load_history
 from turok_core.storage.tables import BlockStore
 from turok_core.turokd.announcer import Announcer
 from turok_core.turokd.block_writer import BlockWriter, CloseResult
@@ -73,10 +75,11 @@ class TurokdService(QueueConsumerService):
                  queue: Optional[Queue] = None, index_queue: Optional[Queue] = None,
                  schemas: Optional[SchemaSet] = None, clock: Optional[Callable[[], float]] = None,
                  queues: Optional[dict[int, Queue]] = None, leases: Optional[LeaseStore] = None,
-                 lease_clock: Callable[[], float] = time.time) -> None:
+                 lease_clock: Callable[[], float] = time.time, schema_record: Optional[SchemaRecord] = None) -> None:
         """``queue`` (one partition) or ``queues`` (partition → queue) and ``leases`` are made at
-        start when not given; injected queues without a lease table get an in-memory one.
-        ``lease_clock`` is the wall clock lease expiries are written and checked in."""
+        start when not given; injected queues without a lease table get an in-memory one, an
+        injected store without a schema record an in-memory one. ``lease_clock`` is the wall
+        clock lease expiries are written and checked in (and schema changes recorded in)."""
         super().__init__(config, log, reactor)
         self.counters = TurokdCounters()
         self.announcer = Announcer()
@@ -88,9 +91,13 @@ class TurokdService(QueueConsumerService):
             leases = MemoryLeaseTable()
         self._lease_table = leases
         self._lease_clock = lease_clock
+        if schema_record is None and store is not None:
+            schema_record = MemorySchemaRecord()
+        self._schema_record = schema_record
         self.leases: Optional[PartitionLeases] = None  # made by connect
         # read at construction, so twistd refuses to start on invalid schema files
         self.schemas = schemas if schemas is not None else load_schemas(config)
+        self.history = SchemaHistory.current_only(self.schemas)  # with the recorded versions once started
         self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
         self.work: dict[int, PartitionWork] = {}  # the partitions held, by number
         self._tick_call: Optional[task.LoopingCall] = None
@@ -145,7 +152,27 @@ class TurokdService(QueueConsumerService):
                  delay=config.block_close_delay_seconds, index_queue=config.index_queue_name)
 
     def start_polling(self) -> None:
-        """Take leases now, then on every heartbeat; each partition gained gets its pollers."""
+        """Record the schema files and read their history, then take leases now and on every
+        heartbeat; each partition gained gets its pollers."""
+        recorded = self._in_pool(self._record_schemas)
+        recorded.addErrback(lambda failure: log.error(
+            "turokd: schema history not recorded or read ({error}); data at resolutions of edited "
+            "schema files rolls up by the current files only", error=failure.getErrorMessage()))
+        recorded.addCallback(lambda _: self._start_leases())
+
+    def _record_schemas(self) -> None:
+        """Record the schema files this turokd runs with (a new version when they changed) and
+        read the history (blocking: in the pool)."""
+        if self._schema_record is None:
+            self._schema_record = SchemaRecordTable(make_client("dynamodb", self.config),
+                                                    self.config.schema_history_table_name)
+        if self._schema_record.record(self.schemas, self._lease_clock()):
+            log.info("turokd: recorded new schema files in {table}", table=self.config.schema_history_table_name)
+        self.history = load_history(self._schema_record, self.schemas)
+
+    def _start_leases(self) -> None:
+        if not self.running:
+            return
         self._lease_call = task.LoopingCall(self._renew_leases)
         self._lease_call.clock = self._reactor
         self._lease_call.start(self.config.lease_heartbeat_seconds, now=True)
@@ -221,7 +248,7 @@ class TurokdService(QueueConsumerService):
         leases = started(self.leases)
         writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
-                             took_over=leases.took_over(partition))
+                             took_over=leases.took_over(partition), route_old=True, history=self.history)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1
@@ -438,6 +465,7 @@ class TurokdService(QueueConsumerService):
         counters.bodies_rejected += len(batch.rejected)
         counters.turok_messages += batch.messages
         counters.slots_received += batch.slot_count
+        counters.slots_moved += batch.moved
 
     def _count_close(self, result: CloseResult) -> None:
         counters, stats = self.counters, result.stats

@@ -12,6 +12,12 @@ Late data: a point whose window was already released is buffered again in a fres
 released at the next ``release`` call, as a second message for the same slot. turokd sets the
 slot to that message's aggregate: the last write wins, as whisper does for a timestamp, so a
 point later than the grace replaces its slot's value instead of joining it.
+
+Old points (backfill): given a clock and a policy that lists the metric's archives, a point older
+than the first archive's retention goes into a window of the first archive that covers its age
+(``schemas.archive_for_age``, whisper's rule), so turokd stores it there and rolls it up from
+there; a point older than every retention is dropped and counted in ``expired_points``. Several
+old points in one coarse slot are aggregated with the metric's method, as at the base step.
 """
 from __future__ import annotations
 
@@ -19,10 +25,11 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from turok_core.model.aggregation import aggregate
 from turok_core.model.message import TurokMessage
-from turok_core.model.schemas import DEFAULT_POLICY_CACHE_SIZE, PolicyCache
+from turok_core.model.schemas import DEFAULT_POLICY_CACHE_SIZE, Archive, PolicyCache, archive_for_age
 from turok_core.wire.groups import Window, WindowGroup
 
-Policy = tuple[int, str]  # (step seconds, aggregation type)
+# (base step seconds, aggregation type, the metric's archives; () routes every point to the base step)
+Policy = tuple[int, str, tuple[Archive, ...]]
 _NONE = object()
 
 
@@ -98,9 +105,13 @@ def window_points(groups: Iterable[WindowGroup], metrics: Sequence[str], start: 
 class WindowBuffer:
     """Points grouped into open windows until their slot (plus grace) has passed."""
 
-    def __init__(self, policy_lookup: Callable[[str], Policy], grace_seconds: int,
-                 policy_cache_size: int = DEFAULT_POLICY_CACHE_SIZE) -> None:
+    def __init__(self, policy_lookup: Callable[[str], tuple], grace_seconds: int,
+                 policy_cache_size: int = DEFAULT_POLICY_CACHE_SIZE,
+                 clock: Optional[Callable[[], float]] = None) -> None:
+        """``policy_lookup(name)``: ``(step, aggregation)``, or ``(step, aggregation, archives)``
+        to route old points by age (with ``clock``, the time ages are measured from)."""
         self._lookup = policy_lookup
+        self._clock = clock
         self.grace_seconds = grace_seconds
         # metric -> shared (step, aggregation) tuple, or None when no policy applies
         self._policies: PolicyCache[Policy] = PolicyCache(self._interned_policy, policy_cache_size)
@@ -110,6 +121,8 @@ class WindowBuffer:
         self._open_windows = 0
         self._buffered_points = 0
         self.rejected_points = 0  # points of metrics no policy matches (lookup raised ValueError)
+        self.expired_points = 0  # points older than every archive of their metric (dropped)
+        self._young = float("inf")  # the shortest first-archive retention of any policy interned
 
     @property
     def open_windows(self) -> int:
@@ -148,9 +161,14 @@ class WindowBuffer:
         # was the gateway's second-largest cost.
         ts = timestamps[0]
         policy = chunk_policies[0]
+        now = self._clock() if self._clock is not None else None
         if (policy is None or chunk_policies.count(policy) != len(names)
                 or timestamps.count(ts) != len(names)):
-            return self._add_each(names, values, timestamps, chunk_policies)
+            if now is not None and now - min(timestamps) <= self._young and None not in chunk_policies:
+                now = None  # no point of the chunk can be past its first archive: no per-point look
+            return self._add_each(names, values, timestamps, chunk_policies, now)
+        if now is not None and policy[2] and now - ts > policy[2][0].retention:  # old points (backfill)
+            return self._add_each(names, values, timestamps, chunk_policies, now)
         step = policy[0]
         key = (ts - ts % step, step, policy[1])
         group = self._groups.get(key)
@@ -187,15 +205,16 @@ class WindowBuffer:
         return new_windows
 
     def _add_each(self, names: Sequence[str], values: Sequence[float], timestamps: Sequence[int],
-                  chunk_policies: list[Optional[Policy]]) -> int:
-        """Points of several timestamps or policies: sorted out by group, then added per group."""
+                  chunk_policies: list[Optional[Policy]], now: Optional[float] = None) -> int:
+        """Points of several timestamps or policies, or old ones: sorted out by group, then
+        added per group."""
         lookup = self._policies
         groups = self._groups
         by_key: dict[tuple[int, int, str], tuple[dict, list, list]] = {}
         last_ts = last_policy = None
         group_names: list = []
         group_values: list = []
-        rejected = 0
+        rejected = expired = 0
         for name, value, ts, policy in zip(names, values, timestamps, chunk_policies):
             if policy is None:
                 # not cached yet, or cached as having no policy
@@ -205,6 +224,14 @@ class WindowBuffer:
                     continue
             if ts != last_ts or policy is not last_policy:  # policies are interned: `is` suffices
                 step = policy[0]
+                archives = policy[2]
+                if now is not None and archives and now - ts > archives[0].retention:
+                    archive = archive_for_age(archives, now - ts)
+                    if archive is None:
+                        expired += 1
+                        last_ts = None  # the next point needs its group found again
+                        continue
+                    step = archive.step
                 key = (ts - ts % step, step, policy[1])
                 pending = by_key.get(key)
                 if pending is None:
@@ -218,15 +245,18 @@ class WindowBuffer:
             group_values.append(value)
         for group, group_names, group_values in by_key.values():
             self._open_windows += self._add_to_group(group, group_names, group_values)
-        added = len(names) - rejected
+        added = len(names) - rejected - expired
         self._buffered_points += added
         self.rejected_points += rejected
+        self.expired_points += expired
         return added
 
     def _interned_policy(self, name: str) -> Policy:
         """``name``'s policy as one tuple shared by every name that has it (``is`` compares them)."""
-        step, aggregation = self._lookup(name)
-        policy = (int(step), aggregation)
+        found = self._lookup(name)
+        policy: Policy = (int(found[0]), found[1], tuple(found[2]) if len(found) > 2 else ())
+        if policy[2]:
+            self._young = min(self._young, policy[2][0].retention)
         return self._interned.setdefault(policy, policy)
 
     def open_groups(self) -> list[WindowGroup]:
