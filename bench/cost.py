@@ -1,13 +1,15 @@
 """What a day of metrics costs on AWS: DynamoDB write/read units, SQS and S3 requests per 1,000 points.
 
     .venv/bin/python bench/cost.py [--metrics 10000] [--hours 24] [--values mixed|float]
-                                   [--writes conditional|batch]
+                                   [--writes conditional|batch] [--no-lease]
 
 Issue 4's standard workload: ``--metrics`` names (100 hosts × N/100 metrics each) reporting every
 10 s under ``10s:1d,1min:30d,1h:2y`` for ``--hours`` simulated hours, through Turok's own code on a
 simulated clock (so a day runs in minutes): the gateway's ``WindowBuffer`` and SQS encoding, a
-real SQS queue, turokd's ``BlockWriter`` (blocks held and written once when they close, coarse
-blocks recomputed at their close), the indexer's ``IndexStore`` on S3, all on a moto server.
+real SQS queue, turokd's ``BlockWriter`` (holding the partition's lease since before the day, as a
+running turokd does: blocks put whole once when they close, coarse blocks computed from them;
+``--no-lease``: every block merged and coarse blocks read back), the indexer's ``IndexStore`` on
+S3, all on a moto server.
 Every AWS call goes through a counting proxy that bills it as AWS does: DynamoDB write units by
 item size (1 KB), read units by item size (4 KB, eventually consistent half), SQS requests per
 64 KB chunk of payload, S3 PUT/LIST and GET/HEAD. Values: ``mixed`` is half integer counters, a
@@ -150,7 +152,7 @@ def value_source(kind: str, count: int, seed: int = 1):
     return values
 
 
-def run(metrics: int, hours: float, values_kind: str, endpoint: str, conditional: bool) -> dict:
+def run(metrics: int, hours: float, values_kind: str, endpoint: str, conditional: bool, owner: bool = True) -> dict:
     tag = uuid.uuid4().hex[:6]
     workdir = Path("/tmp") / f"turok-cost-{tag}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,10 @@ def run(metrics: int, hours: float, values_kind: str, endpoint: str, conditional
     queue = MessageQueue(CountingClient(make_client("sqs", config), billing), config.queue_name,
                          config.sqs_max_message_bytes)
     index = IndexStore(CountingClient(make_client("s3", config), billing), config)
-    writer = BlockWriter(store, config, schemas, clock=lambda: sim_now[0])
+    # as a turokd holding its partition's lease since before the day began (and handed it by
+    # nobody who died): new blocks put whole, coarse blocks from memory
+    writer = BlockWriter(store, config, schemas, clock=lambda: sim_now[0],
+                         owned_since=(lambda _metric: float(START) - 1) if owner else None, took_over=False)
     announcer = Announcer(clock=lambda: sim_now[0])
 
     def policy(name: str):
@@ -256,6 +261,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--writes", choices=("conditional", "batch"), default="conditional",
                         help="turokd's conditional_writes (the default) or BatchWriteItem: the same write "
                              "units, plus a read before each first write; ~10x fewer calls for a local endpoint")
+    parser.add_argument("--no-lease", action="store_true",
+                        help="a writer without a partition lease (every block merged, coarse blocks read back), "
+                             "as before partitions; by default turokd holds the lease, as a running turokd does")
     parser.add_argument("--endpoint", help="an AWS-compatible endpoint (default: a moto server started here)")
     args = parser.parse_args(argv)
     moto = None
@@ -270,7 +278,8 @@ def main(argv: list[str]) -> int:
         import os
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-        report(run(args.metrics, args.hours, args.values, endpoint, args.writes == "conditional"), args.values)
+        report(run(args.metrics, args.hours, args.values, endpoint, args.writes == "conditional", not args.no_lease),
+               args.values)
     finally:
         stop(moto)
     return 0

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from turok_core.turokd.block_writer import CloseResult
+from turok_core.turokd.decode import DecodedBatch
+
 
 @dataclass
 class TurokdCounters:
@@ -29,3 +32,28 @@ class TurokdCounters:
     leases_lost: int = 0  # partitions dropped unwritten: lease lost or not provably held
     leases_released: int = 0  # partitions given back after their blocks were written
     errors: int = 0  # failed rounds or ticks (nothing acknowledged; SQS redelivers)
+
+    def count_batch(self, batch: DecodedBatch) -> None:
+        """A batch held in the open blocks."""
+        self.bodies_rejected += len(batch.rejected)
+        self.turok_messages += batch.messages
+        self.slots_received += batch.slot_count
+        self.slots_moved += batch.moved
+
+    def count_close(self, result: CloseResult) -> None:
+        """What one ``BlockWriter.close`` wrote."""
+        stats = result.stats
+        self.blocks_written += result.blocks
+        self.slots_written += result.slots
+        self.rollup_slots_written += result.rollup_slots
+        self.items_written += stats.items_written
+        self.items_unchanged += stats.items_unchanged
+        self.write_units += stats.write_units
+        self.tables_created += stats.tables_created
+
+    def count_cache_query(self, answered: bool) -> None:
+        """A finder's query for held slots, answered or refused as malformed."""
+        if answered:
+            self.cache_queries += 1
+        else:
+            self.cache_queries_refused += 1

@@ -179,7 +179,7 @@ class TurokdService(QueueConsumerService):
 
     def startService(self) -> None:
         super().startService()
-        site = cache_site(self._points, self._count_cache_query)
+        site = cache_site(self._points, self.counters.count_cache_query)
         port = self._reactor.listenTCP(self.config.cache_port, site, interface=self.config.cache_interface)
         self._cache_port = port
         log.info("turokd: cache queries on {interface}:{port}", interface=self.config.cache_interface,
@@ -353,7 +353,7 @@ class TurokdService(QueueConsumerService):
         if self.work.get(work.partition) is not work:
             self._show_again(work, [message.receipt_handle for message in received])
             return
-        self._count_batch(batch)
+        self.counters.count_batch(batch)
         for rejected in batch.rejected:
             self._rejections.error(
                 "rejected", "turokd: rejected message {id} (receive {count}): {reason}; "
@@ -416,7 +416,7 @@ class TurokdService(QueueConsumerService):
 
     @defer.inlineCallbacks
     def _after_close(self, work: PartitionWork, result: CloseResult) -> Generator[defer.Deferred, Any, None]:
-        self._count_close(result)
+        self.counters.count_close(result)
         if result.deletable:  # only now is what they carry durable in DynamoDB
             yield self._in_pool(work.queue.delete, result.deletable)
             self.counters.messages_deleted += len(result.deletable)
@@ -453,30 +453,6 @@ class TurokdService(QueueConsumerService):
         gauges["held_messages"] = sum(work.writer.open.held_messages for work in works)
         gauges["partitions_held"] = len(works)
         return gauges
-
-    def _count_cache_query(self, answered: bool) -> None:
-        if answered:
-            self.counters.cache_queries += 1
-        else:
-            self.counters.cache_queries_refused += 1
-
-    def _count_batch(self, batch: DecodedBatch) -> None:
-        counters = self.counters
-        counters.bodies_rejected += len(batch.rejected)
-        counters.turok_messages += batch.messages
-        counters.slots_received += batch.slot_count
-        counters.slots_moved += batch.moved
-
-    def _count_close(self, result: CloseResult) -> None:
-        counters, stats = self.counters, result.stats
-        counters.blocks_written += result.blocks
-        counters.slots_written += result.slots
-        counters.rollup_slots_written += result.rollup_slots
-        counters.items_written += stats.items_written
-        counters.items_unchanged += stats.items_unchanged
-        counters.write_units += stats.write_units
-        counters.tables_created += stats.tables_created
-
 
 def make_turokd_service(config: TurokConfig) -> TurokdService:
     """The turokd service (``twistd -n turokd --config FILE``)."""
