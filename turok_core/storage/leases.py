@@ -21,12 +21,11 @@ from botocore.exceptions import ClientError
 
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
+from turok_core.storage.key_tables import ensure_key_table
 
 KEY = "lease"
 PARTITION_PREFIX = "partition-"
 WORKER_PREFIX = "worker-"
-TABLE_WAIT_POLLS = 120
-TABLE_WAIT_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,28 +78,7 @@ class LeaseTable:
 
     def ensure_table(self) -> bool:
         """Create the table unless it exists and wait until it is ACTIVE; True when created."""
-        created = False
-        for _ in range(TABLE_WAIT_POLLS):
-            try:
-                status = self._client.describe_table(TableName=self.name)["Table"]["TableStatus"]
-            except ClientError as exc:
-                if error_code(exc) != "ResourceNotFoundException":
-                    raise
-                status = None
-            if status == "ACTIVE":
-                return created
-            if status is None:
-                try:
-                    self._client.create_table(
-                        TableName=self.name, BillingMode="PAY_PER_REQUEST",
-                        KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}])
-                    created = True
-                except ClientError as exc:
-                    if error_code(exc) != "ResourceInUseException":  # made by a racing provisioner
-                        raise
-            self._sleep(TABLE_WAIT_INTERVAL)
-        raise RuntimeError(f"lease table {self.name} did not become ACTIVE")
+        return ensure_key_table(self._client, self.name, KEY, self._sleep)
 
     def read(self) -> LeaseView:
         """Every item, read consistently (the table holds one item per partition and turokd)."""

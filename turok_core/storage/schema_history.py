@@ -24,12 +24,11 @@ from turok_core.model.schema_history import SchemaHistory, files_digest
 from turok_core.model.schemas import SchemaSet
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
+from turok_core.storage.key_tables import ensure_key_table
 
 KEY = "name"
 ITEM = "history"
 RECORD_ATTEMPTS = 5  # conditional puts lost to a concurrent recorder before giving up
-TABLE_WAIT_POLLS = 120
-TABLE_WAIT_INTERVAL = 0.5
 
 
 class SchemaRecord(Protocol):
@@ -60,28 +59,7 @@ class SchemaRecordTable:
 
     def ensure_table(self) -> bool:
         """Create the table unless it exists and wait until it is ACTIVE; True when created."""
-        created = False
-        for _ in range(TABLE_WAIT_POLLS):
-            try:
-                status = self._client.describe_table(TableName=self.name)["Table"]["TableStatus"]
-            except ClientError as exc:
-                if error_code(exc) != "ResourceNotFoundException":
-                    raise
-                status = None
-            if status == "ACTIVE":
-                return created
-            if status is None:
-                try:
-                    self._client.create_table(
-                        TableName=self.name, BillingMode="PAY_PER_REQUEST",
-                        KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}])
-                    created = True
-                except ClientError as exc:
-                    if error_code(exc) != "ResourceInUseException":  # made by a racing recorder
-                        raise
-            self._sleep(TABLE_WAIT_INTERVAL)
-        raise RuntimeError(f"schema history table {self.name} did not become ACTIVE")
+        return ensure_key_table(self._client, self.name, KEY, self._sleep)
 
     def _read(self) -> tuple[list[dict], Optional[int]]:
         try:
