@@ -1,0 +1,250 @@
+"""Graphite tag queries over tagged series names (``TagIndex``), answered as graphite-web's TagDB does.
+
+A tagged series is ``name;tag1=value1;tag2=value2`` with its tags sorted (``name`` is a tag too:
+the part before the first ``;``, without leading ``~``). ``TagIndex`` keeps the series as one
+sorted list and, for every tag, each value's posting list (ascending positions in that list), so a
+``tag=value`` expression is one dictionary lookup and a regex is one test per distinct value.
+
+Expressions (``tag=spec``, ``tag!=spec``, ``tag=~regex``, ``tag!=~regex``) mean exactly what they
+mean to graphite-web 1.1's ``LocalDatabaseTagDB`` (its reference answers): a regex not starting
+with ``^`` is wrapped as ``^(regex)``; an expression that matches the empty value also matches
+series without the tag, and only filters the series the others found; at least one expression
+must not match the empty value (``ValueError`` otherwise, with graphite's message). Answers are
+sorted by code point, like graphite-web's ``ORDER BY`` on sqlite.
+
+The names come normalised (``turok_core.model.metric_names``: carbon's tag rules, the rules
+graphite-web parses by), so they are taken as they are.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from array import array
+from itertools import islice
+from typing import Iterable, NamedTuple, Optional
+
+from turok_core.model.metric_names import TAG_SEPARATOR
+
+NAME_TAG = "name"
+_TAGSPEC = re.compile(r"^([^;!=]+)(!?=~?)([^;]*)$")
+_TAG_REFUSED = re.compile(r"[;!^=]")
+_VALUES = re.compile(r"=[^;\n]*")  # what to drop from joined names to leave their tag signatures
+_NAME_COLUMN = re.compile(r"^[^;\n]*", re.M)
+_COLUMN = r"^(?:[^\n]*;{}=([^;\n]*))?"  # one match per line: the tag's value or ''
+NO_NON_EMPTY = "At least one tagspec must not match the empty string"
+FEW_CANDIDATES = 2000  # below this many candidates, test their tags rather than walk postings
+
+
+class TagExpression(NamedTuple):
+    """One parsed ``seriesByTag`` expression."""
+    tag: str
+    operator: str  # '=', '!=', '=~' or '!=~'
+    spec: str  # the value, or the regex as graphite anchors it
+    matches_empty: bool  # whether a series without the tag passes
+
+    def accepts(self, value: str) -> bool:
+        """Whether a series whose value of ``tag`` is ``value`` ('' when absent) passes: graphite's
+        filter step (regexes matched) for an empty-matching expression, its ``WHERE`` (the tag
+        present, regexes searched) for the others."""
+        if not self.matches_empty and not value:
+            return False
+        if self.operator == "=":
+            return value == self.spec
+        if self.operator == "!=":
+            return value != self.spec
+        found = (re.match if self.matches_empty else re.search)(self.spec, value) is not None
+        return found if self.operator == "=~" else not found
+
+
+def parse_expression(text: str) -> TagExpression:
+    """``text`` as a ``TagExpression``; ``ValueError`` for what graphite calls an invalid tagspec
+    (``re.error`` for a regex that does not compile)."""
+    found = _TAGSPEC.match(text)
+    if found is None:
+        raise ValueError(f"Invalid tagspec {text}")
+    tag, operator, spec = found.groups()
+    if operator in ("=~", "!=~"):
+        if not spec.startswith("^"):
+            spec = f"^({spec})"
+        empty = re.match(spec, "") is not None
+        return TagExpression(tag, operator, spec, empty if operator == "=~" else not empty)
+    return TagExpression(tag, operator, spec, (spec == "") == (operator == "="))
+
+
+def series_tags(series: str) -> Optional[dict[str, str]]:
+    """The tags of a series name, ``name`` included; None when graphite-web would refuse it."""
+    metric, _, rest = series.partition(TAG_SEPARATOR)
+    name = metric.lstrip("~")
+    if not name:
+        return None
+    tags: dict[str, str] = {}
+    if rest:
+        for segment in rest.split(TAG_SEPARATOR):
+            tag, equals, value = segment.partition("=")
+            if not equals or not tag or not value or value[0] == "~" or _TAG_REFUSED.search(tag):
+                return None
+            tags[tag] = value
+    tags[NAME_TAG] = name
+    return tags
+
+
+def _anchored(pattern: str) -> str:
+    return pattern if pattern.startswith("^") else f"^({pattern})"
+
+
+def _limited(items: list, limit) -> list:
+    """graphite-web's ``LIMIT``: applied when ``limit`` is given and not 0."""
+    return items[:int(limit)] if limit else items
+
+
+class TagIndex:
+    """Tagged series answering graphite-web's TagDB queries (``find_series``, ``list_tags``, …).
+
+    Loading is one sort (a merge when the names come as sorted runs, the shards); each tag's
+    value postings are built the first time a query needs that tag (one regex pass over the
+    joined names in C, then one step per series), so the first query pays for the tags it uses
+    and the million-series index of a dashboard that uses three tags never builds the other seven.
+    Threads share an index: a tag built twice at once is harmless (both results are equal).
+    """
+
+    def __init__(self, series: Iterable[str] = ()) -> None:
+        ordered = [name for name in series if TAG_SEPARATOR in name]
+        ordered.sort()
+        if any(map(operator.eq, ordered, islice(ordered, 1, None))):
+            ordered = list(dict.fromkeys(ordered))  # sorted, so the duplicates were neighbours
+        self._series = ordered
+        self._postings: dict[str, dict[str, array]] = {}
+        self._tags: Optional[list[str]] = None
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def series(self) -> list[str]:
+        """Every indexed series, sorted."""
+        return list(self._series)
+
+    def _joined(self) -> str:
+        return "\n".join(self._series)
+
+    def tags(self) -> list[str]:
+        """Every tag some series has, ``name`` included, sorted."""
+        if self._tags is None:
+            if not self._series:
+                self._tags = []
+            else:
+                # drop the values in C, then look at each distinct tag signature once
+                signatures = set(_VALUES.sub("", self._joined()).split("\n"))
+                keys = {key for signature in signatures for key in signature.split(TAG_SEPARATOR)[1:]}
+                keys.add(NAME_TAG)
+                self._tags = sorted(keys)
+        return self._tags
+
+    def values(self, tag: str) -> dict[str, array]:
+        """Each value of ``tag``: the ascending positions of the series having it."""
+        found = self._postings.get(tag)
+        if found is None:
+            found = self._postings[tag] = self._build(tag)
+        return found
+
+    def _build(self, tag: str) -> dict[str, array]:
+        if not self._series:
+            return {}
+        if tag == NAME_TAG:
+            column = _NAME_COLUMN.findall(self._joined())
+        elif tag not in self.tags():
+            return {}
+        else:
+            column = re.compile(_COLUMN.format(re.escape(tag)), re.M).findall(self._joined())
+        positions: dict[str, list[int]] = {}
+        for at, value in enumerate(column):  # one entry per series, '' without the tag
+            found = positions.get(value)
+            if found is None:
+                positions[value] = found = []
+            found.append(at)
+        positions.pop("", None)
+        if tag == NAME_TAG and any(value[:1] == "~" for value in positions):
+            merged: dict[str, list[int]] = {}  # graphite strips a name's leading '~'
+            for value, at in positions.items():
+                merged.setdefault(value.lstrip("~"), []).extend(at)
+            positions = {value: sorted(at) for value, at in merged.items() if value}
+        return {value: array("I", at) for value, at in positions.items()}
+
+    # --- seriesByTag ---------------------------------------------------------------------------
+
+    def find_series(self, expressions: Iterable[str]) -> list[str]:
+        """The series matching every expression, sorted (graphite-web's ``find_series``).
+
+        The required expressions' posting lists are intersected, most selective (exact values)
+        first; once few candidates are left, the remaining expressions test each candidate's own
+        tags instead, so a selective query never walks a big posting list."""
+        parsed = [parse_expression(text) for text in expressions]
+        required = [expression for expression in parsed if not expression.matches_empty]
+        if not required:
+            raise ValueError(NO_NON_EMPTY)
+        exact = sorted((e for e in required if e.operator == "="),
+                       key=lambda e: len(self.values(e.tag).get(e.spec, ())))
+        ordered = exact + [e for e in required if e.operator != "="]
+        matched: Optional[set[int]] = None
+        tests: list[TagExpression] = [e for e in parsed if e.matches_empty]
+        for position, expression in enumerate(ordered):
+            if matched is not None and len(matched) <= FEW_CANDIDATES:
+                tests = ordered[position:] + tests
+                break
+            found = self._positions(expression)
+            matched = set(found) if matched is None else matched.intersection(found)
+        assert matched is not None
+        if tests and matched:
+            series = self._series
+            kept = set()
+            for at in matched:
+                tags = series_tags(series[at]) or {}
+                if all(expression.accepts(tags.get(expression.tag, "")) for expression in tests):
+                    kept.add(at)
+            matched = kept
+        return [self._series[at] for at in sorted(matched)]
+
+    def _positions(self, expression: TagExpression) -> set[int] | array:
+        """The series that have ``expression.tag`` with a value a required expression accepts
+        (sqlite's join on the tag and its ``WHERE``: regexes searched)."""
+        values = self.values(expression.tag)
+        if not values:
+            return set()
+        operator, spec = expression.operator, expression.spec
+        if operator == "=":
+            return values.get(spec, set())
+        if operator == "!=":  # spec '' here: every series with the tag
+            keep = list(values)
+        else:
+            search = re.compile(spec).search
+            keep = [value for value in values if (search(value) is not None) == (operator == "=~")]
+        if len(keep) == 1:
+            return values[keep[0]]
+        found: set[int] = set()
+        for value in keep:
+            found.update(values[value])
+        return found
+
+    # --- tags and values -----------------------------------------------------------------------
+
+    def list_tags(self, tag_filter: Optional[str] = None, limit=None) -> list[dict]:
+        """``[{'tag': tag}]`` sorted, optionally those a regex (anchored at the start) finds."""
+        tags = self.tags()
+        if tag_filter:
+            search = re.compile(_anchored(tag_filter)).search
+            tags = [tag for tag in tags if search(tag)]
+        return [{"tag": tag} for tag in _limited(tags, limit)]
+
+    def list_values(self, tag: str, value_filter: Optional[str] = None, limit=None) -> list[dict]:
+        """``[{'value': value, 'count': series}]`` of ``tag``, sorted, optionally filtered."""
+        values = self.values(tag)
+        ordered = sorted(values)
+        if value_filter:
+            search = re.compile(_anchored(value_filter)).search
+            ordered = [value for value in ordered if search(value)]
+        return [{"value": value, "count": len(values[value])} for value in _limited(ordered, limit)]
+
+    def get_tag(self, tag: str, value_filter: Optional[str] = None, limit=None) -> Optional[dict]:
+        """``{'tag': tag, 'values': list_values(…)}``; None for a tag no series has."""
+        if tag not in self.tags():
+            return None
+        return {"tag": tag, "values": self.list_values(tag, value_filter, limit)}
