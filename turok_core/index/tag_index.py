@@ -21,7 +21,7 @@ import operator
 import re
 from array import array
 from itertools import islice
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional, Union
 
 from turok_core.model.metric_names import TAG_SEPARATOR
 
@@ -32,6 +32,7 @@ _VALUES = re.compile(r"=[^;\n]*")  # what to drop from joined names to leave the
 _NAME_COLUMN = re.compile(r"^[^;\n]*", re.M)
 _COLUMN = r"^(?:[^\n]*;{}=([^;\n]*))?"  # one match per line: the tag's value or ''
 NO_NON_EMPTY = "At least one tagspec must not match the empty string"
+Limit = Optional[Union[int, str]]  # graphite-web passes the query parameter as it came
 FEW_CANDIDATES = 2000  # below this many candidates, test their tags rather than walk postings
 
 
@@ -92,7 +93,7 @@ def _anchored(pattern: str) -> str:
     return pattern if pattern.startswith("^") else f"^({pattern})"
 
 
-def _limited(items: list, limit) -> list:
+def _limited(items: list, limit: Limit) -> list:
     """graphite-web's ``LIMIT``: applied when ``limit`` is given and not 0."""
     return items[:int(limit)] if limit else items
 
@@ -164,9 +165,9 @@ class TagIndex:
         positions.pop("", None)
         if tag == NAME_TAG and any(value[:1] == "~" for value in positions):
             merged: dict[str, list[int]] = {}  # graphite strips a name's leading '~'
-            for value, at in positions.items():
-                merged.setdefault(value.lstrip("~"), []).extend(at)
-            positions = {value: sorted(at) for value, at in merged.items() if value}
+            for value, run in positions.items():
+                merged.setdefault(value.lstrip("~"), []).extend(run)
+            positions = {value: sorted(run) for value, run in merged.items() if value}
         return {value: array("I", at) for value, at in positions.items()}
 
     # --- seriesByTag ---------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class TagIndex:
 
     # --- tags and values -----------------------------------------------------------------------
 
-    def list_tags(self, tag_filter: Optional[str] = None, limit=None) -> list[dict]:
+    def list_tags(self, tag_filter: Optional[str] = None, limit: Limit = None) -> list[dict]:
         """``[{'tag': tag}]`` sorted, optionally those a regex (anchored at the start) finds."""
         tags = self.tags()
         if tag_filter:
@@ -234,7 +235,7 @@ class TagIndex:
             tags = [tag for tag in tags if search(tag)]
         return [{"tag": tag} for tag in _limited(tags, limit)]
 
-    def list_values(self, tag: str, value_filter: Optional[str] = None, limit=None) -> list[dict]:
+    def list_values(self, tag: str, value_filter: Optional[str] = None, limit: Limit = None) -> list[dict]:
         """``[{'value': value, 'count': series}]`` of ``tag``, sorted, optionally filtered."""
         values = self.values(tag)
         ordered = sorted(values)
@@ -243,7 +244,7 @@ class TagIndex:
             ordered = [value for value in ordered if search(value)]
         return [{"value": value, "count": len(values[value])} for value in _limited(ordered, limit)]
 
-    def get_tag(self, tag: str, value_filter: Optional[str] = None, limit=None) -> Optional[dict]:
+    def get_tag(self, tag: str, value_filter: Optional[str] = None, limit: Limit = None) -> Optional[dict]:
         """``{'tag': tag, 'values': list_values(…)}``; None for a tag no series has."""
         if tag not in self.tags():
             return None
