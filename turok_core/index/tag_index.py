@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 import re
 from array import array
+from bisect import bisect_left
 from itertools import islice
 from typing import Iterable, NamedTuple, Optional, Union
 
@@ -123,6 +124,12 @@ class TagIndex:
     def series(self) -> list[str]:
         """Every indexed series, sorted."""
         return list(self._series)
+
+    def __contains__(self, series: object) -> bool:
+        if not isinstance(series, str):
+            return False
+        at = bisect_left(self._series, series)
+        return at < len(self._series) and self._series[at] == series
 
     def _joined(self) -> str:
         return "\n".join(self._series)
