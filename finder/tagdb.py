@@ -62,6 +62,18 @@ class TurokTagDB(BaseTagDB):
                     requestContext=None) -> list[dict]:
         return self.tags.list_values(tag, valueFilter, limit)
 
+    def auto_complete_tags(self, exprs, tagPrefix: Optional[str] = None, limit: Limit = None,
+                           requestContext=None) -> list[str]:
+        return self.tags.auto_complete_tags(list(exprs), tagPrefix, self._limit(limit))
+
+    def auto_complete_values(self, exprs, tag: str, valuePrefix: Optional[str] = None, limit: Limit = None,
+                             requestContext=None) -> list[str]:
+        return self.tags.auto_complete_values(list(exprs), tag, valuePrefix, self._limit(limit))
+
+    def _limit(self, limit: Limit) -> int:
+        """graphite-web's: the request's ``limit``, else ``TAGDB_AUTOCOMPLETE_LIMIT``."""
+        return self.settings.TAGDB_AUTOCOMPLETE_LIMIT if limit is None else int(limit)
+
     # --- writes: the data makes the series --------------------------------------------------------
 
     def tag_series(self, series: str, requestContext=None) -> str:

@@ -256,3 +256,41 @@ class TagIndex:
         if tag not in self.tags():
             return None
         return {"tag": tag, "values": self.list_values(tag, value_filter, limit)}
+
+    # --- autocomplete (graphite-web's BaseTagDB answers, without parsing every series) -------------
+
+    def auto_complete_tags(self, expressions: list[str], prefix: Optional[str], limit: int) -> list[str]:
+        """The tags of the series matching ``expressions`` (all tags without any), those
+        expressions' own tags left out, starting with ``prefix``: sorted, at most ``limit``."""
+        if not expressions:
+            return [t["tag"] for t in self.list_tags(f"^({re.escape(prefix)})" if prefix else None, limit)]
+        searched = {parse_expression(text).tag for text in expressions}
+        found: set[str] = set()
+        matched = self.find_series(expressions)
+        for series in matched:
+            found.update(segment.partition("=")[0] for segment in series.split(TAG_SEPARATOR)[1:])
+        if matched:
+            found.add(NAME_TAG)
+        return sorted(tag for tag in found - searched if not prefix or tag.startswith(prefix))[:limit]
+
+    def auto_complete_values(self, expressions: list[str], tag: str, prefix: Optional[str], limit: int) -> list[str]:
+        """The values of ``tag`` among the series matching ``expressions`` (all values without
+        any), starting with ``prefix``: sorted, at most ``limit``."""
+        if not expressions:
+            return [v["value"] for v in self.list_values(tag, f"^({re.escape(prefix)})" if prefix else None, limit)]
+        found: set[str] = set()
+        values = self.values(tag)
+        matched = self.find_series([*expressions, f"{tag}!="])
+        if len(matched) > len(values):  # fewer values than series: test each value's postings
+            positions = {bisect_left(self._series, series) for series in matched}
+            found = {value for value, run in values.items() if not positions.isdisjoint(run)}
+        else:
+            key = f"{tag}="
+            for series in matched:
+                if tag == NAME_TAG:
+                    found.add(series.partition(TAG_SEPARATOR)[0].lstrip("~"))
+                    continue
+                for segment in series.split(TAG_SEPARATOR)[1:]:
+                    if segment.startswith(key):
+                        found.add(segment[len(key):])
+        return sorted(value for value in found if not prefix or value.startswith(prefix))[:limit]
