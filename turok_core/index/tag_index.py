@@ -17,24 +17,26 @@ graphite-web parses by), so they are taken as they are.
 """
 from __future__ import annotations
 
-import operator
 import re
+import sys
 from array import array
 from bisect import bisect_left
-from itertools import islice
-from typing import Iterable, NamedTuple, Optional, Union
+from collections import defaultdict
+from typing import Collection, Iterable, NamedTuple, Optional, Union
 
 from turok_core.model.metric_names import TAG_SEPARATOR
 
 NAME_TAG = "name"
 _TAGSPEC = re.compile(r"^([^;!=]+)(!?=~?)([^;]*)$")
 _TAG_REFUSED = re.compile(r"[;!^=]")
-_VALUES = re.compile(r"=[^;\n]*")  # what to drop from joined names to leave their tag signatures
+_UNTAGGED = re.compile(r"^[^;\n]*$", re.M)
+_UNSEEN = r";(?!(?:{})=)([^=;\n]+)="  # a tag but those listed
 _NAME_COLUMN = re.compile(r"^[^;\n]*", re.M)
 _COLUMN = r"^(?:[^\n]*;{}=([^;\n]*))?"  # one match per line: the tag's value or ''
 NO_NON_EMPTY = "At least one tagspec must not match the empty string"
 Limit = Optional[Union[int, str]]  # graphite-web passes the query parameter as it came
-FEW_CANDIDATES = 2000  # below this many candidates, test their tags rather than walk postings
+# testing one candidate's tags costs about as much as stepping over this many posting entries
+TEST_COST = 20
 
 
 class TagExpression(NamedTuple):
@@ -102,34 +104,34 @@ def _limited(items: list, limit: Limit) -> list:
 class TagIndex:
     """Tagged series answering graphite-web's TagDB queries (``find_series``, ``list_tags``, …).
 
-    Loading is one sort (a merge when the names come as sorted runs, the shards); each tag's
-    value postings are built the first time a query needs that tag (one regex pass over the
-    joined names in C, then one step per series), so the first query pays for the tags it uses
-    and the million-series index of a dashboard that uses three tags never builds the other seven.
-    Threads share an index: a tag built twice at once is harmless (both results are equal).
+    Loading only keeps the distinct names (in the order given: answers are sorted when made); each
+    tag's value postings are built the first time a query needs that tag (one regex pass over
+    the joined names in C, then one step per series), so the first query pays for the tags it
+    uses and the million-series index of a dashboard that uses three tags never builds the other
+    seven. Threads share an index: a tag built twice at once is harmless (both results are equal).
     """
 
     def __init__(self, series: Iterable[str] = ()) -> None:
-        ordered = [name for name in series if TAG_SEPARATOR in name]
-        ordered.sort()
-        if any(map(operator.eq, ordered, islice(ordered, 1, None))):
-            ordered = list(dict.fromkeys(ordered))  # sorted, so the duplicates were neighbours
-        self._series = ordered
+        self._series: list[str] = list(dict.fromkeys(series))
+        if _UNTAGGED.search("\n".join(self._series)):  # one scan in C; rare: the tag index holds tagged names
+            self._series = [name for name in self._series if TAG_SEPARATOR in name]
         self._postings: dict[str, dict[str, array]] = {}
+        self._sorted_values: dict[str, list[str]] = {}
+        self._reaches: dict[str, int] = {}
         self._tags: Optional[list[str]] = None
+        self._members: Optional[frozenset[str]] = None
 
     def __len__(self) -> int:
         return len(self._series)
 
     def series(self) -> list[str]:
         """Every indexed series, sorted."""
-        return list(self._series)
+        return sorted(self._series)
 
     def __contains__(self, series: object) -> bool:
-        if not isinstance(series, str):
-            return False
-        at = bisect_left(self._series, series)
-        return at < len(self._series) and self._series[at] == series
+        if self._members is None:
+            self._members = frozenset(self._series)
+        return series in self._members
 
     def _joined(self) -> str:
         return "\n".join(self._series)
@@ -137,18 +139,20 @@ class TagIndex:
     def tags(self) -> list[str]:
         """Every tag some series has, ``name`` included, sorted."""
         if self._tags is None:
-            if not self._series:
-                self._tags = []
-            else:
-                # drop the values in C, then look at each distinct tag signature once
-                signatures = set(_VALUES.sub("", self._joined()).split("\n"))
-                keys = {key for signature in signatures for key in signature.split(TAG_SEPARATOR)[1:]}
-                keys.add(NAME_TAG)
-                self._tags = sorted(keys)
+            keys = {NAME_TAG} if self._series else set()
+            text, at = self._joined(), 0
+            while True:  # one pass in C, looking only for tags not seen yet
+                unseen = _UNSEEN.format("|".join(map(re.escape, sorted(keys - {NAME_TAG}))) or "\n")
+                found = re.compile(unseen).search(text, at)
+                if found is None:
+                    break
+                keys.add(found.group(1))
+                at = found.start()
+            self._tags = sorted(keys)
         return self._tags
 
     def values(self, tag: str) -> dict[str, array]:
-        """Each value of ``tag``: the ascending positions of the series having it."""
+        """Each value of ``tag``: the positions of the series having it, ascending."""
         found = self._postings.get(tag)
         if found is None:
             found = self._postings[tag] = self._build(tag)
@@ -159,57 +163,67 @@ class TagIndex:
             return {}
         if tag == NAME_TAG:
             column = _NAME_COLUMN.findall(self._joined())
-        elif tag not in self.tags():
-            return {}
         else:
             column = re.compile(_COLUMN.format(re.escape(tag)), re.M).findall(self._joined())
-        positions: dict[str, list[int]] = {}
+        positions: defaultdict[str, list[int]] = defaultdict(list)
         for at, value in enumerate(column):  # one entry per series, '' without the tag
-            found = positions.get(value)
-            if found is None:
-                positions[value] = found = []
-            found.append(at)
+            positions[value].append(at)
         positions.pop("", None)
         if tag == NAME_TAG and any(value[:1] == "~" for value in positions):
             merged: dict[str, list[int]] = {}  # graphite strips a name's leading '~'
             for value, run in positions.items():
                 merged.setdefault(value.lstrip("~"), []).extend(run)
-            positions = {value: sorted(run) for value, run in merged.items() if value}
+            return {value: array("I", sorted(run)) for value, run in merged.items() if value}
         return {value: array("I", at) for value, at in positions.items()}
 
     # --- seriesByTag ---------------------------------------------------------------------------
 
     def find_series(self, expressions: Iterable[str]) -> list[str]:
-        """The series matching every expression, sorted (graphite-web's ``find_series``).
+        """The series matching every expression, sorted (graphite-web's ``find_series``)."""
+        series = self._series
+        return sorted([series[at] for at in self._matching(expressions)])
 
-        The required expressions' posting lists are intersected, most selective (exact values)
-        first; once few candidates are left, the remaining expressions test each candidate's own
-        tags instead, so a selective query never walks a big posting list."""
+    def _matching(self, expressions: Iterable[str]) -> Collection[int]:
+        """The positions of the series matching every expression.
+
+        The required expressions are taken smallest first (by the size of what they can match:
+        an exact value's posting list, else every series with the tag); each narrows the
+        candidates by a posting-list intersection while that is cheaper than testing each
+        candidate's own tags, and is a test on the candidates after that, like the expressions
+        that also match series without their tag. So a selective query never walks a big list."""
         parsed = [parse_expression(text) for text in expressions]
         required = [expression for expression in parsed if not expression.matches_empty]
         if not required:
             raise ValueError(NO_NON_EMPTY)
-        exact = sorted((e for e in required if e.operator == "="),
-                       key=lambda e: len(self.values(e.tag).get(e.spec, ())))
-        ordered = exact + [e for e in required if e.operator != "="]
+        required.sort(key=self._reach)
         matched: Optional[set[int]] = None
         tests: list[TagExpression] = [e for e in parsed if e.matches_empty]
-        for position, expression in enumerate(ordered):
-            if matched is not None and len(matched) <= FEW_CANDIDATES:
-                tests = ordered[position:] + tests
-                break
+        for expression in required:
+            if matched is not None and len(matched) * TEST_COST < self._reach(expression):
+                tests.append(expression)
+                continue
             found = self._positions(expression)
             matched = set(found) if matched is None else matched.intersection(found)
         assert matched is not None
         if tests and matched:
             series = self._series
-            kept = set()
+            kept = []
             for at in matched:
                 tags = series_tags(series[at]) or {}
                 if all(expression.accepts(tags.get(expression.tag, "")) for expression in tests):
-                    kept.add(at)
-            matched = kept
-        return [self._series[at] for at in sorted(matched)]
+                    kept.append(at)
+            return kept
+        return matched
+
+    def _reach(self, expression: TagExpression) -> int:
+        """How many series an expression's posting lists hold at most (what walking them costs)."""
+        values = self.values(expression.tag)
+        if expression.operator == "=":
+            return len(values.get(expression.spec, ()))
+        reach = self._reaches.get(expression.tag)
+        if reach is None:
+            reach = self._reaches[expression.tag] = sum(map(len, values.values()))
+        return reach
 
     def _positions(self, expression: TagExpression) -> set[int] | array:
         """The series that have ``expression.tag`` with a value a required expression accepts
@@ -245,7 +259,7 @@ class TagIndex:
     def list_values(self, tag: str, value_filter: Optional[str] = None, limit: Limit = None) -> list[dict]:
         """``[{'value': value, 'count': series}]`` of ``tag``, sorted, optionally filtered."""
         values = self.values(tag)
-        ordered = sorted(values)
+        ordered = self._values_sorted(tag)
         if value_filter:
             search = re.compile(_anchored(value_filter)).search
             ordered = [value for value in ordered if search(value)]
@@ -265,32 +279,62 @@ class TagIndex:
         if not expressions:
             return [t["tag"] for t in self.list_tags(f"^({re.escape(prefix)})" if prefix else None, limit)]
         searched = {parse_expression(text).tag for text in expressions}
+        wanted = {tag for tag in self.tags() if tag not in searched and (not prefix or tag.startswith(prefix))}
+        matched = self._matching(expressions)
         found: set[str] = set()
-        matched = self.find_series(expressions)
-        for series in matched:
-            found.update(segment.partition("=")[0] for segment in series.split(TAG_SEPARATOR)[1:])
-        if matched:
+        if matched and NAME_TAG in wanted:
             found.add(NAME_TAG)
-        return sorted(tag for tag in found - searched if not prefix or tag.startswith(prefix))[:limit]
+        series = self._series
+        for at in matched:
+            if found >= wanted:
+                break  # series mostly share their tags: the first few usually have them all
+            found.update(segment.partition("=")[0] for segment in series[at].split(TAG_SEPARATOR)[1:])
+        return sorted(found & wanted)[:limit]
 
     def auto_complete_values(self, expressions: list[str], tag: str, prefix: Optional[str], limit: int) -> list[str]:
         """The values of ``tag`` among the series matching ``expressions`` (all values without
         any), starting with ``prefix``: sorted, at most ``limit``."""
+        ordered = self._values_sorted(tag)
+        if prefix:  # one run of the sorted values
+            start, after = bisect_left(ordered, prefix), _successor(prefix)
+            if after is None:
+                ordered = [value for value in ordered[start:] if value.startswith(prefix)]
+            else:
+                ordered = ordered[start:bisect_left(ordered, after, start)]
         if not expressions:
-            return [v["value"] for v in self.list_values(tag, f"^({re.escape(prefix)})" if prefix else None, limit)]
-        found: set[str] = set()
+            return ordered[:limit]
+        matched = self._matching([*expressions, f"{tag}!="])
         values = self.values(tag)
-        matched = self.find_series([*expressions, f"{tag}!="])
-        if len(matched) > len(values):  # fewer values than series: test each value's postings
-            positions = {bisect_left(self._series, series) for series in matched}
-            found = {value for value, run in values.items() if not positions.isdisjoint(run)}
-        else:
-            key = f"{tag}="
-            for series in matched:
-                if tag == NAME_TAG:
-                    found.add(series.partition(TAG_SEPARATOR)[0].lstrip("~"))
-                    continue
-                for segment in series.split(TAG_SEPARATOR)[1:]:
-                    if segment.startswith(key):
-                        found.add(segment[len(key):])
-        return sorted(value for value in found if not prefix or value.startswith(prefix))[:limit]
+        found: list[str] = []
+        if len(matched) > len(ordered):  # fewer values than series: test each value's postings in order
+            positions = set(matched)
+            for value in ordered:
+                if len(found) >= limit:
+                    break
+                if not positions.isdisjoint(values[value]):
+                    found.append(value)
+            return found
+        series, key, seen = self._series, f"{TAG_SEPARATOR}{tag}=", set()
+        for at in matched:
+            name = series[at]
+            if tag == NAME_TAG:
+                seen.add(name.partition(TAG_SEPARATOR)[0].lstrip("~"))
+                continue
+            begin = name.find(key) + len(key)
+            end = name.find(TAG_SEPARATOR, begin)
+            seen.add(name[begin:] if end < 0 else name[begin:end])
+        return sorted(value for value in seen if not prefix or value.startswith(prefix))[:limit]
+
+    def _values_sorted(self, tag: str) -> list[str]:
+        """``tag``'s values, sorted (kept: a dashboard asks again and again)."""
+        found = self._sorted_values.get(tag)
+        if found is None:
+            found = self._sorted_values[tag] = sorted(self.values(tag))
+        return found
+
+
+def _successor(text: str) -> Optional[str]:
+    """The least string above every string starting with ``text`` (None when there is none)."""
+    if ord(text[-1]) == sys.maxunicode:
+        return None
+    return text[:-1] + chr(ord(text[-1]) + 1)
