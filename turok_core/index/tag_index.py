@@ -111,9 +111,11 @@ class TagIndex:
     seven. Threads share an index: a tag built twice at once is harmless (both results are equal).
     """
 
-    def __init__(self, series: Iterable[str] = ()) -> None:
+    def __init__(self, series: Iterable[str] = (), all_tagged: bool = False) -> None:
+        """``all_tagged``: the caller knows every name is tagged (the tag index holds nothing
+        else), so they are not checked; untagged names are left out otherwise."""
         self._series: list[str] = list(dict.fromkeys(series))
-        if _UNTAGGED.search("\n".join(self._series)):  # one scan in C; rare: the tag index holds tagged names
+        if not all_tagged and _UNTAGGED.search("\n".join(self._series)):  # one scan in C
             self._series = [name for name in self._series if TAG_SEPARATOR in name]
         self._postings: dict[str, dict[str, array]] = {}
         self._sorted_values: dict[str, list[str]] = {}
@@ -199,12 +201,15 @@ class TagIndex:
         matched: Optional[set[int]] = None
         tests: list[TagExpression] = [e for e in parsed if e.matches_empty]
         for expression in required:
+            if expression.operator == "!=" and self._reach(expression) == len(self._series):
+                continue  # 'tag!=' where every series has the tag: nothing to narrow
             if matched is not None and len(matched) * TEST_COST < self._reach(expression):
                 tests.append(expression)
                 continue
             found = self._positions(expression)
             matched = set(found) if matched is None else matched.intersection(found)
-        assert matched is not None
+        if matched is None:  # only 'tag!=' expressions every series passes
+            matched = set(range(len(self._series)))
         if tests and matched:
             series = self._series
             kept = []
