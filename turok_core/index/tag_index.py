@@ -118,6 +118,7 @@ class TagIndex:
         if not all_tagged and _UNTAGGED.search("\n".join(self._series)):  # one scan in C
             self._series = [name for name in self._series if TAG_SEPARATOR in name]
         self._postings: dict[str, dict[str, array]] = {}
+        self._scanned: set[str] = set()  # tags a query has scanned once: the next one builds them
         self._sorted_values: dict[str, list[str]] = {}
         self._reaches: dict[str, int] = {}
         self._tags: Optional[list[str]] = None
@@ -160,22 +161,23 @@ class TagIndex:
             found = self._postings[tag] = self._build(tag)
         return found
 
-    def _build(self, tag: str) -> dict[str, array]:
+    def _column(self, tag: str) -> list[str]:
+        """Each series' value of ``tag`` ('' without it), in series order: one regex pass in C.
+        Not kept: a column holds a string per series."""
         if not self._series:
-            return {}
-        if tag == NAME_TAG:
-            column = _NAME_COLUMN.findall(self._joined())
-        else:
-            column = re.compile(_COLUMN.format(re.escape(tag)), re.M).findall(self._joined())
+            return []
+        if tag != NAME_TAG:
+            return re.compile(_COLUMN.format(re.escape(tag)), re.M).findall(self._joined())
+        column = _NAME_COLUMN.findall(self._joined())
+        if any(value[:1] == "~" for value in set(column)):
+            column = [value.lstrip("~") for value in column]  # graphite strips a name's leading '~'
+        return column
+
+    def _build(self, tag: str) -> dict[str, array]:
         positions: defaultdict[str, list[int]] = defaultdict(list)
-        for at, value in enumerate(column):  # one entry per series, '' without the tag
+        for at, value in enumerate(self._column(tag)):  # one step per series: the costly part
             positions[value].append(at)
         positions.pop("", None)
-        if tag == NAME_TAG and any(value[:1] == "~" for value in positions):
-            merged: dict[str, list[int]] = {}  # graphite strips a name's leading '~'
-            for value, run in positions.items():
-                merged.setdefault(value.lstrip("~"), []).extend(run)
-            return {value: array("I", sorted(run)) for value, run in merged.items() if value}
         return {value: array("I", at) for value, at in positions.items()}
 
     # --- seriesByTag ---------------------------------------------------------------------------
@@ -201,7 +203,8 @@ class TagIndex:
         matched: Optional[set[int]] = None
         tests: list[TagExpression] = [e for e in parsed if e.matches_empty]
         for expression in required:
-            if expression.operator == "!=" and self._reach(expression) == len(self._series):
+            if expression.operator == "!=" and expression.tag in self._postings \
+                    and self._reach(expression) == len(self._series):
                 continue  # 'tag!=' where every series has the tag: nothing to narrow
             if matched is not None and len(matched) * TEST_COST < self._reach(expression):
                 tests.append(expression)
@@ -221,8 +224,12 @@ class TagIndex:
         return matched
 
     def _reach(self, expression: TagExpression) -> int:
-        """How many series an expression's posting lists hold at most (what walking them costs)."""
-        values = self.values(expression.tag)
+        """How many series an expression's posting lists hold at most (what walking them costs).
+
+        For a tag not built yet: an exact value is presumed selective, anything else everything."""
+        values = self._postings.get(expression.tag)
+        if values is None:
+            return 0 if expression.operator == "=" else len(self._series)
         if expression.operator == "=":
             return len(values.get(expression.spec, ()))
         reach = self._reaches.get(expression.tag)
@@ -230,24 +237,38 @@ class TagIndex:
             reach = self._reaches[expression.tag] = sum(map(len, values.values()))
         return reach
 
-    def _positions(self, expression: TagExpression) -> set[int] | array:
+    def _positions(self, expression: TagExpression) -> Collection[int]:
         """The series that have ``expression.tag`` with a value a required expression accepts
-        (sqlite's join on the tag and its ``WHERE``: regexes searched)."""
-        values = self.values(expression.tag)
+        (sqlite's join on the tag and its ``WHERE``: regexes searched).
+
+        The first query naming a tag scans its column (a regex pass and one comparison per
+        series); the next one builds the tag's posting lists (one list step per series, several
+        times the cost), so a dashboard's first query does not wait for them."""
+        tag, operator, spec = expression.tag, expression.operator, expression.spec
+        if tag not in self._postings and tag not in self._scanned:
+            self._scanned.add(tag)
+            column = self._column(tag)
+            if operator == "=":
+                return [at for at, value in enumerate(column) if value == spec]
+            if operator == "!=":  # spec '' here: every series with the tag
+                return [at for at, value in enumerate(column) if value]
+            search = re.compile(spec).search
+            keep = {value for value in set(column) if value and (search(value) is not None) == (operator == "=~")}
+            return [at for at, value in enumerate(column) if value in keep]
+        values = self.values(tag)
         if not values:
             return set()
-        operator, spec = expression.operator, expression.spec
         if operator == "=":
             return values.get(spec, set())
-        if operator == "!=":  # spec '' here: every series with the tag
-            keep = list(values)
+        if operator == "!=":
+            keep_values = list(values)
         else:
             search = re.compile(spec).search
-            keep = [value for value in values if (search(value) is not None) == (operator == "=~")]
-        if len(keep) == 1:
-            return values[keep[0]]
+            keep_values = [value for value in values if (search(value) is not None) == (operator == "=~")]
+        if len(keep_values) == 1:
+            return values[keep_values[0]]
         found: set[int] = set()
-        for value in keep:
+        for value in keep_values:
             found.update(values[value])
         return found
 
