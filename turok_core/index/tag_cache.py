@@ -45,7 +45,7 @@ class TagCache(ShardCache[TagIndex]):
         super().__init__(client, tag_index_config(config), clock, parallelism)
 
     def _build(self, names: Iterable[str]) -> TagIndex:
-        return TagIndex(names, all_tagged=True)  # the indexer and the keeper put only tagged names there
+        return TagIndex(names, from_tag_index=True)
 
     @property
     def tag_index(self) -> TagIndex:

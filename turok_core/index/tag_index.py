@@ -2,7 +2,7 @@
 
 A tagged series is ``name;tag1=value1;tag2=value2`` with its tags sorted (``name`` is a tag too:
 the part before the first ``;``, without leading ``~``). ``TagIndex`` keeps the series as one
-sorted list and, for every tag, each value's posting list (ascending positions in that list), so a
+list and, for every tag, each value's posting list (ascending positions in that list), so a
 ``tag=value`` expression is one dictionary lookup and a regex is one test per distinct value.
 
 Expressions (``tag=spec``, ``tag!=spec``, ``tag=~regex``, ``tag!=~regex``) mean exactly what they
@@ -104,19 +104,23 @@ def _limited(items: list, limit: Limit) -> list:
 class TagIndex:
     """Tagged series answering graphite-web's TagDB queries (``find_series``, ``list_tags``, …).
 
-    Loading only keeps the distinct names (in the order given: answers are sorted when made); each
-    tag's value postings are built the first time a query needs that tag (one regex pass over
-    the joined names in C, then one step per series), so the first query pays for the tags it
-    uses and the million-series index of a dashboard that uses three tags never builds the other
-    seven. Threads share an index: a tag built twice at once is harmless (both results are equal).
+    Loading only keeps the distinct names (in the order given: answers are sorted when made). The
+    first query naming a tag scans its column (one regex pass over the joined names in C, one
+    comparison per series); the second builds the tag's value postings (one step per series), so
+    the million-series index of a dashboard that uses three tags never builds the other seven.
+    Threads share an index: a tag built twice at once is harmless (both results are equal).
     """
 
-    def __init__(self, series: Iterable[str] = (), all_tagged: bool = False) -> None:
-        """``all_tagged``: the caller knows every name is tagged (the tag index holds nothing
-        else), so they are not checked; untagged names are left out otherwise."""
-        self._series: list[str] = list(dict.fromkeys(series))
-        if not all_tagged and _UNTAGGED.search("\n".join(self._series)):  # one scan in C
-            self._series = [name for name in self._series if TAG_SEPARATOR in name]
+    def __init__(self, series: Iterable[str] = (), from_tag_index: bool = False) -> None:
+        """``from_tag_index``: the names are the tag index's shards, so distinct (a series lives
+        in one shard) and all tagged, and neither is checked; otherwise duplicates and untagged
+        names are left out."""
+        if from_tag_index:
+            self._series: list[str] = list(series)
+        else:
+            self._series = list(dict.fromkeys(series))
+            if _UNTAGGED.search("\n".join(self._series)):  # one scan in C
+                self._series = [name for name in self._series if TAG_SEPARATOR in name]
         self._postings: dict[str, dict[str, array]] = {}
         self._scanned: set[str] = set()  # tags a query has scanned once: the next one builds them
         self._sorted_values: dict[str, list[str]] = {}
