@@ -37,6 +37,7 @@ NO_NON_EMPTY = "At least one tagspec must not match the empty string"
 Limit = Optional[Union[int, str]]  # graphite-web passes the query parameter as it came
 # testing one candidate's tags costs about as much as stepping over this many posting entries
 TEST_COST = 20
+KEPT_EXPRESSIONS = 1000  # regex expressions whose accepted values an index keeps
 
 
 class TagExpression(NamedTuple):
@@ -124,7 +125,7 @@ class TagIndex:
         self._postings: dict[str, dict[str, array]] = {}
         self._scanned: set[str] = set()  # tags a query has scanned once: the next one builds them
         self._sorted_values: dict[str, list[str]] = {}
-        self._reaches: dict[str, int] = {}
+        self._accepted_values: dict[TagExpression, tuple[list[str], int]] = {}
         self._tags: Optional[list[str]] = None
         self._members: Optional[frozenset[str]] = None
 
@@ -228,7 +229,7 @@ class TagIndex:
         return matched
 
     def _reach(self, expression: TagExpression) -> int:
-        """How many series an expression's posting lists hold at most (what walking them costs).
+        """How many series an expression's posting lists hold (what walking them costs).
 
         For a tag not built yet: an exact value is presumed selective, anything else everything."""
         values = self._postings.get(expression.tag)
@@ -236,10 +237,25 @@ class TagIndex:
             return 0 if expression.operator == "=" else len(self._series)
         if expression.operator == "=":
             return len(values.get(expression.spec, ()))
-        reach = self._reaches.get(expression.tag)
-        if reach is None:
-            reach = self._reaches[expression.tag] = sum(map(len, values.values()))
-        return reach
+        return self._accepted(expression)[1]
+
+    def _accepted(self, expression: TagExpression) -> tuple[list[str], int]:
+        """The values of a built tag a regex or ``tag!=`` expression accepts, and how many series
+        have them; kept (a dashboard asks the same again), up to ``KEPT_EXPRESSIONS``."""
+        found = self._accepted_values.get(expression)
+        if found is None:
+            values = self.values(expression.tag)
+            if expression.operator == "!=":
+                keep = list(values)
+            else:
+                search = re.compile(expression.spec).search
+                wanted = expression.operator == "=~"
+                keep = [value for value in values if (search(value) is not None) == wanted]
+            found = (keep, sum(len(values[value]) for value in keep))
+            if len(self._accepted_values) >= KEPT_EXPRESSIONS:
+                self._accepted_values.clear()
+            self._accepted_values[expression] = found
+        return found
 
     def _positions(self, expression: TagExpression) -> Collection[int]:
         """The series that have ``expression.tag`` with a value a required expression accepts
@@ -260,15 +276,9 @@ class TagIndex:
             keep = {value for value in set(column) if value and (search(value) is not None) == (operator == "=~")}
             return [at for at, value in enumerate(column) if value in keep]
         values = self.values(tag)
-        if not values:
-            return set()
         if operator == "=":
             return values.get(spec, set())
-        if operator == "!=":
-            keep_values = list(values)
-        else:
-            search = re.compile(spec).search
-            keep_values = [value for value in values if (search(value) is not None) == (operator == "=~")]
+        keep_values = self._accepted(expression)[0]
         if len(keep_values) == 1:
             return values[keep_values[0]]
         found: set[int] = set()
