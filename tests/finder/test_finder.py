@@ -275,7 +275,7 @@ def test_graphite_settings_module(tmp_path):
 
     script = ("import json, django; django.setup(); from django.conf import settings as s; "
               "print(json.dumps([s.SECRET_KEY, list(s.STORAGE_FINDERS), s.CARBONLINK_HOSTS, s.LOG_DIR, "
-              "s.DATABASES['default']['NAME'], s.CLUSTER_SERVERS]))")
+              "s.DATABASES['default']['NAME'], s.CLUSTER_SERVERS, s.TAGDB]))")
 
     def load(**extra):
         env = {k: v for k, v in os.environ.items() if k != "TUROK_GRAPHITE_SECRET_KEY"}
@@ -288,8 +288,9 @@ def test_graphite_settings_module(tmp_path):
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     prepare_graphite_storage(tmp_path / "storage")  # the launcher's part, before graphite-web starts
-    key, finders, carbonlink, log_dir, database, cluster = load()
+    key, finders, carbonlink, log_dir, database, cluster, tagdb = load()
     assert finders == ["finder.TurokFinder"] and carbonlink == [] and cluster == []
+    assert tagdb == "finder.TurokTagDB"  # seriesByTag and /tags* from Turok's tag index
     assert len(key) > 40 and key != "UNSAFE_DEFAULT"
     prepare_graphite_storage(tmp_path / "storage")
     assert load()[0] == key  # generated once per install, then kept
