@@ -76,21 +76,17 @@ def parse_expression(text: str) -> TagExpression:
     return TagExpression(tag, operator, spec, (spec == "") == (operator == "="))
 
 
-def series_tags(series: str) -> Optional[dict[str, str]]:
-    """The tags of a series name, ``name`` included; None when graphite-web would refuse it."""
-    metric, _, rest = series.partition(TAG_SEPARATOR)
-    name = metric.lstrip("~")
-    if not name:
-        return None
-    tags: dict[str, str] = {}
-    if rest:
-        for segment in rest.split(TAG_SEPARATOR):
-            tag, equals, value = segment.partition("=")
-            if not equals or not tag or not value or value[0] == "~" or _TAG_REFUSED.search(tag):
-                return None
-            tags[tag] = value
-    tags[NAME_TAG] = name
-    return tags
+def value_of(series: str, tag: str) -> str:
+    """The value of ``tag`` in a (normalised) series name, '' when it has none."""
+    if tag == NAME_TAG:
+        return series.partition(TAG_SEPARATOR)[0].lstrip("~")
+    key = f"{TAG_SEPARATOR}{tag}="
+    at = series.find(key)
+    if at < 0:
+        return ""
+    start = at + len(key)
+    end = series.find(TAG_SEPARATOR, start)
+    return series[start:] if end < 0 else series[start:end]
 
 
 def _anchored(pattern: str) -> str:
@@ -220,12 +216,8 @@ class TagIndex:
             matched = set(range(len(self._series)))
         if tests and matched:
             series = self._series
-            kept = []
-            for at in matched:
-                tags = series_tags(series[at]) or {}
-                if all(expression.accepts(tags.get(expression.tag, "")) for expression in tests):
-                    kept.append(at)
-            return kept
+            return [at for at in matched
+                    if all(expression.accepts(value_of(series[at], expression.tag)) for expression in tests)]
         return matched
 
     def _reach(self, expression: TagExpression) -> int:
