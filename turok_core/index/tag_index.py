@@ -28,7 +28,6 @@ from turok_core.model.metric_names import TAG_SEPARATOR
 
 NAME_TAG = "name"
 _TAGSPEC = re.compile(r"^([^;!=]+)(!?=~?)([^;]*)$")
-_TAG_REFUSED = re.compile(r"[;!^=]")
 _UNTAGGED = re.compile(r"^[^;\n]*$", re.M)
 _UNSEEN = r";(?!(?:{})=)([^=;\n]+)="  # a tag but those listed
 _NAME_COLUMN = re.compile(r"^[^;\n]*", re.M)
