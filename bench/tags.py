@@ -2,8 +2,8 @@
 
 N tagged series (default 1,000,000) ``bench.m<K>;t0=v…;…;t9=v…`` (20 names, ten tags with 2, 5,
 10, 20, 50, 100, 1,000, 10,000, 50,000 and 100,000 values, drawn at random) are put in the tag
-index on a moto server this script starts (``make_tag_store``: 256 shards) and, as the anchor,
-in the name index (``IndexStore``: 64 shards). Then:
+index on a moto server this script starts (``make_tag_store``: 64 shards, and 256 with
+``--tag-shards 256``) and, as the anchor, in the name index (``IndexStore``: 64 shards). Then:
 
 - cold: a new ``TagCache``'s first query, the index fetched from S3 and the tags it uses built
   (median of 3), beside a new ``IndexCache``'s first glob over the same names (the anchor);
@@ -100,6 +100,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--series", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--tag-shards", type=int, default=64, help="the tag index's shard count")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -113,8 +114,8 @@ def main(argv: list[str]) -> int:
     from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
 
-    print(f"tags: {args.series:,} tagged series, 10 tags ({', '.join(map(str, VALUES))} values); {machine()}",
-          flush=True)
+    print(f"tags: {args.series:,} tagged series, 10 tags ({', '.join(map(str, VALUES))} values), "
+          f"{args.tag_shards} tag index shards; {machine()}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="turok-bench-tags-"))
     moto_port = free_port()
     moto = subprocess.Popen(moto_command(moto_port), env=moto_env(), stdout=subprocess.DEVNULL,
@@ -122,7 +123,8 @@ def main(argv: list[str]) -> int:
     try:
         wait_port(moto_port, 30, moto)
         env = {"TUROK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "TUROK_AWS_REGION": "us-east-1",
-               "TUROK_INDEX_BUCKET": "bench-tags", "TUROK_INDEX_REFRESH_SECONDS": "3600"}
+               "TUROK_INDEX_BUCKET": "bench-tags", "TUROK_INDEX_REFRESH_SECONDS": "3600",
+               "TUROK_TAG_INDEX_SHARDS": str(args.tag_shards)}
         os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
         config = load_config(environ=env)
         s3 = make_client("s3", config)
