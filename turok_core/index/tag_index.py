@@ -345,15 +345,8 @@ class TagIndex:
                 if not positions.isdisjoint(values[value]):
                     found.append(value)
             return found
-        series, key, seen = self._series, f"{TAG_SEPARATOR}{tag}=", set()
-        for at in matched:
-            name = series[at]
-            if tag == NAME_TAG:
-                seen.add(name.partition(TAG_SEPARATOR)[0].lstrip("~"))
-                continue
-            begin = name.find(key) + len(key)
-            end = name.find(TAG_SEPARATOR, begin)
-            seen.add(name[begin:] if end < 0 else name[begin:end])
+        series = self._series
+        seen = {value_of(series[at], tag) for at in matched}
         return sorted(value for value in seen if not prefix or value.startswith(prefix))[:limit]
 
     def _values_sorted(self, tag: str) -> list[str]:
