@@ -5,8 +5,8 @@
 ``--quick``: 200,000 points and one run for the ingest benchmarks (plaintext, pickle), every other rate for StatsD,
 one run for memory, 20,000 windows for the codec, 100 series and a 100,000-name index for reads,
 20,000 open blocks for turokd's memory, 3 freshness samples and an hour of 1,000 metrics for the
-cost, 1,000 metrics for the whole pipeline and late data, 1,000 metrics for 90 s for turokd's scale
-(minutes instead of two hours).
+cost, 1,000 metrics for the whole pipeline and late data, 1,000 metrics for 90 s for turokd's scale,
+100,000 tagged series for the tag index (minutes instead of two hours).
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def main(argv: list[str]) -> int:
         ["turokd_scale.py"] + (["--metrics", "1000", "--duration", "90"] if quick else []),
         # issue 15: turok-import of 10,000 whisper files (in memory), and the command on moto
         ["importer.py"] + (["--files", "1000"] if quick else ["--moto-files", "20"]),
+        # issue 14: the tag index (a million tagged series: a few minutes)
+        ["tags.py"] + (["--series", "100000"] if quick else []),
     ]
     failed = 0
     for script, *args in runs:

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from keeper.plan import CREATE, DELETE, Action, Outcome, Plan
 from turok_core.index.s3_store import IndexStore
+from turok_core.index.tag_cache import make_tag_store, tagged
 from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start, to_wire_time
 from turok_core.runtime.retry import Backoff, error_code
@@ -248,9 +249,12 @@ class Applier:
                     dead.append(name)
             if dead:
                 index = IndexStore(self._s3, self._config, sleep=self._sleep)
+                tag_index = make_tag_store(self._s3, self._config, sleep=self._sleep)
                 report.removed = dead  # before the call: a failure part-way may have removed some
                 try:
                     index.remove_names(dead)
+                    if tagged(dead):  # a tagged series also leaves every posting list of the tag index
+                        tag_index.remove_names(tagged(dead))
                 finally:
                     # also after a removal that failed part-way (a shard lost every compare-and-swap):
                     # the shards it did rewrite may have taken out a name that came back meanwhile
@@ -260,6 +264,8 @@ class Applier:
                     back = [name for name in dead if self._in_any(again, name, report)]
                     if back:
                         index.add_names(back)
+                        if tagged(back):
+                            tag_index.add_names(tagged(back))
                         report.readded = back
         except Exception as exc:  # hygiene must not hide what the deletions did
             report.error = f"{type(exc).__name__}: {exc}"

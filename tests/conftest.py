@@ -266,10 +266,12 @@ def _no_wait(seconds: float) -> None:
     """A ``sleep`` for retries in tests: no waiting."""
 
 
-@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.moto)])
+@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.moto),
+                        pytest.param("tags-s3", marks=pytest.mark.moto)])
 def index_stores(request):
     """A factory of index stores that all work on one fresh index: the in-memory store, or
-    ``IndexStore`` on the moto server (``turok_config``'s bucket, new for each test).
+    ``IndexStore`` on the moto server (``turok_config``'s bucket, new for each test), for the name
+    index or the tag index (``turok_core.index.tag_cache.make_tag_store``: its own prefix).
 
     ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index;
     it waits for nothing between retries unless given a ``sleep``."""
@@ -281,7 +283,7 @@ def index_stores(request):
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
             return MemoryIndexStore(config.replace(index_shards=shards), index, max_attempts, sleep or _no_wait)
-    else:
+    elif request.param == "s3":
         from turok_core.index.s3_store import IndexStore
         from turok_core.runtime.aws import make_client
 
@@ -290,6 +292,15 @@ def index_stores(request):
         def make(shards: int = 8, max_attempts=None, sleep=None):
             return IndexStore(make_client("s3", config), config.replace(index_shards=shards), max_attempts,
                               sleep or _no_wait)
+    else:
+        from turok_core.index.tag_cache import make_tag_store
+        from turok_core.runtime.aws import make_client
+
+        config = request.getfixturevalue("turok_config")
+
+        def make(shards: int = 8, max_attempts=None, sleep=None):
+            return make_tag_store(make_client("s3", config), config.replace(tag_index_shards=shards),
+                                  max_attempts=max_attempts, sleep=sleep or _no_wait)
     return make
 
 

@@ -250,3 +250,34 @@ def test_a_removal_that_fails_part_way_still_adds_back_what_came_back(turok_conf
     report = applier.hygiene
     assert "IndexConflictError" in report.error and report.readded == [back]
     assert index_names(config) == {back, stuck}  # nothing lost; the stuck name waits for the next run
+
+
+def test_two_indexers_adding_tagged_series_at_once_lose_none(moto_endpoint, turok_config, tmp_path):
+    """Two real indexers add announced tagged series to one-shard name and tag indexes (every write
+    a compare-and-swap race): every series ends up in both, and in the tag index's posting lists."""
+    from turok_core.index.tag_cache import TagCache
+
+    with FaultProxy(moto_endpoint) as proxy:  # S3 compare-and-swap as atomic as S3's (see faultproxy)
+        config = turok_config.replace(
+            aws_endpoint_url=proxy.url, index_shards=1, tag_index_shards=1, indexer_pollers=2,
+            receive_wait_seconds=1, visibility_timeout_seconds=10, self_metrics_interval_seconds=0)
+        queue = MessageQueue.from_config(make_client("sqs", config), config, config.index_queue_name)
+        series = [f"tagged.race;batch=b{i // 5};host=h{i}" for i in range(200)]
+        dirs = [tmp_path / "indexer-a", tmp_path / "indexer-b"]
+        for d in dirs:
+            d.mkdir()
+        with running_twistd("turok-indexer", config, dirs[0], indexer_ready, "indexer a"), \
+                running_twistd("turok-indexer", config, dirs[1], indexer_ready, "indexer b"):
+            for start in range(0, len(series), 5):  # small bodies: many concurrent index writes
+                queue.send(encode_announcements(series[start:start + 5], 2000))
+            tags = TagCache(make_client("s3", config), config.replace(index_refresh_seconds=0))
+            wait_for(lambda: len(tags.tag_index) == len(series) and not queue_depth(config, config.index_queue_name),
+                     60, "every tagged series in the tag index", interval=0.5)
+        counters = [final_counters(d / "turok-indexer.log") for d in dirs]
+        assert set(series) <= index_names(config)
+        index = tags.tag_index
+        assert index.series() == sorted(series)
+        assert index.find_series(["name=tagged.race"]) == sorted(series)
+        assert [v["count"] for v in index.list_values("batch")] == [5] * 40
+        assert sum(c["tagged_added"] for c in counters) == len(series)
+        assert sum(c["conflicts_retried"] for c in counters) > 0 and all(c["shard_writes"] for c in counters)

@@ -221,6 +221,48 @@ def test_render_through_graphite_evaluator(setup, monkeypatch):
     assert list(by_name["fast.web3.cpu"]) == [None] * 12  # indexed, never written: all gaps
 
 
+@pytest.mark.moto
+def test_series_by_tag_reads_every_series_found_in_one_bulk_read(setup, monkeypatch):
+    """graphite-web resolves seriesByTag with finder.TurokTagDB, then the finder reads all the
+    series found at once, as for a glob; graphite's tag functions compute on them."""
+    import graphite.render.datalib as datalib
+    import graphite.render.functions as functions
+    from django.conf import settings
+    from graphite.render.evaluator import evaluateTarget
+    from graphite.storage import Store
+
+    from finder import TurokTagDB
+    from turok_core.index.tag_cache import TagCache, make_tag_store
+
+    finder, blocks, config = setup
+    tagged = [f"fast.disk;dc={dc};host=h{i}" for i, dc in enumerate(["eu", "eu", "us"])] + ["fast.cpu;dc=eu;host=h0"]
+    index(config, tagged)
+    make_tag_store(make_client("s3", config), config).add_names(tagged)
+    blocks.write_slots((name, 10, t, float(i + 1)) for i, name in enumerate(tagged)
+                       for t in range(SLOT - 300, SLOT + 10, 10))
+    tagdb = TurokTagDB(settings, config=config, index=TagCache(make_client("s3", config), config))
+    store = Store(finders=[finder], tagdb=tagdb)
+    monkeypatch.setattr(datalib, "STORE", store)
+    monkeypatch.setattr(functions, "STORE", store)
+    calls_before = len(blocks.calls)
+
+    def utc(epoch):
+        return datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+
+    context = {"startTime": utc(NOW - 120), "endTime": utc(NOW), "now": utc(NOW), "localOnly": False,
+               "template": {}, "args": ([], {}), "xFilesFactor": 0}
+    series = evaluateTarget(context, ["seriesByTag('name=fast.disk')",
+                                      "groupByTags(seriesByTag('name=fast.disk'),'sum','dc')",
+                                      "aliasByTags(seriesByTag('dc=eu','host=~h0'),'name')"])
+    assert len(blocks.calls) == calls_before + 1  # every series of every seriesByTag in one read
+    by_name = {s.name: list(s) for s in series}
+    assert by_name == {
+        "fast.disk;dc=eu;host=h0": [1.0] * 12, "fast.disk;dc=eu;host=h1": [2.0] * 12,
+        "fast.disk;dc=us;host=h2": [3.0] * 12,
+        "fast.disk;dc=eu": [3.0] * 12, "fast.disk;dc=us": [3.0] * 12,
+        "fast.cpu": [4.0] * 12, "fast.disk": [1.0] * 12}
+
+
 @pytest.mark.processes
 def test_graphite_settings_module(tmp_path):
     """graphite-web's settings with ours, in fresh processes (Django settings are per process)."""
@@ -233,7 +275,7 @@ def test_graphite_settings_module(tmp_path):
 
     script = ("import json, django; django.setup(); from django.conf import settings as s; "
               "print(json.dumps([s.SECRET_KEY, list(s.STORAGE_FINDERS), s.CARBONLINK_HOSTS, s.LOG_DIR, "
-              "s.DATABASES['default']['NAME'], s.CLUSTER_SERVERS]))")
+              "s.DATABASES['default']['NAME'], s.CLUSTER_SERVERS, s.TAGDB]))")
 
     def load(**extra):
         env = {k: v for k, v in os.environ.items() if k != "TUROK_GRAPHITE_SECRET_KEY"}
@@ -246,8 +288,9 @@ def test_graphite_settings_module(tmp_path):
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     prepare_graphite_storage(tmp_path / "storage")  # the launcher's part, before graphite-web starts
-    key, finders, carbonlink, log_dir, database, cluster = load()
+    key, finders, carbonlink, log_dir, database, cluster, tagdb = load()
     assert finders == ["finder.TurokFinder"] and carbonlink == [] and cluster == []
+    assert tagdb == "finder.TurokTagDB"  # seriesByTag and /tags* from Turok's tag index
     assert len(key) > 40 and key != "UNSAFE_DEFAULT"
     prepare_graphite_storage(tmp_path / "storage")
     assert load()[0] == key  # generated once per install, then kept

@@ -117,3 +117,29 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     counters = service.counters
     assert (counters.bad_messages, counters.names_added, counters.shard_writes,
             counters.conflicts_retried) == (2, 2, 1, 2)
+
+
+def test_tagged_names_go_to_the_tag_index_too():
+    """One poll round in-process: every name in the name index, the tagged ones in the tag index."""
+    from twisted.internet import defer, task
+
+    from turok_core.index.memory_store import MemoryIndexStore
+    from turok_core.index.service import IndexerService
+    from turok_core.index.tag_index import TagIndex
+    from turok_core.model.config import TurokConfig
+    from turok_core.wire.memory_queue import MemoryQueue
+
+    names = ["plain.metric", "disk.used;dc=eu;host=a", "disk.used;dc=us;host=b"]
+    queue, store, tags = MemoryQueue(), MemoryIndexStore(), MemoryIndexStore(TurokConfig(index_shards=4))
+    queue.send(encode_announcements(names))
+    service = IndexerService(TurokConfig(), reactor=task.Clock(), store=store, queue=queue, tag_store=tags)
+    service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
+    service.poll_once()
+
+    def stored(writer):
+        return set().union(*(writer.read_shard(shard)[0] for shard in range(writer.shard_count())))
+
+    assert stored(store) == set(names)
+    assert stored(tags) == set(names[1:])
+    assert TagIndex(stored(tags)).find_series(["dc=eu"]) == ["disk.used;dc=eu;host=a"]
+    assert len(queue) == 0 and service.counters.tagged_added == 2

@@ -279,6 +279,29 @@ def test_index_hygiene_adds_back_a_metric_that_returns_during_removal(turok_conf
     assert names == {"back.again"}
 
 
+def test_index_hygiene_removes_a_dropped_tagged_series_from_the_tag_index(turok_config):
+    from turok_core.index.tag_cache import TagCache, make_tag_store
+
+    client = make_client("dynamodb", turok_config)
+    s3 = make_client("s3", turok_config)
+    store = BlockStore(client, turok_config)
+    today = store.table_for(NOW, 60)
+    store.ensure_table(today)
+    live, gone = "disk.used;dc=eu;host=a", "disk.used;dc=eu;host=gone"
+    store.write_slots([(live, 60, NOW - NOW % 60, 1.0)])
+    IndexStore(s3, turok_config).add_names([live, gone])
+    make_tag_store(s3, turok_config).add_names([live, gone])
+
+    report = Applier(client, turok_config, s3_client=s3).index_hygiene(
+        [live, gone], [today], NOW, turok_config.table_prefix, "_")
+    assert report.removed == [gone] and report.error == ""
+    tags = TagCache(s3, turok_config.replace(index_refresh_seconds=0)).tag_index
+    assert tags.series() == [live]
+    for expression in ("name=disk.used", "dc=eu", "host=~.+", "host!="):  # every posting list it was in
+        assert gone not in tags.find_series([expression])
+    assert tags.list_values("host") == [{"value": "a", "count": 1}]
+
+
 def test_announcer_forgets_at_each_utc_day_so_removed_names_come_back():
     clock = [NOW]
     announcer = Announcer(clock=lambda: clock[0])

@@ -32,6 +32,7 @@ if not SECRET_KEY:  # graphite-web would fall back to a well-known key
 
 # Turok is the only storage: no whisper/ceres/rrd directories, no carbon cache, no cluster
 STORAGE_FINDERS = ("finder.TurokFinder",)
+TAGDB = "finder.TurokTagDB"  # seriesByTag and /tags* from Turok's tag index, not a sqlite table
 STANDARD_DIRS = [_os.path.join(STORAGE_DIR, "no-whisper")]  # non-empty, so graphite adds none
 CARBONLINK_HOSTS: list[str] = []
 CLUSTER_SERVERS: list[str] = []

@@ -4,7 +4,8 @@ A reader never writes: it reads the manifest (no index yet: no names) and every 
 ``turok_core.index.s3_store``'s layout, answers globs from one ``NameList`` of all their names, and
 at most every ``config.index_refresh_seconds`` revalidates each object with
 ``If-None-Match: <ETag>``, so unchanged shards cost a 304 and no body. Once a first copy exists, a
-failed refresh is logged and the copy keeps answering.
+failed refresh is logged and the copy keeps answering. ``ShardCache`` is that copy for any
+structure built from the names (``turok_core.index.tag_cache.TagCache`` builds a ``TagIndex``).
 
 Blocking boto3 calls, made in the calling thread (graphite-web's request thread) and a small pool.
 """
@@ -13,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
-from typing import Callable, Optional
+from typing import Callable, Generic, Iterable, Optional, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -33,13 +35,17 @@ def _is_not_modified(error: ClientError) -> bool:
     return http_status(error) == 304 or error_code(error) in ("304", "NotModified")
 
 
-class IndexCache:
-    """A reader's local copy of the whole index, revalidated by ETag at most every refresh period.
+Built = TypeVar("Built")
 
-    ``match``/``names`` answer from the current ``NameList``; a refresh due on a call revalidates
-    every shard (``If-None-Match``, so unchanged shards cost a 304 and no body) and builds a new
-    list only when some shard changed. Threads share one cache: one refreshes, the others keep
-    answering from the list they have (a new list replaces the old one whole).
+
+class ShardCache(ABC, Generic[Built]):
+    """A reader's local copy of a whole sharded index, revalidated by ETag at most every refresh
+    period, answering from one structure ``_build`` makes of all its names.
+
+    A refresh due on a call revalidates every shard (``If-None-Match``, so unchanged shards cost
+    a 304 and no body) and builds a new structure only when some shard changed. Threads share one
+    cache: one refreshes, the others keep answering from the structure they have (a new one
+    replaces the old one whole).
     """
 
     def __init__(self, client: AwsClient, config: TurokConfig, clock: Callable[[], float] = time.monotonic,
@@ -55,27 +61,23 @@ class IndexCache:
         self._manifest_etag: Optional[str] = None
         self._shard_names: dict[int, list[str]] = {}
         self._etags: dict[int, str] = {}
-        self._list: Optional[NameList] = None
+        self._list: Optional[Built] = None
         self._checked_at: Optional[float] = None
         # observability (and what the tests count)
         self.downloads = 0  # GETs that returned a body
         self.not_modified = 0  # GETs answered 304
-        self.rebuilds = 0  # NameLists built
+        self.rebuilds = 0  # structures built
         self.refresh_errors = 0  # failed revalidations (the previous list kept answering)
 
+    @abstractmethod
+    def _build(self, names: Iterable[str]) -> Built:
+        """What the cache answers from, made of every name of every shard (sorted runs)."""
+
     @property
-    def name_list(self) -> NameList:
-        """The current name list, refreshed first when the refresh period has passed."""
+    def current(self) -> Built:
+        """The current structure, refreshed first when the refresh period has passed."""
         self.maybe_refresh()
         return self._list  # type: ignore[return-value]
-
-    def names(self) -> list[str]:
-        """Every indexed name, sorted."""
-        return self.name_list.names()
-
-    def match(self, pattern: str) -> list[Match]:
-        """``NameList.match`` on the current list."""
-        return self.name_list.match(pattern)
 
     def maybe_refresh(self) -> bool:
         """Refresh when due; True when the list changed. Once a first list exists this never waits
@@ -128,8 +130,8 @@ class IndexCache:
                         self._etags[shard] = etag
                     changed = True
         if changed or self._list is None:
-            # each shard is a sorted run: the list's one sort merges them
-            self._list = NameList(chain.from_iterable(self._shard_names.values()))
+            # each shard is a sorted run: the structure's one sort merges them
+            self._list = self._build(chain.from_iterable(self._shard_names.values()))
             self.rebuilds += 1
         self._checked_at = self._clock()
         return changed
@@ -171,3 +173,23 @@ class IndexCache:
                 return "missing", (None if shard not in self._shard_names else ([], None))
             raise
         return "downloaded", (decode_shard(response["Body"].read()), response["ETag"])
+
+
+class IndexCache(ShardCache[NameList]):
+    """The finder's copy of the name index: ``match``/``names`` answer from one ``NameList``."""
+
+    def _build(self, names: Iterable[str]) -> NameList:
+        return NameList(names)
+
+    @property
+    def name_list(self) -> NameList:
+        """The current name list, refreshed first when the refresh period has passed."""
+        return self.current
+
+    def names(self) -> list[str]:
+        """Every indexed name, sorted."""
+        return self.name_list.names()
+
+    def match(self, pattern: str) -> list[Match]:
+        """``NameList.match`` on the current list."""
+        return self.name_list.match(pattern)

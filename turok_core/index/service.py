@@ -1,8 +1,9 @@
 """turok-indexer: announced metric names from the index queue into the sharded S3 index.
 
 ``config.indexer_pollers`` loops each long-poll the index queue, decode the announcements of
-a batch, add all their names with one ``IndexStore.add_names`` call and delete the messages only
-once the index holds them. A body that is no announcement is logged and left alone: SQS
+a batch, add all their names with one ``IndexStore.add_names`` call, the tagged ones also to the
+tag index (``turok_core.index.tag_cache``), and delete the messages only once both indexes hold
+them. A body that is no announcement is logged and left alone: SQS
 redelivers it until its redrive policy moves it to the dead-letter queue. Every boto3 call runs in
 the service's AWS thread pool.
 """
@@ -16,6 +17,7 @@ from twisted.logger import Logger
 
 from turok_core.index.s3_store import IndexStore
 from turok_core.index.store import ShardedIndexStore
+from turok_core.index.tag_cache import make_tag_store, tagged
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import MessageError
 from turok_core.runtime.aws import make_client
@@ -33,7 +35,8 @@ class IndexerCounters:
     names_announced: int = 0
     names_added: int = 0  # names new to the index
     names_rejected: int = 0  # names that cannot be indexed
-    shard_writes: int = 0
+    tagged_added: int = 0  # tagged series new to the tag index
+    shard_writes: int = 0  # of both indexes
     conflicts_retried: int = 0
     errors: int = 0  # failed receive/index/delete rounds
 
@@ -45,10 +48,11 @@ class IndexerService(QueueConsumerService):
     counters: IndexerCounters
 
     def __init__(self, config: TurokConfig, reactor: Any = None, store: Optional[ShardedIndexStore] = None,
-                 queue: Optional[MessageQueue] = None) -> None:
+                 queue: Optional[MessageQueue] = None, tag_store: Optional[ShardedIndexStore] = None) -> None:
         super().__init__(config, log, reactor)
         self.counters = IndexerCounters()
         self._store = store
+        self._tag_store = tag_store
         self._queue = queue
 
     @property
@@ -61,6 +65,11 @@ class IndexerService(QueueConsumerService):
         return started(self._store)
 
     @property
+    def tag_store(self) -> ShardedIndexStore:
+        """The tag index: injected, or made at start."""
+        return started(self._tag_store)
+
+    @property
     def queue(self) -> MessageQueue:
         """The index queue: injected, or made at start."""
         return started(self._queue)
@@ -69,11 +78,14 @@ class IndexerService(QueueConsumerService):
         config = self.config
         if self._store is None:
             self._store = IndexStore(make_client("s3", config), config)
+        if self._tag_store is None:
+            self._tag_store = make_tag_store(make_client("s3", config), config)
         if self._queue is None:
             self._queue = MessageQueue.from_config(make_client("sqs", config), config, config.index_queue_name)
-        log.info("turok-indexer: {pollers} poller(s) on queue {queue}, index s3://{bucket}/{prefix}",
+        log.info("turok-indexer: {pollers} poller(s) on queue {queue}, index s3://{bucket}/{prefix}, "
+                 "tag index s3://{bucket}/{tags}",
                  pollers=config.indexer_pollers, queue=config.index_queue_name,
-                 bucket=config.index_bucket, prefix=config.index_prefix)
+                 bucket=config.index_bucket, prefix=config.index_prefix, tags=config.tag_index_prefix)
 
     @defer.inlineCallbacks
     def poll_once(self) -> Generator[defer.Deferred, Any, None]:
@@ -109,6 +121,12 @@ class IndexerService(QueueConsumerService):
             if stats.rejected:
                 self._errors.error("rejected", "turok-indexer: {count} announced names cannot be indexed",
                                    count=stats.rejected)
+            series = tagged(names)
+            if series:
+                stats = yield self._in_pool(self.tag_store.add_names, series)
+                self.counters.tagged_added += stats.added
+                self.counters.shard_writes += stats.shard_writes
+                self.counters.conflicts_retried += stats.conflicts
         if handles:  # only now is what they carry durable in the index
             yield self._in_pool(self.queue.delete, handles)
 

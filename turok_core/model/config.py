@@ -36,6 +36,9 @@ class TurokConfig:
     index_bucket: str = "turok-index"
     index_prefix: str = "index/"
     index_shards: int = 64
+    # the tag index (tagged series, for graphite-web's TagDB) in index_bucket, same layout
+    tag_index_prefix: str = "tags/"
+    tag_index_shards: int = 64
     table_prefix: str = "turok"
     table_joiner: str = "_"
     # --- carbon schema files (empty: the defaults shipped in turok_core/model/conf)
