@@ -39,7 +39,7 @@ from turok_core.storage.tables import BlockStore  # noqa: E402
 from turok_core.storage.writes import item_size  # noqa: E402
 from turok_core.turokd.announcer import Announcer  # noqa: E402
 from turok_core.turokd.block_writer import BlockWriter  # noqa: E402
-from turok_core.turokd.service import VISIBILITY_MARGIN  # noqa: E402
+from turok_core.turokd.held_receipts import VISIBILITY_MARGIN  # noqa: E402
 from turok_core.windows.buffer import WindowBuffer  # noqa: E402
 from turok_core.wire.codec import encode_messages  # noqa: E402
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402

@@ -22,10 +22,10 @@ from tests.support.pickle_frames import encode_frame
 DAY = 86400
 ARCHIVES = [(10, 8640), (60, 43200), (3600, 17520)]  # the shipped default: 10s:1d,1min:30d,1h:2y
 METRICS = {  # name → (whisper aggregationMethod, xFilesFactor), as the shipped aggregation file says
-    "e2e.backfill.plain.load": ("average", 0.5),
-    "e2e.backfill.plain.hits.count": ("sum", 0.0),
-    "e2e.backfill.pickled.load": ("average", 0.5),
-    "e2e.backfill.pickled.latency.max": ("max", 0.1),
+    "backfill.e2e.plain.load": ("average", 0.5),
+    "backfill.e2e.plain.hits.count": ("sum", 0.0),
+    "backfill.e2e.pickled.load": ("average", 0.5),
+    "backfill.e2e.pickled.latency.max": ("max", 0.1),
 }
 
 

@@ -17,12 +17,11 @@ A pending coarse block is computed in one of two ways:
 - **from memory, in part**, when the partition is held but the coarse block may hold data from
   before (an old block, a lease that moved): the coarse slots lying inside the finer blocks fed
   (known whole) are computed as above and merged into the stored coarse block; the other
-  coarse slots are left as they are, as their finer data did not change. Such a block is
-  written in the same ``close`` as its finer blocks, before their messages are deleted, so a
-  crash cannot leave it behind. Not when the partition was taken from a turokd that died: its
-  pending coarse blocks were lost with it, so each coarse block's first write here is computed
-  from DynamoDB, whole (``FreshBlocks.known_in_part``). A straddling slot needs a finer block
-  not fed, so such a block goes to DynamoDB too.
+  coarse slots are left as they are, as their finer data did not change. Not when the
+  partition was taken from a turokd that died: coarse blocks pending in its memory were lost
+  with it (their messages deleted), so each coarse block's first write here is computed from
+  DynamoDB, whole, which recomputes what it had pending (``FreshBlocks.known_in_part``). A
+  straddling slot needs a finer block not fed, so such a block goes to DynamoDB too.
 - **from DynamoDB** otherwise (after a restart without a held lease, a conditional merge, no
   ownership hook): the plan goes to ``rollup_writer.rollup_blocks``, which reads the finer
   slots, merges, and verifies against concurrent writers.
@@ -170,9 +169,7 @@ class CoarseBlocks:
                         pending.values, pending.partial = None, {}
                     elif pending.values is not None:
                         pending.add_finer(start, values)
-                    if pending.values is not None and not pending.whole:
-                        pending.closes = min(pending.closes, now)  # with its finer blocks: see above
-                    elif self._late_delay and self._fresh.written(COARSE, coarse_step, coarse_start):
+                    if self._late_delay and self._fresh.written(COARSE, coarse_step, coarse_start):
                         pending.closes = max(pending.closes, now + self._late_delay)
                 break
 
