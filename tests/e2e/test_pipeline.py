@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.e2e.conftest import graphite_get
 from turok_core.runtime.aws import make_client
+from turok_core.storage.table_catalog import list_table_names
 from turok_core.storage.table_names import table_name
 from turok_core.storage.tables import BlockStore
 
@@ -80,7 +81,7 @@ def test_plaintext_tcp_and_udp_reach_graphite_web_across_two_utc_days(stack, mid
     # e.g. e2e…_24-11-2026_10sec
     wanted = {table_name(prefix, joiner, m - 1, STEP), table_name(prefix, joiner, m, STEP)}
     tables = wait_for(lambda: (lambda names: names if wanted <= set(names) else None)(
-        make_client("dynamodb", stack.config).list_tables()["TableNames"]), 30, "day tables")
+        list_table_names(make_client("dynamodb", stack.config))), 30, "day tables")
     assert f"{prefix}_" + time.strftime("%d-%m-%Y", time.gmtime(m)) + "_10sec" in tables
 
 

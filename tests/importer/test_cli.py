@@ -15,6 +15,7 @@ from tests.conftest import ROOT, with_schema_files
 from tests.support.whisper_trees import NOW, carbon_path, make_file
 from turok_core.dev.stack import write_config
 from turok_core.runtime.aws import make_client
+from turok_core.storage.table_catalog import list_table_names
 
 pytestmark = pytest.mark.processes
 
@@ -42,7 +43,7 @@ def tables(client, config):
     """Every stored block: {(day table without the prefix, metric, start): datapoints bytes}."""
     found = {}
     prefix = config.table_prefix + config.table_joiner
-    for table in client.list_tables()["TableNames"]:
+    for table in list_table_names(client):
         if table.startswith(prefix):
             kwargs = {"TableName": table, "ConsistentRead": True}
             while True:
