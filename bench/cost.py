@@ -172,7 +172,7 @@ def run(metrics: int, hours: float, values_kind: str, endpoint: str, conditional
     # as a turokd holding its partition's lease since before the day began (and handed it by
     # nobody who died): new blocks put whole, coarse blocks from memory
     writer = BlockWriter(store, config, schemas, clock=lambda: sim_now[0],
-                         owned_since=(lambda _metric: float(START) - 1) if owner else None, took_over=False)
+                         owned_since=(lambda _metric: float(START) - 1) if owner else None)
     announcer = Announcer(clock=lambda: sim_now[0])
 
     def policy(name: str):

@@ -132,6 +132,8 @@ class SumStream:
                     want = sum(expected.get((metric, t), 0) for t in range(start, start + ROLLUP_STEP, STEP))
                     if got != (want or None):
                         audit.rollups_wrong += 1
+                        if len(audit.examples) < 10:
+                            audit.examples.append(("rollup", metric, start, want, got))
         return audit
 
 

@@ -187,30 +187,9 @@ def test_late_slots_for_closed_blocks_are_merged_once_per_block_not_once_per_bat
     units += writer.close().stats.write_units + writer.close_all().stats.write_units
     assert late.tables() == at_once.tables()
     # each base block put with its first slot, then merged once with the other five; each minute
-    # block (its first slots alone are under the xFilesFactor: not written) recomputed once when
-    # the merges are over, from the merged blocks this sole writer knows whole: nothing read back
+    # block (its first slot alone is under the xFilesFactor: not written) recomputed from
+    # DynamoDB once when the merges are over
     assert late.puts == 3 * len(names), late.puts
     assert late.merges == 3 * len(names) + len(names), late.merges
-    assert late.reads == 0
     assert writer.open.held_messages == 0
     assert units <= 2 * once
-
-
-@pytest.mark.parametrize("took_over", [True, False])
-def test_a_partition_taken_from_a_dead_turokd_recomputes_each_coarse_block_whole_once(config, took_over):
-    """The dead owner wrote the finer block of minute 0 and died before its minute slot was
-    written (a rollup pending in its memory, the messages already deleted). Taking the partition
-    over, the new owner's first write of that coarse block recomputes it from DynamoDB, minute 0
-    included; a partition handed back (nothing pending anywhere) is merged from memory alone."""
-    schemas = load_schemas(config)
-    store = CountingStore(config)
-    metric = "host0.count"  # sum, xFilesFactor 0
-    store.write_slots([(metric, 10, MIDNIGHT + 10 * i, 1.0) for i in range(6)])  # minute 0, no rollup
-    writer = BlockWriter(store, config, schemas, clock=lambda: MIDNIGHT + 7200.0,
-                         owned_since=lambda m: MIDNIGHT + 3600.0, took_over=took_over)
-    writer.hold(received(encode_messages([TurokMessage(metric, MIDNIGHT + 60, [2.0], 10, "sum")]), "new"))
-    writer.close()
-    minutes = store.fetch_series([metric], 60, MIDNIGHT, MIDNIGHT + 120)[metric]
-    assert minutes == ([6.0, 2.0] if took_over else [None, 2.0])
-    # (the hour slots straddle 6-minute blocks here, so the hour level reads the minutes either way)
-    assert (10 in store.read_steps) == took_over

@@ -61,10 +61,8 @@ class BlockWriter:
 
     ``clock`` is the one time source (epoch seconds), injectable so a simulated day runs in
     minutes. ``owned_since(metric)``: since when this turokd is the only writer of the metric's
-    partition (None or no hook: unknown, so every block is merged). ``took_over``: the partition
-    was taken from a turokd that never gave it back (or that is unknown), so each coarse block's
-    first write here recomputes it from DynamoDB (``coarse_blocks.py``). ``hold`` may be called
-    from several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values
+    partition (None or no hook: unknown, so every block is merged). ``hold`` may be called from
+    several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values
     too old for their step's archive go to the archive covering their age, by ``clock``
     (``backfill.py``). ``history``: the schema files in force before, so a block at a step only an
     older version had rolls up as that version said.
@@ -72,12 +70,12 @@ class BlockWriter:
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
                  clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
-                 took_over: bool = True, route_old: bool = False, history: Optional[SchemaHistory] = None) -> None:
+                 route_old: bool = False, history: Optional[SchemaHistory] = None) -> None:
         self.store = store
         self.clock = clock
         self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
             if route_old and schemas is not None else None
-        self.fresh = FreshBlocks(owned_since, took_over=took_over)
+        self.fresh = FreshBlocks(owned_since)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
         older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
@@ -183,14 +181,14 @@ class BlockWriter:
         plans = []
         held = all(self.fresh.held(block.plan.metric) for block in due)
         for block in due:
-            if block.values is None or (block.partial and not block.whole):
-                plans.append(block.plan)  # a straddling slot of a block known in part needs DynamoDB
+            if block.values is None:
+                plans.append(block.plan)
                 continue
             plan, values = block.plan, block.finish()
             row = _row(plan.metric, plan.coarse_step, plan.start, values)
             if not row[3]:
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
-            if block.whole and not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
+            if not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
                     and not self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # else merge, not replace
                 puts.append((row, values))
             else:

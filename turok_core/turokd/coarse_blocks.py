@@ -7,24 +7,18 @@ block closes when the coarse block does, in the same ``BlockWriter.close``, fine
 
 A pending coarse block is computed in one of two ways:
 
-- **from memory, whole**, when turokd has every finer slot it covers: the metric is owned since
+- **from memory**, when turokd has every finer slot it covers: the metric is owned since
   before the coarse block began (``fresh.py``), no block of this id was written before, and every
   finer block fed to it is known whole (put whole, or merged by this sole writer, which then
   knows the stored values). Each coarse slot lying inside one finer block is computed as that
   block is written (whisper's rule, ``rollup.py``); a coarse slot straddling two finer blocks
   keeps its finer values until the block closes. Finer blocks turokd never wrote hold nothing:
   it was their only writer. The coarse block is put whole.
-- **from memory, in part**, when the partition is held but the coarse block may hold data from
-  before (an old block, a lease that moved): the coarse slots lying inside the finer blocks fed
-  (known whole) are computed as above and merged into the stored coarse block; the other
-  coarse slots are left as they are, as their finer data did not change. Not when the
-  partition was taken from a turokd that died: coarse blocks pending in its memory were lost
-  with it (their messages deleted), so each coarse block's first write here is computed from
-  DynamoDB, whole, which recomputes what it had pending (``FreshBlocks.known_in_part``). A
-  straddling slot needs a finer block not fed, so such a block goes to DynamoDB too.
-- **from DynamoDB** otherwise (after a restart without a held lease, a conditional merge, no
-  ownership hook): the plan goes to ``rollup_writer.rollup_blocks``, which reads the finer
-  slots, merges, and verifies against concurrent writers.
+- **from DynamoDB** otherwise (after a restart or a lease move, late data for a coarse block
+  written already, no ownership hook): the plan goes to ``rollup_writer.rollup_blocks``, which
+  reads the finer slots and merges (and, without a held lease, verifies against concurrent
+  writers). Computing only the coarse slots a merged finer block covers was tried and left out
+  for now: a turokd killed mid-stream then left coarse slots wrong (tests/e2e/test_turokd_kill.py).
 
 Either way a coarse slot is whisper's aggregate of the finer slots it covers, written only when
 their known fraction reaches ``xFilesFactor``, so both give the same bytes. The pending set lives
@@ -55,7 +49,6 @@ class CoarseBlock:
     closes: float
     values: Optional[array]  # coarse slot values (NaN: none yet); None: computed from DynamoDB
     partial: dict[int, array] = field(default_factory=dict)  # straddling slot index → its finer values
-    whole: bool = True  # every finer block of its span known (put whole); else merged slot by slot
 
     def add_finer(self, start: int, values: Sequence[Optional[float]]) -> None:
         """A finer block known whole (gaps NaN or None): compute the coarse slots inside it that
@@ -159,12 +152,10 @@ class CoarseBlocks:
                     if pending is None:
                         plan = RollupPlan(metric, level, step, coarse_step, coarse_start, coarse_start + coarse_span,
                                           policy.aggregation_type, policy.x_files_factor)
-                        whole = self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
-                        in_memory = values is not None and (
-                            whole or self._fresh.known_in_part(metric, coarse_step, coarse_start))
+                        in_memory = values is not None and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,
-                            array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None, whole=whole)
+                            array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None)
                     if values is None:
                         pending.values, pending.partial = None, {}
                     elif pending.values is not None:

@@ -33,10 +33,8 @@ KEEP_SECONDS = 8 * 86400.0
 class FreshBlocks:
     """The ownership hook and the block ids written so far."""
 
-    def __init__(self, owned_since: Optional[OwnedSince] = None, keep_seconds: float = KEEP_SECONDS,
-                 took_over: bool = True) -> None:
+    def __init__(self, owned_since: Optional[OwnedSince] = None, keep_seconds: float = KEEP_SECONDS) -> None:
         self._owned_since = owned_since
-        self._took_over = took_over
         self._keep = keep_seconds
         self._written: dict[tuple[str, int], set[int]] = {}  # (kind, step) → block starts
         self._floor: dict[tuple[str, int], int] = {}  # (kind, step) → oldest start still remembered
@@ -51,13 +49,6 @@ class FreshBlocks:
     def held(self, metric: str) -> bool:
         """This turokd is the metric's only writer now (its blocks are merged without conditions)."""
         return self._owned_since is not None and self._owned_since(metric) is not None
-
-    def known_in_part(self, metric: str, step: int, start: int) -> bool:
-        """A coarse block's slots over finer blocks known whole may be computed from them alone:
-        this turokd is the metric's only writer, and no coarse slot can be missing for lack of
-        a rollup a previous owner held pending when it died (it handed the partition back, or
-        this turokd wrote the coarse block once already, whole)."""
-        return self.held(metric) and (not self._took_over or self.written(COARSE, step, start))
 
     def written(self, kind: str, step: int, start: int) -> bool:
         """A block of this id was written (or may have been: forgotten) by this writer."""

@@ -248,12 +248,13 @@ class TurokdService(QueueConsumerService):
         leases = started(self.leases)
         writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
-                             took_over=leases.took_over(partition), route_old=True, history=self.history)
+                             route_old=True, history=self.history)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1
-        log.info("turokd: took the lease of partition {partition} (queue {queue})", partition=partition,
-                 queue=partition_queue_name(self.config, partition))
+        log.info("turokd: took the lease of partition {partition} (queue {queue}){how}", partition=partition,
+                 queue=partition_queue_name(self.config, partition),
+                 how=", from a turokd that never gave it back" if leases.took_over(partition) else "")
         for number in range(max(1, self.pollers)):
             loop = self._poll_loop(number, lambda: self.poll_partition(work),
                                    lambda: self.work.get(partition) is work and not work.releasing)
