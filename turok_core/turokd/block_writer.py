@@ -80,7 +80,7 @@ class BlockWriter:
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
         older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
-                                    config.late_merge_delay_seconds, older) if schemas is not None else None
+                                    older) if schemas is not None else None
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""

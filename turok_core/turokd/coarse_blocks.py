@@ -96,7 +96,7 @@ class CoarseBlocks:
     """Coarse blocks whose finer data changed, each due when it closes."""
 
     def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float, fresh: FreshBlocks,
-                 late_delay: float = 0.0, older: Optional[Callable[[str, int], Optional[MetricPolicy]]] = None) -> None:
+                 older: Optional[Callable[[str, int], Optional[MetricPolicy]]] = None) -> None:
         """``older(metric, step)``: the policy of an older version of the schema files with an
         archive at ``step`` (``SchemaHistory.policy_with_step``), for blocks at a step the
         current files no longer have."""
@@ -105,7 +105,6 @@ class CoarseBlocks:
         self._block_slots = block_slots
         self._close_delay = close_delay
         self._fresh = fresh
-        self._late_delay = late_delay
         self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
         self._coarse_steps = {archive.step for _name, archives in schemas.archive_sets() for archive in archives[1:]}
 
@@ -123,8 +122,10 @@ class CoarseBlocks:
     def note_written(self, blocks: Iterable[WrittenBlock], now: float = -math.inf) -> None:
         """Blocks just written at ``now``: the coarser blocks they overlap become pending.
 
-        A coarse block written before (late data) is recomputed ``late_delay`` after the last
-        finer write into it, so a stream of late data recomputes it once, not once per batch.
+        A coarse block that has closed already (late data) is due at once: it is recomputed in
+        the same ``BlockWriter.close`` as the finer blocks that changed it, before their messages
+        are deleted, so a crash cannot leave it behind (the finer merges are the ones coalesced,
+        ``open_blocks.py``).
 
         A block given with its values is known whole (put whole, or merged by this sole writer)
         and feeds coarse blocks computed from memory; one without (merged conditionally) makes
@@ -160,8 +161,6 @@ class CoarseBlocks:
                         pending.values, pending.partial = None, {}
                     elif pending.values is not None:
                         pending.add_finer(start, values)
-                    if self._late_delay and self._fresh.written(COARSE, coarse_step, coarse_start):
-                        pending.closes = max(pending.closes, now + self._late_delay)
                 break
 
     def take_due(self, now: float) -> list[CoarseBlock]:
