@@ -95,6 +95,23 @@ def stream(rng: random.Random) -> dict[int, list[tuple[str, int, float]]]:
     return dict(sorted(rounds.items()))
 
 
+
+def compare_with_whisper(reader_of, files, names, cases) -> tuple[list, int]:
+    """Each name's Turok fetch against ``whisper.fetch`` over every ``(start, end)`` of ``cases``:
+    the time info must be equal; returns the ranges whose values differ (with examples) and how
+    many known values whisper answered."""
+    differing, checked = [], 0
+    for name in names:
+        reader = reader_of(name)
+        for start, end in cases:
+            expected = whisper.fetch(files[name], start, end, now=NOW)
+            got = reader.fetch(start, end, now=NOW)
+            assert got[0] == expected[0], (name, start, end)
+            if got[1] != expected[1]:
+                differing.append((name, start, end, [(a, b) for a, b in zip(got[1], expected[1]) if a != b][:5]))
+            checked += sum(v is not None for v in expected[1])
+    return differing, checked
+
 def test_turok_answers_like_whisper(schema_config, tmp_path):
     from finder.finder import TurokFinder
 
@@ -132,17 +149,9 @@ def test_turok_answers_like_whisper(schema_config, tmp_path):
         (NOW - 6 * 3600, MIDNIGHT),
         (NOW - 8 * 86400, NOW - 6 * 86400),  # partly beyond the longest retention
     ]
-    differing = []
-    checked_values = 0
+    differing, checked_values = compare_with_whisper(finder.reader, files, METHODS, cases)
     for name in METHODS:
         reader = finder.reader(name)
-        for start, end in cases:
-            expected = whisper.fetch(files[name], start, end, now=NOW)
-            got = reader.fetch(start, end, now=NOW)
-            assert got[0] == expected[0], (name, start, end)
-            if got[1] != expected[1]:
-                differing.append((name, start, end, [(a, b) for a, b in zip(got[1], expected[1]) if a != b][:5]))
-            checked_values += sum(v is not None for v in expected[1])
         assert whisper.fetch(files[name], NOW - 10 * 86400, NOW - 9 * 86400, now=NOW) is None
         assert reader.fetch(NOW - 10 * 86400, NOW - 9 * 86400, now=NOW) is None
         assert whisper.fetch(files[name], NOW + 10, NOW + 20, now=NOW) is None
@@ -240,15 +249,6 @@ def test_backfill_of_every_age_answers_like_whisper(schema_config, tmp_path):
     # from-times land in each archive: the 10 s one, the minute one, the hour one
     cases = [(NOW - 3000, NOW), (NOW - 3 * 3600, NOW - 3600), (NOW - 20 * 3600, NOW - 5 * 3600),
              (NOW - 86400, NOW), (NOW - 3 * 86400, NOW - 86400), (NOW - 7 * 86400, NOW), (NOW - 9 * 86400, NOW)]
-    differing, checked = [], 0
-    for name in names:
-        reader = TurokFinder.reader(finder, name)
-        for start, end in cases:
-            expected = whisper.fetch(files[name], start, end, now=NOW)
-            got = reader.fetch(start, end, now=NOW)
-            assert got[0] == expected[0], (name, start, end)
-            if got[1] != expected[1]:
-                differing.append((name, start, end, [(a, b) for a, b in zip(got[1], expected[1]) if a != b][:5]))
-            checked += sum(v is not None for v in expected[1])
+    differing, checked = compare_with_whisper(lambda name: TurokFinder.reader(finder, name), files, names, cases)
     assert not differing, differing
     assert checked > 5000
