@@ -195,6 +195,7 @@ def turok_config(moto_endpoint):
         table_prefix=f"t{tag}",
         receive_wait_seconds=1,
         block_close_delay_seconds=2,
+        late_merge_delay_seconds=2,  # old data (most tests send it) is written 2 s after its last slot
         cache_port=cache_port,
         gateway_cache_port=gateway_cache_port,
         cache_hosts=f"127.0.0.1:{cache_port},127.0.0.1:{gateway_cache_port}",

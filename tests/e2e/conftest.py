@@ -21,6 +21,7 @@ def stack(tmp_path_factory):
         cache_port=free_port(),
         gateway_cache_port=free_port(),
         block_close_delay_seconds=2,
+        late_merge_delay_seconds=2,
         plaintext_port=free_port(),
         plaintext_udp_port=free_port(),
         pickle_port=free_port(),

@@ -131,6 +131,7 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
             return super().write_slots(slots, assume_new, exclusive, fill_gaps)
 
     store = FlakyStore(config)
+    config = config.replace(late_merge_delay_seconds=0)  # closed blocks are written at the next close
     writer = BlockWriter(store, config, schemas, clock=lambda: MIDNIGHT + 3600)
     messages = [TurokMessage("host0.count", MIDNIGHT + 10 * i, [1.0], 10, "sum") for i in range(6)]
     writer.hold(received(encode_messages(messages), "a"))

@@ -87,10 +87,12 @@ def test_late_data_for_a_written_block_is_merged_once_after_it_stops_coming_and_
     due = blocks.take_due(DAY + 415)
     assert rows(due) == [("a", 10, DAY, {1: 7.0, 2: 8.0})] and due.receipt_handles == ["b1", "b2"]
     blocks.written(due)
-    # a block never written that opens late (a restarted turokd) still closes at once
+    # a block never written that opens after its close (a replay, a restart) waits the same way
     add_slots(blocks, {("b", 10, DAY + 600): 1.0}, [("c1", [(10, DAY + 600)])], now=DAY + 2000)
-    due = blocks.take_due(DAY + 2000)
-    assert rows(due) == [("b", 10, DAY + 600, {0: 1.0})] and due.receipt_handles == ["c1"]
+    add_slots(blocks, {("b", 10, DAY + 610): 2.0}, [("c2", [(10, DAY + 610)])], now=DAY + 2005)
+    assert blocks.take_due(DAY + 2014).blocks == {}
+    due = blocks.take_due(DAY + 2015)
+    assert rows(due) == [("b", 10, DAY + 600, {0: 1.0, 1: 2.0})] and due.receipt_handles == ["c1", "c2"]
 
 
 def test_a_failed_merge_of_a_reopened_block_is_retried_at_once_with_its_messages():
@@ -115,14 +117,16 @@ def test_windows_in_columns_are_set_into_their_blocks():
                                                          ("a", 60, DAY, {0: 4.0}), ("b", 10, DAY, {0: 2.0})]
 
 
-def test_a_block_open_again_before_its_first_write_was_done_is_not_held_back_by_later_late_data():
-    """Data for a block arrives while its first write runs: it is due at once, and so stays when
-    more comes after that write, so the message that carried it is never handed out unwritten."""
+def test_data_for_a_block_whose_first_write_is_running_goes_with_the_late_data_after_it():
+    """Data for a block arrives while its first write runs, more after that write: both wait for
+    one merge, and the messages that carried them are never handed out before it."""
     blocks = OpenBlocks(block_slots=6, close_delay=5, late_delay=10, late_max=100)
-    add_slots(blocks, {("a", 10, DAY): 1.0}, [("r1", [(10, DAY)])], now=DAY + 200)
+    add_slots(blocks, {("a", 10, DAY): 1.0}, [("r1", [(10, DAY)])], now=DAY)
     first = blocks.take_due(DAY + 200)
     add_slots(blocks, {("a", 10, DAY + 10): 2.0}, [("r2", [(10, DAY + 10)])], now=DAY + 200)  # while writing
     blocks.written(first)
     add_slots(blocks, {("a", 10, DAY + 20): 3.0}, [("r3", [(10, DAY + 20)])], now=DAY + 201)
-    due = blocks.take_due(DAY + 201)
+    due = blocks.take_due(DAY + 210)  # late (closed when it came): merged once 10 s after the last
+    assert due.blocks == {} and due.receipts == []
+    due = blocks.take_due(DAY + 211)
     assert rows(due) == [("a", 10, DAY, {1: 2.0, 2: 3.0})] and sorted(due.receipt_handles) == ["r2", "r3"]

@@ -255,7 +255,7 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
                         lambda reactor, pool, f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
     clock = MemoryReactorClock()
     config = turok_config.replace(turokd_pollers=1, max_held_messages=2, receive_wait_seconds=0,
-                                  visibility_timeout_seconds=4)
+                                  visibility_timeout_seconds=4, late_merge_delay_seconds=0)
 
     class Queue:
         def __init__(self):

@@ -13,8 +13,9 @@ was already written reopens it, and the store merges it into the stored item. Su
 usually comes in a stream (a spool draining, a relay replaying), so a reopened block is merged
 once it has had no new data for ``late_delay`` seconds (at most ``late_max`` after it reopened),
 not once per batch; its messages are held until that merge (a receipt due while the merge it
-waits for was pushed back is held again until then). A block never written that opens after its
-close time (late data a restarted turokd never saw) closes at once.
+waits for was pushed back is held again until then). A block that opens after its close time
+(late data this turokd never wrote: a replay, a restart, a lease that moved) waits the same way,
+so a stream of late slots is written once, not once for its first slot and once for the rest.
 
 Thread-safe: turokd's pollers add batches while its tick closes blocks. ``take_due`` moves due
 blocks to *writing* (still readable by cache queries) and hands out the receipts whose blocks are
@@ -91,14 +92,16 @@ class OpenBlocks:
         with self._lock:
             opened = self._open
             late = self._late
-            coalesce = now is not None and self.late_delay > 0 and bool(self._written_ids)
+            late_now = now if self.late_delay > 0 else None  # None: late data is not held back
             for (step, slot), window in windows.items():
                 span = self.span(step)
                 start = slot - slot % span
                 block = opened.get((step, start))
                 if block is None:
                     block = opened[(step, start)] = {}
-                    reopened: bool = coalesce and (step, start) in self._written_ids
+                    # written before, or closed before its first slot came: late either way
+                    reopened: bool = late_now is not None and ((step, start) in self._written_ids
+                                                               or late_now >= start + span + self.close_delay)
                 else:  # open already: due when it was (its earlier receipts count on that)
                     reopened = (step, start) in late
                 if reopened:
