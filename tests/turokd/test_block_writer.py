@@ -124,11 +124,12 @@ def test_a_failed_write_keeps_blocks_messages_and_rollups_for_the_next_close(con
         """Fails the first coarse write, after the base blocks were written."""
         failures = 1
 
-        def write_slots(self, slots, assume_new=False, exclusive=False, fill_gaps=False):
-            if self.failures:
+        def write_blocks(self, blocks, assume_new=True, exclusive=False, fill_gaps=False, merged=None):
+            blocks = list(blocks)
+            if self.failures and any(step == 60 for _metric, step, _start, _values in blocks):
                 self.failures -= 1
                 raise RuntimeError("DynamoDB throttled us")
-            return super().write_slots(slots, assume_new, exclusive, fill_gaps)
+            return super().write_blocks(blocks, assume_new, exclusive, fill_gaps, merged)
 
     store = FlakyStore(config)
     config = config.replace(late_merge_delay_seconds=0)  # closed blocks are written at the next close

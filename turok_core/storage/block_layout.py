@@ -15,6 +15,7 @@ merged.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -34,6 +35,7 @@ TYPICAL_BYTES_PER_SLOT = 2
 AUTO_SLOTS = (WRITE_UNIT_BYTES - ITEM_OVERHEAD_BYTES) // TYPICAL_BYTES_PER_SLOT  # 448
 
 
+@functools.lru_cache(maxsize=256)  # called per block (and per slot by slots_by_block): a few distinct steps
 def block_span(step: int, block_slots: int) -> int:
     """Seconds per block at resolution ``step``: ``step`` × the largest slot count that divides a
     day and is at most ``block_slots`` (0: ``AUTO_SLOTS``, what fits one write unit)."""

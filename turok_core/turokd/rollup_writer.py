@@ -77,19 +77,21 @@ def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[Wr
     slots_written = 0
     finer = _read_finer(store, plans)
     for _round in range(ROLLUP_VERIFY_ROUNDS):
-        writes: list[tuple[str, int, int, float]] = []
+        # a plan is one coarse block: its slots go as one row, by index (no per-slot regrouping)
+        writes: list[tuple[str, int, int, dict[int, float]]] = []
         for plan in plans:
             values = rollup_slots(finer[plan.finer_step].get(plan.metric, {}), plan.finer_step, plan.coarse_step,
                                   range(plan.start, plan.end, plan.coarse_step), plan.aggregation_type,
                                   plan.x_files_factor)
             if values:
-                writes.extend((plan.metric, plan.coarse_step, start, value) for start, value in values)
+                step = plan.coarse_step
+                writes.append((plan.metric, step, plan.start, {(t - plan.start) // step: v for t, v in values}))
                 written_blocks[(plan.metric, plan.coarse_step, plan.start)] = None
         if writes:
-            stage_stats = store.write_slots(writes, assume_new=assume_new, exclusive=exclusive)
+            stage_stats = store.write_blocks(writes, assume_new=assume_new, exclusive=exclusive)
             if stats is not None:
                 stats.add(stage_stats)
-            slots_written += len(writes)
+            slots_written += sum(len(row[3]) for row in writes)
         if exclusive:
             break  # no other writer can have changed the finer slots since they were read
         again = _read_finer(store, plans)
