@@ -100,8 +100,9 @@ class TurokConfig:
     # the last slot's message to arrive); its SQS messages are deleted only after that write
     block_close_delay_seconds: float = 30.0
     block_tick_seconds: float = 1.0  # how often turokd looks for blocks to close
-    # late data for a block already written is merged once it has had no more for this long
-    # (at most late_merge_max_seconds after it came), not once per batch; its messages wait
+    # late data (for a block written already, or closed before its first point came) is written
+    # once it has had no more for this long (at most late_merge_max_seconds after it came), not
+    # once per batch; its messages wait
     late_merge_delay_seconds: float = 10.0
     late_merge_max_seconds: float = 300.0
     # turokd stops receiving while it holds this many SQS messages (SQS allows ~120,000 in
