@@ -32,7 +32,7 @@ from turok_core.storage.writes import MergedBlocks
 from turok_core.turokd.backfill import route_by_age, shortest_retentions
 from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
-from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince
+from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince, SharedBefore
 from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
 from turok_core.turokd.rollup_writer import rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
@@ -65,17 +65,19 @@ class BlockWriter:
     several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values
     too old for their step's archive go to the archive covering their age, by ``clock``
     (``backfill.py``). ``history``: the schema files in force before, so a block at a step only an
-    older version had rolls up as that version said.
+    older version had rolls up as that version said. ``shared_before()``: blocks starting before
+    it are written by a running import too (``fresh.py``).
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
                  clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
-                 route_old: bool = False, history: Optional[SchemaHistory] = None) -> None:
+                 route_old: bool = False, history: Optional[SchemaHistory] = None,
+                 shared_before: Optional[SharedBefore] = None) -> None:
         self.store = store
         self.clock = clock
         self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
             if route_old and schemas is not None else None
-        self.fresh = FreshBlocks(owned_since)
+        self.fresh = FreshBlocks(owned_since, shared_before=shared_before)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
         older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
@@ -131,7 +133,7 @@ class BlockWriter:
                 block = (metric, step, start, values)
                 if not written and self.fresh.owned(metric, start):
                     fresh.append(block)
-                elif self.fresh.held(metric):
+                elif self.fresh.held(metric, start):
                     exclusive.append(block)
                 else:
                     (rewritten if written else merged).append(block)
@@ -179,9 +181,10 @@ class BlockWriter:
         puts: list[tuple[Row, Sequence[float]]] = []
         merges: list[Row] = []
         plans = []
-        held = all(self.fresh.held(block.plan.metric) for block in due)
+        held = all(self.fresh.held(block.plan.metric, block.plan.start) for block in due)
         for block in due:
-            if block.values is None:
+            # computed in memory while sole writer, but an import began meanwhile: read it back
+            if block.values is None or not self.fresh.owned(block.plan.metric, block.plan.start):
                 plans.append(block.plan)
                 continue
             plan, values = block.plan, block.finish()

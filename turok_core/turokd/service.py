@@ -248,7 +248,7 @@ class TurokdService(QueueConsumerService):
         leases = started(self.leases)
         writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
-                             route_old=True, history=self.history)
+                             route_old=True, history=self.history, shared_before=leases.shared_before)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1
