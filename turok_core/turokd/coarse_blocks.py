@@ -152,7 +152,7 @@ class CoarseBlocks:
                     pending = self._pending.get(key)
                     if pending is None:
                         plan = RollupPlan(metric, level, step, coarse_step, coarse_start, coarse_start + coarse_span,
-                                          policy.aggregation_type, policy.x_files_factor)
+                                          policy.aggregation_type, policy.x_files_factor, archives[level].retention)
                         in_memory = values is not None and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,
