@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schema_history import SchemaHistory
-from turok_core.model.schemas import PolicyCache, SchemaSet
+from turok_core.model.schemas import MetricPolicy, PolicyCache, SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
 from turok_core.storage.writes import MergedBlocks
 from turok_core.turokd.backfill import route_by_age, shortest_retentions
@@ -77,6 +77,11 @@ def _split_settled(rows: list[Row], plans: dict[tuple[str, int], RollupPlan],
     return recent, settled
 
 
+def _older(history: Optional[SchemaHistory]) -> Optional[Callable[[str, int], Optional[MetricPolicy]]]:
+    """The policy lookup of older schema versions, when there are any."""
+    return history.policy_with_step if history is not None and len(history.versions) > 1 else None
+
+
 class BlockWriter:
     """turokd's core: open blocks in memory, written once when they close, then rolled up.
 
@@ -102,9 +107,16 @@ class BlockWriter:
         self.fresh = FreshBlocks(owned_since, shared_before=shared_before)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
-        older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
-                                    older) if schemas is not None else None
+                                    _older(history)) if schemas is not None else None
+
+    def use_schemas(self, schemas: SchemaSet, history: Optional[SchemaHistory] = None) -> None:
+        """The schema files were edited while running: slots held from now on are routed, and
+        blocks written from now on rolled up, by ``schemas`` (``history``: with the versions before)."""
+        if self._routing is not None:
+            self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas))
+        if self.rollups is not None:
+            self.rollups.use_schemas(schemas, _older(history))
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
