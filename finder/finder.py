@@ -7,7 +7,9 @@ the series that share a resolution together (``SeriesReader``: DynamoDB, plus th
 still holds, asked over ``cache_hosts`` like carbon's CARBONLINK_HOSTS, plus coarse slots not
 rolled up yet). A metric whose schema files were edited is read from the resolutions it was
 stored at before as well (``past_schemas.py``; the history is read from DynamoDB at most every
-``HISTORY_REFRESH_SECONDS``).
+``HISTORY_REFRESH_SECONDS``). Edits of the schema files are noticed while graphite-web runs, as
+turokd and the gateway notice them (``schema_watch.py``: checked by a read at most every
+``schema_reload_seconds``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from finder.reader import TurokReader, Window, archive_window
 from turok_core.index.s3_cache import IndexCache
 from turok_core.model.config import TurokConfig, load_config
 from turok_core.model.schema_history import SchemaHistory
+from turok_core.model.schema_watch import SchemaWatch
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.runtime.aws import make_client
 from turok_core.storage.schema_history import SchemaRecordTable, load_history
@@ -59,6 +62,7 @@ class TurokFinder(BaseFinder):
         self._history_read_at: Optional[float] = None if history is None else math.inf
         self._catalog: Optional[TableCatalog] = None
         self._record: Optional[SchemaRecordTable] = None
+        self._schema_watch = SchemaWatch(self.config, self.schemas)
 
     @property
     def blocks(self):
@@ -127,6 +131,23 @@ class TurokFinder(BaseFinder):
 
     # --- fetching ----------------------------------------------------------------------------
 
+    def _check_schemas(self, now: float) -> None:
+        """Schema files edited while running: read by the new files from now on, and by the
+        ones before for what they stored (the history, with the new files as its newest)."""
+        reload = self._schema_watch.poll()
+        if reload is None:
+            return
+        if reload.schemas is None:
+            log.error("turok finder: schema files %s edited but refused, previous schemas kept: %s",
+                      self._schema_watch.paths, reload.error)
+            return
+        self.schemas = reload.schemas
+        if self._series is not None:
+            self._series.schemas = self.schemas
+        if self._history is not None:
+            self._history = self._history.with_current(self.schemas, now)
+        log.info("turok finder: schema files %s edited: reading by them now", self._schema_watch.paths)
+
     def _window(self, path: str, start_time: float, end_time: Optional[float], now: float) -> Optional[Window]:
         return archive_window(start_time, end_time, now, self.schemas.policy_for(path).archives)
 
@@ -139,6 +160,7 @@ class TurokFinder(BaseFinder):
         schema files were edited also reads the windows of its older policies
         (``past_schemas.py``)."""
         now = self._clock() if now is None else now
+        self._check_schemas(now)
         history = self.history
         groups: dict[Window, list[str]] = defaultdict(list)
         edited: dict[str, list[Window]] = {}

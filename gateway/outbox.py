@@ -95,8 +95,8 @@ class Outbox:
         self.pressure = pressure
         self.clock = clock
         self._reactor = reactor
-        self._max_step = max(archives[0].step for _name, archives in schemas.archive_sets())
-        self._steps = PolicyCache(lambda metric: schemas.policy_for(metric).step, POLICY_CACHE)  # base steps
+        self._max_step = 0
+        self.use_schemas(schemas)
         # one queue per partition (``queue`` alone: the one partition's)
         self._queues: list[MessageQueue] = list(queues) if queues else [queue] if queue is not None else []
         self._pool = pool
@@ -130,6 +130,11 @@ class Outbox:
     def backlog_bytes(self) -> int:
         """Bytes of the bodies waiting for SQS."""
         return (self.spool.pending_bytes if self.spool is not None else 0) + sum(map(len, self._unspooled))
+
+    def use_schemas(self, schemas: SchemaSet) -> None:
+        """The schema files (again, after an edit): each metric's base step, the largest step."""
+        self._max_step = max(self._max_step, *(archives[0].step for _name, archives in schemas.archive_sets()))
+        self._steps = PolicyCache(lambda metric: schemas.policy_for(metric).step, POLICY_CACHE)  # base steps
 
     def check_pressure(self) -> None:
         self.pressure.check(self.spool_bytes, self.backlog_bodies)

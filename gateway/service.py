@@ -30,6 +30,7 @@ from gateway.statsd_receivers import add_statsd_services
 from gateway.udp import UDP_MAX_PACKET_SIZE
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
+from turok_core.model.schema_watch import SchemaWatch
 from turok_core.model.schemas import load_schemas
 from turok_core.parse import native
 from turok_core.parse.batch import ParsedLines
@@ -65,11 +66,13 @@ class GatewayService(service.Service):
         self.clock: Callable[[], float] = clock or reactor.seconds
         self.counters = counters = GatewayCounters()
         self._reactor = reactor
-        schemas = load_schemas(config)
+        self.schemas = schemas = load_schemas(config)
+        self._schema_watch = SchemaWatch(config, schemas, self.clock)
 
         def policy(metric: str) -> Policy:
-            found = schemas.policy_for(metric)
+            found = self.schemas.policy_for(metric)
             return found.step, found.aggregation_type, found.archives
+        self._policy = policy
 
         # with the clock, a point older than its first archive's retention goes to the archive
         # whisper would write it to (backfill)
@@ -228,8 +231,24 @@ class GatewayService(service.Service):
         log.info("turok-gateway: stopped; {counters}", counters=asdict(self.counters))
 
     # --- output -------------------------------------------------------------------------------
+    def _check_schemas(self) -> None:
+        """Schema files edited while running (``schema_watch.py``): points from now on follow them."""
+        reload = self._schema_watch.poll()
+        if reload is None:
+            return
+        if reload.schemas is None:
+            log.error("turok-gateway: schema files {paths} edited but refused, previous schemas kept: {error}",
+                      paths=self._schema_watch.paths, error=reload.error)
+            return
+        self.schemas = reload.schemas
+        self.buffer.use_policy_lookup(self._policy)
+        self._longest_retention = self.schemas.longest_retention
+        self.outbox.use_schemas(self.schemas)
+        log.info("turok-gateway: schema files {paths} edited: new points follow them", paths=self._schema_watch.paths)
+
     def flush(self) -> None:
         """Release the closed windows to the outbox, drain the spool, keep the spool in shape."""
+        self._check_schemas()
         self._report_bad_lines()
         now = self.clock()
         outbox = self.outbox

@@ -15,7 +15,9 @@ from tests.conftest import ROOT, with_schema_files
 from tests.support.whisper_trees import NOW, carbon_path, make_file
 from turok_core.dev.stack import write_config
 from turok_core.runtime.aws import make_client
+from turok_core.storage.leases import LeaseTable
 from turok_core.storage.table_catalog import list_table_names
+from turok_core.storage.table_names import parse_table_name
 
 pytestmark = pytest.mark.processes
 
@@ -44,7 +46,7 @@ def tables(client, config):
     found = {}
     prefix = config.table_prefix + config.table_joiner
     for table in list_table_names(client):
-        if table.startswith(prefix):
+        if parse_table_name(table, config.table_prefix, config.table_joiner):  # not the lease table
             kwargs = {"TableName": table, "ConsistentRead": True}
             while True:
                 page = client.scan(**kwargs)
@@ -126,3 +128,6 @@ def test_killed_import_resumes_to_the_tables_of_an_uninterrupted_one(turok_confi
     again = run(command(ini, journal, tree), tmp_path)
     assert again.returncode == 1 and f"{FILES} file(s) imported before" in again.stdout
     assert "imported 0 file(s)" in again.stdout and tables(client, config) == expected
+    # every run that finished took its mark out of the lease table; the killed one's expires by itself
+    marks = LeaseTable(client, config.lease_table_name).read().imports
+    assert len(marks) == 1 and all(before == NOW + 1 for _expires, before in marks.values())

@@ -66,3 +66,13 @@ def test_workers_announce_and_retire(table):
     table.take(0, "w1", 30.0, None)
     view = table.read()
     assert view.workers == {"w1": 30.0} and list(view.leases) == [0]
+
+
+def test_an_import_is_announced_with_its_bound_and_ended(table):
+    table.announce_import("imp1", 1000.0, 555.0)
+    table.announce_import("imp1", 1020.0, 555.0)  # renewed
+    table.take(0, "a", 100.0, None)
+    view = table.read()
+    assert view.imports == {"imp1": (1020.0, 555.0)} and list(view.leases) == [0] and view.workers == {}
+    table.end_import("imp1")
+    assert table.read().imports == {}

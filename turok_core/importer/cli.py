@@ -75,16 +75,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.stdout.flush()
     if args.dry_run:
         return 0
+    from turok_core.importer.guard import ImportGuard
     from turok_core.runtime.aws import make_client
+    from turok_core.storage.leases import LeaseTable
     from turok_core.storage.tables import BlockStore
     from turok_core.wire.queues import MessageQueue
 
-    store = BlockStore(make_client("dynamodb", config), config) if args.jobs == 1 else None
+    dynamodb = make_client("dynamodb", config)
+    store = BlockStore(dynamodb, config) if args.jobs == 1 else None
     queue = MessageQueue.from_config(make_client("sqs", config), config, config.index_queue_name)
-    importer = Importer(config, schemas, journal, queue, now, args.jobs, store, Progress(cost.files),
-                        report=lambda line: print(line, file=sys.stderr))
     started = time.monotonic()
     try:
+        leases = LeaseTable(dynamodb, config.lease_table_name)
+        leases.ensure_table()
+        # every slot imported starts at or before ``now``: blocks from ``now + 1`` on stay turokd's alone
+        guard = ImportGuard.for_config(leases, config, now + 1)
+        importer = Importer(config, schemas, journal, queue, now, args.jobs, store, Progress(cost.files),
+                            report=lambda line: print(line, file=sys.stderr), guard=guard)
         result = importer.run(args.dirs)
     except KeyboardInterrupt:
         print("turok-import: interrupted; run it again with the same arguments to resume", file=sys.stderr)

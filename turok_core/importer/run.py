@@ -9,6 +9,8 @@ files in the journal: a file is journaled after its blocks and its name are stor
 killed at any point and started again redoes at most the files in flight, whose blocks merge
 unchanged (no write unit spent). A file that cannot be imported (unreadable, not whisper,
 truncated, a refused name, no schema) is reported with its reason and counted, never journaled.
+With a ``guard`` (``guard.py``), every write happens while the import's mark in the lease table
+tells turokd not to merge those blocks as sole writer.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 from turok_core.importer.cost import CostEstimate
+from turok_core.importer.guard import ImportGuard
 from turok_core.importer.journal import FileKey, Journal, file_key
 from turok_core.importer.layout import TreeFile, metric_name, walk
 from turok_core.importer.plan import plan_file, planned_blocks
@@ -132,7 +135,7 @@ class Importer:
 
     def __init__(self, config: TurokConfig, schemas: SchemaSet, journal: Journal, index_queue: Optional[Queue],
                  now: int, jobs: int = 1, store: Optional[ImportStore] = None, progress: Optional[Progress] = None,
-                 report: Callable[[str], None] = print) -> None:
+                 report: Callable[[str], None] = print, guard: Optional[ImportGuard] = None) -> None:
         if jobs <= 1 and store is None:
             raise ValueError("an import in this process (jobs 1) needs a block store")
         self.config = config
@@ -143,11 +146,18 @@ class Importer:
         self.now = now
         self.progress = progress
         self.report = report
+        self.guard = guard
         self._names: list[str] = []
         self._keys: list[FileKey] = []
         self._flushed = time.monotonic()
 
     def run(self, roots: Iterable[str]) -> ImportResult:
+        if self.guard is None:
+            return self._run(roots)
+        with self.guard:
+            return self._run(roots)
+
+    def _run(self, roots: Iterable[str]) -> ImportResult:
         result = ImportResult()
         try:
             if self.local is not None:
@@ -192,6 +202,8 @@ class Importer:
                 if key in self.journal:
                     result.skipped += 1
                     continue
+                if self.guard is not None:
+                    self.guard.check()  # no write once turokd may merge as sole writer again
                 yield tree_file, key
 
     def _bad(self, path: str, reason: str, result: ImportResult) -> None:

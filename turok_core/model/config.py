@@ -44,6 +44,9 @@ class TurokConfig:
     # --- carbon schema files (empty: the defaults shipped in turok_core/model/conf)
     schemas_file: str = ""
     aggregation_file: str = ""
+    # edits of either file are noticed this often (a stat; parsed again only when changed), as
+    # carbon-cache reloads them every 60 s; 0: read at start only
+    schema_reload_seconds: float = 60.0
     # --- gateway
     interface: str = "127.0.0.1"
     plaintext_port: int = 2003

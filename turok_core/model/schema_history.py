@@ -88,6 +88,15 @@ class SchemaHistory:
         versions[0] = SchemaVersion(-math.inf, versions[0].digest, versions[0].schemas)
         return cls(versions)
 
+    def with_current(self, current: SchemaSet, since: float) -> SchemaHistory:
+        """This history with ``current`` (the files reloaded while running) as its newest
+        version, in force from ``since`` (not before the version it follows)."""
+        digest = files_digest(current.schemas_text, current.aggregation_text)
+        last = self.versions[-1]
+        if last.digest == digest:
+            return SchemaHistory([*self.versions[:-1], SchemaVersion(last.since, digest, current)])
+        return SchemaHistory([*self.versions, SchemaVersion(max(since, last.since), digest, current)])
+
     @property
     def current(self) -> SchemaSet:
         return self.versions[-1].schemas

@@ -6,7 +6,9 @@ clock) and ``counter``, bumped by every take, renew and release. Every change is
 write on the counter last seen (and the owner for renew and release), so of two turokd racing
 for a lease exactly one wins, and an owner whose lease was taken learns it at its next renew.
 Each live turokd also keeps a ``worker-<id>`` item with its own expiry, so the others count it
-when they compute their fair share before it holds anything.
+when they compute their fair share before it holds anything. A running ``turok-import`` keeps an
+``import-<id>`` item with its expiry and ``before``: while it lives, the import writes blocks that
+start before ``before``, so no turokd is those blocks' sole writer (``lease_holder.py``).
 
 Blocking boto3: turokd calls it from its AWS thread pool. ``memory_leases.MemoryLeaseTable`` is
 the in-memory twin; ``tests/storage/test_lease_table_contract.py`` holds both to one contract.
@@ -14,7 +16,7 @@ the in-memory twin; ``tests/storage/test_lease_table_contract.py`` holds both to
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from botocore.exceptions import ClientError
@@ -26,6 +28,7 @@ from turok_core.storage.key_tables import ensure_key_table
 KEY = "lease"
 PARTITION_PREFIX = "partition-"
 WORKER_PREFIX = "worker-"
+IMPORT_PREFIX = "import-"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class LeaseView:
     """The whole table: every partition's lease that exists, and each worker's expiry."""
     leases: dict[int, Lease]
     workers: dict[str, float]
+    imports: dict[str, tuple[float, float]] = field(default_factory=dict)  # id → (expires, before)
 
 
 class LeaseStore(Protocol):
@@ -62,6 +66,10 @@ class LeaseStore(Protocol):
     def announce(self, worker: str, expires: float) -> None: ...
 
     def retire(self, worker: str) -> None: ...
+
+    def announce_import(self, name: str, expires: float, before: float) -> None: ...
+
+    def end_import(self, name: str) -> None: ...
 
 
 def _partition_key(partition: int) -> dict:
@@ -84,6 +92,7 @@ class LeaseTable:
         """Every item, read consistently (the table holds one item per partition and turokd)."""
         leases: dict[int, Lease] = {}
         workers: dict[str, float] = {}
+        imports: dict[str, tuple[float, float]] = {}
         kwargs: dict = {"TableName": self.name, "ConsistentRead": True}
         while True:
             page = self._client.scan(**kwargs)
@@ -96,8 +105,10 @@ class LeaseTable:
                                               int(item.get("counter", {}).get("N", "0")))
                 elif key.startswith(WORKER_PREFIX):
                     workers[key[len(WORKER_PREFIX):]] = expires
+                elif key.startswith(IMPORT_PREFIX):
+                    imports[key[len(IMPORT_PREFIX):]] = (expires, float(item.get("before", {}).get("N", "0")))
             if "LastEvaluatedKey" not in page:
-                return LeaseView(leases, workers)
+                return LeaseView(leases, workers, imports)
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def take(self, partition: int, owner: str, expires: float, seen: Optional[Lease]) -> Optional[Lease]:
@@ -131,6 +142,16 @@ class LeaseTable:
     def retire(self, worker: str) -> None:
         """``worker`` stops: the others stop counting it at once."""
         self._client.delete_item(TableName=self.name, Key={KEY: {"S": f"{WORKER_PREFIX}{worker}"}})
+
+    def announce_import(self, name: str, expires: float, before: float) -> None:
+        """Say import ``name`` runs until ``expires``, writing blocks that start before ``before``."""
+        self._client.put_item(TableName=self.name, Item={KEY: {"S": f"{IMPORT_PREFIX}{name}"},
+                                                         "expires": {"N": repr(float(expires))},
+                                                         "before": {"N": repr(float(before))}})
+
+    def end_import(self, name: str) -> None:
+        """Import ``name`` wrote its last block: turokd may be sole writer again."""
+        self._client.delete_item(TableName=self.name, Key={KEY: {"S": f"{IMPORT_PREFIX}{name}"}})
 
     def _update(self, partition: int, update: str, condition: str, values: dict) -> Optional[Lease]:
         names = {"#o": "owner", "#e": "expires", "#c": "counter"}

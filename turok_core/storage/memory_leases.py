@@ -17,10 +17,11 @@ class MemoryLeaseTable:
         self._lock = threading.Lock()
         self._leases: dict[int, Lease] = {}
         self._workers: dict[str, float] = {}
+        self._imports: dict[str, tuple[float, float]] = {}
 
     def read(self) -> LeaseView:
         with self._lock:
-            return LeaseView(dict(self._leases), dict(self._workers))
+            return LeaseView(dict(self._leases), dict(self._workers), dict(self._imports))
 
     def take(self, partition: int, owner: str, expires: float, seen: Optional[Lease]) -> Optional[Lease]:
         with self._lock:
@@ -53,6 +54,14 @@ class MemoryLeaseTable:
     def retire(self, worker: str) -> None:
         with self._lock:
             self._workers.pop(worker, None)
+
+    def announce_import(self, name: str, expires: float, before: float) -> None:
+        with self._lock:
+            self._imports[name] = (float(expires), float(before))
+
+    def end_import(self, name: str) -> None:
+        with self._lock:
+            self._imports.pop(name, None)
 
     def _held_as(self, lease: Lease) -> bool:
         current = self._leases.get(lease.partition)

@@ -6,7 +6,8 @@ it closes (``rollup_writer.py``). So the newest data of a read lives in three pl
 - base slots turokd holds in memory, asked over the cache query (``cache_query.CacheClient``)
   *before* DynamoDB is read, so a block written between the two reads is seen in one of them;
 - coarse slots whose block has not closed yet: computed here from the finer archive (itself read
-  the same way), exactly as ``rollup_writer`` will compute them when the block closes.
+  the same way), exactly as ``rollup_writer`` will compute them when the block closes; a settled
+  slot (older than the finer archive's retention, ``rollup.settled_before``) keeps a stored value.
 The answer is what whisper would give: a point is visible as soon as its Turok message reached
 a turokd, in every archive.
 """
@@ -19,7 +20,7 @@ from typing import Callable, Optional, Protocol, Sequence
 from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import MetricPolicy, SchemaSet
 from turok_core.storage.block_layout import block_span
-from turok_core.turokd.rollup import rollup_value
+from turok_core.turokd.rollup import rollup_value, settled_before
 from turok_core.wire.cache_query import CacheClient
 
 UNSETTLED_SLACK = 60  # seconds a coarse block may take past its close before it is surely stored
@@ -86,9 +87,12 @@ class SeriesReader:
             finer = self.read(members, finer_step, tail_start, end, now)
             ratio = step // finer_step
             for metric in members:
-                policy = levels[metric][0]
+                policy, level = levels[metric]
                 values, row = finer[metric], series[metric]
+                settled = settled_before(now, policy.archives[level - 1].retention)
                 for index, slot in enumerate(range(tail_start, end, step)):
+                    if slot < settled and row[(slot - start) // step] is not None:
+                        continue  # whisper no longer recomputes it: the stored value stands
                     value = rollup_value(values[index * ratio:(index + 1) * ratio], policy.aggregation_type,
                                          policy.x_files_factor)
                     if value is not None:

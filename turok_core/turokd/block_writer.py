@@ -26,15 +26,16 @@ from typing import Callable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schema_history import SchemaHistory
-from turok_core.model.schemas import PolicyCache, SchemaSet
+from turok_core.model.schemas import MetricPolicy, PolicyCache, SchemaSet
 from turok_core.storage.tables import BlockStore, WriteStats
 from turok_core.storage.writes import MergedBlocks
 from turok_core.turokd.backfill import route_by_age, shortest_retentions
 from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
-from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince
+from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince, SharedBefore
 from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
-from turok_core.turokd.rollup_writer import rollup_blocks
+from turok_core.turokd.rollup import settled_before
+from turok_core.turokd.rollup_writer import RollupPlan, rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
 
 Row = tuple[str, int, int, dict[int, float]]  # (metric, step, block start, {slot index: value})
@@ -56,6 +57,31 @@ def _row(metric: str, step: int, start: int, values: Sequence[float]) -> Row:
     return metric, step, start, dict(zip(compress(range(len(values)), known), compress(values, known)))
 
 
+def _split_settled(rows: list[Row], plans: dict[tuple[str, int], RollupPlan],
+                   now: Optional[float]) -> tuple[list[Row], list[Row]]:
+    """Coarse rows split into the slots rollups set and the settled ones they only fill."""
+    if now is None:
+        return rows, []
+    recent: list[Row] = []
+    settled: list[Row] = []
+    for metric, step, start, values in rows:
+        cutoff = settled_before(now, plans[(metric, start)].finer_retention)
+        if start >= cutoff:
+            recent.append((metric, step, start, values))
+            continue
+        first = math.ceil((cutoff - start) / step)  # the first slot index not settled
+        old = {index: value for index, value in values.items() if index < first}
+        new = {index: value for index, value in values.items() if index >= first}
+        recent += [(metric, step, start, new)] if new else []
+        settled += [(metric, step, start, old)] if old else []
+    return recent, settled
+
+
+def _older(history: Optional[SchemaHistory]) -> Optional[Callable[[str, int], Optional[MetricPolicy]]]:
+    """The policy lookup of older schema versions, when there are any."""
+    return history.policy_with_step if history is not None and len(history.versions) > 1 else None
+
+
 class BlockWriter:
     """turokd's core: open blocks in memory, written once when they close, then rolled up.
 
@@ -64,23 +90,33 @@ class BlockWriter:
     partition (None or no hook: unknown, so every block is merged). ``hold`` may be called from
     several threads; ``close`` from one at a time. ``route_old`` (with ``schemas``): values
     too old for their step's archive go to the archive covering their age, by ``clock``
-    (``backfill.py``). ``history``: the schema files in force before, so a block at a step only an
-    older version had rolls up as that version said.
+    (``backfill.py``), and coarse slots settle (``rollup.settled_before``). ``history``: the
+    schema files in force before, so a block at a step only an older version had rolls up as
+    that version said. ``shared_before()``: blocks starting before
+    it are written by a running import too (``fresh.py``).
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
                  clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
-                 route_old: bool = False, history: Optional[SchemaHistory] = None) -> None:
+                 route_old: bool = False, history: Optional[SchemaHistory] = None,
+                 shared_before: Optional[SharedBefore] = None) -> None:
         self.store = store
         self.clock = clock
         self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
             if route_old and schemas is not None else None
-        self.fresh = FreshBlocks(owned_since)
+        self.fresh = FreshBlocks(owned_since, shared_before=shared_before)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
-        older = history.policy_with_step if history is not None and len(history.versions) > 1 else None
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
-                                    older) if schemas is not None else None
+                                    _older(history)) if schemas is not None else None
+
+    def use_schemas(self, schemas: SchemaSet, history: Optional[SchemaHistory] = None) -> None:
+        """The schema files were edited while running: slots held from now on are routed, and
+        blocks written from now on rolled up, by ``schemas`` (``history``: with the versions before)."""
+        if self._routing is not None:
+            self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas))
+        if self.rollups is not None:
+            self.rollups.use_schemas(schemas, _older(history))
 
     def hold(self, received: Sequence[ReceivedMessage]) -> DecodedBatch:
         """Hold a batch's slots in the open blocks; its messages wait for ``close``."""
@@ -131,7 +167,7 @@ class BlockWriter:
                 block = (metric, step, start, values)
                 if not written and self.fresh.owned(metric, start):
                     fresh.append(block)
-                elif self.fresh.held(metric):
+                elif self.fresh.held(metric, start):
                     exclusive.append(block)
                 else:
                     (rewritten if written else merged).append(block)
@@ -168,20 +204,31 @@ class BlockWriter:
             if not due:
                 return
             try:
-                written = self._write_coarse(due, result)
+                written = self._write_coarse(due, result, self._settled_at(now))
             except BaseException:
                 self.rollups.restore(due, self.clock() if math.isinf(now) else now)
                 raise
             self.rollups.note_written(written, now)
 
-    def _write_coarse(self, due: list[CoarseBlock], result: CloseResult) -> list[WrittenBlock]:
-        """Write one level's due coarse blocks: computed in memory (put or merged) or from DynamoDB."""
+    def _settled_at(self, now: float) -> Optional[float]:
+        """The time coarse slots are settled at (``rollup.settled_before``): only when old slots
+        are routed by age (points that old go to the coarse archive, as in whisper), and never
+        by ``close_all``'s infinity. None: nothing settled."""
+        if self._routing is None:
+            return None
+        return self.clock() if math.isinf(now) else now
+
+    def _write_coarse(self, due: list[CoarseBlock], result: CloseResult,
+                      settled_at: Optional[float]) -> list[WrittenBlock]:
+        """Write one level's due coarse blocks: computed in memory (put or merged) or from DynamoDB;
+        a slot settled at ``settled_at`` (``rollup.settled_before``) only where none is stored."""
         puts: list[tuple[Row, Sequence[float]]] = []
         merges: list[Row] = []
         plans = []
-        held = all(self.fresh.held(block.plan.metric) for block in due)
+        held = all(self.fresh.held(block.plan.metric, block.plan.start) for block in due)
         for block in due:
-            if block.values is None:
+            # computed in memory while sole writer, but an import began meanwhile: read it back
+            if block.values is None or not self.fresh.owned(block.plan.metric, block.plan.start):
                 plans.append(block.plan)
                 continue
             plan, values = block.plan, block.finish()
@@ -200,15 +247,19 @@ class BlockWriter:
         if merges:
             # merged without conditions while the partition is held; then known whole for the next level
             known: MergedBlocks = {}
-            result.stats.add(self.store.write_blocks(merges, assume_new=False, exclusive=held,
-                                                     merged=known if held else None))
+            recent, settled = _split_settled(merges, {(b.plan.metric, b.plan.start): b.plan for b in due}, settled_at)
+            for rows, fill_gaps in ((recent, False), (settled, True)):
+                if rows:
+                    result.stats.add(self.store.write_blocks(rows, assume_new=False, exclusive=held,
+                                                             fill_gaps=fill_gaps, merged=known if held else None))
             written += [(metric, step, start, known.get((metric, step, start)))
                         for metric, step, start, _values in merges]
         result.rollup_slots += sum(len(row[3]) for row, _values in puts) + sum(len(row[3]) for row in merges)
         if plans:
             # coarse blocks written before exist: merge without trying put-if-absent first
             exist = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)
-            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not exist, exclusive=held)
+            read_back, slots = rollup_blocks(self.store, plans, result.stats, assume_new=not exist, exclusive=held,
+                                             now=settled_at)
             result.rollup_slots += slots
             written += [(metric, step, start, None) for metric, step, start in read_back]
         for block in due:

@@ -108,6 +108,13 @@ class CoarseBlocks:
         self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
         self._coarse_steps = {archive.step for _name, archives in schemas.archive_sets() for archive in archives[1:]}
 
+    def use_schemas(self, schemas: SchemaSet, older: Optional[Callable[[str, int], Optional[MetricPolicy]]]) -> None:
+        """Files edited while running: blocks written from now on roll up by ``schemas`` (pending
+        coarse blocks keep the plan they were given)."""
+        self._policy = PolicyCache(schemas.policy_for)
+        self._older = older
+        self._coarse_steps |= {archive.step for _name, archives in schemas.archive_sets() for archive in archives[1:]}
+
     def __len__(self) -> int:
         return len(self._pending)
 
@@ -152,7 +159,7 @@ class CoarseBlocks:
                     pending = self._pending.get(key)
                     if pending is None:
                         plan = RollupPlan(metric, level, step, coarse_step, coarse_start, coarse_start + coarse_span,
-                                          policy.aggregation_type, policy.x_files_factor)
+                                          policy.aggregation_type, policy.x_files_factor, archives[level].retention)
                         in_memory = values is not None and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,

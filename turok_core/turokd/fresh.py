@@ -7,7 +7,8 @@ by the service; ``None`` or no hook means unknown) and has not written a block o
 (kind, step, start) before. Anything else (late data for a block written already, unknown
 ownership, a lease that moved) is merged: read, slots set, put back, and only where another
 writer may exist (no partition held) with a conditional put per block; a metric whose partition
-this turokd holds (``held``) is merged in batches without conditions.
+this turokd holds (``held``) is merged in batches without conditions, except a block starting
+before ``shared_before()`` (a running ``turok-import`` writes those too: merged with conditions).
 
 A base block at a step that is a coarser archive of its metric (old points stored straight
 there, ``backfill.py``) is remembered as ``BACKFILL`` too: the coarse block of that id, rolled up
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Optional
 
 OwnedSince = Callable[[str], Optional[float]]
+SharedBefore = Callable[[], Optional[float]]
 BASE = "base"  # kinds of block: written from messages, or computed by the rollups
 COARSE = "coarse"
 BACKFILL = "backfill"  # written from messages at a step that is a coarser archive of the metric
@@ -33,8 +35,10 @@ KEEP_SECONDS = 8 * 86400.0
 class FreshBlocks:
     """The ownership hook and the block ids written so far."""
 
-    def __init__(self, owned_since: Optional[OwnedSince] = None, keep_seconds: float = KEEP_SECONDS) -> None:
+    def __init__(self, owned_since: Optional[OwnedSince] = None, keep_seconds: float = KEEP_SECONDS,
+                 shared_before: Optional[SharedBefore] = None) -> None:
         self._owned_since = owned_since
+        self._shared_before = shared_before
         self._keep = keep_seconds
         self._written: dict[tuple[str, int], set[int]] = {}  # (kind, step) → block starts
         self._floor: dict[tuple[str, int], int] = {}  # (kind, step) → oldest start still remembered
@@ -46,9 +50,13 @@ class FreshBlocks:
         since = self._owned_since(metric)
         return since is not None and start >= since
 
-    def held(self, metric: str) -> bool:
-        """This turokd is the metric's only writer now (its blocks are merged without conditions)."""
-        return self._owned_since is not None and self._owned_since(metric) is not None
+    def held(self, metric: str, start: int) -> bool:
+        """This turokd is the only writer of the metric's block starting at ``start`` now (merged
+        without conditions): it holds the partition and no running import writes that block."""
+        if self._owned_since is None or self._owned_since(metric) is None:
+            return False
+        shared = self._shared_before() if self._shared_before is not None else None
+        return shared is None or start >= shared
 
     def written(self, kind: str, step: int, start: int) -> bool:
         """A block of this id was written (or may have been: forgotten) by this writer."""

@@ -8,6 +8,11 @@ the lease is valid, by this process's clock, at least ``margin`` seconds longer.
 counted from *before* the renewing call, so it never outlasts the expiry the table holds; other
 turokd compare that expiry with their own clock, so clocks must agree to well within ``margin``.
 Thread-safe: heartbeats run in the pool while the reactor thread asks ``may_write``.
+
+A running ``turok-import`` (an ``import-<id>`` item, ``storage/leases.py``) writes blocks that
+start before its ``before`` time. While one lives, ``shared_before`` returns that time: turokd
+merges those blocks with conditions, not as sole writer. ``owned_since`` never reaches back
+before any import seen, so no block an import may have written is ever put whole over it.
 """
 from __future__ import annotations
 
@@ -62,6 +67,8 @@ class PartitionLeases:
         self._valid_until: dict[int, float] = {}
         self._since: dict[int, float] = {}
         self._took_over: set[int] = set()  # taken from a turokd that never gave it back
+        self._shared_before: Optional[float] = None  # blocks a live import writes start before this
+        self._import_floor = 0.0  # the latest ``before`` of any import seen: ownership starts after
 
     @property
     def held(self) -> list[int]:
@@ -86,6 +93,7 @@ class PartitionLeases:
             for lease in held.values():
                 self._renew(lease, started)
             return changes
+        self._note_imports(view.imports, started)
         plan = plan_leases(view, self.worker, held, self.partitions, started)
         changes.lost, changes.release, changes.share = list(plan.lost), list(plan.release), plan.share
         for lease in plan.renew + [view.leases[p] for p in plan.release]:  # keep what is given back, too
@@ -106,6 +114,17 @@ class PartitionLeases:
         for partition in changes.lost:
             self.drop(partition)
         return changes
+
+    def _note_imports(self, imports: dict[str, tuple[float, float]], now: float) -> None:
+        live = [before for expires, before in imports.values() if expires > now]
+        with self._lock:
+            self._shared_before = max(live) if live else None
+            self._import_floor = max([self._import_floor, *(before for _e, before in imports.values())])
+
+    def shared_before(self) -> Optional[float]:
+        """Blocks starting before this time are written by a running import too (None: no import)."""
+        with self._lock:
+            return self._shared_before
 
     def _renew(self, lease: Lease, started: float) -> None:
         renewed = self._call(self.table.renew, lease, started + self.duration)
@@ -139,10 +158,13 @@ class PartitionLeases:
             return partition in self._took_over
 
     def owned_since(self, metric: str) -> Optional[float]:
-        """Since when this turokd has held ``metric``'s partition; None when it does not."""
+        """Since when this turokd has been the only writer of ``metric``'s partition (held, and
+        no import writing since); None when it does not hold it."""
         partition = partition_of(metric, self.partitions)
         with self._lock:
-            return self._since.get(partition) if partition in self._held else None
+            if partition not in self._held:
+                return None
+            return max(self._since.get(partition, 0.0), self._import_floor)
 
     def drop(self, partition: int) -> None:
         """Forget ``partition`` (lost, or no longer provably held); its lease expires by itself."""

@@ -27,16 +27,31 @@ its rollup has not deleted the message, so the redelivery recomputes it. Finer s
 gain values, so a coarse slot never shows data that was not there, and one that reached the
 xFilesFactor keeps reaching it.
 
+Settled slots: whisper recomputes a coarse slot only when a point is written into the finer
+archive, i.e. while the finer archive still covers the slot (a point older than the finer
+retention goes straight into the coarse archive). A coarse slot starting before ``now - finer
+retention`` (``settled_before``) is therefore *settled*: a rollup sets it only where no value is
+stored, so a value whisper computed when the finer archive held the slot whole (an import) or a
+point written straight into the coarse archive (a backfill) is not replaced by a rollup of the
+part of the slot the finer archive still holds.
+
 This module is pure (no I/O); ``rollup_writer.rollup_blocks`` reads and writes DynamoDB around it.
 """
 from __future__ import annotations
 
+import math
 import struct
 from functools import lru_cache
 from typing import Iterable, Mapping, Optional, Sequence
 
 # Turok's aggregation names → whisper's
 WHISPER_METHODS = {"average": "average", "sum": "sum", "minimum": "min", "maximum": "max", "last": "last"}
+
+
+def settled_before(now: float, finer_retention: int) -> float:
+    """Coarse slots starting before this are settled at ``now`` (module docstring); a retention
+    of 0 (unknown) settles nothing."""
+    return now - finer_retention if finer_retention > 0 else -math.inf
 
 
 @lru_cache(maxsize=256)

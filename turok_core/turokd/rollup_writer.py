@@ -11,15 +11,17 @@ stored coarse slot is left as it was. Recomputing from stored data makes replays
 and several turokd instances harmless: the same finer data gives the same coarse value. After
 writing, a stage reads the finer slots again and recomputes the coarse slots whose input changed
 meanwhile (another turokd's write), until a read shows no change (the race ``rollup.py`` tells);
-a writer holding the partition's lease has no such race and skips that read.
+a writer holding the partition's lease has no such race and skips that read. Given ``now``, a
+settled coarse slot (``rollup.settled_before``) is only set where none is stored.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 from turok_core.storage.tables import BlockStore, WriteStats
-from turok_core.turokd.rollup import rollup_slots
+from turok_core.turokd.rollup import rollup_slots, settled_before
 
 ROLLUP_VERIFY_ROUNDS = 8  # recomputations of coarse blocks whose finer data keeps changing under us
 
@@ -37,6 +39,7 @@ class RollupPlan:
     end: int
     aggregation_type: str
     x_files_factor: float
+    finer_retention: int = 0  # the finer archive's retention (0: unknown, nothing settled)
 
 
 def _covered(finer: dict[int, dict], plan: RollupPlan) -> list:
@@ -62,12 +65,14 @@ def _read_finer(store: BlockStore, plans: list[RollupPlan]) -> dict[int, dict]:
 
 
 def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[WriteStats] = None,
-                  assume_new: bool = True, exclusive: bool = False) -> tuple[list[WrittenBlock], int]:
+                  assume_new: bool = True, exclusive: bool = False,
+                  now: Optional[float] = None) -> tuple[list[WrittenBlock], int]:
     """Recompute and write the coarse blocks of ``plans`` (one level per metric).
 
     ``assume_new``: try put-if-absent before merging (a coarse block written when it closes is
     almost always new); off when the caller knows the blocks exist. ``exclusive``: the caller
-    alone writes these blocks (``BlockStore.write_blocks``).
+    alone writes these blocks (``BlockStore.write_blocks``). ``now``: settled slots are only
+    filled where empty (module docstring); None settles nothing.
 
     One consistent batched read of the finer slots, one merge write of every coarse slot that
     gets a value, then the verification reads (module docstring). Returns the coarse blocks
@@ -77,21 +82,30 @@ def rollup_blocks(store: BlockStore, plans: list[RollupPlan], stats: Optional[Wr
     slots_written = 0
     finer = _read_finer(store, plans)
     for _round in range(ROLLUP_VERIFY_ROUNDS):
-        # a plan is one coarse block: its slots go as one row, by index (no per-slot regrouping)
+        # a plan is one coarse block: its slots go as one row, by index (no per-slot regrouping);
+        # settled slots apart, set only where none is stored
         writes: list[tuple[str, int, int, dict[int, float]]] = []
+        settled: list[tuple[str, int, int, dict[int, float]]] = []
         for plan in plans:
             values = rollup_slots(finer[plan.finer_step].get(plan.metric, {}), plan.finer_step, plan.coarse_step,
                                   range(plan.start, plan.end, plan.coarse_step), plan.aggregation_type,
                                   plan.x_files_factor)
             if values:
                 step = plan.coarse_step
-                writes.append((plan.metric, step, plan.start, {(t - plan.start) // step: v for t, v in values}))
+                cutoff = settled_before(now, plan.finer_retention) if now is not None else -math.inf
+                recomputed = {(t - plan.start) // step: v for t, v in values if t >= cutoff}
+                settled_part = {(t - plan.start) // step: v for t, v in values if t < cutoff}
+                if recomputed:
+                    writes.append((plan.metric, step, plan.start, recomputed))
+                if settled_part:
+                    settled.append((plan.metric, step, plan.start, settled_part))
                 written_blocks[(plan.metric, plan.coarse_step, plan.start)] = None
-        if writes:
-            stage_stats = store.write_blocks(writes, assume_new=assume_new, exclusive=exclusive)
-            if stats is not None:
-                stats.add(stage_stats)
-            slots_written += sum(len(row[3]) for row in writes)
+        for part, fill_gaps in ((writes, False), (settled, True)):
+            if part:
+                stage_stats = store.write_blocks(part, assume_new=assume_new, exclusive=exclusive, fill_gaps=fill_gaps)
+                if stats is not None:
+                    stats.add(stage_stats)
+                slots_written += sum(len(row[3]) for row in part)
         if exclusive:
             break  # no other writer can have changed the finer slots since they were read
         again = _read_finer(store, plans)

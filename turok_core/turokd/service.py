@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schema_history import SchemaHistory
+from turok_core.model.schema_watch import SchemaWatch
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.runtime.aws import make_client
 from turok_core.runtime.cache_server import cache_site
@@ -98,6 +99,7 @@ class TurokdService(QueueConsumerService):
         # read at construction, so twistd refuses to start on invalid schema files
         self.schemas = schemas if schemas is not None else load_schemas(config)
         self.history = SchemaHistory.current_only(self.schemas)  # with the recorded versions once started
+        self._schema_watch = SchemaWatch(config, self.schemas, self._reactor.seconds)
         self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
         self.work: dict[int, PartitionWork] = {}  # the partitions held, by number
         self._tick_call: Optional[task.LoopingCall] = None
@@ -216,6 +218,7 @@ class TurokdService(QueueConsumerService):
 
     # --- leases ---------------------------------------------------------------------------------
     def _renew_leases(self) -> Optional[defer.Deferred]:
+        self._check_schemas()
         if self._heartbeat is not None or self.leases is None:  # the last heartbeat is still running
             return None
         heartbeat = self._in_given_pool(self._lease_pool, self.leases.heartbeat)
@@ -227,6 +230,28 @@ class TurokdService(QueueConsumerService):
             self._heartbeat = None
         heartbeat.addBoth(done)
         return None
+
+    def _check_schemas(self) -> None:
+        """Schema files edited while running (``schema_watch.py``): slots held from now on follow
+        them, and they are recorded in the schema history as a start records them."""
+        reload = self._schema_watch.poll()
+        if reload is None:
+            return
+        if reload.schemas is None:
+            log.error("turokd: schema files {paths} edited but refused, previous schemas kept: {error}",
+                      paths=self._schema_watch.paths, error=reload.error)
+            return
+        log.info("turokd: schema files {paths} edited: new points follow them", paths=self._schema_watch.paths)
+        self.schemas = reload.schemas
+        self.history = self.history.with_current(self.schemas, self._lease_clock())
+        self._use_schemas()
+        recorded = self._in_pool(self._record_schemas)
+        recorded.addCallbacks(lambda _: self._use_schemas(), lambda failure: log.error(
+            "turokd: edited schema files not recorded ({error})", error=failure.getErrorMessage()))
+
+    def _use_schemas(self) -> None:
+        for work in self.work.values():
+            work.writer.use_schemas(self.schemas, self.history)
 
     def _leases_changed(self, changes: LeaseChanges) -> None:
         for partition in changes.lost:
@@ -248,7 +273,7 @@ class TurokdService(QueueConsumerService):
         leases = started(self.leases)
         writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
-                             route_old=True, history=self.history)
+                             route_old=True, history=self.history, shared_before=leases.shared_before)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1

@@ -112,6 +112,7 @@ class WindowBuffer:
         to route old points by age (with ``clock``, the time ages are measured from)."""
         self._lookup = policy_lookup
         self._clock = clock
+        self._policy_cache_size = policy_cache_size
         self.grace_seconds = grace_seconds
         # metric -> shared (step, aggregation) tuple, or None when no policy applies
         self._policies: PolicyCache[Policy] = PolicyCache(self._interned_policy, policy_cache_size)
@@ -250,6 +251,13 @@ class WindowBuffer:
         self.rejected_points += rejected
         self.expired_points += expired
         return added
+
+    def use_policy_lookup(self, policy_lookup: Callable[[str], tuple]) -> None:
+        """The schema files were edited: points from now on take their policy from
+        ``policy_lookup`` (the cached policies are forgotten; open windows keep theirs)."""
+        self._lookup = policy_lookup
+        self._policies = PolicyCache(self._interned_policy, self._policy_cache_size)
+        self._young = float("inf")
 
     def _interned_policy(self, name: str) -> Policy:
         """``name``'s policy as one tuple shared by every name that has it (``is`` compares them)."""
