@@ -192,6 +192,19 @@ def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(dynamodb_co
     assert max(client.get_sizes) == 100 and sum(client.get_sizes) - 300 in (75, 100), client.get_sizes
 
 
+def test_parallel_gets_are_whole_100_key_calls(turok_config):
+    """A wide read spread over threads asks as few BatchGetItem calls as its keys need: 250 keys
+    are 3 calls (100, 100, 50), not one 125-key share per thread cut into 100 + 25."""
+    config = turok_config.replace(block_slots=90)
+    metrics = [f"calls.m{i}" for i in range(125)]
+    make_store(config).write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
+    client = Wrapper(make_client("dynamodb", config))
+    reader = make_store(config.replace(put_threads=8), client)
+    got = reader.fetch_series(metrics, STEP, DAY, DAY + 1200)  # 2 blocks per metric: 250 keys
+    assert got == {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
+    assert sorted(client.get_sizes) == [50, 100, 100]
+
+
 def test_keys_past_the_answer_cap_are_asked_again(dynamodb_config, dynamodb_server):
     """DynamoDB answers a BatchGetItem with at most 16 MB and leaves the other keys unprocessed;
     dynalite does the same past about 1.4 MB (moto answers whole): a wide read still comes back whole."""

@@ -53,11 +53,13 @@ class BlockReader:
         """BatchGetItem in calls of at most 100 keys, up to ``put_threads`` calls at once (a render
         of 1,000 series over a day is hundreds of calls); (table, item) for the keys that exist."""
         keys = list(keys)
-        workers = min(max(1, self._config.put_threads), len(keys) // BATCH_GET_KEYS)
+        full_calls = -(-len(keys) // BATCH_GET_KEYS)
+        workers = min(max(1, self._config.put_threads), full_calls)
         if workers < 2:
             found, calls = self._batch_get_serial(keys, consistent)
         else:
-            share = -(-len(keys) // workers)
+            # each thread a whole number of 100-key calls: 1,000 keys are 10 calls, not 8 × (100 + 25)
+            share = -(-full_calls // workers) * BATCH_GET_KEYS
             parts = [keys[i:i + share] for i in range(0, len(keys), share)]
             found, calls = [], 0
             for items, part_calls in self._pool().map(self._batch_get_serial, parts, [consistent] * len(parts)):
