@@ -12,11 +12,13 @@ DEFAULT_REGION = "us-east-1"
 AwsClient = Any  # a boto3 client: boto3 ships no types
 
 
-def make_client(service: str, config: TurokConfig) -> AwsClient:
+def make_client(service: str, config: TurokConfig, validate: bool = True) -> AwsClient:
     """A boto3 client for ``service``; ``aws_endpoint_url``/``aws_region`` override the AWS chain.
 
     Without them boto3 decides as usual (``AWS_ENDPOINT_URL_<SERVICE>``, profiles, …). A missing
     region falls back to us-east-1 so a local endpoint works with no AWS configuration at all.
+    ``validate=False`` skips botocore's client-side walk over every request parameter, for callers
+    whose requests Turok builds itself (AWS still refuses a bad request).
     """
     session = boto3.session.Session()
     region = config.aws_region or session.region_name or DEFAULT_REGION
@@ -26,6 +28,7 @@ def make_client(service: str, config: TurokConfig) -> AwsClient:
         # S3 conditional writes and our own payloads need no checksum games with local endpoints
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        parameter_validation=validate,
     )
     kwargs = {"region_name": region, "config": boto_config}
     if config.aws_endpoint_url:
