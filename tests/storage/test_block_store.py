@@ -17,7 +17,8 @@ import pytest
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from turok_core.runtime.aws import make_client
-from turok_core.storage.block_layout import block_span, decode_datapoints
+from turok_core.storage import reads
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
@@ -203,6 +204,30 @@ def test_parallel_gets_are_whole_100_key_calls(turok_config):
     got = reader.fetch_series(metrics, STEP, DAY, DAY + 1200)  # 2 blocks per metric: 250 keys
     assert got == {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
     assert sorted(client.get_sizes) == [50, 100, 100]
+
+
+def test_lean_batch_get_answers_as_botocore_parses(turok_config, monkeypatch):
+    """The reader's BatchGetItem answers skip botocore's parser: every attribute type comes back
+    exactly as botocore gives it (binary as bytes, also in sets, maps and lists)."""
+    store = make_store(turok_config)
+    table = store.table_for(DAY, STEP)
+    store.ensure_table(table)
+    item = {"metric": {"S": "lean.m"}, "start_time": {"N": str(DAY)},
+            "datapoints": {"B": encode_datapoints([None, 2.5])},
+            "bs": {"BS": [b"a", b"\x00b"]}, "ns": {"NS": ["1", "2.5"]}, "ss": {"SS": ["x"]},
+            "m": {"M": {"b": {"B": b"\x01"}, "n": {"N": "-3"}, "l": {"L": [{"B": b"z"}, {"NULL": True}]}}},
+            "flag": {"BOOL": False}}
+    make_client("dynamodb", turok_config).put_item(TableName=table, Item=item)
+    request = {table: {"Keys": [{"metric": {"S": "lean.m"}, "start_time": {"N": str(DAY)}},
+                                {"metric": {"S": "lean.absent"}, "start_time": {"N": str(DAY)}}]}}
+    plain = make_client("dynamodb", turok_config).batch_get_item(RequestItems=request)
+    parsed = []
+    monkeypatch.setattr(reads, "_plain_item", lambda item, parse=reads._plain_item: parsed.append(1) or parse(item))
+    lean = store._reader._client.batch_get_item(RequestItems=request)
+    assert parsed  # the lean parser answered, not botocore's
+    assert lean["Responses"] == plain["Responses"] == {table: [item]}
+    assert lean.get("UnprocessedKeys") == plain.get("UnprocessedKeys")
+    assert store.fetch_series(["lean.m"], STEP, DAY, DAY + 3 * STEP) == {"lean.m": [None, 2.5, None]}
 
 
 def test_keys_past_the_answer_cap_are_asked_again(dynamodb_config, dynamodb_server):
