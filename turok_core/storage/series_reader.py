@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import MetricPolicy, SchemaSet
@@ -114,7 +114,7 @@ def rollup_row(values: Sequence[Optional[float]], ratio: int, aggregation_type: 
 
 
 # rollup_known of a run without gaps, as whisper computes it
-FULL_RUN: dict[str, Callable[[list], float]] = {
+FULL_RUN: dict[str, Callable[[Sequence[Any]], float]] = {
     "average": lambda run: float(sum(run)) / float(len(run)),
     "sum": lambda run: float(sum(run)),
     "minimum": min,
