@@ -204,6 +204,13 @@ def test_parallel_gets_are_whole_100_key_calls(turok_config):
     got = reader.fetch_series(metrics, STEP, DAY, DAY + 1200)  # 2 blocks per metric: 250 keys
     assert got == {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
     assert sorted(client.get_sizes) == [50, 100, 100]
+    # with a sink, each answer's items go to it as they arrive (from the pool's threads) and
+    # nothing is held to return
+    table = reader.table_for(DAY, STEP)
+    keys = [(table, {"metric": {"S": m}, "start_time": {"N": str(DAY + b)}}) for m in metrics for b in (0, 900)]
+    sunk: list = []
+    assert reader._reader.batch_get(keys, consistent=False, sink=lambda t, items: sunk.extend(items)) == []
+    assert sorted(item["metric"]["S"] for item in sunk) == sorted(metrics)  # the first blocks exist
 
 
 def test_lean_batch_get_answers_as_botocore_parses(turok_config, monkeypatch):

@@ -79,6 +79,9 @@ def _plain_value(value: dict) -> None:
             _plain_value(member)
 
 
+ItemSink = Callable[[str, list], None]  # (table, the items of one answer)
+
+
 class BlockReadError(RuntimeError):
     """Keys DynamoDB kept leaving unprocessed after every retry."""
 
@@ -103,28 +106,34 @@ class BlockReader:
             lean_batch_get(client)
 
     def batch_get(self, keys: Sequence[tuple[str, dict]], consistent: bool,
-                  stats: Optional[ReadCalls] = None) -> list[tuple[str, dict]]:
+                  stats: Optional[ReadCalls] = None, sink: Optional[ItemSink] = None) -> list[tuple[str, dict]]:
         """BatchGetItem in calls of at most 100 keys, up to ``put_threads`` calls at once (a render
-        of 1,000 series over a day is hundreds of calls); (table, item) for the keys that exist."""
+        of 1,000 series over a day is hundreds of calls); (table, item) for the keys that exist.
+
+        ``sink(table, items)``, when given, takes each answer's items as it arrives (in the
+        calling thread or a pool thread) and nothing is returned: a wide read then holds no
+        item longer than its answer, so they die young instead of filling the collector's
+        oldest generation (a full collection per render)."""
         keys = list(keys)
         full_calls = -(-len(keys) // BATCH_GET_KEYS)
         workers = min(max(1, self._config.put_threads), full_calls)
         if workers < 2:
-            found, calls = self._batch_get_serial(keys, consistent)
+            found, calls = self._batch_get_serial(keys, consistent, sink)
         else:
             # each thread a whole number of 100-key calls: 1,000 keys are 10 calls, not 8 × (100 + 25)
             share = -(-full_calls // workers) * BATCH_GET_KEYS
             parts = [keys[i:i + share] for i in range(0, len(keys), share)]
             found, calls = [], 0
-            for items, part_calls in self._pool().map(self._batch_get_serial, parts, [consistent] * len(parts)):
+            for items, part_calls in self._pool().map(self._batch_get_serial, parts, [consistent] * len(parts),
+                                                      [sink] * len(parts)):
                 found.extend(items)
                 calls += part_calls
         if stats is not None:
             stats.read_calls += calls
         return found
 
-    def _batch_get_serial(self, keys: Sequence[tuple[str, dict]],
-                          consistent: bool) -> tuple[list[tuple[str, dict]], int]:
+    def _batch_get_serial(self, keys: Sequence[tuple[str, dict]], consistent: bool,
+                          sink: Optional[ItemSink] = None) -> tuple[list[tuple[str, dict]], int]:
         """``batch_get`` in this thread; also the number of calls it made."""
         found: list[tuple[str, dict]] = []
         calls = 0
@@ -139,7 +148,10 @@ class BlockReader:
             response = self._client.batch_get_item(RequestItems=request)
             calls += 1
             for table, items in response.get("Responses", {}).items():
-                found.extend((table, item) for item in items)
+                if sink is not None:
+                    sink(table, items)
+                else:
+                    found.extend((table, item) for item in items)
             unprocessed = [(table, key) for table, spec in (response.get("UnprocessedKeys") or {}).items()
                            for key in spec.get("Keys", [])]
             if unprocessed:
@@ -174,24 +186,27 @@ class BlockReader:
             if table is None:
                 table = day_tables[day] = self._tables.table_for(day, step)
             block_tables[block] = table
+
+        def place(_table: str, items: list) -> None:
+            for item in items:
+                row = result.get(item["metric"]["S"])
+                attribute = item.get("datapoints", {})
+                if row is not None:  # rows start as gaps and blocks do not overlap: set the values
+                    decode_into(attribute.get("B", attribute.get("S")), row,
+                                (int(item["start_time"]["N"]) - start) // step)
+
         for retry in (True, False):
             present = self._tables.existing(day_tables.values())
             keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(block)}})
                     for metric in result for block, table in block_tables.items() if table in present]
             try:
-                items = self.batch_get(keys, consistent=False)
+                # placing a block twice (a retry after a table vanished) sets the same values
+                self.batch_get(keys, consistent=False, sink=place)
                 break
             except ClientError as exc:
                 if not retry or error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._tables.forget(present)  # a table went away since we looked: look again
-        for _table, item in items:
-            row = result.get(item["metric"]["S"])
-            attribute = item.get("datapoints", {})
-            if row is None:
-                continue
-            # rows start as gaps and blocks do not overlap: only the values need setting
-            decode_into(attribute.get("B", attribute.get("S")), row, (int(item["start_time"]["N"]) - start) // step)
         return result
 
     def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],
