@@ -2,14 +2,16 @@
 same data in whisper files, and ``find`` latency over large indexes.
 
 Render: M series (``bench.h<NNN>.m<K>``, retentions ``1m:1d,5m:7d``, average) are written once
-with ``turok_core.storage.tables.BlockStore`` into DynamoDB tables on a moto server this script starts
-(their names into the S3 index with ``IndexStore``), and into whisper files with the same
-archives and values. Then, in one child process per storage, a real graphite-web (Django
-``Client``, ``/render/?format=json``) with ``finder.TurokFinder`` or graphite-web's
-``StandardFinder`` answers ``target`` patterns matching 1, 100 and 1,000 series over the last
-1 h, 1 day and 7 days: median and p95 latency, and for Turok the DynamoDB requests and read
-units per render (units counted from the items BatchGetItem returned: each item rounded up to
-4 KB, half a unit for eventually consistent reads, as DynamoDB bills).
+with ``turok_core.storage.tables.BlockStore.put_blocks`` (as turokd writes a block it alone
+writes: block format v2, the block length ``block_span`` gives at the default ``block_slots``)
+into DynamoDB tables on a moto server this script starts (their names into the S3 index with
+``IndexStore``), and into whisper files with the same archives and values. Then, in one child
+process per storage, a real graphite-web (Django ``Client``, ``/render/?format=json``) with
+``finder.TurokFinder`` or graphite-web's ``StandardFinder`` answers ``target`` patterns matching
+1, 100 and 1,000 series over the last 1 h, 1 day and 7 days: median and p95 latency, and for Turok
+the DynamoDB requests and read units per render (units counted from the items BatchGetItem
+returned: each item rounded up to 4 KB, half a unit for eventually consistent reads, as DynamoDB
+bills; the counting's own CPU is left out of graphite-web's).
 
 Find: 100,000 and 1,000,000 names in the S3 index; ``IndexCache.match`` (what the finder's
 ``find_nodes`` calls) cold (a new cache: the shards downloaded from S3 and the tree built) and
@@ -82,7 +84,6 @@ def config_env(moto_port: int, workdir: Path, index_prefix: str) -> dict[str, st
         "TUROK_INDEX_BUCKET": "bench-reads", "TUROK_INDEX_PREFIX": index_prefix,
         "TUROK_TABLE_PREFIX": PREFIX_TABLES, "TUROK_SCHEMAS_FILE": str(workdir / "schemas.conf"),
         "TUROK_AGGREGATION_FILE": str(workdir / "aggregation.conf"),
-        "TUROK_CONDITIONAL_WRITES": "false",  # bulk load: BatchWriteItem, nothing to merge with
         "TUROK_INDEX_REFRESH_SECONDS": "3600",
         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
     }
@@ -96,6 +97,7 @@ def load(env: dict[str, str], workdir: Path, count: int, now: int) -> None:
     from turok_core.model.config import load_config
     from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
+    from turok_core.storage.block_layout import slots_by_block
     from turok_core.storage.tables import BlockStore
 
     config = load_config(environ=env)
@@ -120,8 +122,10 @@ def load(env: dict[str, str], workdir: Path, count: int, now: int) -> None:
             oldest_fine = fine[0][0]
             whisper.update_many(str(path), [p for p in coarse if p[0] < oldest_fine], now=now)
             whisper.update_many(str(path), fine, now=now)
-        store.write_slots(slots)
-    print(f"  loaded {count:,} series ({count * sum(n for _, n in RETENTIONS):,} slots each side) "
+        # fresh blocks, put whole without a read: what turokd does with blocks only it writes
+        store.put_blocks(slots_by_block(slots, store.span))
+    print(f"  loaded {count:,} series ({count * sum(n for _, n in RETENTIONS):,} slots each side; blocks of "
+          f"{', '.join(f'{store.span(step) // step} slots at {step} s' for step, _ in RETENTIONS)}) "
           f"in {time.monotonic() - started:.0f} s", flush=True)
 
 
@@ -146,12 +150,13 @@ def measure_child(storage: str, count: int, renders: int) -> None:
     from django.test import Client
     from graphite.storage import STORE
 
-    calls = {"requests": 0, "units": 0.0}
+    calls = {"requests": 0, "units": 0.0, "cpu": 0.0}  # cpu: the counting's own, left out of the figures
     if storage == "turok":
         from turok_core.storage.writes import item_size
         finder = next(f for f in STORE.finders if type(f).__name__ == "TurokFinder")
 
         def count_call(http_response, parsed, model, **_):
+            counting_from = time.thread_time()
             calls["requests"] += 1
             for items in (parsed.get("Responses") or {}).values():
                 for item in items:
@@ -159,6 +164,7 @@ def measure_child(storage: str, count: int, renders: int) -> None:
                     blob = blob.get("B", blob.get("S", b""))
                     size = item_size(item["metric"]["S"], int(item["start_time"]["N"]), blob)
                     calls["units"] += math.ceil(size / 4096) * 0.5  # eventually consistent
+            calls["cpu"] += time.thread_time() - counting_from
 
         finder.blocks._client.meta.events.register("after-call.dynamodb", count_call)
     client = Client()
@@ -167,13 +173,13 @@ def measure_child(storage: str, count: int, renders: int) -> None:
         for label, since in RANGES:
             times, requests, units, answered, own_cpu, moto_cpu = [], [], [], 0, [], []
             for attempt in range(renders + 1):
-                calls["requests"], calls["units"] = 0, 0.0
+                calls["requests"], calls["units"], calls["cpu"] = 0, 0.0, 0.0
                 cpu_before = time.process_time()  # graphite-web and the finder: all threads
                 moto_before = cpu_seconds(moto_pid) if moto_pid else 0.0
                 started = time.perf_counter()
                 response = client.get("/render/", {"target": pattern, "from": since, "format": "json"})
                 elapsed = time.perf_counter() - started
-                own_cpu.append(time.process_time() - cpu_before)
+                own_cpu.append(time.process_time() - cpu_before - calls["cpu"])
                 moto_cpu.append(cpu_seconds(moto_pid) - moto_before if moto_pid else 0.0)
                 if response.status_code != 200:
                     raise RuntimeError(f"{storage} render {pattern} {since}: HTTP {response.status_code}")

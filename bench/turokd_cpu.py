@@ -15,9 +15,10 @@ SQS batches of 10 on a simulated clock:
   spool draining after an SQS outage), with a tick after each slot.
 
 The writer owns the metrics' partition since before the data (``owned_since``; ``--lease after``:
-since after it, as for a replay of history, so every block is merged). Reported per store: CPU seconds of this process (boto3's threads included; the moto server's
-CPU is its own and reported apart), points per CPU-second, boto3 calls and write units per 1,000
-points. ``--profile N`` prints the N costliest functions (cProfile, main thread).
+since after it, as for a replay of history, so every block is merged). Reported per store: CPU
+seconds of this process (boto3's threads included; the moto server's CPU is its own and reported
+apart), points per CPU-second, boto3 calls and write units per 1,000 points. ``--profile N``
+prints the N costliest functions (cProfile, main thread).
 """
 from __future__ import annotations
 

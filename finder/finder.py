@@ -69,6 +69,8 @@ class TurokFinder(BaseFinder):
         """The DynamoDB block reader (``turok_core.storage.tables.BlockStore``), made on first use."""
         if self._blocks is None:
             from turok_core.storage.tables import BlockStore
+            # the reader builds its BatchGetItem keys itself: botocore's check of each of a
+            # request's 100 keys was ~15% of a 1,000-series render's CPU
             self._blocks = BlockStore(make_client("dynamodb", self.config), self.config)
         return self._blocks
 

@@ -22,7 +22,7 @@ from turok_core.model.aggregation import aggregate
 from turok_core.model.extensions import load_extension
 from turok_core.model.resolution import SECONDS_PER_DAY
 from turok_core.storage import block_codec, native
-from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, encode_datapoints
+from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, decode_into, encode_datapoints
 from turok_core.storage.writes import item_size
 
 CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,
@@ -133,6 +133,53 @@ def test_property_round_trip_and_c_matches_reference(values):
     if native.blockcodec is not None:
         assert native.blockcodec.encode(values) == blob
         assert bits(native.blockcodec.decode(blob)) == bits(expected(values))
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                          st.integers(-10 ** 6, 10 ** 6).map(lambda k: k / 100)), max_size=300),
+       st.integers(0, 400), st.integers(-320, 420))
+@CHECKS
+def test_decode_into_places_values_like_decode_and_c_matches_reference(values, length, offset):
+    """A reader's row gets each value at offset + slot; gaps and slots outside the row keep what
+    the row held (here a marker), in C exactly as in the reference."""
+    blob = block_codec.encode(values)
+    marker = -7.25
+    want = [marker] * length
+    for index, value in enumerate(block_codec.decode(blob)):
+        if value is not None and 0 <= offset + index < length:
+            want[offset + index] = value
+    for codec in [block_codec] + ([native.blockcodec] if native.blockcodec is not None else []):
+        row = [marker] * length
+        codec.decode_into(blob, row, offset)
+        assert bits(row) == bits(want)
+        row = [marker] * length
+        decode_into(memoryview(blob), row, offset)  # block_layout's, as reads use it
+        assert bits(row) == bits(want)
+
+
+@given(st.binary(max_size=64), st.data())
+@CHECKS
+def test_broken_blobs_are_refused_alike_by_decode_into(garbage, data):
+    values = data.draw(st.lists(st.one_of(st.none(), st.floats(allow_nan=False)), max_size=40))
+    blob = block_codec.encode(values)
+    cut = data.draw(st.integers(0, len(blob)))
+    for candidate in (blob[:cut], blob + garbage[:1], b"\x02" + garbage):
+        outcomes = []
+        for codec in [block_codec] + ([native.blockcodec] if native.blockcodec is not None else []):
+            row = [None] * 50
+            try:
+                codec.decode_into(candidate, row, 3)
+                outcomes.append(bits(row))
+            except ValueError:
+                outcomes.append("refused")
+        assert len(set(map(repr, outcomes))) == 1, candidate
+
+
+def test_decode_into_reads_v1_and_design_json_blocks():
+    row: list = [None] * 5
+    decode_into(msgpack.packb([1.5, None, 2.0]), row, 1)
+    decode_into(json.dumps([5.0, None, None, 9.0]), row, -1)  # slot -1 is outside the row
+    assert row == [None, 1.5, 9.0, 2.0, None]
 
 
 @given(st.binary(max_size=64), st.data())

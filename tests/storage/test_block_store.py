@@ -17,7 +17,8 @@ import pytest
 
 from keeper.apply import list_tables  # paginated: the session's moto holds many tables
 from turok_core.runtime.aws import make_client
-from turok_core.storage.block_layout import block_span, decode_datapoints
+from turok_core.storage import reads
+from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
@@ -190,6 +191,50 @@ def test_unprocessed_keys_are_retried_and_gets_hold_at_most_100_keys(dynamodb_co
     # the two failing calls each leave half their keys: 50 + 50, or 50 + 25 when the second
     # failure meets the first one's leftovers (threads decide which)
     assert max(client.get_sizes) == 100 and sum(client.get_sizes) - 300 in (75, 100), client.get_sizes
+
+
+def test_parallel_gets_are_whole_100_key_calls(turok_config):
+    """A wide read spread over threads asks as few BatchGetItem calls as its keys need: 250 keys
+    are 3 calls (100, 100, 50), not one 125-key share per thread cut into 100 + 25."""
+    config = turok_config.replace(block_slots=90)
+    metrics = [f"calls.m{i}" for i in range(125)]
+    make_store(config).write_slots([(m, STEP, DAY + 20, float(i)) for i, m in enumerate(metrics)])
+    client = Wrapper(make_client("dynamodb", config))
+    reader = make_store(config.replace(put_threads=8), client)
+    got = reader.fetch_series(metrics, STEP, DAY, DAY + 1200)  # 2 blocks per metric: 250 keys
+    assert got == {m: [None, None, float(i)] + [None] * 117 for i, m in enumerate(metrics)}
+    assert sorted(client.get_sizes) == [50, 100, 100]
+    # with a sink, each answer's items go to it as they arrive (from the pool's threads) and
+    # nothing is held to return
+    table = reader.table_for(DAY, STEP)
+    keys = [(table, {"metric": {"S": m}, "start_time": {"N": str(DAY + b)}}) for m in metrics for b in (0, 900)]
+    sunk: list = []
+    assert reader._reader.batch_get(keys, consistent=False, sink=lambda t, items: sunk.extend(items)) == []
+    assert sorted(item["metric"]["S"] for item in sunk) == sorted(metrics)  # the first blocks exist
+
+
+def test_lean_batch_get_answers_as_botocore_parses(turok_config, monkeypatch):
+    """The reader's BatchGetItem answers skip botocore's parser: every attribute type comes back
+    exactly as botocore gives it (binary as bytes, also in sets, maps and lists)."""
+    store = make_store(turok_config)
+    table = store.table_for(DAY, STEP)
+    store.ensure_table(table)
+    item = {"metric": {"S": "lean.m"}, "start_time": {"N": str(DAY)},
+            "datapoints": {"B": encode_datapoints([None, 2.5])},
+            "bs": {"BS": [b"a", b"\x00b"]}, "ns": {"NS": ["1", "2.5"]}, "ss": {"SS": ["x"]},
+            "m": {"M": {"b": {"B": b"\x01"}, "n": {"N": "-3"}, "l": {"L": [{"B": b"z"}, {"NULL": True}]}}},
+            "flag": {"BOOL": False}}
+    make_client("dynamodb", turok_config).put_item(TableName=table, Item=item)
+    request = {table: {"Keys": [{"metric": {"S": "lean.m"}, "start_time": {"N": str(DAY)}},
+                                {"metric": {"S": "lean.absent"}, "start_time": {"N": str(DAY)}}]}}
+    plain = make_client("dynamodb", turok_config).batch_get_item(RequestItems=request)
+    parsed = []
+    monkeypatch.setattr(reads, "_plain_item", lambda item, parse=reads._plain_item: parsed.append(1) or parse(item))
+    lean = store._reader._client.batch_get_item(RequestItems=request)
+    assert parsed  # the lean parser answered, not botocore's
+    assert lean["Responses"] == plain["Responses"] == {table: [item]}
+    assert lean.get("UnprocessedKeys") == plain.get("UnprocessedKeys")
+    assert store.fetch_series(["lean.m"], STEP, DAY, DAY + 3 * STEP) == {"lean.m": [None, 2.5, None]}
 
 
 def test_keys_past_the_answer_cap_are_asked_again(dynamodb_config, dynamodb_server):

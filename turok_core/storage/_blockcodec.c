@@ -423,48 +423,56 @@ static PyObject *decode_xor(In *in, Py_ssize_t m, double *values) {
     return Py_None;
 }
 
-static PyObject *codec_decode(PyObject *self, PyObject *arg) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
-    In in = {view.buf, view.len, 0, 0};
-    PyObject *result = NULL;
-    Py_ssize_t *runs = NULL;
-    double *values = NULL;
+/* A v2 blob's gap runs (gaps, present, gaps, present, ...) and its m present values: 0, or -1
+ * with an exception set. *runs and *values are PyMem blocks the caller frees (also on error). */
+static int parse_block(In *in, uint64_t *n_out, Py_ssize_t **runs_out, Py_ssize_t *nruns_out, double **values_out) {
     unsigned version, codec;
     uint64_t n, gaps, present;
-    if (in_byte(&in, &version) || version != VERSION) { bad("not a v2 block"); goto done; }
-    if (in_uvarint(&in, &n)) { bad("truncated"); goto done; }
-    if (n > MAX_SLOTS) { bad("too many slots"); goto done; }
-    runs = PyMem_Malloc((size_t)(2 * n + 2) * sizeof(Py_ssize_t));
-    if (!runs) { PyErr_NoMemory(); goto done; }
+    if (in_byte(in, &version) || version != VERSION) { bad("not a v2 block"); return -1; }
+    if (in_uvarint(in, &n)) { bad("truncated"); return -1; }
+    if (n > MAX_SLOTS) { bad("too many slots"); return -1; }
+    Py_ssize_t *runs = *runs_out = PyMem_Malloc((size_t)(2 * n + 2) * sizeof(Py_ssize_t));
+    if (!runs) { PyErr_NoMemory(); return -1; }
     Py_ssize_t nruns = 0, m = 0;
     uint64_t covered = 0;
     while (covered < n) {
-        if (in_uvarint(&in, &gaps) || in_uvarint(&in, &present)) { bad("truncated"); goto done; }
+        if (in_uvarint(in, &gaps) || in_uvarint(in, &present)) { bad("truncated"); return -1; }
         if (!present || gaps > n || present > n || covered + gaps + present > n) {
             bad("gap runs do not cover the block");
-            goto done;
+            return -1;
         }
         runs[nruns++] = (Py_ssize_t)gaps;
         runs[nruns++] = (Py_ssize_t)present;
         covered += gaps + present;
         m += (Py_ssize_t)present;
     }
+    *n_out = n;
+    *nruns_out = nruns;
     if (!m) {
-        if (in.pos != in.len) { bad("bytes after the values"); goto done; }
-        result = PyList_New(0);
-        goto done;
+        if (in->pos != in->len) { bad("bytes after the values"); return -1; }
+        return 0;
     }
-    values = PyMem_Malloc((size_t)m * sizeof(double));
-    if (!values) { PyErr_NoMemory(); goto done; }
-    if (in_byte(&in, &codec)) { bad("truncated"); goto done; }
+    double *values = *values_out = PyMem_Malloc((size_t)m * sizeof(double));
+    if (!values) { PyErr_NoMemory(); return -1; }
+    if (in_byte(in, &codec)) { bad("truncated"); return -1; }
     PyObject *ok;
-    if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(&in, (int)(codec - CODEC_INTS), m, values);
-    else if (codec == CODEC_XOR) ok = decode_xor(&in, m, values);
+    if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(in, (int)(codec - CODEC_INTS), m, values);
+    else if (codec == CODEC_XOR) ok = decode_xor(in, m, values);
     else ok = PyErr_Format(PyExc_ValueError, "block v2: unknown values codec %u", codec);
-    if (!ok) goto done;
-    result = PyList_New((Py_ssize_t)n);
-    if (!result) goto done;
+    return ok ? 0 : -1;
+}
+
+static PyObject *codec_decode(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    In in = {view.buf, view.len, 0, 0};
+    PyObject *result = NULL;
+    Py_ssize_t *runs = NULL, nruns = 0;
+    double *values = NULL;
+    uint64_t n = 0;
+    if (parse_block(&in, &n, &runs, &nruns, &values)) goto done;
+    result = PyList_New(values ? (Py_ssize_t)n : 0);
+    if (!result || !values) goto done;
     Py_ssize_t slot = 0, taken = 0;
     for (Py_ssize_t r = 0; r < nruns; r += 2) {
         for (Py_ssize_t g = 0; g < runs[r]; g++) {
@@ -484,9 +492,45 @@ done:
     return result;
 }
 
+/* decode_into(blob, row, offset): the blob's values set into list ``row`` at ``offset`` + their
+ * slot (slots outside the row left out, gaps leave the row as it is); no list per block. */
+static PyObject *codec_decode_into(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    PyObject *row;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "y*O!n", &view, &PyList_Type, &row, &offset)) return NULL;
+    In in = {view.buf, view.len, 0, 0};
+    PyObject *result = NULL;
+    Py_ssize_t *runs = NULL, nruns = 0;
+    double *values = NULL;
+    uint64_t n = 0;
+    if (parse_block(&in, &n, &runs, &nruns, &values)) goto done;
+    Py_ssize_t length = PyList_GET_SIZE(row), slot = offset, taken = 0;
+    for (Py_ssize_t r = 0; r < nruns; r += 2) {
+        slot += runs[r];
+        for (Py_ssize_t p = 0; p < runs[r + 1]; p++, slot++, taken++) {
+            if (slot < 0 || slot >= length) continue;
+            PyObject *value = PyFloat_FromDouble(values[taken]);
+            if (!value) goto done;
+            PyObject *old = PyList_GET_ITEM(row, slot);
+            PyList_SET_ITEM(row, slot, value);
+            Py_DECREF(old);
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(runs);
+    PyMem_Free(values);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode", codec_encode, METH_O, "One block's slots (a buffer of doubles or a sequence; None/NaN = gap) as a v2 blob."},
     {"decode", codec_decode, METH_O, "A v2 blob's slots as a list: floats, None for gaps."},
+    {"decode_into", codec_decode_into, METH_VARARGS,
+     "decode_into(blob, row, offset): the blob's values into list row at offset + slot (gaps and slots outside left)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,8 +2,9 @@
 
 ``encode(values)`` takes one block's slots (floats, ``None`` or NaN for a gap) and returns bytes;
 ``decode(blob)`` returns the slots as a list (``None`` for gaps, floats otherwise), without the
-trailing gaps. Round trips are exact bit for bit for every double but NaN (±0.0, subnormals, ±inf,
-integers beyond 2**53). The C extension ``turok_core.storage._blockcodec`` produces the same bytes
+trailing gaps; ``decode_into(blob, row, offset)`` sets them into a reader's row instead. Round
+trips are exact bit for bit for every double but NaN (±0.0, subnormals, ±inf, integers beyond
+2**53). The C extension ``turok_core.storage._blockcodec`` produces the same bytes
 (tests/storage/test_block_codec.py compares both); ``block_layout.py`` picks one and also reads v1.
 
 Layout (slots are implicit, in the spirit of Gorilla / M3TSZ: only values and gaps are stored)::
@@ -338,3 +339,13 @@ def decode(blob: bytes) -> list[Optional[float]]:
         slots.extend(values[taken:taken + present])
         taken += present
     return slots
+
+
+def decode_into(blob: bytes, row: list, offset: int) -> None:
+    """Set a v2 blob's values into list ``row``: slot ``i`` goes to ``row[offset + i]``; gaps and
+    slots outside the row leave the row as it is (a read places each block into its series)."""
+    length = len(row)
+    for index, value in enumerate(decode(blob)):
+        slot = offset + index
+        if value is not None and 0 <= slot < length:
+            row[slot] = value

@@ -7,11 +7,11 @@ from (turokd's open blocks and rollups, the store's reads and merges, the keeper
 ``block_slots`` 0 (the default) sizes blocks so a typical block fills one write unit, anything
 else is an explicit slot count (tests and benchmarks close blocks within minutes with a few).
 
-``datapoints`` is a binary attribute in block format v2 (``block_codec.py``: compressed, a
-version byte first), written by ``encode_datapoints`` everywhere blocks are written.
-``decode_datapoints`` also reads v1 blocks (a msgpack list of floats and None) and the design's
-JSON-encoded list string, so blocks stored before v2 stay readable and are rewritten as v2 when
-merged.
+``datapoints`` is a binary attribute in block format v2 (``block_codec.py``: compressed, a version
+byte first), written by ``encode_datapoints`` everywhere blocks are written. ``decode_datapoints``
+(or ``decode_into``, straight into a series) also reads v1 blocks (a msgpack list of floats and
+None) and the design's JSON-encoded list string, so blocks stored before v2 stay readable and are
+rewritten as v2 when merged.
 """
 from __future__ import annotations
 
@@ -68,6 +68,19 @@ def decode_datapoints(attribute: object) -> list[Optional[float]]:
     if isinstance(attribute, str):
         return list(json.loads(attribute))
     raise ValueError(f"unsupported datapoints attribute of type {type(attribute).__name__}")
+
+
+def decode_into(attribute: object, row: list, offset: int) -> None:
+    """A stored item's values set into series ``row`` (``block_codec.decode_into``): slot ``i`` of
+    the block at ``row[offset + i]``, gaps and slots outside the row left as they are. A v2 blob
+    goes straight into the row, without a list per block."""
+    if isinstance(attribute, (bytes, bytearray, memoryview)) and bytes(attribute[:1]) == b"\x02":
+        (blockcodec if blockcodec is not None else block_codec).decode_into(attribute, row, offset)
+        return
+    length = len(row)
+    for index, value in enumerate(decode_datapoints(attribute)):
+        if value is not None and 0 <= offset + index < length:
+            row[offset + index] = value
 
 
 def slots_by_block(slots: Iterable[tuple[str, int, int, float]],

@@ -6,10 +6,16 @@ backoff after an answer that made no progress. Tables that do not exist are not 
 missing table fails a whole BatchGetItem): their blocks read as gaps, and a table deleted between
 the check and the read is checked again once.
 
+BatchGetItem answers skip botocore's generic response parser (``lean_batch_get``): a wide render
+reads thousands of items, and walking each through the service model cost more CPU than the rest
+of the read together; the answer keeps botocore's shape (``B`` values as bytes, ``N`` as strings).
+
 Pure boto3 and blocking, like the rest of ``turok_core.storage``.
 """
 from __future__ import annotations
 
+import base64
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Protocol, Sequence
 
@@ -19,12 +25,61 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
-from turok_core.storage.block_layout import block_span, decode_datapoints, place_block
+from turok_core.storage.block_layout import block_span, decode_datapoints, decode_into
 
 if TYPE_CHECKING:
     from turok_core.storage.tables import DayTables
 
 BATCH_GET_KEYS = 100
+
+
+def lean_batch_get(client: AwsClient) -> None:
+    """Make ``client`` parse a successful BatchGetItem answer's items with ``_plain_items``
+    instead of botocore's parser (which then reads only the rest: unprocessed keys, capacity)."""
+    events = client.meta.events
+    # one handler per client, however many stores share it
+    events.register("before-parse.dynamodb.BatchGetItem", _parse_items, unique_id="turok-lean-batch-get")
+
+
+def _parse_items(response_dict: dict, customized_response_dict: dict, **_: object) -> None:
+    if response_dict.get("status_code") != 200 or not isinstance(response_dict.get("body"), bytes):
+        return
+    try:
+        document = json.loads(response_dict["body"])
+    except ValueError:
+        return  # botocore reports it
+    responses = document.pop("Responses", None) if isinstance(document, dict) else None
+    if not isinstance(responses, dict):
+        return
+    try:
+        customized_response_dict["Responses"] = {table: [_plain_item(item) for item in items]
+                                                 for table, items in responses.items()}
+    except (TypeError, ValueError, AttributeError):
+        return  # not what DynamoDB sends: botocore parses the body it was given, untouched
+    response_dict["body"] = json.dumps(document).encode()
+
+
+def _plain_item(item: dict) -> dict:
+    """A DynamoDB JSON item as botocore parses it: binary values base64-decoded (also in sets,
+    maps and lists), everything else as sent."""
+    for value in item.values():
+        _plain_value(value)
+    return item
+
+
+def _plain_value(value: dict) -> None:
+    if "B" in value:
+        value["B"] = base64.b64decode(value["B"])
+    elif "BS" in value:
+        value["BS"] = [base64.b64decode(b) for b in value["BS"]]
+    elif "M" in value:
+        _plain_item(value["M"])
+    elif "L" in value:
+        for member in value["L"]:
+            _plain_value(member)
+
+
+ItemSink = Callable[[str, list], None]  # (table, the items of one answer)
 
 
 class BlockReadError(RuntimeError):
@@ -47,28 +102,38 @@ class BlockReader:
         self._tables = tables
         self._pool = pool
         self._backoff = backoff
+        if hasattr(client, "meta"):  # a boto3 client (or a test's wrapper of one)
+            lean_batch_get(client)
 
     def batch_get(self, keys: Sequence[tuple[str, dict]], consistent: bool,
-                  stats: Optional[ReadCalls] = None) -> list[tuple[str, dict]]:
+                  stats: Optional[ReadCalls] = None, sink: Optional[ItemSink] = None) -> list[tuple[str, dict]]:
         """BatchGetItem in calls of at most 100 keys, up to ``put_threads`` calls at once (a render
-        of 1,000 series over a day is hundreds of calls); (table, item) for the keys that exist."""
+        of 1,000 series over a day is hundreds of calls); (table, item) for the keys that exist.
+
+        ``sink(table, items)``, when given, takes each answer's items as it arrives (in the
+        calling thread or a pool thread) and nothing is returned: a wide read then holds no
+        item longer than its answer, so they die young instead of filling the collector's
+        oldest generation (a full collection per render)."""
         keys = list(keys)
-        workers = min(max(1, self._config.put_threads), len(keys) // BATCH_GET_KEYS)
+        full_calls = -(-len(keys) // BATCH_GET_KEYS)
+        workers = min(max(1, self._config.put_threads), full_calls)
         if workers < 2:
-            found, calls = self._batch_get_serial(keys, consistent)
+            found, calls = self._batch_get_serial(keys, consistent, sink)
         else:
-            share = -(-len(keys) // workers)
+            # each thread a whole number of 100-key calls: 1,000 keys are 10 calls, not 8 × (100 + 25)
+            share = -(-full_calls // workers) * BATCH_GET_KEYS
             parts = [keys[i:i + share] for i in range(0, len(keys), share)]
             found, calls = [], 0
-            for items, part_calls in self._pool().map(self._batch_get_serial, parts, [consistent] * len(parts)):
+            for items, part_calls in self._pool().map(self._batch_get_serial, parts, [consistent] * len(parts),
+                                                      [sink] * len(parts)):
                 found.extend(items)
                 calls += part_calls
         if stats is not None:
             stats.read_calls += calls
         return found
 
-    def _batch_get_serial(self, keys: Sequence[tuple[str, dict]],
-                          consistent: bool) -> tuple[list[tuple[str, dict]], int]:
+    def _batch_get_serial(self, keys: Sequence[tuple[str, dict]], consistent: bool,
+                          sink: Optional[ItemSink] = None) -> tuple[list[tuple[str, dict]], int]:
         """``batch_get`` in this thread; also the number of calls it made."""
         found: list[tuple[str, dict]] = []
         calls = 0
@@ -83,7 +148,10 @@ class BlockReader:
             response = self._client.batch_get_item(RequestItems=request)
             calls += 1
             for table, items in response.get("Responses", {}).items():
-                found.extend((table, item) for item in items)
+                if sink is not None:
+                    sink(table, items)
+                else:
+                    found.extend((table, item) for item in items)
             unprocessed = [(table, key) for table, spec in (response.get("UnprocessedKeys") or {}).items()
                            for key in spec.get("Keys", [])]
             if unprocessed:
@@ -118,24 +186,27 @@ class BlockReader:
             if table is None:
                 table = day_tables[day] = self._tables.table_for(day, step)
             block_tables[block] = table
+
+        def place(_table: str, items: list) -> None:
+            for item in items:
+                row = result.get(item["metric"]["S"])
+                attribute = item.get("datapoints", {})
+                if row is not None:  # rows start as gaps and blocks do not overlap: set the values
+                    decode_into(attribute.get("B", attribute.get("S")), row,
+                                (int(item["start_time"]["N"]) - start) // step)
+
         for retry in (True, False):
             present = self._tables.existing(day_tables.values())
             keys = [(table, {"metric": {"S": metric}, "start_time": {"N": str(block)}})
                     for metric in result for block, table in block_tables.items() if table in present]
             try:
-                items = self.batch_get(keys, consistent=False)
+                # placing a block twice (a retry after a table vanished) sets the same values
+                self.batch_get(keys, consistent=False, sink=place)
                 break
             except ClientError as exc:
                 if not retry or error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._tables.forget(present)  # a table went away since we looked: look again
-        for _table, item in items:
-            row = result.get(item["metric"]["S"])
-            attribute = item.get("datapoints", {})
-            if row is None:
-                continue
-            place_block(row, decode_datapoints(attribute.get("B", attribute.get("S"))),
-                        (int(item["start_time"]["N"]) - start) // step)
         return result
 
     def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],
