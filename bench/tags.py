@@ -135,10 +135,10 @@ def refresh_costs(s3, config, tag_store, updating, rebuilding, cases, count: int
     clock = Clock()
     caches = {"update": updating(s3, config, clock=clock), "rebuild": rebuilding(s3, config, clock=clock)}
     for cache in caches.values():
-        for _ in range(2):  # the first pass scans the tags, the second builds their lists
+        for _ in range(3):  # the first pass scans the tags, the second builds their lists: warm after
             for _label, call in cases:
                 call(cache.tag_index)
-    new = f"bench.new;t0=v0;t1=v1;t2=v{count}"
+    new = "bench.new" + "".join(f";t{tag}=v{tag}" for tag in range(len(VALUES)))  # tagged like the others
     started = time.perf_counter()
     tag_store.add_names([new])
     write_ms = (time.perf_counter() - started) * 1000
