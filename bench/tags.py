@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import gzip
+import math
 import os
 import random
 import shutil
@@ -130,6 +131,43 @@ def timing(cache, method: str) -> list[float]:
     return spent
 
 
+def closest(target: float) -> int:
+    """The tag whose number of values is nearest ``target`` (by ratio)."""
+    return min(range(len(VALUES)), key=lambda tag: abs(math.log(VALUES[tag] / target)))
+
+
+def warm_cases(count: int) -> list:
+    """(label, a query of a TagIndex) of the warm table: the same expressions at every size, and
+    above a million the ones matching as many series there as these do at a million."""
+    cases = [
+        ("warm: selective (target ≤ 20 ms)", lambda index: index.find_series(["t8=v1234", "t1=~v[0-3]"])),
+        ("warm: selective, two exact", lambda index: index.find_series(["name=bench.m3", "t7=v4321"])),
+        ("warm: ~10,000 matches (target ≤ 200 ms)", lambda index: index.find_series(["t5=v42"])),
+        ("warm: ~10,000 matches, regex and negation",
+         lambda index: index.find_series(["name=~bench\\.m1[0-9]", "t4=~v1$", "t2!=v3"])),
+        ("warm: autocomplete tags, no expr", lambda index: index.auto_complete_tags([], "t", 100)),
+        ("warm: autocomplete tags, expr name= (Grafana)",
+         lambda index: index.auto_complete_tags(["name=bench.m3"], "", 10000)),
+        ("warm: autocomplete values, no expr, prefix",
+         lambda index: index.auto_complete_values([], "t9", "v123", 100)),
+        ("warm: autocomplete values, expr name= and a tag, prefix (Grafana)",
+         lambda index: index.auto_complete_values(["name=bench.m3", "t6=v7"], "t9", "v1", 10000)),
+        ("warm: autocomplete values, expr name=, 10,000 limit (template variable)",
+         lambda index: index.auto_complete_values(["name=bench.m3"], "t5", "", 10000)),
+    ]
+    selective, ten_thousand, regex = closest(count / 25), closest(count / 10_000), closest(count * 0.45 / 10_000)
+    if count > 1_000_000:
+        cases[3:3] = [
+            (f"warm: selective at this size, t{selective}", lambda index: index.find_series(
+                [f"t{selective}=v1234", "t1=~v[0-3]"])),
+            (f"warm: ~10,000 matches at this size, t{ten_thousand}",
+             lambda index: index.find_series([f"t{ten_thousand}=v42"])),
+            (f"warm: ~10,000 matches at this size, regex and negation, t{regex}",
+             lambda index: index.find_series(["name=~bench\\.m1[0-9]", f"t{regex}=~v1$", "t2!=v3"])),
+        ]
+    return cases
+
+
 def refresh_costs(s3, config, tag_store, updating, rebuilding, cases, count: int) -> dict:
     """One new series written to the tag index, then seen by a warm cache of each kind."""
     clock = Clock()
@@ -170,17 +208,35 @@ def refresh_costs(s3, config, tag_store, updating, rebuilding, cases, count: int
     return found
 
 
+def warm_only(count: int, queries: int) -> int:
+    """The warm table alone, on a ``TagIndex`` of the names (what a warm ``TagCache`` answers from)."""
+    from turok_core.index.tag_index import TagIndex
+
+    print(f"tags, warm only: {count:,} tagged series; {machine()}", flush=True)
+    index = TagIndex(series(count), from_tag_index=True)
+    print("\n| query | answers | ms (median) |")
+    print("|---|---|---|")
+    for label, call in warm_cases(count):
+        millis, answer = timed(lambda call=call: call(index), queries)
+        print(f"| {label} | {len(answer):,} | {millis:.2f} |", flush=True)  # type: ignore[arg-type]
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--tag-shards", type=int, default=64, help="the tag index's shard count")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="only the warm queries, on a TagIndex of the names (no S3, no memory)")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(*args.memory_child)
         return 0
+    if args.warm_only:
+        return warm_only(args.series, args.queries)
     sys.path.insert(0, str(REPO))
     from turok_core.index.s3_cache import IndexCache
     from turok_core.index.s3_store import IndexStore
@@ -246,22 +302,7 @@ def main(argv: list[str]) -> int:
         rows.append(("anchor, cold: first query of a new IndexCache over the same names", "", 0, median(anchor)))
         cache = TagCache(s3, config)
         cache.tag_index.find_series(["t0=v0"])
-        cases: list = [  # (label, a query of a TagIndex)
-            ("warm: selective (target ≤ 20 ms)", lambda index: index.find_series(["t8=v1234", "t1=~v[0-3]"])),
-            ("warm: selective, two exact", lambda index: index.find_series(["name=bench.m3", "t7=v4321"])),
-            ("warm: ~10,000 matches (target ≤ 200 ms)", lambda index: index.find_series(["t5=v42"])),
-            ("warm: ~10,000 matches, regex and negation",
-             lambda index: index.find_series(["name=~bench\\.m1[0-9]", "t4=~v1$", "t2!=v3"])),
-            ("warm: autocomplete tags, no expr", lambda index: index.auto_complete_tags([], "t", 100)),
-            ("warm: autocomplete tags, expr name= (Grafana)",
-             lambda index: index.auto_complete_tags(["name=bench.m3"], "", 10000)),
-            ("warm: autocomplete values, no expr, prefix",
-             lambda index: index.auto_complete_values([], "t9", "v123", 100)),
-            ("warm: autocomplete values, expr name= and a tag, prefix (Grafana)",
-             lambda index: index.auto_complete_values(["name=bench.m3", "t6=v7"], "t9", "v1", 10000)),
-            ("warm: autocomplete values, expr name=, 10,000 limit (template variable)",
-             lambda index: index.auto_complete_values(["name=bench.m3"], "t5", "", 10000)),
-        ]
+        cases = warm_cases(args.series)
         for label, call in cases:
             millis, answer = timed(lambda call=call, cache=cache: call(cache.tag_index), args.queries)
             rows.append((label, "", len(answer), millis))  # type: ignore[arg-type]
