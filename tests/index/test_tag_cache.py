@@ -42,3 +42,21 @@ def test_a_changed_shard_updates_the_copy_without_a_rebuild(turok_config, monkey
     fresh = TagCache(make_client("s3", config), config, clock=clock)
     assert answers(cache.tag_index, 3) == answers(fresh.tag_index, 3)
     assert fresh.rebuilds == 1
+
+
+def test_a_failed_update_builds_the_copy_anew(turok_config, monkeypatch):
+    config = turok_config.replace(tag_index_shards=4, index_refresh_seconds=5.0)
+    store = make_tag_store(make_client("s3", config), config)
+    store.add_names(["a;x=1", "b;x=2"])
+    clock = ManualClock()
+    cache = TagCache(make_client("s3", config), config, clock=clock)
+    assert cache.tag_index.find_series(["x=~."]) == ["a;x=1", "b;x=2"]
+
+    def broken(self, removed, added):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(TagIndex, "updated", broken)
+    store.add_names(["c;x=3"])
+    clock.now += 10
+    assert cache.tag_index.find_series(["x=~."]) == ["a;x=1", "b;x=2", "c;x=3"]
+    assert (cache.rebuilds, cache.updates, cache.refresh_errors) == (2, 0, 0)

@@ -141,7 +141,11 @@ class ShardCache(ABC, Generic[Built]):
                     changed = True
         updated = None
         if changed and changes is not None and self._list is not None:
-            updated = self._update(self._list, changes)
+            try:
+                updated = self._update(self._list, changes)
+            except Exception:  # the shards' names are recorded already: a failed update must not leave the copy stale
+                log.exception("updating the copy of s3://%s/%s failed, building it anew", self._bucket,
+                              self._layout.prefix)
         if updated is not None:
             self._list = updated
             self.updates += 1
