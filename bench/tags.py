@@ -23,6 +23,7 @@ index on a moto server this script starts (``make_tag_store``: 64 shards, and 25
   reader, the anchor), a ``TagIndex`` before any query and a ``TagIndex`` with every tag built.
 
     .venv/bin/python bench/tags.py [--series 1000000] [--queries 20] [--cold-runs 3] [--tag-shards 64]
+    .venv/bin/python bench/tags.py --warm-only --series 10000000   # the warm table alone, no S3
 
 Everything binds 127.0.0.1; moto's latency is part of the cold figures.
 """
