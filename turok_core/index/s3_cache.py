@@ -43,9 +43,10 @@ class ShardCache(ABC, Generic[Built]):
     period, answering from one structure ``_build`` makes of all its names.
 
     A refresh due on a call revalidates every shard (``If-None-Match``, so unchanged shards cost
-    a 304 and no body) and builds a new structure only when some shard changed. Threads share one
-    cache: one refreshes, the others keep answering from the structure they have (a new one
-    replaces the old one whole).
+    a 304 and no body) and makes a new structure only when some shard changed: ``_update`` from
+    the current one and the changed shards' old and new names when it can, else ``_build`` from
+    all the names. Threads share one cache: one refreshes, the others keep answering from the
+    structure they have (a new one replaces the old one whole).
     """
 
     def __init__(self, client: AwsClient, config: TurokConfig, clock: Callable[[], float] = time.monotonic,
@@ -66,12 +67,18 @@ class ShardCache(ABC, Generic[Built]):
         # observability (and what the tests count)
         self.downloads = 0  # GETs that returned a body
         self.not_modified = 0  # GETs answered 304
-        self.rebuilds = 0  # structures built
+        self.rebuilds = 0  # structures built from all the names
+        self.updates = 0  # structures made by ``_update`` from the changed shards only
         self.refresh_errors = 0  # failed revalidations (the previous list kept answering)
 
     @abstractmethod
     def _build(self, names: Iterable[str]) -> Built:
         """What the cache answers from, made of every name of every shard (sorted runs)."""
+
+    def _update(self, current: Built, changes: list[tuple[list[str], list[str]]]) -> Optional[Built]:
+        """``current`` with each changed shard's old names replaced by its new ones, ``changes``
+        holding (old, new) per changed shard; None (this default): ``_build`` anew instead."""
+        return None
 
     @property
     def current(self) -> Built:
@@ -109,10 +116,11 @@ class ShardCache(ABC, Generic[Built]):
     def _refresh_locked(self) -> bool:
         shards = self._read_manifest()
         changed = False
+        changes: Optional[list[tuple[list[str], list[str]]]] = []  # None: build anew
         if shards != self._shards:
             self._shards = shards
             self._shard_names, self._etags = {}, {}
-            changed = True
+            changed, changes = True, None
         if shards:
             with ThreadPoolExecutor(max_workers=self._parallelism) as pool:
                 results = list(pool.map(self._revalidate, range(shards)))
@@ -123,13 +131,25 @@ class ShardCache(ABC, Generic[Built]):
                     self.downloads += 1
                 if result is not None:
                     names, etag = result
+                    if changes is not None:
+                        changes.append((self._shard_names.get(shard, []), names))
                     self._shard_names[shard] = names
                     if etag is None:
                         self._etags.pop(shard, None)
                     else:
                         self._etags[shard] = etag
                     changed = True
-        if changed or self._list is None:
+        updated = None
+        if changed and changes is not None and self._list is not None:
+            try:
+                updated = self._update(self._list, changes)
+            except Exception:  # the shards' names are recorded already: a failed update must not leave the copy stale
+                log.exception("updating the copy of s3://%s/%s failed, building it anew", self._bucket,
+                              self._layout.prefix)
+        if updated is not None:
+            self._list = updated
+            self.updates += 1
+        elif changed or self._list is None:
             # each shard is a sorted run: the structure's one sort merges them
             self._list = self._build(chain.from_iterable(self._shard_names.values()))
             self.rebuilds += 1

@@ -6,7 +6,8 @@ indexer adds every tagged name it is told to both indexes, the keeper's hygiene 
 from both, with the same compare-and-swap (``turok_core.index.store``), so two indexers lose
 nothing and one new series rewrites one shard. A reader (``TagCache``) keeps a copy revalidated
 by ETag like the finder's and answers from one ``TagIndex``, which inverts the series by tag and
-value on the reader's side.
+value on the reader's side; a revalidation that finds some shards changed updates that
+``TagIndex`` with those shards' removed and added series only (``TagIndex.updated``).
 """
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ class TagCache(ShardCache[TagIndex]):
 
     def _build(self, names: Iterable[str]) -> TagIndex:
         return TagIndex(names, from_tag_index=True)
+
+    def _update(self, current: TagIndex, changes: list[tuple[list[str], list[str]]]) -> Optional[TagIndex]:
+        removed: list[str] = []
+        added: list[str] = []
+        for old, new in changes:  # a shard's versions mostly share their series: only the difference moves
+            kept, now = set(old), set(new)
+            removed.extend(name for name in old if name not in now)
+            added.extend(name for name in new if name not in kept)
+        return current.updated(removed, added)
 
     @property
     def tag_index(self) -> TagIndex:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import defaultdict
 from typing import Collection, Iterable, NamedTuple, Optional, Union
 
@@ -37,6 +37,7 @@ Limit = Optional[Union[int, str]]  # graphite-web passes the query parameter as 
 # testing one candidate's tags costs about as much as stepping over this many posting entries
 TEST_COST = 20
 KEPT_EXPRESSIONS = 1000  # regex expressions whose accepted values an index keeps
+HOLES = 0.25  # the share of removed series' places an updated index may keep before a rebuild
 
 
 class TagExpression(NamedTuple):
@@ -105,6 +106,8 @@ class TagIndex:
     comparison per series); the second builds the tag's value postings (one step per series), so
     the million-series index of a dashboard that uses three tags never builds the other seven.
     Threads share an index: a tag built twice at once is harmless (both results are equal).
+    ``updated`` makes the next version of an index from the series a refresh removed and added,
+    keeping the tags built so far (see there).
     """
 
     def __init__(self, series: Iterable[str] = (), from_tag_index: bool = False) -> None:
@@ -123,18 +126,19 @@ class TagIndex:
         self._accepted_values: dict[TagExpression, tuple[list[str], int]] = {}
         self._tags: Optional[list[str]] = None
         self._members: Optional[frozenset[str]] = None
+        self._holes = 0  # places of removed series: '' in ``_series``, in no posting list
 
     def __len__(self) -> int:
-        return len(self._series)
+        return len(self._series) - self._holes
 
     def series(self) -> list[str]:
         """Every indexed series, sorted."""
-        return sorted(self._series)
+        return sorted(filter(None, self._series)) if self._holes else sorted(self._series)
 
     def __contains__(self, series: object) -> bool:
         if self._members is None:
             self._members = frozenset(self._series)
-        return series in self._members
+        return bool(series) and series in self._members
 
     def _joined(self) -> str:
         return "\n".join(self._series)
@@ -142,7 +146,7 @@ class TagIndex:
     def tags(self) -> list[str]:
         """Every tag some series has, ``name`` included, sorted."""
         if self._tags is None:
-            keys = {NAME_TAG} if self._series else set()
+            keys = {NAME_TAG} if len(self) else set()
             text, at = self._joined(), 0
             while True:  # one pass in C, looking only for tags not seen yet
                 unseen = _UNSEEN.format("|".join(map(re.escape, sorted(keys - {NAME_TAG}))) or "\n")
@@ -180,6 +184,74 @@ class TagIndex:
         positions.pop("", None)
         return {value: array("I", at) for value, at in positions.items()}
 
+    # --- updates ---------------------------------------------------------------------------------
+
+    def updated(self, removed: Iterable[str], added: Iterable[str]) -> Optional[TagIndex]:
+        """A new index answering as ``TagIndex`` of this one's series without ``removed`` and with
+        ``added`` would (``removed`` held here, ``added`` tagged and not held); None when the
+        removed series' places would exceed ``HOLES`` of the index (build it anew then).
+
+        This index is left as it is (other threads may be answering from it). The new one shares
+        its unchanged posting lists and copies only those of the values the changed series have:
+        a removed series leaves a hole ('') at its place, an added one takes a place at the end,
+        so every list stays ascending. The tags scanned or built so far stay so."""
+        removed, added = list(removed), list(added)
+        series = list(self._series)
+        places = _places(series, removed)
+        holes = self._holes + len(places)
+        if holes > HOLES * (len(series) + len(added)):
+            return None
+        for at in places:
+            series[at] = ""
+        start = len(series)
+        series.extend(added)
+        new = TagIndex(from_tag_index=True)
+        new._series, new._holes = series, holes
+        new._scanned = set(self._scanned)
+        unchanged = set()
+        for tag, old in list(self._postings.items()):  # list(): other threads may build tags
+            changes: defaultdict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+            for at in places:
+                changes[value_of(self._series[at], tag)][0].append(at)
+            for at, name in enumerate(added, start):
+                changes[value_of(name, tag)][1].append(at)
+            changes.pop("", None)
+            if not changes:
+                new._postings[tag] = old
+                unchanged.add(tag)
+                continue
+            values = new._postings[tag] = dict(old)
+            for value, (away, more) in changes.items():
+                positions = array("I", values.get(value, ()))
+                for at in sorted(away, reverse=True):
+                    del positions[bisect_left(positions, at)]
+                positions.extend(more)
+                if positions:
+                    values[value] = positions
+                else:
+                    del values[value]
+            ordered = self._sorted_values.get(tag)
+            if ordered is not None:
+                if any((value in old) != (value in values) for value in changes):
+                    ordered = list(ordered)  # a value appeared or disappeared
+                    for value in changes:
+                        if value not in values:
+                            del ordered[bisect_left(ordered, value)]
+                        elif value not in old:
+                            insort(ordered, value)
+                new._sorted_values[tag] = ordered
+        new._sorted_values.update((tag, ordered) for tag, ordered in list(self._sorted_values.items())
+                                  if tag in unchanged)
+        new._accepted_values.update((expression, found) for expression, found in list(self._accepted_values.items())
+                                    if expression.tag in unchanged)
+        lost = _tags_of(self._series[at] for at in places)
+        if self._tags is not None and all(tag in new._postings for tag in lost):
+            # a removed series' tag is known to stay only where its lists are built
+            tags = set(self._tags).union(_tags_of(added)) - {NAME_TAG}
+            tags -= {tag for tag in lost if not new._postings[tag]}
+            new._tags = sorted(tags | {NAME_TAG}) if len(new) else []
+        return new
+
     # --- seriesByTag ---------------------------------------------------------------------------
 
     def find_series(self, expressions: Iterable[str]) -> list[str]:
@@ -204,7 +276,7 @@ class TagIndex:
         tests: list[TagExpression] = [e for e in parsed if e.matches_empty]
         for expression in required:
             if expression.operator == "!=" and expression.tag in self._postings \
-                    and self._reach(expression) == len(self._series):
+                    and self._reach(expression) == len(self):
                 continue  # 'tag!=' where every series has the tag: nothing to narrow
             if matched is not None and len(matched) * TEST_COST < self._reach(expression):
                 tests.append(expression)
@@ -212,7 +284,8 @@ class TagIndex:
             found = self._positions(expression)
             matched = set(found) if matched is None else matched.intersection(found)
         if matched is None:  # only 'tag!=' expressions every series passes
-            matched = set(range(len(self._series)))
+            matched = {at for at, name in enumerate(self._series) if name} if self._holes \
+                else set(range(len(self._series)))
         if tests and matched:
             series = self._series
             return [at for at in matched
@@ -225,7 +298,7 @@ class TagIndex:
         For a tag not built yet: an exact value is presumed selective, anything else everything."""
         values = self._postings.get(expression.tag)
         if values is None:
-            return 0 if expression.operator == "=" else len(self._series)
+            return 0 if expression.operator == "=" else len(self)
         if expression.operator == "=":
             return len(values.get(expression.spec, ()))
         return self._accepted(expression)[1]
@@ -355,6 +428,22 @@ class TagIndex:
         if found is None:
             found = self._sorted_values[tag] = sorted(self.values(tag))
         return found
+
+
+def _places(series: list[str], removed: list[str]) -> list[int]:
+    """The places of ``removed`` in ``series`` (each held there once)."""
+    if len(removed) < 16:  # a search in C each
+        return [series.index(name) for name in removed]
+    wanted = set(removed)
+    return [at for at, name in enumerate(series) if name in wanted]
+
+
+def _tags_of(series: Iterable[str]) -> set[str]:
+    """The tags the series have but ``name``."""
+    found: set[str] = set()
+    for name in series:
+        found.update(segment.partition("=")[0] for segment in name.split(TAG_SEPARATOR)[1:])
+    return found
 
 
 def _successor(text: str) -> Optional[str]:
