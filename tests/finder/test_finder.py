@@ -97,15 +97,15 @@ def test_finder_loads_from_turok_environment(monkeypatch, turok_config, tmp_path
     assert finder.config.index_bucket == "from-env-bucket"
     assert (finder.local, finder.disabled, finder.tags) == (True, False, False)
     assert finder.schemas.policy_for("anything").step == 10
-    # its block reads skip botocore's client-side parameter walk (a wide render's CPU); its
-    # other clients keep it
+    # DynamoDB clients (its block reads: a wide render's CPU) skip botocore's client-side
+    # parameter walk; the others keep it
     from botocore.exceptions import ClientError, ParamValidationError
 
-    too_short = ""  # botocore refuses an empty table name before sending it
+    too_short = ""  # botocore's walk would refuse an empty table name before sending it
     with pytest.raises(ClientError):  # sent: the server answers
         finder.blocks._client.describe_table(TableName=too_short)
     with pytest.raises(ParamValidationError):
-        make_client("dynamodb", finder.config).describe_table(TableName=too_short)
+        make_client("sqs", finder.config).receive_message(QueueUrl="http://127.0.0.1:9/q", MaxNumberOfMessages="ten")
 
 
 @pytest.mark.moto
