@@ -194,6 +194,33 @@ class TurokProcesses:
         urls = self.sqs.list_queues(QueueNamePrefix=self.config.queue_name).get("QueueUrls", [])
         return [url for url in urls if "dlq" not in url.rsplit("/", 1)[-1]]
 
+    def wait_leases_settled(self, timeout: float = 90.0) -> float:
+        """Wait until the partitions are shared out as they will stay (each turokd its fair share,
+        every lease live), as the lease table shows it; returns the seconds waited.
+
+        turokd processes started together first take what is free, then rebalance on their
+        heartbeats: traffic sent meanwhile sees partitions move, which a steady state does not.
+        """
+        from turok_core.storage.leases import LeaseTable
+
+        assert self.config is not None
+        table = LeaseTable(make_client("dynamodb", self.config), self.config.lease_table_name)
+        partitions = max(1, self.config.queue_partitions)
+        owners_wanted = min(len(self.turokds), partitions)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            now = time.time()
+            view = table.read()
+            held: dict[str, int] = {}
+            for lease in view.leases.values():
+                if not lease.free_at(now):
+                    held[lease.owner] = held.get(lease.owner, 0) + 1
+            if sum(held.values()) == partitions and len(held) == owners_wanted \
+                    and max(held.values()) - min(held.values()) <= 1:
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise RuntimeError(f"the leases did not settle within {timeout:.0f} s")
+
     def backlog(self) -> int:
         """Messages on the metrics and index queues, visible, in flight or delayed (0: all stored)."""
         assert self.config is not None

@@ -6,9 +6,10 @@
 For each count N, on fresh queues and tables: the whole Turok pipeline (``bench/turok_processes.py``:
 real gateway, N real ``twistd turokd`` and the indexer on a moto server), ``block_slots`` shortened
 so blocks close within the run, and live traffic: every 10 s, one point of each metric stamped
-now, for ``--duration`` seconds, over plaintext TCP. Several writers meet on live data: any body
-can reach any turokd. ``--partitions`` is passed as ``queue_partitions`` where this checkout's
-configuration has it (issue 13's partitions); without it every turokd reads the one queue.
+now, for ``--duration`` seconds, over plaintext TCP, once the turokd processes have shared the
+partitions out (the lease table shows each its fair share): the steady state, where no partition
+moves while the traffic runs (a turokd joining or leaving is the leases e2e test's matter).
+``--partitions`` is passed as ``queue_partitions``.
 
 Measured until every message is deleted (its data stored) and the CPU stopped rising: per turokd
 its CPU (and CPU per point of all the points), its largest RSS and the most metrics it held slots
@@ -66,6 +67,7 @@ def run_count(count: int, workdir: Path, names: list[str], args: argparse.Namesp
     try:
         processes.start(turokds=count)
         assert processes.config is not None
+        processes.wait_leases_settled()  # a steady state: no partition moves while the traffic runs
         port = processes.config.plaintext_port
         rounds = max(1, int(args.duration // STEP))
         first = (int(time.time()) // STEP + 1) * STEP
