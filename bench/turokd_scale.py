@@ -70,7 +70,9 @@ def run_count(count: int, workdir: Path, names: list[str], args: argparse.Namesp
         processes.wait_leases_settled()  # a steady state: no partition moves while the traffic runs
         port = processes.config.plaintext_port
         rounds = max(1, int(args.duration // STEP))
-        first = (int(time.time()) // STEP + 1) * STEP
+        # the traffic begins with a base block, so each run stores as many items whatever N is
+        span = STEP * args.block_slots
+        first = (int(time.time()) // span + 1) * span
         stop_sampling = threading.Event()
         run = ScaleRun(count, len(names) * rounds, {}, 0.0, False, ignored=processes.ignored)
         turokds = processes.turokds
