@@ -319,6 +319,33 @@ def test_sigterm_writes_the_open_blocks_and_deletes_their_messages(turokd):
     assert queue_depth(config, config.queue_name) == 0
 
 
+def test_sigterm_during_long_polls_longer_than_a_lease_still_writes_the_open_blocks(turok_config, tmp_path):
+    """Stopping waits for the pollers' long polls (20 s here), longer than a lease (6 s): the
+    leases are renewed meanwhile, so the partition is still provably held when its blocks are
+    written (before, it was dropped unwritten and its pending coarse blocks with it)."""
+    import time
+
+    config = turok_config.replace(receive_wait_seconds=20, lease_duration_seconds=6, lease_heartbeat_seconds=1,
+                                  lease_write_margin_seconds=2, visibility_timeout_seconds=60)
+    with running_twistd("turokd", config, tmp_path, lambda log: "poller(s) on queue" in log.read_text(),
+                        "turokd start", timeout=15) as (logfile, process):
+        queue = MessageQueue(make_client("sqs", config), config.queue_name)
+        store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
+        now = int(time.time())
+        slot = now - now % 10
+        names = [f"longpoll.m{i}" for i in range(3)]
+        queue.send(encode_messages([TurokMessage(name, slot, [i + 1.0], 10, "sum") for i, name in enumerate(names)]))
+        wait_for(lambda: _not_visible(config) == 1, 20, "turokd to hold the message")
+        time.sleep(1.5)  # the pollers are in their next long poll
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    log = logfile.read_text()
+    assert "not provably held" not in log, log[-2000:]
+    assert "wrote 3 open block(s) at shutdown" in log
+    assert store.fetch_series(names, 10, slot, slot + 10) == {name: [i + 1.0] for i, name in enumerate(names)}
+    assert queue_depth(config, config.queue_name) == 0
+
+
 def _not_visible(config) -> int:
     sqs = make_client("sqs", config)
     url = sqs.get_queue_url(QueueName=config.queue_name)["QueueUrl"]

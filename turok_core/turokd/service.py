@@ -192,19 +192,24 @@ class TurokdService(QueueConsumerService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred, Any, None]:
-        """Stop polling, let running ticks finish, then write every open block, delete, release."""
-        for call in (self._tick_call, self._lease_call):
-            if call is not None and call.running:
-                call.stop()
+        """Stop polling, let running ticks finish, then write every open block, delete, release.
+
+        The leases are renewed until then: stopping the pollers waits for their long polls (up to
+        ``receive_wait_seconds``), which can outlast a lease, and a partition not provably held
+        is dropped unwritten (its coarse blocks still pending lost with it)."""
+        if self._tick_call is not None and self._tick_call.running:
+            self._tick_call.stop()
         yield super().stopService()
-        if self._heartbeat is not None:
-            yield self._heartbeat
         for work in list(self.work.values()):
             if work.ticking is not None:
                 yield work.ticking
         blocks = 0
         for work in list(self.work.values()):
             blocks += (yield self._write_and_release(work, "shutdown"))
+        if self._lease_call is not None and self._lease_call.running:
+            self._lease_call.stop()
+        if self._heartbeat is not None:
+            yield self._heartbeat
         if self.leases is not None:
             try:
                 yield self._in_given_pool(self._lease_pool, self.leases.retire)
