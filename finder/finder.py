@@ -139,16 +139,14 @@ class TurokFinder(BaseFinder):
         reload = self._schema_watch.poll()
         if reload is None:
             return
+        (log.info if reload.schemas else log.error)("%s", reload.describe("turok finder", self._schema_watch.paths))
         if reload.schemas is None:
-            log.error("turok finder: schema files %s edited but refused, previous schemas kept: %s",
-                      self._schema_watch.paths, reload.error)
             return
         self.schemas = reload.schemas
         if self._series is not None:
             self._series.schemas = self.schemas
         if self._history is not None:
             self._history = self._history.with_current(self.schemas, now)
-        log.info("turok finder: schema files %s edited: reading by them now", self._schema_watch.paths)
 
     def _window(self, path: str, start_time: float, end_time: Optional[float], now: float) -> Optional[Window]:
         return archive_window(start_time, end_time, now, self.schemas.policy_for(path).archives)

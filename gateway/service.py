@@ -236,15 +236,14 @@ class GatewayService(service.Service):
         reload = self._schema_watch.poll()
         if reload is None:
             return
+        (log.info if reload.schemas else log.error)("{line}", line=reload.describe("turok-gateway",
+                                                                                  self._schema_watch.paths))
         if reload.schemas is None:
-            log.error("turok-gateway: schema files {paths} edited but refused, previous schemas kept: {error}",
-                      paths=self._schema_watch.paths, error=reload.error)
             return
         self.schemas = reload.schemas
         self.buffer.use_policy_lookup(self._policy)
         self._longest_retention = self.schemas.longest_retention
         self.outbox.use_schemas(self.schemas)
-        log.info("turok-gateway: schema files {paths} edited: new points follow them", paths=self._schema_watch.paths)
 
     def flush(self) -> None:
         """Release the closed windows to the outbox, drain the spool, keep the spool in shape."""

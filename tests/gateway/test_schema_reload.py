@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.service import GatewayService
 from tests.gateway.test_gateway_service import T0, RefusingQueue, feed
@@ -41,13 +41,13 @@ def test_points_after_an_edit_follow_the_new_files_and_a_broken_edit_is_refused(
         write(schemas, "[all]\npattern = .*\nretentions = 10s:1d,1min:30d\n[broken\n", 2)
         for _ in range(65):  # a minute of flushes: the edit is seen, refused and logged once
             reactor.advance(1.0)
-        assert any("edited but refused" in str(e.get("log_format", "")) for e in events)
+        assert any("edited but refused" in formatEvent(e) for e in events)
         feed(gateway, reactor, b"edit.b 2 %d\n" % (reactor.seconds() - 5))
 
         write(schemas, "[all]\npattern = .*\nretentions = 1min:1d,1h:30d\n", 3)
         for _ in range(65):
             reactor.advance(1.0)
-        assert any("new points follow them" in str(e.get("log_format", "")) for e in events)
+        assert any("edited: in force from now on" in formatEvent(e) for e in events)
         feed(gateway, reactor, b"edit.a 3 %d\nedit.c 4 %d\n" % ((reactor.seconds() - 5,) * 2))
         for _ in range(70):
             reactor.advance(1.0)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.turokd.test_turokd_partitions import DAY, FakeClock, immediate_pool  # noqa: F401 (fixture)
 from turok_core.model.config import TurokConfig
@@ -52,7 +52,7 @@ def test_an_edit_while_running_is_followed_recorded_and_a_broken_one_refused(tmp
         write(schemas, "[all]\npattern = .*\nretentions = 10s:1d,1min:30d\n[broken\n", 2)
         reactor.advance(61.0)  # a heartbeat past the reload interval: refused, logged, kept
         assert service.schemas is first and len(record.load()) == 1
-        assert any("edited but refused" in str(e.get("log_format", "")) for e in events)
+        assert any("edited but refused" in formatEvent(e) for e in events)
 
         write(schemas, "[all]\npattern = .*\nretentions = 10s:1d,5min:30d\n", 3)
         reactor.advance(61.0)

@@ -29,6 +29,12 @@ class Reload:
     schemas: Optional[SchemaSet]
     error: str = ""
 
+    def describe(self, who: str, paths: str) -> str:
+        """The line a service logs for it (an error when refused)."""
+        if self.schemas is None:
+            return f"{who}: schema files {paths} edited but refused, previous schemas kept: {self.error}"
+        return f"{who}: schema files {paths} edited: in force from now on"
+
 
 class SchemaWatch:
     """The schema files of ``config`` as ``current`` was read from them (see the module)."""

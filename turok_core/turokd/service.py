@@ -242,11 +242,9 @@ class TurokdService(QueueConsumerService):
         reload = self._schema_watch.poll()
         if reload is None:
             return
+        (log.info if reload.schemas else log.error)("{line}", line=reload.describe("turokd", self._schema_watch.paths))
         if reload.schemas is None:
-            log.error("turokd: schema files {paths} edited but refused, previous schemas kept: {error}",
-                      paths=self._schema_watch.paths, error=reload.error)
             return
-        log.info("turokd: schema files {paths} edited: new points follow them", paths=self._schema_watch.paths)
         self.schemas = reload.schemas
         self.history = self.history.with_current(self.schemas, self._lease_clock())
         self._use_schemas()
