@@ -300,16 +300,8 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
 def test_sigterm_writes_the_open_blocks_and_deletes_their_messages(turokd):
     """Graceful shutdown: blocks still open (current data, 72-minute blocks) are written and their
     SQS messages deleted before turokd exits, so nothing waits for a redelivery."""
-    import time
-
     config, logfile, process = turokd
-    queue = MessageQueue(make_client("sqs", config), config.queue_name)
-    store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
-    now = int(time.time())
-    slot = now - now % 10
-    names = [f"shutdown.m{i}" for i in range(5)]
-    queue.send(encode_messages([TurokMessage(name, slot, [i + 1.0], 10, "sum") for i, name in enumerate(names)]))
-    wait_for(lambda: _not_visible(config) == 1, 20, "turokd to hold the message")
+    store, names, slot = _send_held(config, "shutdown", 5)
     assert store.fetch_series(names, 10, slot, slot + 10) == {name: [None] for name in names}  # still open
     process.send_signal(signal.SIGTERM)
     process.wait(30)
@@ -329,13 +321,7 @@ def test_sigterm_during_long_polls_longer_than_a_lease_still_writes_the_open_blo
                                   lease_write_margin_seconds=2, visibility_timeout_seconds=60)
     with running_twistd("turokd", config, tmp_path, lambda log: "poller(s) on queue" in log.read_text(),
                         "turokd start", timeout=15) as (logfile, process):
-        queue = MessageQueue(make_client("sqs", config), config.queue_name)
-        store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
-        now = int(time.time())
-        slot = now - now % 10
-        names = [f"longpoll.m{i}" for i in range(3)]
-        queue.send(encode_messages([TurokMessage(name, slot, [i + 1.0], 10, "sum") for i, name in enumerate(names)]))
-        wait_for(lambda: _not_visible(config) == 1, 20, "turokd to hold the message")
+        store, names, slot = _send_held(config, "longpoll", 3)
         time.sleep(1.5)  # the pollers are in their next long poll
         process.send_signal(signal.SIGTERM)
         process.wait(60)
@@ -344,6 +330,20 @@ def test_sigterm_during_long_polls_longer_than_a_lease_still_writes_the_open_blo
     assert "wrote 3 open block(s) at shutdown" in log
     assert store.fetch_series(names, 10, slot, slot + 10) == {name: [i + 1.0] for i, name in enumerate(names)}
     assert queue_depth(config, config.queue_name) == 0
+
+
+def _send_held(config, prefix: str, count: int):
+    """One body of ``count`` sum metrics stamped now, held by the running turokd; (store, names, slot)."""
+    import time
+
+    queue = MessageQueue(make_client("sqs", config), config.queue_name)
+    store = BlockStore(make_client("dynamodb", config), config, clock=ticking_clock())
+    now = int(time.time())
+    slot = now - now % 10
+    names = [f"{prefix}.m{i}" for i in range(count)]
+    queue.send(encode_messages([TurokMessage(name, slot, [i + 1.0], 10, "sum") for i, name in enumerate(names)]))
+    wait_for(lambda: _not_visible(config) == 1, 20, "turokd to hold the message")
+    return store, names, slot
 
 
 def _not_visible(config) -> int:
