@@ -30,6 +30,7 @@ from turok_core.dev.stack import write_config
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import make_client
 from turok_core.runtime.provision import provision
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.table_names import parse_table_name
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -248,7 +249,7 @@ class TurokProcesses:
                 continue
             items, size, units = result.get(parsed.step, (0, 0, 0))
             for page in self.dynamodb.get_paginator("scan").paginate(TableName=name):
-                sizes = [item_size(item) for item in page["Items"]]
+                sizes = [item_size(item) for item in page["Items"] if item["metric"]["S"] != RECORD_METRIC]
                 items += len(sizes)
                 size += sum(sizes)
                 units += sum(-(-each // 1024) for each in sizes)

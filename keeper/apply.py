@@ -30,6 +30,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start, to_wire_time
 from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.table_catalog import list_table_names as list_tables  # the keeper's name for it
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
@@ -73,6 +74,8 @@ def survey_table(client, table: str, oldest_block_start: int, max_pages: int = D
         response = client.scan(**request)
         survey.pages += 1
         for item in response.get("Items", []):
+            if item["metric"]["S"] == RECORD_METRIC:  # the table's record of block starts: no metric
+                continue
             survey.metrics.add(item["metric"]["S"])
             if int(item["start_time"]["N"]) > oldest_block_start:
                 survey.found += 1

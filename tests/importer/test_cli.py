@@ -15,6 +15,7 @@ from tests.conftest import ROOT, with_schema_files
 from tests.support.whisper_trees import NOW, carbon_path, make_file
 from turok_core.dev.stack import write_config
 from turok_core.runtime.aws import make_client
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.leases import LeaseTable
 from turok_core.storage.table_catalog import list_table_names
 from turok_core.storage.table_names import parse_table_name
@@ -51,6 +52,8 @@ def tables(client, config):
             while True:
                 page = client.scan(**kwargs)
                 for item in page["Items"]:
+                    if item["metric"]["S"] == RECORD_METRIC:
+                        continue
                     found[(table[len(prefix):], item["metric"]["S"], item["start_time"]["N"])] = \
                         bytes(item["datapoints"]["B"])
                 if "LastEvaluatedKey" not in page:

@@ -19,6 +19,7 @@ from keeper.apply import list_tables  # paginated: the session's moto holds many
 from turok_core.runtime.aws import make_client
 from turok_core.storage import reads
 from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
@@ -114,7 +115,7 @@ def make_store(config, client=None, **kwargs):
 
 def scan(config, table):
     client = make_client("dynamodb", config)
-    items = client.scan(TableName=table, ConsistentRead=True)["Items"]
+    items = [i for i in client.scan(TableName=table, ConsistentRead=True)["Items"] if i["metric"]["S"] != RECORD_METRIC]
     return sorted(items, key=lambda i: (i["metric"]["S"], int(i["start_time"]["N"])))
 
 
@@ -385,3 +386,44 @@ def test_put_blocks_retries_unprocessed_items_and_never_reads(turok_config):
     assert client.calls.get("batch_get_item", 0) == 0 and client.calls.get("put_item", 0) == 0
     got = store.fetch_series([f"fresh.m{i}" for i in range(30)], STEP, DAY, DAY + 2 * span)
     assert all(got[f"fresh.m{i}"][(i % 2) * span // STEP + 1] == float(i) for i in range(30))
+
+
+def test_a_table_made_by_someone_else_has_no_trusted_record(turok_config):
+    # a table not created through the store (an older writer, a hand-made table) may hold blocks
+    # no record names: its record is not trusted, so nothing is taken to be absent from it
+    store = make_store(turok_config)
+    table = store.table_for(DAY, STEP)
+    make_client("dynamodb", turok_config).create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "metric", "KeyType": "HASH"},
+                   {"AttributeName": "start_time", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "metric", "AttributeType": "S"},
+                              {"AttributeName": "start_time", "AttributeType": "N"}])
+    assert store.block_starts(table) is None
+    store.write_slots([("foreign.m", STEP, DAY, 1.0)])
+    assert store.block_starts(table) is None
+    # a table the store makes is trusted from its creation
+    other = store.table_for(DAY + 86400, STEP)
+    store.write_slots([("own.m", STEP, DAY + 86400, 1.0)])
+    assert store.block_starts(other) == frozenset({DAY + 86400})
+
+
+def test_a_record_grown_too_long_is_no_longer_trusted(turok_config, monkeypatch):
+    from turok_core.storage import block_starts
+    monkeypatch.setattr(block_starts, "MAX_STARTS", 3)
+    store = make_store(turok_config.replace(block_slots=1))
+    table = store.table_for(DAY, STEP)
+    store.write_slots([("long.m", STEP, DAY + i * STEP, 1.0) for i in range(3)])
+    assert store.block_starts(table) == frozenset(DAY + i * STEP for i in range(3))
+    store.write_slots([("long.m", STEP, DAY + 3 * STEP, 1.0)])
+    assert store.block_starts(table) is None
+    assert store.fetch_series(["long.m"], STEP, DAY, DAY + 4 * STEP) == {"long.m": [1.0] * 4}
+
+
+def test_a_recreated_table_records_its_starts_again(dynamodb_config):
+    store = make_store(dynamodb_config)
+    store.write_slots([("again.m", STEP, DAY, 1.0)])
+    table = store.table_for(DAY, STEP)
+    make_client("dynamodb", dynamodb_config).delete_table(TableName=table)
+    store.write_slots([("again.m", STEP, DAY, 2.0)])
+    assert store.block_starts(table) == frozenset({DAY})

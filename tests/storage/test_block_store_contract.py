@@ -269,3 +269,19 @@ def test_fill_gaps_sets_only_slots_without_a_stored_value(make_store, conditiona
     assert store.write_slots([("fill.m", STEP, DAY + 10, 9.0)], fill_gaps=True).items_unchanged == 1
     store.write_slots([("fill.m", STEP, DAY + 10, 9.0)])
     assert store.fetch_series(["fill.m"], STEP, DAY + 10, DAY + 20) == {"fill.m": [9.0]}
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_block_starts_name_every_start_written_and_no_other(make_store, conditional):
+    store = make_store(conditional_writes=conditional)
+    span = store.span(STEP)
+    table = store.table_for(DAY, STEP)
+    assert store.block_starts(table) == frozenset()  # no table yet: no block anywhere
+    store.put_blocks([("starts.a", STEP, DAY, {0: 1.0})])
+    store.write_blocks([("starts.b", STEP, DAY + 2 * span, {1: 2.0})])
+    store.write_blocks([("starts.c", STEP, DAY + 3 * span, {1: 2.0})], assume_new=False, exclusive=True)
+    store.write_slots([("starts.d", STEP, DAY + 5 * span + STEP, 3.0)])
+    store.write_blocks([("starts.a", STEP, DAY, {0: 1.0})])  # a redelivery: nothing new
+    assert store.block_starts(table) == frozenset({DAY, DAY + 2 * span, DAY + 3 * span, DAY + 5 * span})
+    # each table has its own record
+    assert store.block_starts(store.table_for(DAY + 86400, STEP)) == frozenset()

@@ -11,6 +11,7 @@ from tests.support.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.runtime.aws import make_client
 from turok_core.storage.block_layout import block_span, decode_datapoints
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore, BlockWriteError
@@ -31,7 +32,8 @@ def received(body: str, n: int = 1) -> ReceivedMessage:
 def scan_all(config):
     client = make_client("dynamodb", config)
     tables = [t for t in list_tables(client) if parse_table_name(t, config.table_prefix, "_")]  # day tables
-    return {t: sorted(client.scan(TableName=t, ConsistentRead=True)["Items"],
+    return {t: sorted((i for i in client.scan(TableName=t, ConsistentRead=True)["Items"]
+                       if i["metric"]["S"] != RECORD_METRIC),
                       key=lambda i: (i["metric"]["S"], i["start_time"]["N"])) for t in sorted(tables)}
 
 

@@ -17,6 +17,7 @@ from tests.support.turokd_batch import process_batch
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
 from turok_core.runtime.aws import make_client
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.table_names import parse_table_name
 from turok_core.storage.tables import BlockStore
 from turok_core.turokd.rollup import WHISPER_METHODS, rollup_slots, rollup_value, whisper_xff
@@ -125,7 +126,7 @@ def snapshot(config) -> dict[str, list]:
     for table in tables:
         items = client.scan(TableName=table, ConsistentRead=True)["Items"]
         result[table[len(prefix):]] = sorted((i["metric"]["S"], int(i["start_time"]["N"]), bytes(i["datapoints"]["B"]))
-                                             for i in items)
+                                             for i in items if i["metric"]["S"] != RECORD_METRIC)
     return result
 
 

@@ -15,6 +15,7 @@ from tests.support.fakes import ImmediatePool
 from tests.support.queues import OutageQueue, QueueReader
 from turok_core.model.message import TurokMessage
 from turok_core.runtime.aws import make_client
+from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.memory import MemoryBlockStore
 from turok_core.storage.tables import BlockStore
 from turok_core.wire.announcements import decode_announcement
@@ -64,8 +65,8 @@ def take_announcements(index_queue, wait_seconds=1):
 
 def scan(config, table):
     client = make_client("dynamodb", config)
-    return sorted(client.scan(TableName=table, ConsistentRead=True)["Items"],
-                  key=lambda i: (i["metric"]["S"], i["start_time"]["N"]))
+    return sorted((i for i in client.scan(TableName=table, ConsistentRead=True)["Items"]
+                   if i["metric"]["S"] != RECORD_METRIC), key=lambda i: (i["metric"]["S"], i["start_time"]["N"]))
 
 
 def test_turokd_stores_announces_once_and_is_idempotent(turokd):

@@ -70,6 +70,12 @@ class MemoryBlockStore:
         """Seconds per block at resolution ``step``."""
         return block_span(step, self._config.block_slots)
 
+    def block_starts(self, table: str) -> Optional[frozenset[int]]:
+        """The starts of the blocks stored in ``table`` (``BlockStore.block_starts``: what its
+        record names; in memory every write lands, so the stored blocks are the record)."""
+        with self._lock:
+            return frozenset(start for _metric, start in self._tables.get(table, {}))
+
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
                     exclusive: bool = False, fill_gaps: bool = False) -> WriteStats:
         """Set slot values: ``(metric, step, slot_start, value)`` each, merged into their blocks."""

@@ -24,6 +24,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import Backoff, error_code
 from turok_core.storage.block_layout import block_span
+from turok_core.storage.block_starts import BlockStarts
 from turok_core.storage.reads import BlockReader, BlockReadError
 from turok_core.storage.table_catalog import list_table_names
 from turok_core.storage.table_names import check_table_affixes, table_name
@@ -53,6 +54,7 @@ class DayTables:
         self._lock = threading.Lock()
         self._known: set[str] = set()  # tables this store made sure of: writes skip DescribeTable
         self._checked: dict[str, tuple[bool, float]] = {}  # name → (exists, valid until)
+        self.starts = BlockStarts(client, lambda attempt: sleep(BACKOFF.delay(attempt)))
 
     def table_for(self, timestamp: int, step: int) -> str:
         """The day table holding ``timestamp`` at resolution ``step``."""
@@ -92,6 +94,8 @@ class DayTables:
             self._sleep(TABLE_WAIT_INTERVAL)
         else:
             raise BlockWriteError(f"table {name} did not become ACTIVE")
+        if created:
+            self.starts.created(name)
         with self._lock:
             self._known.add(name)
             self._checked[name] = (True, self._clock() + TABLE_PRESENT_TTL)
@@ -129,6 +133,8 @@ class DayTables:
 
     def forget(self, names: Iterable[str]) -> None:
         """Drop cached knowledge of tables after DynamoDB said one of them is missing."""
+        names = list(names)
+        self.starts.forget(names)
         with self._lock:
             for name in names:
                 self._known.discard(name)
@@ -173,6 +179,11 @@ class BlockStore:
     def span(self, step: int) -> int:
         """Seconds per block at resolution ``step``."""
         return block_span(step, self._config.block_slots)
+
+    def block_starts(self, table: str) -> Optional[frozenset[int]]:
+        """The block starts recorded in ``table`` (``block_starts.py``: a consistent read); None
+        when its record is not trusted."""
+        return self._tables.starts.read(table)
 
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
                     exclusive: bool = False, fill_gaps: bool = False) -> WriteStats:

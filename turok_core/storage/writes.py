@@ -12,7 +12,8 @@ requests are retried with capped, jittered backoff, and a block changed by anoth
 between read and put is merged again. A writer that alone writes its blocks (turokd holding the
 partition's lease) merges them ``exclusive``: read in batches, put back with BatchWriteItem, no
 condition; blocks it alone writes and has not written before are put whole, without a read
-(``put_blocks``). An import of history merges with ``fill_gaps``: it sets only slots that hold no
+(``put_blocks``). Before a block is first written its start goes into its table's record of
+block starts (``block_starts.py``). An import of history merges with ``fill_gaps``: it sets only slots that hold no
 value yet, so what turokd wrote (live data, newer) wins.
 
 One merger may be used by many threads at once; merges of the same block by threads of one
@@ -178,18 +179,15 @@ class BlockMerger:
         stats = WriteStats()
         if not puts:
             return stats
-        names = sorted({key[0] for key in puts})
-        for name in names:
-            stats.tables_created += self._tables.ensure(name)
+        self._prepare(puts, stats)
         requests = [(key[0], item) for key, (item, _units) in puts.items()]
         try:
             self._batch_write(requests, stats)
         except ClientError as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise
-            self._tables.forget(names)  # a table deleted (retention) while we held it: once more
-            for name in names:
-                stats.tables_created += self._tables.ensure(name)
+            self._tables.forget({key[0] for key in puts})  # a table deleted (retention) while we held it: once more
+            self._prepare(puts, stats)
             self._batch_write(requests, stats)
         stats.items_written += len(puts)
         stats.write_units += sum(units for _item, units in puts.values())
@@ -201,9 +199,7 @@ class BlockMerger:
         stats = WriteStats()
         if not blocks:
             return stats
-        names = {key[0] for key in blocks}
-        for name in sorted(names):
-            stats.tables_created += self._tables.ensure(name)
+        self._prepare(blocks, stats)
         with self._blocks.hold(blocks):
             try:
                 self._merge_and_write(blocks, spans, stats, assume_new, exclusive, fill_gaps, merged)
@@ -211,11 +207,20 @@ class BlockMerger:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
                 # a table we knew was deleted (retention) while we held it: make it again, once
-                self._tables.forget(names)
-                for name in sorted(names):
-                    stats.tables_created += self._tables.ensure(name)
+                self._tables.forget({key[0] for key in blocks})
+                self._prepare(blocks, stats)
                 self._merge_and_write(blocks, spans, stats, assume_new, exclusive, fill_gaps, merged)
         return stats
+
+    def _prepare(self, keys: Iterable[BlockKey], stats: WriteStats) -> None:
+        """Make sure the tables of ``keys`` exist, and record their blocks' starts there before
+        any is written (``block_starts.py``)."""
+        starts: dict[str, set[int]] = {}
+        for table, _metric, start in keys:
+            starts.setdefault(table, set()).add(start)
+        for name in sorted(starts):
+            stats.tables_created += self._tables.ensure(name)
+            self._tables.starts.note(name, starts[name])
 
     def _merge_and_write(self, blocks: dict[BlockKey, tuple[int, dict[int, float]]],
                          spans: dict[int, int], stats: WriteStats, assume_new: bool = False,
