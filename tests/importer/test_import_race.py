@@ -27,6 +27,7 @@ from turok_core.storage.memory_leases import MemoryLeaseTable
 from turok_core.storage.tables import BlockStore
 from turok_core.turokd.block_writer import BlockWriter
 from turok_core.turokd.lease_holder import PartitionLeases
+from turok_core.turokd.start_snapshots import StartSnapshots
 from turok_core.wire.codec import encode_messages
 
 SCHEMAS = "[all]\npattern = .*\nretentions = 1min:1d,1h:7d\n"
@@ -95,8 +96,10 @@ def test_an_import_inside_a_turokd_merge_loses_no_slot_once_marked(turok_config,
 
     importer = FileImporter(config, schemas, BlockStore(make_client("dynamodb", config), config), NOW)
     hook = WriteHook(make_client("dynamodb", config), lambda: importer(tree_file, key))
-    writer = BlockWriter(BlockStore(hook, config), config, schemas, clock=lambda: now[0],
-                         owned_since=leases.owned_since, route_old=True, shared_before=leases.shared_before)
+    turokd_store = BlockStore(hook, config)
+    writer = BlockWriter(turokd_store, config, schemas, clock=lambda: now[0],
+                         owned_since=leases.owned_since, route_old=True, shared_before=leases.shared_before,
+                         unwritten=StartSnapshots(turokd_store, leases.records_since).unwritten)
     now[0] = max(now[0], float(NOW))
     leases.heartbeat()  # renewed: turokd is alive when the import starts
 

@@ -21,6 +21,7 @@ from turok_core.turokd.coarse_blocks import CoarseBlock
 from turok_core.turokd.fresh import BASE, FreshBlocks
 from turok_core.turokd.rollup import rollup_slots
 from turok_core.turokd.rollup_writer import RollupPlan
+from turok_core.turokd.start_snapshots import StartSnapshots
 from turok_core.wire.codec import encode_messages
 
 BLOCK_SLOTS = 6  # blocks of 60 s at 10 s, 6 min at 1 min (an hour slot straddles ten), 6 h at 1 h
@@ -80,12 +81,23 @@ def reference(config, schemas, batches) -> dict:
     return store.tables()
 
 
-def run_stream(config, schemas, owned_since, replays=()):
+def run_stream(config, schemas, owned_since, replays=(), records_since=None, before=()):
     """Feed the flushes on a simulated clock, closing after each; ``replays`` are flush numbers
-    whose bodies come again 200 s later (late data into closed blocks)."""
+    whose bodies come again 200 s later (late data into closed blocks). ``records_since``: the
+    writer also trusts the records of block starts (``start_snapshots.py``); ``before``: message
+    bodies another writer stored first."""
     store = CountingStore(config)
+    for n, bodies in enumerate(before):
+        if isinstance(bodies, tuple):  # slots of a writer that died before its coarse blocks
+            store.write_slots(bodies)
+        else:
+            process_batch(received(bodies, f"before{n}"), store, schemas)
+    store.reads = store.merges = store.puts = store.exclusive_merges = 0
     now = [MIDNIGHT - 3600.0]
-    writer = BlockWriter(store, config, schemas, clock=lambda: now[0], owned_since=owned_since)
+    snapshots = StartSnapshots(store, records_since) if records_since is not None else None
+    writer = BlockWriter(store, config, schemas, clock=lambda: now[0], owned_since=owned_since,
+                         unwritten=snapshots.unwritten if snapshots is not None else None)
+    store.snapshots = snapshots
     sent = list(flushes(schemas, 3600))
     late: dict[int, list[str]] = {}
     for n, (arrival, messages) in enumerate(sent):
@@ -130,6 +142,43 @@ def test_late_data_and_a_lease_taken_mid_stream_are_merged_and_still_give_the_sa
     # the partition is held: what is merged is merged in batches without conditions
     assert store.exclusive_merges == store.merges
     assert store.tables() == reference(config, schemas, batches)
+
+
+def test_a_lease_younger_than_the_data_puts_unrecorded_blocks_and_rolls_up_from_memory(config):
+    # the data is older than the lease (a restart, a lease move, history sent late): the tables'
+    # records of block starts, read once the lease was held, prove every block absent
+    schemas = load_schemas(config)
+    lease = MIDNIGHT + 86400.0
+    store, batches = run_stream(config, schemas, owned_since=lambda metric: lease,
+                                records_since=lambda metric: lease)
+    assert store.tables() == reference(config, schemas, batches)
+    assert store.reads == 0 and store.merges == 0
+    assert store.puts == sum(len(items) for items in store.tables().values())
+    # one record read per table, not per block
+    assert store.snapshots.reads == len(store.tables())
+    # without the records, the same stream reads and merges (the test's other half)
+    store, _batches = run_stream(config, schemas, owned_since=lambda metric: lease)
+    assert store.puts == 0 and store.reads > 0
+
+
+@pytest.mark.parametrize("rolled_up", [True, False])
+def test_a_block_another_writer_stored_first_is_merged_not_replaced(config, rolled_up):
+    schemas = load_schemas(config)
+    sent = {(m.metric, m.start_time) for _a, messages in flushes(schemas, 3600) for m in messages}
+    name = NAMES[0]
+    # a slot the stream leaves empty, stored by a previous owner: a put whole would drop it; one
+    # that died before writing its coarse blocks left only the finer one, which the coarse block
+    # must then be rolled up from (not computed from this turokd's blocks alone)
+    slot = next(t for t in range(MIDNIGHT - 1200, MIDNIGHT, 10) if (name, t) not in sent)
+    message = encode_messages([TurokMessage(name, slot, [777.0], 10, schemas.policy_for(name).aggregation_type)])
+    before = [message if rolled_up else ((name, 10, slot, 777.0),)]
+    lease = MIDNIGHT + 86400.0
+    store, batches = run_stream(config, schemas, owned_since=lambda metric: lease, replays={40, 200},
+                                records_since=lambda metric: lease, before=before)
+    assert store.tables() == reference(config, schemas, [message] + batches)
+    assert store.puts > 0 and store.merges > 0 and store.reads > 0
+    # the record read after the lease names that start: merged without conditions, as held
+    assert store.exclusive_merges == store.merges
 
 
 def test_a_coarse_slot_straddling_finer_blocks_is_whispers_aggregate_of_both():
@@ -193,3 +242,21 @@ def test_late_slots_for_closed_blocks_are_merged_once_per_block_not_once_per_bat
     assert late.merges == len(names), late.merges
     assert writer.open.held_messages == 0
     assert units <= 1.25 * once
+
+
+def test_a_coarse_block_over_finer_blocks_another_writer_left_is_rolled_up_from_them(config):
+    # a previous owner wrote a 10 s and a 1-minute block three hours before the stream and died
+    # before the hourly block over them closed: this turokd's hourly block (midnight − 6 h to
+    # midnight) must be rolled up from that 1-minute block too, not from its own blocks alone
+    schemas = load_schemas(config)
+    name = "host0.count"  # summed, xFilesFactor 0: one known minute makes the hour
+    old = MIDNIGHT - 3 * 3600
+    before = [((name, 10, old, 777.0), (name, 60, old, 777.0))]
+    lease = MIDNIGHT + 86400.0
+    with_records, _batches = run_stream(config, schemas, owned_since=lambda metric: lease,
+                                        records_since=lambda metric: lease, before=before)
+    read_back, _batches = run_stream(config, schemas, owned_since=lambda metric: lease, before=before)
+    assert with_records.tables() == read_back.tables()
+    hour = with_records.fetch_series([name], 3600, old, old + 3600)[name][0]
+    assert hour is not None and hour >= 777.0
+    assert with_records.puts > 0  # the 10 s blocks of the stream were still put whole

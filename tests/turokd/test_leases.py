@@ -207,3 +207,27 @@ def test_lost_answers_and_failing_calls_neither_lose_a_lease_nor_extend_it_unpro
     assert not a.may_write(0)
     a.heartbeat()  # read again: the table's counter is adopted, and the renewal proves the lease
     assert a.held == [0] and a.may_write(0)
+
+
+def test_records_since_is_the_lease_or_the_end_of_the_last_import_and_none_while_one_runs():
+    table, clock = MemoryLeaseTable(), FakeClock()
+    a = PartitionLeases(table, 2, duration=20.0, margin=5.0, worker="a", clock=clock)
+    metric = _metric_in(1)
+    assert a.records_since(metric) is None  # nothing held yet
+    a.heartbeat()
+    assert a.records_since(metric) == 1000.0  # the lease's start
+    table.announce_import("import-x", clock.now + 60, before=clock.now + 1)
+    clock.now += 5
+    a.heartbeat()
+    assert a.records_since(metric) is None  # an import writes what it likes while it runs
+    clock.now += 5
+    a.heartbeat()
+    assert a.records_since(metric) is None
+    table.end_import("import-x")
+    clock.now += 5
+    a.heartbeat()
+    # its writes all came before its item went: a record read from now on names them
+    assert a.records_since(metric) == clock.now
+    clock.now += 5
+    a.heartbeat()
+    assert a.records_since(metric) == clock.now - 5

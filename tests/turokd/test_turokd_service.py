@@ -277,6 +277,9 @@ def test_turokd_stops_receiving_while_it_holds_max_held_messages(turok_config, m
         def write_blocks(self, blocks, assume_new=True, exclusive=False, fill_gaps=False, merged=None):
             raise RuntimeError("DynamoDB unreachable")
 
+        def put_blocks(self, blocks):
+            raise RuntimeError("DynamoDB unreachable")
+
     queue = Queue()
     service = turokd_module.TurokdService(config, reactor=clock, store=DownStore(config), queue=queue,
                                           index_queue=MemoryQueue(), clock=lambda: DAY + 86400)

@@ -32,7 +32,7 @@ from turok_core.storage.writes import MergedBlocks
 from turok_core.turokd.backfill import route_by_age, shortest_retentions
 from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBlock
 from turok_core.turokd.decode import DecodedBatch, decode_batch
-from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince, SharedBefore
+from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince, SharedBefore, Unwritten
 from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
 from turok_core.turokd.rollup import settled_before
 from turok_core.turokd.rollup_writer import RollupPlan, rollup_blocks
@@ -93,18 +93,20 @@ class BlockWriter:
     (``backfill.py``), and coarse slots settle (``rollup.settled_before``). ``history``: the
     schema files in force before, so a block at a step only an older version had rolls up as
     that version said. ``shared_before()``: blocks starting before
-    it are written by a running import too (``fresh.py``).
+    it are written by a running import too (``fresh.py``). ``unwritten(metric, step, start)``: no
+    other writer wrote that block (``start_snapshots.py``), so it is put whole even when older
+    than the ownership.
     """
 
     def __init__(self, store: BlockStore, config: TurokConfig, schemas: Optional[SchemaSet] = None,
                  clock: Callable[[], float] = time.time, owned_since: Optional[OwnedSince] = None,
                  route_old: bool = False, history: Optional[SchemaHistory] = None,
-                 shared_before: Optional[SharedBefore] = None) -> None:
+                 shared_before: Optional[SharedBefore] = None, unwritten: Optional[Unwritten] = None) -> None:
         self.store = store
         self.clock = clock
         self._routing = (PolicyCache(schemas.policy_for), shortest_retentions(schemas)) \
             if route_old and schemas is not None else None
-        self.fresh = FreshBlocks(owned_since, shared_before=shared_before)
+        self.fresh = FreshBlocks(owned_since, shared_before=shared_before, unwritten=unwritten)
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
@@ -165,7 +167,7 @@ class BlockWriter:
             written = self.fresh.written(BASE, step, start) or self.fresh.written(COARSE, step, start)
             for metric, values in metrics.items():
                 block = (metric, step, start, values)
-                if not written and self.fresh.owned(metric, start):
+                if not written and self.fresh.sole(metric, step, start):
                     fresh.append(block)
                 elif self.fresh.held(metric, start):
                     exclusive.append(block)
@@ -222,13 +224,15 @@ class BlockWriter:
                       settled_at: Optional[float]) -> list[WrittenBlock]:
         """Write one level's due coarse blocks: computed in memory (put or merged) or from DynamoDB;
         a slot settled at ``settled_at`` (``rollup.settled_before``) only where none is stored."""
+        rollups = self.rollups
+        assert rollups is not None
         puts: list[tuple[Row, Sequence[float]]] = []
         merges: list[Row] = []
         plans = []
         held = all(self.fresh.held(block.plan.metric, block.plan.start) for block in due)
         for block in due:
             # computed in memory while sole writer, but an import began meanwhile: read it back
-            if block.values is None or not self.fresh.owned(block.plan.metric, block.plan.start):
+            if block.values is None or not rollups.still_sole(block.plan):
                 plans.append(block.plan)
                 continue
             plan, values = block.plan, block.finish()

@@ -8,7 +8,9 @@ block closes when the coarse block does, in the same ``BlockWriter.close``, fine
 A pending coarse block is computed in one of two ways:
 
 - **from memory**, when turokd has every finer slot it covers: the metric is owned since
-  before the coarse block began (``fresh.py``), no block of this id was written before, and every
+  before the coarse block began, or held with neither the coarse block's start nor its finer
+  blocks' starts in the record of block starts read since (``fresh.py``, ``start_snapshots.py``),
+  no block of this id was written before, and every
   finer block fed to it is known whole (put whole, or merged by this sole writer, which then
   knows the stored values). Each coarse slot lying inside one finer block is computed as that
   block is written (whisper's rule, ``rollup.py``); a coarse slot straddling two finer blocks
@@ -160,7 +162,9 @@ class CoarseBlocks:
                     if pending is None:
                         plan = RollupPlan(metric, level, step, coarse_step, coarse_start, coarse_start + coarse_span,
                                           policy.aggregation_type, policy.x_files_factor, archives[level].retention)
-                        in_memory = values is not None and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
+                        in_memory = (values is not None
+                                     and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
+                                     and self._finer_sole(metric, step, coarse_start, coarse_span))
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,
                             array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None)
@@ -169,6 +173,22 @@ class CoarseBlocks:
                     elif pending.values is not None:
                         pending.add_finer(start, values)
                 break
+
+    def still_sole(self, plan: RollupPlan) -> bool:
+        """No writer but this turokd can have written the plan's coarse block or its finer blocks
+        (checked again when a block computed in memory is written: an import may have begun)."""
+        return self._fresh.sole(plan.metric, plan.coarse_step, plan.start) \
+            and self._finer_sole(plan.metric, plan.finer_step, plan.start, plan.end - plan.start)
+
+    def _finer_sole(self, metric: str, step: int, coarse_start: int, coarse_span: int) -> bool:
+        """Every finer block under a coarse block is this turokd's alone: owned since before the
+        coarse block began, or each start unnamed by the record (``fresh.FreshBlocks.sole``)."""
+        fresh = self._fresh
+        if fresh.owned(metric, coarse_start):
+            return True
+        span = block_span(step, self._block_slots)
+        return all(fresh.sole(metric, step, start)
+                   for start in range(coarse_start - coarse_start % span, coarse_start + coarse_span, span))
 
     def take_due(self, now: float) -> list[CoarseBlock]:
         """The due blocks of the finest level that has any (coarser levels wait for their input)."""

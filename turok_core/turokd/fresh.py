@@ -1,14 +1,16 @@
 """Which closed blocks turokd may put whole, without reading them first.
 
 A block may be written with a plain batched put (``BlockStore.put_blocks``) only when no other
-item can exist under its key: this turokd has been the only writer of the metric's partition
-since before the block began (``owned_since(metric) <= block start``: the partition lease, wired
-by the service; ``None`` or no hook means unknown) and has not written a block of that
-(kind, step, start) before. Anything else (late data for a block written already, unknown
-ownership, a lease that moved) is merged: read, slots set, put back, and only where another
-writer may exist (no partition held) with a conditional put per block; a metric whose partition
-this turokd holds (``held``) is merged in batches without conditions, except a block starting
-before ``shared_before()`` (a running ``turok-import`` writes those too: merged with conditions).
+item can exist under its key, and this turokd has not written a block of that (kind, step, start)
+before: either it has been the only writer of the metric's partition since before the block
+began (``owned_since(metric) <= block start``: the partition lease, wired by the service; ``None``
+or no hook means unknown), or it holds the partition and the table's record of block starts, read
+since it became the only writer, does not name the start (``unwritten``, ``start_snapshots.py``).
+Anything else (late data for a block written already, unknown ownership, a start the record
+names) is merged: read, slots set, put back, and only where another writer may exist (no
+partition held) with a conditional put per block; a metric whose partition this turokd holds
+(``held``) is merged in batches without conditions, except a block starting before
+``shared_before()`` (a running ``turok-import`` writes those too: merged with conditions).
 
 A base block at a step that is a coarser archive of its metric (old points stored straight
 there, ``backfill.py``) is remembered as ``BACKFILL`` too: the coarse block of that id, rolled up
@@ -26,6 +28,7 @@ from typing import Callable, Iterable, Optional
 
 OwnedSince = Callable[[str], Optional[float]]
 SharedBefore = Callable[[], Optional[float]]
+Unwritten = Callable[[str, int, int], bool]  # (metric, step, start): no other writer wrote that block
 BASE = "base"  # kinds of block: written from messages, or computed by the rollups
 COARSE = "coarse"
 BACKFILL = "backfill"  # written from messages at a step that is a coarser archive of the metric
@@ -36,9 +39,10 @@ class FreshBlocks:
     """The ownership hook and the block ids written so far."""
 
     def __init__(self, owned_since: Optional[OwnedSince] = None, keep_seconds: float = KEEP_SECONDS,
-                 shared_before: Optional[SharedBefore] = None) -> None:
+                 shared_before: Optional[SharedBefore] = None, unwritten: Optional[Unwritten] = None) -> None:
         self._owned_since = owned_since
         self._shared_before = shared_before
+        self._unwritten = unwritten
         self._keep = keep_seconds
         self._written: dict[tuple[str, int], set[int]] = {}  # (kind, step) → block starts
         self._floor: dict[tuple[str, int], int] = {}  # (kind, step) → oldest start still remembered
@@ -58,6 +62,13 @@ class FreshBlocks:
         shared = self._shared_before() if self._shared_before is not None else None
         return shared is None or start >= shared
 
+    def sole(self, metric: str, step: int, start: int) -> bool:
+        """No writer but this turokd can have written the metric's block at ``(step, start)``:
+        owned since before it began, or held and not named by the record of block starts."""
+        if self.owned(metric, start):
+            return True
+        return self._unwritten is not None and self.held(metric, start) and self._unwritten(metric, step, start)
+
     def written(self, kind: str, step: int, start: int) -> bool:
         """A block of this id was written (or may have been: forgotten) by this writer."""
         key = (kind, step)
@@ -68,7 +79,7 @@ class FreshBlocks:
         stored straight into its id: ``BACKFILL``)."""
         if kind == COARSE and self.written(BACKFILL, step, start):
             return False
-        return not self.written(kind, step, start) and self.owned(metric, start)
+        return not self.written(kind, step, start) and self.sole(metric, step, start)
 
     def mark(self, kind: str, step: int, starts: Iterable[int]) -> None:
         """Blocks of these ids were just written."""

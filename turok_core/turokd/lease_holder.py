@@ -69,6 +69,8 @@ class PartitionLeases:
         self._took_over: set[int] = set()  # taken from a turokd that never gave it back
         self._shared_before: Optional[float] = None  # blocks a live import writes start before this
         self._import_floor = 0.0  # the latest ``before`` of any import seen: ownership starts after
+        self._import_live = False  # the last table read showed a running import
+        self._quiet_since = 0.0  # the end of the first table read showing none after one ran
 
     @property
     def held(self) -> list[int]:
@@ -93,7 +95,7 @@ class PartitionLeases:
             for lease in held.values():
                 self._renew(lease, started)
             return changes
-        self._note_imports(view.imports, started)
+        self._note_imports(view.imports, started, self.clock())
         plan = plan_leases(view, self.worker, held, self.partitions, started)
         changes.lost, changes.release, changes.share = list(plan.lost), list(plan.release), plan.share
         for lease in plan.renew + [view.leases[p] for p in plan.release]:  # keep what is given back, too
@@ -115,11 +117,14 @@ class PartitionLeases:
             self.drop(partition)
         return changes
 
-    def _note_imports(self, imports: dict[str, tuple[float, float]], now: float) -> None:
+    def _note_imports(self, imports: dict[str, tuple[float, float]], now: float, read_at: float) -> None:
         live = [before for expires, before in imports.values() if expires > now]
         with self._lock:
             self._shared_before = max(live) if live else None
             self._import_floor = max([self._import_floor, *(before for _e, before in imports.values())])
+            if not live and self._import_live:
+                self._quiet_since = read_at  # the import's item is gone, so are its writes
+            self._import_live = bool(live)
 
     def shared_before(self) -> Optional[float]:
         """Blocks starting before this time are written by a running import too (None: no import)."""
@@ -165,6 +170,17 @@ class PartitionLeases:
             if partition not in self._held:
                 return None
             return max(self._since.get(partition, 0.0), self._import_floor)
+
+    def records_since(self, metric: str) -> Optional[float]:
+        """Since when no writer but this turokd has written ``metric``'s blocks, wherever they
+        start: a record of block starts (``storage/block_starts.py``) read after this time names
+        every block of the metric anyone else wrote. None when the partition is not held or an
+        import is running (it writes what it likes until its item is gone)."""
+        partition = partition_of(metric, self.partitions)
+        with self._lock:
+            if partition not in self._held or self._shared_before is not None:
+                return None
+            return max(self._since.get(partition, 0.0), self._quiet_since)
 
     def drop(self, partition: int) -> None:
         """Forget ``partition`` (lost, or no longer provably held); its lease expires by itself."""

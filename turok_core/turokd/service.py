@@ -44,6 +44,7 @@ from turok_core.turokd.counters import TurokdCounters
 from turok_core.turokd.decode import DecodedBatch
 from turok_core.turokd.held_receipts import HeldReceipts
 from turok_core.turokd.lease_holder import LeaseChanges, PartitionLeases
+from turok_core.turokd.start_snapshots import StartSnapshots
 from turok_core.wire.announcements import encode_announcements
 from turok_core.wire.partitions import partition_queue_name, partition_queue_names
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue, Queue
@@ -273,10 +274,11 @@ class TurokdService(QueueConsumerService):
                 self._release(work)
 
     def _start_partition(self, partition: int) -> None:
-        leases = started(self.leases)
-        writer = BlockWriter(started(self._store), self.config, self.schemas, self.clock,
+        leases, store = started(self.leases), started(self._store)
+        writer = BlockWriter(store, self.config, self.schemas, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
-                             route_old=True, history=self.history, shared_before=leases.shared_before)
+                             route_old=True, history=self.history, shared_before=leases.shared_before,
+                             unwritten=StartSnapshots(store, leases.records_since).unwritten)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1

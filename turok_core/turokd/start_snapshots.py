@@ -1,0 +1,55 @@
+"""Which blocks no other writer has written: the day tables' records of block starts, read once
+per ownership.
+
+A turokd holding a metric's partition is its only writer since ``records_since(metric)``
+(``lease_holder.PartitionLeases.records_since``: the lease taken, no import running or running
+since). Every writer adds a block's start to its table's record before writing the block
+(``storage/block_starts.py``), so a record read after that moment names every start at which
+anyone else wrote a block of the metric. A start it does not name, at which this turokd has not
+written itself (``fresh.py`` remembers that), holds no block of the metric: ``unwritten`` says so,
+and turokd puts such a block whole and computes coarse blocks from memory without reading, even
+for data older than its lease (a restart, a lease move, history sent late).
+
+One record read per table and ownership moment (the ``(table, since)`` pair), not per block: this
+turokd's own later writes are known to ``fresh.py``, and nobody else's can come while it holds
+the lease. A table whose record is not trusted (made before records existed) answers False, and
+the caller reads DynamoDB as before. Blocking (a consistent GetItem on first use); one thread at
+a time, like ``BlockWriter.close``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Protocol
+
+RecordsSince = Callable[[str], Optional[float]]
+MAX_SNAPSHOTS = 4096  # (table, since) pairs kept; cleared when full (re-read on next use)
+
+
+class StartRecords(Protocol):
+    def table_for(self, timestamp: int, step: int) -> str: ...
+
+    def block_starts(self, table: str) -> Optional[frozenset[int]]: ...
+
+
+class StartSnapshots:
+    """Snapshots of the day tables' block-start records, taken after this turokd's ownership began."""
+
+    def __init__(self, store: StartRecords, records_since: RecordsSince) -> None:
+        self._store = store
+        self._records_since = records_since
+        self._snapshots: dict[tuple[str, float], Optional[frozenset[int]]] = {}
+        self.reads = 0  # record reads made (a counter for tests and benchmarks)
+
+    def unwritten(self, metric: str, step: int, start: int) -> bool:
+        """No writer but this turokd can have written ``metric``'s block at ``(step, start)``."""
+        since = self._records_since(metric)
+        if since is None:
+            return False
+        table = self._store.table_for(start, step)
+        key = (table, since)
+        if key not in self._snapshots:
+            if len(self._snapshots) >= MAX_SNAPSHOTS:
+                self._snapshots.clear()
+            self._snapshots[key] = self._store.block_starts(table)  # read now, so after ``since``
+            self.reads += 1
+        snapshot = self._snapshots[key]
+        return snapshot is not None and start not in snapshot
