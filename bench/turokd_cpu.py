@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/turokd_cpu.py [--metrics 3000] [--slots 90] [--store memory|moto|both]
                                          [--scenario once|late|both] [--lease before|after]
+                                         [--records on|off]
                                          [--profile 20]
 
 Issue 13's stream: ``--metrics`` metrics × ``--slots`` 10 s slots under the default
@@ -15,7 +16,8 @@ SQS batches of 10 on a simulated clock:
   spool draining after an SQS outage), with a tick after each slot.
 
 The writer owns the metrics' partition since before the data (``owned_since``; ``--lease after``:
-since after it, as for a replay of history, so every block is merged). Reported per store: CPU
+since after it, as for a replay of history: blocks the day tables' records of block starts prove
+absent are put whole, as turokd does; ``--records off``: every block is merged). Reported per store: CPU
 seconds of this process (boto3's threads included; the moto server's CPU is its own and reported
 apart), points per CPU-second, boto3 calls and write units per 1,000 points. ``--profile N``
 prints the N costliest functions (cProfile, main thread).
@@ -47,6 +49,7 @@ from turok_core.runtime.aws import make_client  # noqa: E402
 from turok_core.storage.memory import MemoryBlockStore  # noqa: E402
 from turok_core.storage.tables import BlockStore, WriteStats  # noqa: E402
 from turok_core.turokd.block_writer import BlockWriter  # noqa: E402
+from turok_core.turokd.start_snapshots import StartSnapshots  # noqa: E402
 from turok_core.wire.codec import encode_messages  # noqa: E402
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, ReceivedMessage  # noqa: E402
 
@@ -80,20 +83,24 @@ def batches(bodies: list[str], tag: str) -> list[list[ReceivedMessage]]:
     return [received[i:i + SQS_BATCH_ENTRIES] for i in range(0, len(received), SQS_BATCH_ENTRIES)]
 
 
-def make_writer(store, config: TurokConfig, schemas, now: list[float], lease: str = "before") -> BlockWriter:
+def make_writer(store, config: TurokConfig, schemas, now: list[float], lease: str = "before",
+                records: bool = True) -> BlockWriter:
     kwargs = {}
     if "owned_since" in inspect.signature(BlockWriter).parameters:
         since = float(START - 86400) if lease == "before" else now[0]  # after: the data is older than the lease
         kwargs["owned_since"] = lambda metric: since
+        if records and "unwritten" in inspect.signature(BlockWriter).parameters:
+            # as turokd wires it: the day tables' records of block starts, read after the lease
+            kwargs["unwritten"] = StartSnapshots(store, lambda metric: since).unwritten
     return BlockWriter(store, config, schemas, clock=lambda: now[0], **kwargs)
 
 
 def run(scenario: str, store, config: TurokConfig, schemas, data: list[list[str]],
-        profile: int, lease: str = "before") -> tuple[float, WriteStats, int]:
+        profile: int, lease: str = "before", records: bool = True) -> tuple[float, WriteStats, int]:
     """Feed the flushes; return (CPU seconds of this process, write stats, points)."""
     span_end = START + len(data) * STEP
     now = [float(span_end - span_end % 900 + 900 + 3600)]  # every block of the data closed an hour ago
-    writer = make_writer(store, config, schemas, now, lease)
+    writer = make_writer(store, config, schemas, now, lease, records)
     stats = WriteStats()
     points = 0  # counted from the decoded batches below
     profiler = cProfile.Profile() if profile else None
@@ -131,6 +138,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--store", choices=("memory", "moto", "both"), default="both")
     parser.add_argument("--scenario", choices=("once", "late", "both"), default="both")
     parser.add_argument("--profile", type=int, default=0, help="print the N costliest functions")
+    parser.add_argument("--records", choices=("on", "off"), default="on",
+                        help="trust the day tables' records of block starts (turokd does), or not")
     parser.add_argument("--lease", choices=("before", "after"), default="before",
                         help="the partition's lease predates the data (fresh puts), or not (a replay of "
                              "history: every block merged)")
@@ -141,7 +150,7 @@ def main(argv: list[str]) -> int:
     scenarios = ("once", "late") if args.scenario == "both" else (args.scenario,)
     stores = ("memory", "moto") if args.store == "both" else (args.store,)
     print(f"# turokd_cpu: {args.metrics} metrics x {args.slots} slots, {sum(map(len, data))} bodies, "
-          f"lease {args.lease} the data; {machine()}")
+          f"lease {args.lease} the data, records {args.records}; {machine()}")
     print("| store | scenario | points | CPU s | points/CPU-s | boto3 calls /1k pts | write units /1k pts "
           "| moto CPU s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -170,7 +179,8 @@ def main(argv: list[str]) -> int:
                     else:
                         store = BlockStore(CountingClient(make_client("dynamodb", config), billing), config)
                     moto_cpu0 = cpu_seconds(moto.pid) if moto is not None else 0.0
-                    cpu, stats, points = run(scenario, store, config, schemas, data, args.profile, args.lease)
+                    cpu, stats, points = run(scenario, store, config, schemas, data, args.profile, args.lease,
+                                             args.records == "on")
                     moto_cpu = cpu_seconds(moto.pid) - moto_cpu0 if moto is not None and kind == "moto" else 0.0
                     if kind == "memory":
                         calls = stats.write_calls + stats.read_calls

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
+from operator import eq
 from typing import Callable, Iterable, Optional, Sequence
 
 from turok_core.model.schemas import MetricPolicy, PolicyCache, SchemaSet
@@ -60,16 +61,25 @@ class CoarseBlock:
         step, coarse_step = plan.finer_step, plan.coarse_step
         ratio = coarse_step // step
         end = start + len(values) * step
-        # only coarse slots with finer data can change: old blocks are mostly gaps
-        touched = {t - t % coarse_step for t in (start + i * step for i, v in enumerate(values)
-                                                  if v is not None and v == v)}
-        for slot in sorted(touched):
-            if slot < plan.start or slot >= plan.end:
-                continue
+        # only coarse slots with finer data can change (old blocks are mostly gaps): those from the
+        # first known value's to the last's, found without a Python step per slot (False: NaN; a
+        # None counts as known here, and ``_rolled`` then finds no value)
+        known = list(map(eq, values, values))
+        if True not in known:
+            return
+        first = start + known.index(True) * step
+        last = start + (len(known) - 1 - known[::-1].index(True)) * step
+        for slot in range(max(first - first % coarse_step, plan.start), min(last + 1, plan.end), coarse_step):
             index = (slot - plan.start) // coarse_step
             if slot >= start and slot + coarse_step <= end:
                 offset = (slot - start) // step
-                coarse[index] = _rolled(values[offset:offset + ratio], plan)
+                if True in known[offset:offset + ratio]:
+                    value = _rolled(values[offset:offset + ratio], plan)
+                    if value is not None:
+                        coarse[index] = value
+                continue
+            low, high = (max(slot, start) - start) // step, (min(slot + coarse_step, end) - start) // step
+            if True not in known[low:high]:
                 continue
             part = self.partial.get(index)
             if part is None:
@@ -83,13 +93,18 @@ class CoarseBlock:
         coarse = self.values
         assert coarse is not None
         for index, part in self.partial.items():
-            coarse[index] = _rolled(part, self.plan)
+            value = _rolled(part, self.plan)
+            if value is not None:
+                coarse[index] = value
         self.partial = {}
         return coarse
 
 
-def _rolled(values: Sequence[Optional[float]], plan: RollupPlan) -> float:
+def _rolled(values: Sequence[Optional[float]], plan: RollupPlan) -> Optional[float]:
+    """The coarse slot of these finer values: NaN below the xFilesFactor, None with no value at all."""
     known = [v for v in values if v is not None and v == v]  # a gap: None, or NaN (not equal to itself)
+    if not known:
+        return None
     value = rollup_known(known, len(values), plan.aggregation_type, whisper_xff(plan.x_files_factor))
     return NAN if value is None else value
 

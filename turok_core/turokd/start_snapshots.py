@@ -37,6 +37,7 @@ class StartSnapshots:
         self._store = store
         self._records_since = records_since
         self._snapshots: dict[tuple[str, float], Optional[frozenset[int]]] = {}
+        self._tables: dict[tuple[int, int], str] = {}  # (step, block start) → its day table
         self.reads = 0  # record reads made (a counter for tests and benchmarks)
 
     def unwritten(self, metric: str, step: int, start: int) -> bool:
@@ -44,7 +45,11 @@ class StartSnapshots:
         since = self._records_since(metric)
         if since is None:
             return False
-        table = self._store.table_for(start, step)
+        table = self._tables.get((step, start))
+        if table is None:
+            if len(self._tables) >= MAX_SNAPSHOTS:
+                self._tables.clear()
+            table = self._tables[(step, start)] = self._store.table_for(start, step)
         key = (table, since)
         if key not in self._snapshots:
             if len(self._snapshots) >= MAX_SNAPSHOTS:
