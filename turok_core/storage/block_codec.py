@@ -112,11 +112,13 @@ def _scaled(values: Sequence[float], max_ulps: int) -> Optional[tuple[int, list[
             if not abs(x) <= MAX_SCALED:  # also inf
                 break
             k = round(x)  # half to even, as C's nearbyint
-            ulp = (_word(value) - _word(float(k) / power)) & _MASK64  # bits, so -0.0 is no 0.0
-            if ulp > _MASK64 >> 1:
-                ulp -= 1 << 64
-            if abs(ulp) > max_ulps:
-                break
+            approx = float(k) / power
+            if approx == value and (k or math.copysign(1.0, value) > 0):
+                ulp = 0
+            else:  # the difference of the bits, so -0.0 is no 0.0
+                ulp = (_word(value) - _word(approx) + (1 << 63)) % (1 << 64) - (1 << 63)
+                if abs(ulp) > max_ulps:
+                    break
             ks.append(k)
             ulps.append(ulp)
         else:
