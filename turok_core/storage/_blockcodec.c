@@ -124,22 +124,24 @@ static int scaled_one(double value, double q, int64_t max_ulps, int64_t *k, int6
     return *ulp >= -max_ulps && *ulp <= max_ulps;
 }
 
-/* every value is k / q (plus at most max_ulps) for the first candidate q that fits: its header
- * byte (ks and ulps filled), or -1. The value that failed the last candidate is tried first: it
- * mostly fails again. */
-static int find_scale(const double *values, Py_ssize_t m, int64_t max_ulps, int64_t *ks, int64_t *ulps) {
+/* every value is k / q (plus at most max_ulps) for the first candidate q from `from` on that
+ * fits: its index (ks and ulps filled), or -1. The value that failed the last candidate is tried
+ * first: it mostly fails again. */
+static int find_scale(const double *values, Py_ssize_t m, int64_t max_ulps, int from, int64_t *ks, int64_t *ulps) {
     Py_ssize_t failed = 0;
-    for (int c = 0; c < N_CANDIDATES; c++) {
+    for (int c = from; c < N_CANDIDATES; c++) {
         double q = DIVISORS[CANDIDATES[c][0]] * POWERS[CANDIDATES[c][1]];
         if (!scaled_one(values[failed], q, max_ulps, &ks[failed], &ulps[failed])) continue;
         Py_ssize_t i;
         for (i = 0; i < m; i++)
             if (!scaled_one(values[i], q, max_ulps, &ks[i], &ulps[i])) break;
-        if (i == m) return CANDIDATES[c][0] << 4 | CANDIDATES[c][1];
+        if (i == m) return c;
         failed = i;
     }
     return -1;
 }
+
+static int header_of(int candidate) { return CANDIDATES[candidate][0] << 4 | CANDIDATES[candidate][1]; }
 
 static void residuals_of(const int64_t *ks, Py_ssize_t m, int order, int64_t *out) {
     /* out[j] = residual of value order + j */
@@ -307,7 +309,7 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
     PyObject *result = NULL;
     Out o = {0};
     double *present = NULL;
-    int64_t *ks = NULL, *work = NULL, *ulps = NULL;
+    int64_t *ks = NULL, *work = NULL, *ulps = NULL, *exact_ks = NULL;
     Py_ssize_t n = total;
     while (n && is_gap(slots[n - 1])) n--;
     if (total > MAX_SLOTS) {
@@ -330,22 +332,30 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
         ks = PyMem_Malloc((size_t)m * sizeof(int64_t));
         work = PyMem_Malloc((size_t)m * sizeof(int64_t));
         ulps = PyMem_Malloc((size_t)m * sizeof(int64_t));
-        if (!ks || !work || !ulps) { PyErr_NoMemory(); goto done; }
-        int header = find_scale(present, m, 0, ks, ulps);
-        if (header >= 0) {
-            if (encode_ints(&o, CODEC_INTS, header, ks, m, work)) goto done;
+        exact_ks = PyMem_Malloc((size_t)m * sizeof(int64_t));
+        if (!ks || !work || !ulps || !exact_ks) { PyErr_NoMemory(); goto done; }
+        /* The first q within MAX_ULPS of every value. None: no q is exact either (XOR). Every
+         * correction 0: it is the first exact q. Else an exact q further on still wins (those
+         * blocks keep the bytes they had before codec 0x05), and only then do the corrections
+         * meet XOR, the smaller taken (a tie keeps XOR). */
+        int near = find_scale(present, m, MAX_ULPS, 0, ks, ulps), exact = -1;
+        if (near >= 0) {
+            Py_ssize_t i = 0;
+            while (i < m && !ulps[i]) i++;
+            exact = i == m ? near : find_scale(present, m, 0, near + 1, exact_ks, work);
+        }
+        if (exact >= 0) {
+            if (encode_ints(&o, CODEC_INTS, header_of(exact), exact == near ? ks : exact_ks, m, work)) goto done;
         } else {
-            /* scaled integers with ulp corrections when they take fewer bytes than XOR (a tie keeps XOR) */
             size_t mark = o.len;
-            header = find_scale(present, m, MAX_ULPS, ks, ulps);
-            if (header >= 0) {
-                if (encode_ints(&o, CODEC_ULPS, header, ks, m, work) || encode_ulps(&o, ulps, m)) goto done;
+            if (near >= 0) {
+                if (encode_ints(&o, CODEC_ULPS, header_of(near), ks, m, work) || encode_ulps(&o, ulps, m)) goto done;
                 if (o.len - mark >= xor_size(present, m)) {
                     o.len = mark;  /* the bit writer is flushed: nothing pending */
-                    header = -1;
+                    near = -1;
                 }
             }
-            if (header < 0 && encode_xor(&o, present, m)) goto done;
+            if (near < 0 && encode_xor(&o, present, m)) goto done;
         }
     }
     result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
@@ -355,6 +365,7 @@ done:
     PyMem_Free(ks);
     PyMem_Free(work);
     PyMem_Free(ulps);
+    PyMem_Free(exact_ks);
     if (has_view) PyBuffer_Release(&view);
     PyMem_Free(owned);
     return result;

@@ -34,20 +34,17 @@ value's: ``0`` when equal; ``10`` and the XOR's bits inside the previous window 
 and trailing zeros are at least the window's; else ``11``, 5 bits of leading zeros (at most 31),
 6 bits of the significant length minus one, and the significant bits, which become the window.
 
-**Scaled integers with ulp corrections** (codec ``0x05``-``0x07``): turokd's average of
-two-decimal gauges, ``float(sum) / count``, is ``k / (100 * count)`` but for the rounding of the
-sum, often an ulp or two away (1-minute averages of six: about half exact, the rest ±1, a few
-±2), so such a block is not scaled integers and XOR spends ~7.6 bytes a value on it. Here ``k =
-round(value * q)`` (half to even) and each value's bits, as an unsigned 64-bit word, are those
-of ``float(k) / q`` plus a correction ``c`` (mod 2**64), ``|c| <= MAX_ULPS`` (128); ``q`` is the
-smallest candidate at which every value's correction is that small (±0.0 against the wrong
-zero, inf and values beyond ``2**53 / q`` never are). ``ints`` is laid out, and its order
-chosen, as for ``0x01``-``0x03``; ``uwidth`` (0-8) is the bit length of the largest
-``zigzag(c) - 1``, and each value has a bit: ``0`` for ``c == 0``, else ``1`` and ``zigzag(c) -
-1`` in ``uwidth`` bits. A reader refuses a correction that makes a NaN or an inf. Measured on
-turokd's rollups of two-decimal gauges (averages over 3-60 slots, with gaps, and sums), these
-flags take 1.3-3.3 bits a value, ``uwidth`` bits for every value 2-4, a list of (index, c)
-exceptions ~6: hence flags.
+**Scaled integers with ulp corrections** (codec ``0x05``-``0x07``), for turokd's averages and sums
+of decimals: ``float(sum) / count`` of two-decimal gauges is ``k / (100 * count)`` but for the
+rounding of the sum, about half the time an ulp or two away, which XOR stores in ~7.6 bytes a
+value. ``k = round(value * q)`` (half to even); each value's bits, as an unsigned 64-bit word,
+are ``float(k) / q``'s plus a correction ``c`` (mod 2**64), ``|c| <= MAX_ULPS`` (128), at the
+smallest candidate ``q`` where every value's is (a zero of the other sign, inf and ``|k| >
+2**53`` never are). ``ints`` as for ``0x01``-``0x03``, its order chosen alike; ``uwidth`` (0-8)
+is the bit length of the largest ``zigzag(c) - 1``; per value a bit ``0`` (``c == 0``) or ``1``
+and ``zigzag(c) - 1`` in ``uwidth`` bits. A reader refuses a correction that makes a NaN or an
+inf. On turokd's rollups of two-decimal gauges these flags take 1.7-3.8 bits a value,
+``zigzag(c)`` in a fixed width 2.6-4.0, a list of (index, c) 5.6-12 (docs/benchmarks.md).
 
 **Which codec.** ``0x01``-``0x03`` whenever every value is ``k / q`` exactly (those blocks'
 bytes are what they were before codec ``0x05`` existed); otherwise the smaller of
@@ -235,13 +232,15 @@ def encode(values: Iterable[Optional[float]]) -> bytes:
         present.extend(slots[start:index])
     if not present:
         return bytes(out)
-    scaled = _scaled(present, 0)
-    if scaled is not None:
-        _encode_ints(CODEC_INTS, scaled[0], scaled[1], out)
+    near = _scaled(present, MAX_ULPS)
+    exact = None  # and with no q near, none is exact
+    if near is not None:
+        exact = near if not any(near[2]) else _scaled(present, 0)
+    if exact is not None:
+        _encode_ints(CODEC_INTS, exact[0], exact[1], out)
         return bytes(out)
     chosen = bytearray()
     _encode_xor(present, chosen)
-    near = _scaled(present, MAX_ULPS)
     if near is not None:
         corrected = bytearray()
         _encode_ints(CODEC_ULPS, near[0], near[1], corrected)
