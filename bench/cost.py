@@ -73,6 +73,8 @@ class CountingClient:
 
     def __getattr__(self, name):
         method = getattr(self._client, name)
+        if not callable(method):  # client.meta (reads.lean_batch_get registers its parser there)
+            return method
         bill = getattr(self, "_bill_" + name, None)
 
         def call(*args, **kwargs):
