@@ -13,7 +13,8 @@ the same data, run through its own release path as that revision's gateway would
 day of ``bench/cost.py``'s mixed workload cut into the blocks turokd writes (10 s, and its own
 1-minute and hourly averages): CPU per point to encode and decode each value kind and archive,
 bytes per point and the values codecs used; with ``--ref REV`` also that revision's codec (its
-``_blockcodec.c`` built in a temporary directory) on the same blocks, and the ratios.
+``_blockcodec.c`` built in a temporary directory) on the same blocks, and the ratios; then the
+bits per value of three layouts of codec 0x05's ulp corrections on rollups of two-decimal gauges.
 
     .venv/bin/python bench/codec.py --blocks [--metrics 100] [--python-metrics 10] [--repeat 5] [--ref main]
 """
@@ -231,6 +232,48 @@ def values_offset(blob: bytes) -> int:
     return offset
 
 
+def correction_layouts(blocks: int = 20, slots: int = 360) -> None:
+    """Bits per value that three layouts of codec 0x05's ulp corrections take on turokd's rollups
+    of two-decimal gauges (why the format has a flag bit per value)."""
+    from turok_core.storage import block_codec
+
+    def zigzag(value: int) -> int:
+        return value << 1 if value >= 0 else ((-value) << 1) - 1
+
+    def uvarint_size(value: int) -> int:
+        return max(1, (value.bit_length() + 6) // 7)
+    print(f"\nulp corrections of rollups of two-decimal gauges ({blocks} blocks of {slots}): bits per value")
+    print("| rollup | nonzero | flag bit + zigzag - 1 (the format) | zigzag in a fixed width | (index, c) list |")
+    print("|---|---|---|---|---|")
+    for over, aggregation, gap in ((3, "average", 0.0), (6, "average", 0.0), (6, "average", 0.05),
+                                   (12, "average", 0.0), (60, "average", 0.0), (6, "sum", 0.0), (60, "sum", 0.05)):
+        rng = random.Random(over)
+        flags = fixed = listed = values = nonzero = 0
+        for _ in range(blocks):
+            rollups = []
+            for _ in range(slots):
+                known = [round(rng.uniform(0, 100), 2) for _ in range(over) if rng.random() >= gap]
+                if known:
+                    rollups.append(rollup_known(known, over, aggregation, 0.0))
+            near = block_codec._scaled(rollups, block_codec.MAX_ULPS)
+            if near is None or not any(near[2]):
+                continue
+            ulps = near[2]
+            count = sum(map(bool, ulps))
+            values += len(ulps)
+            nonzero += count
+            width = max(zigzag(c) - 1 for c in ulps if c).bit_length()
+            flags += 8 + (len(ulps) + width * count + 7) // 8 * 8
+            fixed += 8 + (len(ulps) * max(map(zigzag, ulps)).bit_length() + 7) // 8 * 8
+            size, last = uvarint_size(count), -1
+            for index, c in enumerate(ulps):
+                if c:
+                    size, last = size + uvarint_size(index - last - 1) + uvarint_size(zigzag(c)), index
+            listed += 8 * size
+        print(f"| {aggregation} of {over}{' with gaps' if gap else ''} | {nonzero / values:.0%} | "
+              f"{flags / values:.2f} | {fixed / values:.2f} | {listed / values:.2f} |")
+
+
 def main_blocks(args: argparse.Namespace) -> int:
     from turok_core.storage import block_codec
     from turok_core.storage.native import blockcodec, describe
@@ -279,6 +322,7 @@ def main_blocks(args: argparse.Namespace) -> int:
                 if label.startswith("this checkout") and old:
                     print(f"| {rows} | {label.split(', ')[1]} | {new[0] / old[0]:.2f}× | {new[1] / old[1]:.2f}× | "
                           f"{new[2] / old[2]:.2f}× |")
+    correction_layouts()
     return 0
 
 
