@@ -73,7 +73,7 @@ class CountingClient:
 
     def __getattr__(self, name):
         method = getattr(self._client, name)
-        if not callable(method):  # ``meta`` (its event hooks: storage/reads.py's lean parsing)
+        if not callable(method):  # client.meta (reads.lean_batch_get registers its parser there)
             return method
         bill = getattr(self, "_bill_" + name, None)
 

@@ -11,6 +11,7 @@ import math
 import random
 import struct
 from array import array
+from pathlib import Path
 from typing import Optional
 
 import msgpack
@@ -24,6 +25,7 @@ from turok_core.model.resolution import SECONDS_PER_DAY
 from turok_core.storage import block_codec, native
 from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, decode_into, encode_datapoints
 from turok_core.storage.writes import item_size
+from turok_core.turokd.rollup import rollup_known
 
 CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -40,12 +42,8 @@ def bits(values: list) -> list:
 
 def values_header(blob: bytes) -> tuple[int, int]:
     """The values codec byte of a v2 blob and the byte after it."""
-    reader = block_codec._Reader(blob)
-    reader.byte()
-    n, covered = reader.uvarint(), 0
-    while covered < n:
-        covered += reader.uvarint() + reader.uvarint()
-    return blob[reader.offset], blob[reader.offset + 1]
+    offset = values_offset(blob)
+    return blob[offset], blob[offset + 1]
 
 
 def expected(values: list) -> list:
@@ -80,6 +78,37 @@ def gauges(rng: random.Random, n: int) -> list[float]:
 
 def doubles(rng: random.Random, n: int) -> list[float]:
     return [rng.uniform(0, 1000) for _ in range(n)]
+
+
+def rollups(rng: random.Random, n: int, over: int = 6, aggregation: str = "average", decimals: int = 2,
+            gap: float = 0.0, low: float = 0.0) -> list[Optional[float]]:
+    """A coarse block as turokd computes it (``rollup_known``): each slot the average or sum of
+    ``over`` finer slots of ``decimals``-decimal gauges in [low, 100], each finer slot missing
+    with probability ``gap`` (a coarse slot with none known is a gap)."""
+    out: list[Optional[float]] = []
+    for _ in range(n):
+        known = [round(rng.uniform(low, 100), decimals) for _ in range(over) if rng.random() >= gap]
+        out.append(rollup_known(known, over, aggregation, 0.0) if known else None)
+    return out
+
+
+def xor_blob(values: list) -> bytes:
+    """The blob codec 0x04 alone makes of the values (at least one), as the encoder wrote every
+    block that was not scaled integers before codec 0x05."""
+    blob = block_codec.encode(values)
+    out = bytearray(blob[:values_offset(blob)])
+    block_codec._encode_xor([v for v in expected(values) if v is not None], out)
+    return bytes(out)
+
+
+def values_offset(blob: bytes) -> int:
+    """Where a v2 blob's values codec byte is."""
+    reader = block_codec._Reader(blob)
+    reader.byte()
+    n, covered = reader.uvarint(), 0
+    while covered < n:
+        covered += reader.uvarint() + reader.uvarint()
+    return reader.offset
 
 
 @pytest.mark.parametrize("codec", IMPLS)
@@ -245,6 +274,163 @@ def test_rollup_averages_of_integers_are_scaled_integers(codec):
         assert len(blob) / len(averages) < 3 and bits(codec.decode(blob)) == bits(averages)
 
 
+ROLLUP_KINDS = {  # (over, aggregation, finer slots' gap probability): codec 0x05-0x07 expected?
+    (3, "average", 0.0): True, (6, "average", 0.0): True, (6, "average", 0.1): True,
+    (12, "average", 0.0): True, (60, "average", 0.0): True, (6, "sum", 0.1): True, (60, "sum", 0.1): True,
+    # 11 or 59 of 12 or 60 slots known: k / 1100 is no candidate q, so XOR as before
+    (12, "average", 0.1): False, (60, "average", 0.1): False,
+}
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+@pytest.mark.parametrize("kind", list(ROLLUP_KINDS))
+def test_rollups_of_two_decimal_gauges_take_ulp_corrections(codec, kind):
+    """turokd's averages and sums of two-decimal gauges are k / q but for an ulp or two: codec
+    0x05-0x07, far smaller than XOR, and exact to the bit; where no q fits, XOR as before."""
+    over, aggregation, gap = kind
+    values = rollups(random.Random(over), 360, over, aggregation, gap=gap, low=-20.0)
+    blob = codec.encode(values)
+    assert bits(codec.decode(blob)) == bits(expected(values))
+    codec_byte, _header = values_header(blob)
+    if ROLLUP_KINDS[kind]:
+        assert codec_byte in (0x05, 0x06, 0x07)
+        assert len(blob) / len(values) < 3.2 < len(xor_blob(values)) / len(values)
+    else:
+        assert blob == xor_blob(values)
+
+
+@given(st.data())
+@settings(CHECKS, max_examples=150)
+def test_property_rollups_round_trip_smallest_and_c_matches_reference(data):
+    """Random rollups (average or sum over 3, 6, 12 or 60 finer slots of 0-3 decimal gauges, with
+    gaps, now and then a special double): exact, C writes the reference's bytes and reads them
+    alike, and codec 0x05-0x07 only where it is smaller than XOR."""
+    rng = random.Random(data.draw(st.integers(0, 2 ** 32)))
+    values = rollups(rng, data.draw(st.integers(1, 400)), data.draw(st.sampled_from([3, 6, 12, 60])),
+                     data.draw(st.sampled_from(["average", "sum"])), data.draw(st.integers(0, 3)),
+                     gap=data.draw(st.sampled_from([0.0, 0.05, 0.5])), low=data.draw(st.sampled_from([0.0, -100.0])))
+    for _ in range(data.draw(st.integers(0, 2))):
+        values[rng.randrange(len(values))] = rng.choice(SPECIAL)
+    blob = block_codec.encode(values)
+    assert bits(block_codec.decode(blob)) == bits(expected(values))
+    codec_byte = values_header(blob)[0] if expected(values) else None
+    if codec_byte in (0x05, 0x06, 0x07):  # taken only when smaller than XOR
+        assert len(blob) < len(xor_blob(values))
+    elif codec_byte == 0x04:  # no q fits, or the corrections are no smaller
+        assert blob == xor_blob(values)
+    assert native.blockcodec is not None, native.describe()
+    assert native.blockcodec.encode(values) == blob
+    assert bits(native.blockcodec.decode(blob)) == bits(expected(values))
+    offset = data.draw(st.integers(-10, 10))
+    rows = [[-7.25] * 300 for _ in range(2)]
+    block_codec.decode_into(blob, rows[0], offset)
+    native.blockcodec.decode_into(blob, rows[1], offset)
+    assert bits(rows[0]) == bits(rows[1])
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+def test_averages_of_integers_and_random_doubles_keep_their_codecs(codec):
+    """Codec 0x05 takes nothing from the others: integer averages stay exact scaled integers,
+    random doubles XOR."""
+    rng = random.Random(8)
+    integral = [rollup_known([float(rng.randrange(10 ** 6)) for _ in range(6 - (i % 4 == 0))], 6, "average", 0.0)
+                for i in range(360)]
+    assert values_header(codec.encode(integral))[0] in (0x01, 0x02, 0x03)
+    for make in (doubles, lambda rng, n: [rng.uniform(-1e9, 1e9) for _ in range(n)]):
+        values = make(rng, 432)
+        assert codec.encode(values) == xor_blob(values)
+
+
+GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "block_v2_before_ulps.json").read_text())["blocks"]
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+@pytest.mark.parametrize("block", GOLDEN, ids=[block["what"] for block in GOLDEN])
+def test_blocks_written_before_codec_5_read_and_keep_their_bytes(codec, block):
+    """Blobs the codec wrote before 0x05 existed (tests/data) read as they did; their values are
+    encoded to the same bytes, but for the rollups of decimals, which codec 0x05 now takes, smaller."""
+    values = [None if v is None else float.fromhex(v) for v in block["values"]]
+    old = bytes.fromhex(block["blob"])
+    assert bits(codec.decode(old)) == bits(expected(values))
+    new = codec.encode(values)
+    if values_header(old)[0] == 0x04 and "gauges" in block["what"]:
+        assert values_header(new)[0] in (0x05, 0x06, 0x07) and len(new) < len(old) / 2
+    else:
+        assert new == old
+
+
+ONE_ULP_ABOVE_1 = 1.0000000000000002
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+@pytest.mark.parametrize("blob, want", [
+    # one value, k = 1 at q = 1 (header 0x00, base svarint 2, width 0), then the corrections
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x01\xc0", [ONE_ULP_ABOVE_1]),  # uwidth 1: flag 1, zigzag(+1) - 1 = 1
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x00\x80", [0.9999999999999999]),  # uwidth 0: flag 1 alone is -1
+    (b"\x02\x01\x00\x01\x05\x00\x00\x00\x01\xc0", [5e-324]),  # k = 0, +1 ulp: the smallest subnormal
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x01\x00", [1.0]),  # flag 0: no correction (no encoder writes it)
+    (b"\x02\x01\x00\x01\x05\x00\x00\x00\x00\x80", "refused"),  # 0.0 less one ulp is a NaN
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x09\xc0\x00", "refused"),  # uwidth 9 > MAX_ULP_WIDTH
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x01", "refused"),  # corrections missing
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00", "refused"),  # uwidth missing
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x01\xc0\x00", "refused"),  # a byte after the corrections
+    (b"\x02\x01\x00\x01\x05\x00\x02\x00\x08\xff", "refused"),  # flag 1 and 7 of 8 bits
+    (b"\x02\x01\x00\x01\x08\x00\x02\x00\x01\xc0", "refused"),  # codec 8: unknown
+])
+def test_hand_made_corrected_blobs(codec, blob, want):
+    try:
+        got = bits(codec.decode(blob))
+    except ValueError:
+        got = "refused"
+    assert got == (want if want == "refused" else bits(want))
+    if want not in ("refused", [1.0]):
+        assert codec.encode(want) == blob  # the encoder's own choice: 10 bytes against XOR's 13
+
+
+@pytest.mark.parametrize("codec", IMPLS)
+def test_corrections_are_bounded_by_max_ulps(codec):
+    """A correction of MAX_ULPS still fits q = 1; one more takes another q (or XOR), never a
+    correction wider than MAX_ULP_WIDTH bits."""
+    def shifted(value: float, ulps: int) -> float:
+        return struct.unpack("<d", struct.pack("<q", struct.unpack("<q", struct.pack("<d", value))[0] + ulps))[0]
+    rng = random.Random(6)
+    ks = [float(rng.randrange(10 ** 5, 10 ** 6)) for _ in range(40)]
+    for first in (block_codec.MAX_ULPS, -block_codec.MAX_ULPS, block_codec.MAX_ULPS + 1):
+        corrections = [first] + [rng.choice([-1, 0, 0, 1]) for _ in ks[1:]]
+        values = [shifted(k, c) for k, c in zip(ks, corrections)]
+        blob = codec.encode(values)
+        assert bits(codec.decode(blob)) == bits(values) and blob == block_codec.encode(values)
+        if abs(first) <= block_codec.MAX_ULPS:
+            assert values_header(blob) == (0x05, 0x00)  # the k themselves at q = 1
+            flags_and_corrections = (len(ks) + block_codec.MAX_ULP_WIDTH * sum(map(bool, corrections)) + 7) // 8
+            assert blob[-flags_and_corrections - 1] == block_codec.MAX_ULP_WIDTH  # uwidth
+        else:
+            assert values_header(blob) != (0x05, 0x00)
+
+
+@given(st.binary(max_size=16), st.data())
+@CHECKS
+def test_broken_corrected_blobs_are_refused_alike(garbage, data):
+    """Codec 0x05-0x07 blobs cut short, extended or with a bit flipped: C and the reference both
+    refuse them, or both read the same slots, with decode and with decode_into."""
+    rng = random.Random(data.draw(st.integers(0, 2 ** 32)))
+    values = rollups(rng, data.draw(st.integers(1, 40)), data.draw(st.sampled_from([3, 6, 12])), gap=0.05)
+    blob = block_codec.encode(values)
+    cut = data.draw(st.integers(0, len(blob)))
+    flipped = bytearray(blob)
+    flipped[data.draw(st.integers(1, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    assert native.blockcodec is not None, native.describe()
+    for candidate in (blob[:cut], blob + garbage, bytes(flipped)):
+        outcomes = []
+        for codec in (block_codec, native.blockcodec):
+            row = [None] * 50
+            try:
+                outcomes.append((bits(codec.decode(candidate)), codec.decode_into(candidate, row, 2), bits(row)))
+            except ValueError:
+                outcomes.append("refused")
+        assert len(set(map(repr, outcomes))) == 1, candidate
+
+
 def test_the_extension_is_built_here():
     """`make install` builds it; without it the reference does the same work, slower (native.py)."""
     assert native.blockcodec is not None, native.describe()
@@ -280,6 +466,8 @@ def test_bytes_per_point_by_value_kind():
     assert double <= 7.8
     assert mixed <= 3.5
     assert bytes_per_point(lambda rng, n: [None if i % 7 else 1.0 * i for i in range(n)]) <= 0.5  # sparse
+    # turokd's 1-minute averages of two-decimal gauges (360-slot blocks): ~7.2 bytes as XOR
+    assert bytes_per_point(lambda rng, n: rollups(rng, n), slots=360) <= 2.4
 
 
 def test_auto_block_length_fills_a_write_unit_and_divides_a_day():

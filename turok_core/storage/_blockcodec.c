@@ -20,6 +20,10 @@
 #define MAX_SLOTS 86400
 #define CODEC_INTS 1
 #define CODEC_XOR 4
+#define CODEC_ULPS 5
+#define MAX_ULPS 128
+#define MAX_ULP_WIDTH 8
+#define EXPONENT UINT64_C(0x7FF0000000000000)
 
 static const double POWERS[MAX_SCALE + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
 #define N_DIVISORS 5
@@ -110,29 +114,34 @@ static int is_gap(double v) { return v != v; }
 
 static uint64_t word_of(double v) { uint64_t w; memcpy(&w, &v, 8); return w; }
 
-/* value is k / q exactly (bits and sign): 1 and *k set, else 0 */
-static int scaled_one(double value, double q, int64_t *k) {
+/* value's bits are those of k / q plus at most max_ulps (0: k / q exactly, bits and sign):
+ * 1 with *k and *ulp set, else 0 */
+static int scaled_one(double value, double q, int64_t max_ulps, int64_t *k, int64_t *ulp) {
     double x = value * q;
     if (!(fabs(x) <= (double)MAX_SCALED)) return 0;
     *k = (int64_t)nearbyint(x);  /* half to even, as Python's round */
-    return word_of((double)*k / q) == word_of(value);  /* also tells -0.0 from 0.0 */
+    *ulp = (int64_t)(word_of(value) - word_of((double)*k / q));  /* bits: also tells -0.0 from 0.0 */
+    return *ulp >= -max_ulps && *ulp <= max_ulps;
 }
 
-/* every value is k / q exactly for the first candidate q that fits: its header byte (ks
- * filled), or -1. The value that failed the last candidate is tried first: it mostly fails again. */
-static int find_scale(const double *values, Py_ssize_t m, int64_t *ks) {
+/* every value is k / q (plus at most max_ulps) for the first candidate q from `from` on that
+ * fits: its index (ks and ulps filled), or -1. The value that failed the last candidate is tried
+ * first: it mostly fails again. */
+static int find_scale(const double *values, Py_ssize_t m, int64_t max_ulps, int from, int64_t *ks, int64_t *ulps) {
     Py_ssize_t failed = 0;
-    for (int c = 0; c < N_CANDIDATES; c++) {
+    for (int c = from; c < N_CANDIDATES; c++) {
         double q = DIVISORS[CANDIDATES[c][0]] * POWERS[CANDIDATES[c][1]];
-        if (!scaled_one(values[failed], q, &ks[failed])) continue;
+        if (!scaled_one(values[failed], q, max_ulps, &ks[failed], &ulps[failed])) continue;
         Py_ssize_t i;
         for (i = 0; i < m; i++)
-            if (!scaled_one(values[i], q, &ks[i])) break;
-        if (i == m) return CANDIDATES[c][0] << 4 | CANDIDATES[c][1];
+            if (!scaled_one(values[i], q, max_ulps, &ks[i], &ulps[i])) break;
+        if (i == m) return c;
         failed = i;
     }
     return -1;
 }
+
+static int header_of(int candidate) { return CANDIDATES[candidate][0] << 4 | CANDIDATES[candidate][1]; }
 
 static void residuals_of(const int64_t *ks, Py_ssize_t m, int order, int64_t *out) {
     /* out[j] = residual of value order + j */
@@ -149,7 +158,7 @@ static int bit_length(uint64_t x) {
     return n;
 }
 
-static int encode_ints(Out *o, int header, const int64_t *ks, Py_ssize_t m, int64_t *work) {
+static int encode_ints(Out *o, int codec, int header, const int64_t *ks, Py_ssize_t m, int64_t *work) {
     int best_order = -1, best_width = 0;
     int64_t best_base = 0, best_cost = 0;
     int orders = m < 3 ? (int)m : 3;
@@ -170,7 +179,7 @@ static int encode_ints(Out *o, int header, const int64_t *ks, Py_ssize_t m, int6
         }
     }
     int order = best_order;
-    if (out_byte(o, CODEC_INTS + order) || out_byte(o, (unsigned)header)) return -1;
+    if (out_byte(o, (unsigned)(codec + order)) || out_byte(o, (unsigned)header)) return -1;
     if (order >= 1 && out_uvarint(o, zigzag(ks[0]))) return -1;
     if (order == 2 && out_uvarint(o, zigzag(ks[1] - ks[0]))) return -1;
     if (out_uvarint(o, zigzag(best_base)) || out_byte(o, (unsigned)best_width)) return -1;
@@ -183,8 +192,51 @@ static int encode_ints(Out *o, int header, const int64_t *ks, Py_ssize_t m, int6
     return 0;
 }
 
+/* codec 0x05-0x07's corrections: their width, then per value a 0 bit, or a 1 bit and zigzag - 1 */
+static int encode_ulps(Out *o, const int64_t *ulps, Py_ssize_t m) {
+    uint64_t widest = 0;
+    for (Py_ssize_t i = 0; i < m; i++)
+        if (ulps[i] && zigzag(ulps[i]) - 1 > widest) widest = zigzag(ulps[i]) - 1;
+    int width = bit_length(widest);
+    if (out_byte(o, (unsigned)width)) return -1;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (!ulps[i]) {
+            if (out_bits(o, 0, 1)) return -1;
+        } else if (out_bits(o, 1, 1) || out_bits(o, zigzag(ulps[i]) - 1, width)) {
+            return -1;
+        }
+    }
+    return out_flush_bits(o);
+}
+
 static int clz64(uint64_t x) { return x ? __builtin_clzll(x) : 64; }
 static int ctz64(uint64_t x) { return x ? __builtin_ctzll(x) : 64; }
+
+/* the bytes encode_xor would write (its codec byte included), without writing them */
+static size_t xor_size(const double *values, Py_ssize_t m) {
+    uint64_t previous = word_of(values[0]);
+    size_t bits = 64;
+    int window_lead = -1, window_trail = -1;
+    for (Py_ssize_t i = 1; i < m; i++) {
+        uint64_t word = word_of(values[i]);
+        uint64_t x = word ^ previous;
+        previous = word;
+        if (!x) {
+            bits += 1;
+            continue;
+        }
+        int lead = clz64(x), trail = ctz64(x);
+        if (lead > 31) lead = 31;
+        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
+            bits += 2 + (size_t)(64 - window_lead - window_trail);
+        } else {
+            bits += 13 + (size_t)(64 - lead - trail);
+            window_lead = lead;
+            window_trail = trail;
+        }
+    }
+    return 1 + (bits + 7) / 8;
+}
 
 static int encode_xor(Out *o, const double *values, Py_ssize_t m) {
     if (out_byte(o, CODEC_XOR)) return -1;
@@ -257,7 +309,7 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
     PyObject *result = NULL;
     Out o = {0};
     double *present = NULL;
-    int64_t *ks = NULL, *work = NULL;
+    int64_t *ks = NULL, *work = NULL, *ulps = NULL, *exact_ks = NULL;
     Py_ssize_t n = total;
     while (n && is_gap(slots[n - 1])) n--;
     if (total > MAX_SLOTS) {
@@ -279,9 +331,32 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
     if (m) {
         ks = PyMem_Malloc((size_t)m * sizeof(int64_t));
         work = PyMem_Malloc((size_t)m * sizeof(int64_t));
-        if (!ks || !work) { PyErr_NoMemory(); goto done; }
-        int header = find_scale(present, m, ks);
-        if (header >= 0 ? encode_ints(&o, header, ks, m, work) : encode_xor(&o, present, m)) goto done;
+        ulps = PyMem_Malloc((size_t)m * sizeof(int64_t));
+        exact_ks = PyMem_Malloc((size_t)m * sizeof(int64_t));
+        if (!ks || !work || !ulps || !exact_ks) { PyErr_NoMemory(); goto done; }
+        /* The first q within MAX_ULPS of every value. None: no q is exact either (XOR). Every
+         * correction 0: it is the first exact q. Else an exact q further on still wins (those
+         * blocks keep the bytes they had before codec 0x05), and only then do the corrections
+         * meet XOR, the smaller taken (a tie keeps XOR). */
+        int near = find_scale(present, m, MAX_ULPS, 0, ks, ulps), exact = -1;
+        if (near >= 0) {
+            Py_ssize_t i = 0;
+            while (i < m && !ulps[i]) i++;
+            exact = i == m ? near : find_scale(present, m, 0, near + 1, exact_ks, work);
+        }
+        if (exact >= 0) {
+            if (encode_ints(&o, CODEC_INTS, header_of(exact), exact == near ? ks : exact_ks, m, work)) goto done;
+        } else {
+            size_t mark = o.len;
+            if (near >= 0) {
+                if (encode_ints(&o, CODEC_ULPS, header_of(near), ks, m, work) || encode_ulps(&o, ulps, m)) goto done;
+                if (o.len - mark >= xor_size(present, m)) {
+                    o.len = mark;  /* the bit writer is flushed: nothing pending */
+                    near = -1;
+                }
+            }
+            if (near < 0 && encode_xor(&o, present, m)) goto done;
+        }
     }
     result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
 done:
@@ -289,6 +364,8 @@ done:
     PyMem_Free(present);
     PyMem_Free(ks);
     PyMem_Free(work);
+    PyMem_Free(ulps);
+    PyMem_Free(exact_ks);
     if (has_view) PyBuffer_Release(&view);
     PyMem_Free(owned);
     return result;
@@ -356,7 +433,10 @@ static int in_bits(In *in, int count, uint64_t *value) {
 /* |v| without overflow (INT64_MIN included), to compare with the bounds */
 static uint64_t abs64(int64_t v) { return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; }
 
-static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
+static PyObject *decode_ulps(In *in, Py_ssize_t m, double *values);
+
+/* codec 0x01-0x03 (corrected 0) or 0x05-0x07, of residual `order` */
+static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values, int corrected) {
     unsigned header, width;
     int64_t head[2] = {0, 0}, base;
     if (in_byte(in, &header)) return bad("truncated");
@@ -367,7 +447,8 @@ static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
     if (in_svarint(in, &base) || in_byte(in, &width)) return bad("truncated");
     if (width > MAX_WIDTH || abs64(base) > MAX_RESIDUAL) return bad("bad residual base or width");
     Py_ssize_t count = m - order;
-    if (in->len - in->pos != ((Py_ssize_t)width * count + 7) / 8) return bad("values of the wrong length");
+    Py_ssize_t size = ((Py_ssize_t)width * count + 7) / 8;
+    if (corrected ? in->len - in->pos < size : in->len - in->pos != size) return bad("values of the wrong length");
     if (order >= 1 && abs64(head[0]) > MAX_SCALED) return bad("scaled integer out of range");
     if (order == 2 && abs64(head[1]) > 2 * MAX_SCALED) return bad("scaled integer out of range");
     double power = DIVISORS[divisor] * POWERS[scale];
@@ -392,7 +473,29 @@ static PyObject *decode_ints(In *in, int order, Py_ssize_t m, double *values) {
         if (abs64(k) > MAX_SCALED) return bad("scaled integer out of range");
         values[i++] = (double)k / power;
     }
-    return Py_None;  /* success marker, not a new reference */
+    if (!corrected) return Py_None;  /* success marker, not a new reference */
+    in->pos += size;
+    in->bit = 0;
+    return decode_ulps(in, m, values);
+}
+
+/* codec 0x05-0x07's corrections added to the bits of values[] */
+static PyObject *decode_ulps(In *in, Py_ssize_t m, double *values) {
+    unsigned width;
+    uint64_t flag, z;
+    if (in_byte(in, &width)) return bad("truncated");
+    if (width > MAX_ULP_WIDTH) return bad("bad ulp correction width");
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (in_bits(in, 1, &flag)) return bad("truncated values");
+        if (!flag) continue;
+        if (in_bits(in, (int)width, &z)) return bad("truncated values");
+        z += 1;  /* the correction's zigzag */
+        uint64_t word = word_of(values[i]) + (uint64_t)((int64_t)(z >> 1) ^ -(int64_t)(z & 1));
+        if ((word & EXPONENT) == EXPONENT) return bad("ulp correction out of range");  /* NaN or inf */
+        memcpy(&values[i], &word, 8);
+    }
+    if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
+    return Py_None;
 }
 
 static PyObject *decode_xor(In *in, Py_ssize_t m, double *values) {
@@ -456,7 +559,8 @@ static int parse_block(In *in, uint64_t *n_out, Py_ssize_t **runs_out, Py_ssize_
     if (!values) { PyErr_NoMemory(); return -1; }
     if (in_byte(in, &codec)) { bad("truncated"); return -1; }
     PyObject *ok;
-    if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(in, (int)(codec - CODEC_INTS), m, values);
+    if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(in, (int)(codec - CODEC_INTS), m, values, 0);
+    else if (codec >= CODEC_ULPS && codec < CODEC_ULPS + 3) ok = decode_ints(in, (int)(codec - CODEC_ULPS), m, values, 1);
     else if (codec == CODEC_XOR) ok = decode_xor(in, m, values);
     else ok = PyErr_Format(PyExc_ValueError, "block v2: unknown values codec %u", codec);
     return ok ? 0 : -1;

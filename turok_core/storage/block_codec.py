@@ -12,8 +12,11 @@ Layout (slots are implicit, in the spirit of Gorilla / M3TSZ: only values and ga
     blob    = 0x02  n:uvarint  runs  values          (v1 msgpack lists start with 0x90-0x9f/0xdc/0xdd)
     runs    = (gaps:uvarint present:uvarint)*        pairs until they cover the n slots; present >= 1
     values  = nothing                                when n == 0 (no value at all)
-            | 0x01+o  divisor<<4|scale:u8  head:svarint*o  base:svarint  width:u8  packed
-            | 0x04  xor-bits
+            | 0x01+o  ints                           scaled integers
+            | 0x04  xor-bits                         XOR doubles
+            | 0x05+o  ints  uwidth:u8  ulp-bits      scaled integers with ulp corrections
+    ints    = divisor<<4|scale:u8  head:svarint*o  base:svarint  width:u8  packed
+    ulp-bits = (0 | 1 zigzag(c)-1:uwidth)*           one per value, zero-padded to a byte
 
 ``n`` is the index of the last value plus one. uvarint is LEB128; svarint is a zigzag-mapped
 uvarint. **Scaled integers** (codec ``0x01``-``0x03``): every value equals ``k / q`` exactly
@@ -25,11 +28,30 @@ residuals are the ``k`` themselves, their deltas, or their deltas of deltas; ``h
 the first ``o`` values need (``k[0]``, then ``k[1] - k[0]``), and each residual minus ``base``
 (the smallest) is packed in ``width`` bits, most significant first, the stream zero-padded to a
 byte. The encoder takes the order with the fewest bytes (the lower on a tie). **XOR doubles**
-(``0x04``, any other block): Gorilla's encoding, a bit stream, most significant bit first,
+(``0x04``): Gorilla's encoding, a bit stream, most significant bit first,
 zero-padded to a byte: the first value's 64 bits; then per value its bits XOR the previous
 value's: ``0`` when equal; ``10`` and the XOR's bits inside the previous window when its leading
 and trailing zeros are at least the window's; else ``11``, 5 bits of leading zeros (at most 31),
 6 bits of the significant length minus one, and the significant bits, which become the window.
+
+**Scaled integers with ulp corrections** (codec ``0x05``-``0x07``), for turokd's averages and sums
+of decimals: ``float(sum) / count`` of two-decimal gauges is ``k / (100 * count)`` but for the
+rounding of the sum, about half the time an ulp or two away, which XOR stores in ~7.6 bytes a
+value. ``k = round(value * q)`` (half to even); each value's bits, as an unsigned 64-bit word,
+are ``float(k) / q``'s plus a correction ``c`` (mod 2**64), ``|c| <= MAX_ULPS`` (128), at the
+smallest candidate ``q`` where every value's is (a zero of the other sign, inf and ``|k| >
+2**53`` never are). ``ints`` as for ``0x01``-``0x03``, its order chosen alike; ``uwidth`` (0-8)
+is the bit length of the largest ``zigzag(c) - 1``; per value a bit ``0`` (``c == 0``) or ``1``
+and ``zigzag(c) - 1`` in ``uwidth`` bits. A reader refuses a correction that makes a NaN or an
+inf. On turokd's rollups of two-decimal gauges these flags take 1.7-3.8 bits a value,
+``zigzag(c)`` in a fixed width 2.6-4.0, a list of (index, c) 5.6-12 (docs/benchmarks.md).
+
+**Which codec.** ``0x01``-``0x03`` whenever every value is ``k / q`` exactly (those blocks'
+bytes are what they were before codec ``0x05`` existed); otherwise the smaller of
+``0x05``-``0x07`` (when some ``q`` keeps every correction in bounds) and ``0x04`` (a tie: XOR).
+The version byte stays 2: a reader from before codec ``0x05`` (this module and ``_blockcodec.c``
+alike) refuses such a blob with ``ValueError("block v2: unknown values codec 5")``, so an old
+finder or turokd fails loudly on a new block and never misreads it.
 """
 from __future__ import annotations
 
@@ -45,11 +67,15 @@ MAX_WIDTH = 57  # bits of the largest residual range, 2 * MAX_RESIDUAL
 MAX_SLOTS = 86400  # a day of 1 s slots: no block is longer
 CODEC_INTS = 0x01  # + residual order (0, 1, 2)
 CODEC_XOR = 0x04
+CODEC_ULPS = 0x05  # + residual order (0, 1, 2)
+MAX_ULPS = 128  # |correction| of codec 0x05-0x07: zigzag(correction) - 1 fits MAX_ULP_WIDTH bits
+MAX_ULP_WIDTH = 8
 DIVISORS = (1, 3, 6, 12, 60)  # besides powers of ten: averages of 3, 6 (10 s → 1 min), 12 and 60 slots
 _POWERS = [10.0 ** s for s in range(MAX_SCALE + 1)]
 # (q, header byte) in the order the encoder tries them
 _CANDIDATES = sorted((float(d) * _POWERS[s], i << 4 | s) for i, d in enumerate(DIVISORS) for s in range(MAX_SCALE + 1))
 _MASK64 = (1 << 64) - 1
+_EXPONENT = 0x7FF << 52
 
 
 # --- encoding
@@ -69,20 +95,31 @@ def _svarint_size(value: int) -> int:
     return max(1, (_zigzag(value).bit_length() + 6) // 7)
 
 
-def _scaled(values: Sequence[float]) -> Optional[tuple[int, list[int]]]:
-    """``(header byte, k per value)`` when every value is ``k / q`` exactly; else None."""
+def _word(value: float) -> int:
+    return struct.unpack("<Q", struct.pack("<d", value))[0]
+
+
+def _scaled(values: Sequence[float], max_ulps: int) -> Optional[tuple[int, list[int], list[int]]]:
+    """``(header byte, k per value, ulps per value)`` for the first ``q`` at which every value's
+    bits are ``float(k) / q``'s plus at most ``max_ulps`` (0: exactly ``k / q``); else None."""
     for power, header in _CANDIDATES:
-        ks = []
+        ks, ulps = [], []
         for value in values:
             x = value * power
             if not abs(x) <= MAX_SCALED:  # also inf
                 break
             k = round(x)  # half to even, as C's nearbyint
-            if float(k) / power != value or (k == 0 and math.copysign(1.0, value) < 0):
-                break
+            approx = float(k) / power
+            if approx == value and (k or math.copysign(1.0, value) > 0):
+                ulp = 0
+            else:  # the difference of the bits, so -0.0 is no 0.0
+                ulp = (_word(value) - _word(approx) + (1 << 63)) % (1 << 64) - (1 << 63)
+                if abs(ulp) > max_ulps:
+                    break
             ks.append(k)
+            ulps.append(ulp)
         else:
-            return header, ks
+            return header, ks, ulps
     return None
 
 
@@ -105,7 +142,7 @@ def _pack(numbers: Iterable[int], width: int, out: bytearray) -> None:
         out += int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def _encode_ints(header: int, ks: list[int], out: bytearray) -> None:
+def _encode_ints(codec: int, header: int, ks: list[int], out: bytearray) -> None:
     best: Optional[tuple[int, int, list[int], list[int], int, int]] = None
     for order in range(min(3, len(ks))):
         head, residuals = _residuals(ks, order)
@@ -116,13 +153,26 @@ def _encode_ints(header: int, ks: list[int], out: bytearray) -> None:
             best = (cost, order, head, residuals, base, width)
     assert best is not None
     _cost, order, head, residuals, base, width = best
-    out.append(CODEC_INTS + order)
+    out.append(codec + order)
     out.append(header)
     for h in head:
         _uvarint(_zigzag(h), out)
     _uvarint(_zigzag(base), out)
     out.append(width)
     _pack((r - base for r in residuals), width, out)
+
+
+def _binary(number: int, width: int) -> str:
+    return format(number, f"0{width}b") if width else ""
+
+
+def _encode_ulps(ulps: list[int], out: bytearray) -> None:
+    """The corrections: their width byte, then per value a 0 bit, or a 1 bit and ``zigzag - 1``."""
+    width = max(_zigzag(ulp) - 1 for ulp in ulps if ulp).bit_length()  # 0: every correction is -1
+    out.append(width)
+    bits = "".join("1" + _binary(_zigzag(ulp) - 1, width) if ulp else "0" for ulp in ulps)
+    bits += "0" * (-len(bits) % 8)
+    out += int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
 def _leading_zeros(x: int) -> int:
@@ -182,11 +232,22 @@ def encode(values: Iterable[Optional[float]]) -> bytes:
         present.extend(slots[start:index])
     if not present:
         return bytes(out)
-    scaled = _scaled(present)
-    if scaled is not None:
-        _encode_ints(scaled[0], scaled[1], out)
-    else:
-        _encode_xor(present, out)
+    near = _scaled(present, MAX_ULPS)
+    exact = None  # and with no q near, none is exact
+    if near is not None:
+        exact = near if not any(near[2]) else _scaled(present, 0)
+    if exact is not None:
+        _encode_ints(CODEC_INTS, exact[0], exact[1], out)
+        return bytes(out)
+    chosen = bytearray()
+    _encode_xor(present, chosen)
+    if near is not None:
+        corrected = bytearray()
+        _encode_ints(CODEC_ULPS, near[0], near[1], corrected)
+        _encode_ulps(near[2], corrected)
+        if len(corrected) < len(chosen):  # a tie keeps XOR
+            chosen = corrected
+    out += chosen
     return bytes(out)
 
 
@@ -221,6 +282,11 @@ class _Reader:
         value = self.uvarint()
         return (value >> 1) ^ -(value & 1)
 
+    def take(self, count: int) -> bytes:
+        """The next ``count`` bytes (fewer at the end: the caller checks)."""
+        taken, self.offset = self.blob[self.offset:self.offset + count], min(len(self.blob), self.offset + count)
+        return taken
+
     def rest(self) -> bytes:
         rest, self.offset = self.blob[self.offset:], len(self.blob)
         return rest
@@ -233,7 +299,8 @@ def _bits(data: bytes, count: int) -> str:
     return format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
 
 
-def _decode_ints(order: int, reader: _Reader, m: int) -> list[float]:
+def _decode_ints(order: int, reader: _Reader, m: int, corrected: bool) -> list[float]:
+    """Codec 0x01-0x03 (``corrected`` False) or 0x05-0x07, of residual ``order``."""
     header = reader.byte()
     scale, divisor = header & 0x0F, header >> 4
     if scale > MAX_SCALE or divisor >= len(DIVISORS) or order >= m:
@@ -244,8 +311,9 @@ def _decode_ints(order: int, reader: _Reader, m: int) -> list[float]:
     if width > MAX_WIDTH or abs(base) > MAX_RESIDUAL:
         raise ValueError("block v2: bad residual base or width")
     count = m - order
-    data = reader.rest()
-    if len(data) != (width * count + 7) // 8:
+    size = (width * count + 7) // 8
+    data = reader.take(size) if corrected else reader.rest()
+    if len(data) != size:
         raise ValueError("block v2: values of the wrong length")
     bits = _bits(data, width * count)
     residuals = [base + int(bits[i * width:(i + 1) * width], 2) for i in range(count)] if width else [base] * count
@@ -268,7 +336,37 @@ def _decode_ints(order: int, reader: _Reader, m: int) -> list[float]:
     if any(abs(k) > MAX_SCALED for k in ks):
         raise ValueError("block v2: scaled integer out of range")
     q = float(DIVISORS[divisor]) * _POWERS[scale]
-    return [float(k) / q for k in ks]
+    if not corrected:
+        return [float(k) / q for k in ks]
+    words = [(_word(float(k) / q) + ulp) & _MASK64 for k, ulp in zip(ks, _decode_ulps(reader, m))]
+    if any(word & _EXPONENT == _EXPONENT for word in words):
+        raise ValueError("block v2: ulp correction out of range")  # NaN or inf: no encoder writes it
+    return list(struct.unpack(f"<{m}d", struct.pack(f"<{m}Q", *words)))
+
+
+def _decode_ulps(reader: _Reader, m: int) -> list[int]:
+    width = reader.byte()
+    if width > MAX_ULP_WIDTH:
+        raise ValueError("block v2: bad ulp correction width")
+    data = reader.rest()
+    bits = _bits(data, 0)
+    position, ulps = 0, []
+    for _ in range(m):
+        if position >= len(bits):
+            raise ValueError("block v2: truncated values")
+        if bits[position] == "0":
+            ulps.append(0)
+            position += 1
+            continue
+        end = position + 1 + width
+        if end > len(bits):
+            raise ValueError("block v2: truncated values")
+        z = int(bits[position + 1:end] or "0", 2) + 1  # the correction's zigzag
+        ulps.append((z >> 1) ^ -(z & 1))
+        position = end
+    if len(bits) - position >= 8:
+        raise ValueError("block v2: bytes after the values")
+    return ulps
 
 
 def _decode_xor(data: bytes, m: int) -> list[float]:
@@ -327,7 +425,9 @@ def decode(blob: bytes) -> list[Optional[float]]:
         return []
     codec = reader.byte()
     if CODEC_INTS <= codec < CODEC_INTS + 3:
-        values = _decode_ints(codec - CODEC_INTS, reader, m)
+        values = _decode_ints(codec - CODEC_INTS, reader, m, False)
+    elif CODEC_ULPS <= codec < CODEC_ULPS + 3:
+        values = _decode_ints(codec - CODEC_ULPS, reader, m, True)
     elif codec == CODEC_XOR:
         values = _decode_xor(reader.rest(), m)
     else:
