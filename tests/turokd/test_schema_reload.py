@@ -46,18 +46,18 @@ def test_an_edit_while_running_is_followed_recorded_and_a_broken_one_refused(tmp
     try:
         service.startService()
         reactor.advance(1.0)
-        first = service.schemas
+        first = service.schema_files.current
         assert [a.step for a in first.policy_for("x").archives] == [10, 60] and len(record.load()) == 1
 
         write(schemas, "[all]\npattern = .*\nretentions = 10s:1d,1min:30d\n[broken\n", 2)
         reactor.advance(61.0)  # a heartbeat past the reload interval: refused, logged, kept
-        assert service.schemas is first and len(record.load()) == 1
+        assert service.schema_files.current is first and len(record.load()) == 1
         assert any("edited but refused" in formatEvent(e) for e in events)
 
         write(schemas, "[all]\npattern = .*\nretentions = 10s:1d,5min:30d\n", 3)
         reactor.advance(61.0)
-        assert [a.step for a in service.schemas.policy_for("x").archives] == [10, 300]
-        assert len(record.load()) == 2 and len(service.history.versions) == 2  # recorded as a start would
+        assert [a.step for a in service.schema_files.current.policy_for("x").archives] == [10, 300]
+        assert len(record.load()) == 2 and len(service.schema_files.history.versions) == 2  # recorded as a start would
         queue.send(encode_messages([TurokMessage("reload.after", DAY + 20, [2.0], 10, "sum")]))
         reactor.advance(1.0)
     finally:

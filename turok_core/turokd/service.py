@@ -28,15 +28,13 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from turok_core.model.config import TurokConfig
-from turok_core.model.schema_history import SchemaHistory
-from turok_core.model.schema_watch import SchemaWatch
 from turok_core.model.schemas import SchemaSet, load_schemas
 from turok_core.runtime.aws import make_client
 from turok_core.runtime.cache_server import cache_site
 from turok_core.runtime.consumer import QueueConsumerService, RateLimitedLog, started
 from turok_core.storage.leases import LeaseStore, LeaseTable
 from turok_core.storage.memory_leases import MemoryLeaseTable
-from turok_core.storage.schema_history import MemorySchemaRecord, SchemaRecord, SchemaRecordTable, load_history
+from turok_core.storage.schema_history import MemorySchemaRecord, SchemaRecord
 from turok_core.storage.tables import BlockStore
 from turok_core.turokd.announcer import Announcer
 from turok_core.turokd.block_writer import BlockWriter, CloseResult
@@ -44,6 +42,7 @@ from turok_core.turokd.counters import TurokdCounters
 from turok_core.turokd.decode import DecodedBatch
 from turok_core.turokd.held_receipts import HeldReceipts
 from turok_core.turokd.lease_holder import LeaseChanges, PartitionLeases
+from turok_core.turokd.schema_files import TurokdSchemas
 from turok_core.turokd.start_snapshots import StartSnapshots
 from turok_core.wire.announcements import encode_announcements
 from turok_core.wire.partitions import partition_queue_name, partition_queue_names
@@ -95,12 +94,10 @@ class TurokdService(QueueConsumerService):
         self._lease_clock = lease_clock
         if schema_record is None and store is not None:
             schema_record = MemorySchemaRecord()
-        self._schema_record = schema_record
         self.leases: Optional[PartitionLeases] = None  # made by connect
         # read at construction, so twistd refuses to start on invalid schema files
-        self.schemas = schemas if schemas is not None else load_schemas(config)
-        self.history = SchemaHistory.current_only(self.schemas)  # with the recorded versions once started
-        self._schema_watch = SchemaWatch(config, self.schemas, self._reactor.seconds)
+        self.schema_files = TurokdSchemas(config, schemas if schemas is not None else load_schemas(config),
+                                          schema_record, lease_clock, self._reactor.seconds)
         self._rejections = RateLimitedLog(log, self._reactor.seconds, REJECT_LOG_INTERVAL)
         self.work: dict[int, PartitionWork] = {}  # the partitions held, by number
         self._tick_call: Optional[task.LoopingCall] = None
@@ -164,14 +161,9 @@ class TurokdService(QueueConsumerService):
         recorded.addCallback(lambda _: self._start_leases())
 
     def _record_schemas(self) -> None:
-        """Record the schema files this turokd runs with (a new version when they changed) and
-        read the history (blocking: in the pool)."""
-        if self._schema_record is None:
-            self._schema_record = SchemaRecordTable(make_client("dynamodb", self.config),
-                                                    self.config.schema_history_table_name)
-        if self._schema_record.record(self.schemas, self._lease_clock()):
+        """Record the schema files in force and read the history (blocking: in the pool)."""
+        if self.schema_files.record():
             log.info("turokd: recorded new schema files in {table}", table=self.config.schema_history_table_name)
-        self.history = load_history(self._schema_record, self.schemas)
 
     def _start_leases(self) -> None:
         if not self.running:
@@ -240,14 +232,12 @@ class TurokdService(QueueConsumerService):
     def _check_schemas(self) -> None:
         """Schema files edited while running (``schema_watch.py``): slots held from now on follow
         them, and they are recorded in the schema history as a start records them."""
-        reload = self._schema_watch.poll()
+        reload = self.schema_files.poll()
         if reload is None:
             return
-        (log.info if reload.schemas else log.error)("{line}", line=reload.describe("turokd", self._schema_watch.paths))
+        (log.info if reload.schemas else log.error)("{line}", line=reload.describe("turokd", self.schema_files.paths))
         if reload.schemas is None:
             return
-        self.schemas = reload.schemas
-        self.history = self.history.with_current(self.schemas, self._lease_clock())
         self._use_schemas()
         recorded = self._in_pool(self._record_schemas)
         recorded.addCallbacks(lambda _: self._use_schemas(), lambda failure: log.error(
@@ -255,7 +245,7 @@ class TurokdService(QueueConsumerService):
 
     def _use_schemas(self) -> None:
         for work in self.work.values():
-            work.writer.use_schemas(self.schemas, self.history)
+            work.writer.use_schemas(self.schema_files.current, self.schema_files.history)
 
     def _leases_changed(self, changes: LeaseChanges) -> None:
         for partition in changes.lost:
@@ -275,9 +265,9 @@ class TurokdService(QueueConsumerService):
 
     def _start_partition(self, partition: int) -> None:
         leases, store = started(self.leases), started(self._store)
-        writer = BlockWriter(store, self.config, self.schemas, self.clock,
+        writer = BlockWriter(store, self.config, self.schema_files.current, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
-                             route_old=True, history=self.history, shared_before=leases.shared_before,
+                             route_old=True, history=self.schema_files.history, shared_before=leases.shared_before,
                              unwritten=StartSnapshots(store, leases.records_since).unwritten)
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
