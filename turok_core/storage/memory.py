@@ -25,7 +25,7 @@ from turok_core.storage.block_layout import (
 )
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import check_table_affixes, table_name
-from turok_core.storage.writes import BATCH_WRITE_ITEMS, MergedBlocks, WriteStats, item_size
+from turok_core.storage.writes import BATCH_WRITE_ITEMS, BlockValues, MergedBlocks, WriteStats, block_row, item_size
 
 
 class MemoryBlockStore:
@@ -129,15 +129,16 @@ class MemoryBlockStore:
             stats.write_calls += puts if conditional else math.ceil(puts / BATCH_WRITE_ITEMS)
         return stats
 
-    def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
-        """Write whole new blocks, replacing what is stored, without a read (BatchWriteItem's count)."""
+    def put_blocks(self, blocks: Iterable[tuple[str, int, int, BlockValues]]) -> WriteStats:
+        """Write whole new blocks, replacing what is stored, without a read (BatchWriteItem's count);
+        values as ``BlockStore.put_blocks`` takes them."""
         stats = WriteStats()
         puts: dict[tuple[str, str, int], bytes] = {}
         for metric, step, start, values in blocks:
             span = self.span(step)
             if start % span:
                 raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
-            puts[(self.table_for(start, step), metric, start)] = self._merged(None, step, values)
+            puts[(self.table_for(start, step), metric, start)] = encode_datapoints(block_row(values, span // step))
         with self._lock:
             for name in sorted({table for table, _metric, _start in puts}):
                 stats.tables_created += self._ensure(name)

@@ -28,7 +28,7 @@ from turok_core.storage.block_starts import BlockStarts
 from turok_core.storage.reads import BlockReader, BlockReadError
 from turok_core.storage.table_catalog import list_table_names
 from turok_core.storage.table_names import check_table_affixes, table_name
-from turok_core.storage.writes import BlockMerger, BlockWriteError, MergedBlocks, WriteStats
+from turok_core.storage.writes import BlockMerger, BlockValues, BlockWriteError, MergedBlocks, WriteStats
 
 __all__ = ["BACKOFF", "BlockReadError", "BlockStore", "BlockWriteError", "DayTables", "WriteStats"]
 
@@ -197,7 +197,7 @@ class BlockStore:
         see ``BlockMerger.write_blocks``."""
         return self._merger.write_blocks(blocks, assume_new, exclusive, fill_gaps, merged)
 
-    def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
+    def put_blocks(self, blocks: Iterable[tuple[str, int, int, BlockValues]]) -> WriteStats:
         """Write whole new blocks without a read, batched; see ``BlockMerger.put_blocks``."""
         return self._merger.put_blocks(blocks)
 

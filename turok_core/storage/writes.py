@@ -26,7 +26,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from botocore.exceptions import ClientError
 
@@ -48,6 +48,22 @@ _THROTTLED = ("ProvisionedThroughputExceededException", "ThrottlingException", "
 BlockKey = tuple[str, str, int]  # (table, metric, block start)
 # (metric, step, block start) → the block's slot values after a merge, None for gaps
 MergedBlocks = dict[tuple[str, int, int], list]
+
+
+# a block's values as writers give them: {slot index: value}, or every slot in order (gaps NaN or None)
+BlockValues = Union[Mapping[int, float], Sequence[Optional[float]]]
+
+
+def block_row(values: BlockValues, slots: int) -> Sequence[Optional[float]]:
+    """A block's slots in order from either form of ``BlockValues`` (a sequence is taken as it is)."""
+    if not isinstance(values, Mapping):
+        if len(values) > slots:
+            raise ValueError(f"{len(values)} slot values for a block of {slots}")
+        return values
+    row: list[Optional[float]] = [None] * slots
+    for index, value in values.items():
+        row[index] = value
+    return row
 
 
 class BlockWriteError(RuntimeError):
@@ -151,8 +167,9 @@ class BlockMerger:
             keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
         return self._write(keyed, spans, assume_new, exclusive, fill_gaps, merged)
 
-    def put_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]]) -> WriteStats:
-        """Write whole new blocks, ``(metric, step, block_start, {slot index: value})`` each, with
+    def put_blocks(self, blocks: Iterable[tuple[str, int, int, BlockValues]]) -> WriteStats:
+        """Write whole new blocks, ``(metric, step, block_start, {slot index: value})`` each (or
+        the block's every slot in a sequence, gaps NaN or None: ``block_row``), with
         BatchWriteItem: no read, no condition, each item replaced by what is given.
 
         Only for blocks their writer alone writes and has not written before (turokd holding the
@@ -161,21 +178,21 @@ class BlockMerger:
         ``BlockWriteError`` when some stay unprocessed.
         """
         spans: dict[int, int] = {}
+        tables: dict[tuple[int, int], str] = {}  # (step, start) → day table: one name per block id
         puts: dict[BlockKey, tuple[dict, int]] = {}
         for metric, step, start, values in blocks:
-            span = spans.get(step)
-            if span is None:
-                span = spans[step] = block_span(step, self._config.block_slots)
-            if start % span:
-                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
-            row: list[Optional[float]] = [None] * (span // step)
-            for index, value in values.items():
-                row[index] = value
-            blob = encode_datapoints(row)
+            table = tables.get((step, start))
+            if table is None:
+                span = spans.get(step)
+                if span is None:
+                    span = spans[step] = block_span(step, self._config.block_slots)
+                if start % span:
+                    raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+                table = tables[(step, start)] = self._tables.table_for(start, step)
+            blob = encode_datapoints(block_row(values, spans[step] // step))
             item = {"metric": {"S": metric}, "start_time": {"N": str(start)}, "datapoints": {"B": blob}}
             # one key once per call: BatchWriteItem refuses a request naming an item twice
-            puts[(self._tables.table_for(start, step), metric, start)] = (
-                item, max(1, math.ceil(item_size(metric, start, blob) / 1024)))
+            puts[(table, metric, start)] = (item, max(1, math.ceil(item_size(metric, start, blob) / 1024)))
         stats = WriteStats()
         if not puts:
             return stats

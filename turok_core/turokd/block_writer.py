@@ -39,6 +39,7 @@ from turok_core.turokd.rollup_writer import RollupPlan, rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
 
 Row = tuple[str, int, int, dict[int, float]]  # (metric, step, block start, {slot index: value})
+WholeBlock = tuple[str, int, int, Sequence[float]]  # (metric, step, block start, every slot, NaN gaps)
 
 
 @dataclass
@@ -49,6 +50,11 @@ class CloseResult:
     slots: int = 0  # base slot values in them
     rollup_slots: int = 0  # coarse slot values written
     stats: WriteStats = field(default_factory=WriteStats)
+
+
+def _known(values: Sequence[float]) -> int:
+    """How many slots of a whole block hold a value (NaN is a gap), without a Python step per slot."""
+    return list(map(eq, values, values)).count(True)
 
 
 def _row(metric: str, step: int, start: int, values: Sequence[float]) -> Row:
@@ -158,7 +164,7 @@ class BlockWriter:
 
     def _write_base(self, due: DueBlocks, result: CloseResult) -> list[WrittenBlock]:
         """Put the fresh blocks, merge the others; the blocks written, with values when put."""
-        fresh: list[WrittenBlock] = []
+        fresh: list[WholeBlock] = []
         merged: list[WrittenBlock] = []  # may be new (put-if-absent first)
         rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
         exclusive: list[WrittenBlock] = []  # held partition, not fresh: batched read, merge, put
@@ -175,16 +181,19 @@ class BlockWriter:
                     (rewritten if written else merged).append(block)
         if not fresh and not merged and not rewritten and not exclusive:
             return []
-        rows: list[Row] = []
+        slots = 0
         known: MergedBlocks = {}  # the exclusive merges' blocks as stored now: known whole
-        for blocks, write in ((fresh, self.store.put_blocks), (merged, self.store.write_blocks),
+        if fresh:  # whole arrays, gaps NaN: no per-block dict of the known slots
+            result.stats.add(self.store.put_blocks(fresh))
+            slots += sum(_known(values) for *_key, values in fresh)
+        for blocks, write in ((merged, self.store.write_blocks),
                               (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False)),
                               (exclusive, lambda rows: self.store.write_blocks(rows, assume_new=False,
                                                                                 exclusive=True, merged=known))):
             part = [_row(metric, step, start, values) for metric, step, start, values in blocks if values is not None]
             if part:
                 result.stats.add(write(part))
-                rows += part
+                slots += sum(len(values) for *_key, values in part)
         merged += rewritten
         for (step, start), metrics in due.blocks.items():
             self.fresh.mark(BASE, step, [start])
@@ -192,8 +201,8 @@ class BlockWriter:
                 # the coarse block of this id (rolled up from the finer archive) must merge into
                 # the backfilled slots, not be put whole over them
                 self.fresh.mark(BACKFILL, step, [start])
-        result.blocks += len(rows)
-        result.slots += sum(len(values) for *_key, values in rows)
+        result.blocks += len(fresh) + len(merged) + len(exclusive)
+        result.slots += slots
         return (fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
                 + [(metric, step, start, known.get((metric, step, start)))
                    for metric, step, start, _values in exclusive])
@@ -226,7 +235,7 @@ class BlockWriter:
         a slot settled at ``settled_at`` (``rollup.settled_before``) only where none is stored."""
         rollups = self.rollups
         assert rollups is not None
-        puts: list[tuple[Row, Sequence[float]]] = []
+        puts: list[WholeBlock] = []
         merges: list[Row] = []
         plans = []
         held = all(self.fresh.held(block.plan.metric, block.plan.start) for block in due)
@@ -236,18 +245,17 @@ class BlockWriter:
                 plans.append(block.plan)
                 continue
             plan, values = block.plan, block.finish()
-            row = _row(plan.metric, plan.coarse_step, plan.start, values)
-            if not row[3]:
+            if True not in map(eq, values, values):
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
             if not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
                     and not self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # else merge, not replace
-                puts.append((row, values))
+                puts.append((plan.metric, plan.coarse_step, plan.start, values))
             else:
-                merges.append(row)
+                merges.append(_row(plan.metric, plan.coarse_step, plan.start, values))
         written: list[WrittenBlock] = []
         if puts:
-            result.stats.add(self.store.put_blocks([row for row, _values in puts]))
-            written += [(metric, step, start, values) for (metric, step, start, _row), values in puts]
+            result.stats.add(self.store.put_blocks(puts))
+            written += puts
         if merges:
             # merged without conditions while the partition is held; then known whole for the next level
             known: MergedBlocks = {}
@@ -258,7 +266,7 @@ class BlockWriter:
                                                              fill_gaps=fill_gaps, merged=known if held else None))
             written += [(metric, step, start, known.get((metric, step, start)))
                         for metric, step, start, _values in merges]
-        result.rollup_slots += sum(len(row[3]) for row, _values in puts) + sum(len(row[3]) for row in merges)
+        result.rollup_slots += sum(_known(values) for *_key, values in puts) + sum(len(row[3]) for row in merges)
         if plans:
             # coarse blocks written before exist: merge without trying put-if-absent first
             exist = all(self.fresh.written(COARSE, plan.coarse_step, plan.start) for plan in plans)

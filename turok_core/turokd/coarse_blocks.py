@@ -198,12 +198,9 @@ class CoarseBlocks:
     def _finer_sole(self, metric: str, step: int, coarse_start: int, coarse_span: int) -> bool:
         """Every finer block under a coarse block is this turokd's alone: owned since before the
         coarse block began, or each start unnamed by the record (``fresh.FreshBlocks.sole``)."""
-        fresh = self._fresh
-        if fresh.owned(metric, coarse_start):
-            return True
         span = block_span(step, self._block_slots)
-        return all(fresh.sole(metric, step, start)
-                   for start in range(coarse_start - coarse_start % span, coarse_start + coarse_span, span))
+        return self._fresh.sole_all(metric, step, range(coarse_start - coarse_start % span,
+                                                        coarse_start + coarse_span, span))
 
     def take_due(self, now: float) -> list[CoarseBlock]:
         """The due blocks of the finest level that has any (coarser levels wait for their input)."""

@@ -65,9 +65,25 @@ class FreshBlocks:
     def sole(self, metric: str, step: int, start: int) -> bool:
         """No writer but this turokd can have written the metric's block at ``(step, start)``:
         owned since before it began, or held and not named by the record of block starts."""
-        if self.owned(metric, start):
-            return True
-        return self._unwritten is not None and self.held(metric, start) and self._unwritten(metric, step, start)
+        return self.sole_all(metric, step, (start,))
+
+    def sole_all(self, metric: str, step: int, starts: Iterable[int]) -> bool:
+        """``sole`` for each of the metric's blocks at ``starts`` (the ownership looked up once)."""
+        since = self._owned_since(metric) if self._owned_since is not None else None
+        if since is None:
+            return False
+        shared: Optional[float] = None
+        asked = False
+        for start in starts:
+            if start >= since:
+                continue  # owned since before it began
+            if self._unwritten is None:
+                return False
+            if not asked:
+                shared, asked = (self._shared_before() if self._shared_before is not None else None), True
+            if (shared is not None and start < shared) or not self._unwritten(metric, step, start):
+                return False  # a running import writes it too, or the record names it
+        return True
 
     def written(self, kind: str, step: int, start: int) -> bool:
         """A block of this id was written (or may have been: forgotten) by this writer."""
