@@ -88,8 +88,8 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
             self.batches.append(list(names))
             return super().add_names(names)
 
-        def read_shard(self, shard):
-            result = super().read_shard(shard)
+        def read_object(self, shards, shard):
+            result = super().read_object(shards, shard)
             if self.races:
                 self.races -= 1
                 self.intruders += 1
