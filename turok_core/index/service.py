@@ -102,8 +102,9 @@ class IndexerService(QueueConsumerService):
                                        config.visibility_timeout_seconds)
         if not self._moves_checked:
             self._moves_checked = True
-            yield self._maybe_move("index", self.store, None, 0)
-            yield self._maybe_move("tag index", self.tag_store, None, 0)
+            for label, store in (("index", self._store), ("tag index", self._tag_store)):
+                if store is not None:
+                    yield self._maybe_move(label, store, None, 0)
         if not messages:
             return
         self.note_received(messages)
