@@ -97,3 +97,19 @@ def test_a_move_that_switches_during_a_refresh_is_read_again(turok_config):
     assert_answers_like_a_fresh_copy(names, tags, expected)  # the old shards it read after the move were gone
     assert names.manifest_checks >= 1 and tags.manifest_checks >= 1
     assert name_store.manifest(fresh=True).shards == 16 == tag_store.manifest(fresh=True).shards
+
+
+def test_the_move_command_moves_either_index_and_refuses_a_bad_count(turok_config, tmp_path, capsys):
+    from turok_core.dev.stack import write_config
+    from turok_core.index.reshard import main
+
+    config = turok_config.replace(index_shards=4, tag_index_shards=4)
+    write_config(config, tmp_path / "turok.conf")
+    add_and_remove(config, names_of(10, "a"))
+    argv = ["--config", str(tmp_path / "turok.conf")]
+    assert main(argv + ["--tags", "--to", "16"]) == 0
+    assert "now has 16 shards" in capsys.readouterr().out
+    name_store, tag_store = stores(config)
+    assert (name_store.shard_count(), tag_store.shard_count()) == (4, 16)
+    assert main(argv + ["--to", "6"]) == 1 and "not a multiple" in capsys.readouterr().err
+    assert main(argv) == 0 and name_store.manifest(fresh=True).shards == 4  # nothing in progress: nothing moves
