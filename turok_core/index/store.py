@@ -177,6 +177,12 @@ class ShardedIndexStore(ABC):
         """The version of the manifest ``manifest()`` returned last."""
         return self._manifest_version
 
+    def _manifest_changed(self) -> bool:
+        """Whether the manifest changed since ``manifest()`` read it (then read anew)."""
+        version = self._manifest_version
+        self.manifest(fresh=True)
+        return self._manifest_version != version
+
     def shard_count(self) -> int:
         """The shard count of the index's layout (the old one while it moves)."""
         return self.manifest().shards
@@ -265,6 +271,8 @@ class ShardedIndexStore(ABC):
             if updated == current:  # a missing new shard stays missing: the mover fills it
                 stats.shards_unchanged += 1
                 return None
+            if found.version is None and fill is None and not moving and self._manifest_changed():
+                raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
             if self.put_object(shards, shard, updated, None, found.version):
                 stats.shard_writes += 1
                 stats.count(len(updated ^ current), len(updated))
