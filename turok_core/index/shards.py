@@ -57,8 +57,3 @@ def decode_shard_object(data: bytes) -> tuple[list[str], Optional[int]]:
     if "" in names:  # blank lines: not ours, but harmless
         names = [name for name in names if name]
     return names, sealed_to
-
-
-def decode_shard(data: bytes) -> list[str]:
-    """The names in a shard object, sealed or not."""
-    return decode_shard_object(data)[0]
