@@ -147,7 +147,8 @@ def test_tagged_names_go_to_the_tag_index_too():
 
 def test_the_indexer_moves_an_index_whose_shards_pass_the_target_and_finishes_a_move_left_half_done():
     """In-process rounds: the name index passes its target and moves to 4x the shards; a tag index
-    move a mover left half done is finished by the next indexer's first round, with no message."""
+    move a mover left half done is finished by the next indexer's first round, with no message,
+    and an old layout a mover left after its switch is deleted by the next indexer's."""
     from twisted.internet import defer, task
 
     from tests.support.index_moves import Stop, stopping_after, visible
@@ -185,3 +186,8 @@ def test_the_indexer_moves_an_index_whose_shards_pass_the_target_and_finishes_a_
     assert store.manifest(fresh=True) == Manifest(8) and second.counters.moves == 1
     assert visible(store) == set(names) and len(queue) == 0
     assert tags.manifest(fresh=True) == Manifest(4)  # its target is 0: never moved by size
+
+    tags.put_object(2, 0, {"x.y;k=v"}, 4, None)  # a retired layout a mover killed after its switch left
+    third = indexer(MemoryQueue(), MemoryIndexStore(config))
+    third.poll_once()
+    assert tags.layouts() == [4] and third.counters.moves == 0 and visible(tags) == set(names[30:])

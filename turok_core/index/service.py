@@ -5,8 +5,9 @@ a batch, add all their names with one ``IndexStore.add_names`` call, the tagged 
 tag index (``turok_core.index.tag_cache``), and delete the messages only once both indexes hold
 them. Then, when the shards an index's update wrote hold more than ``index_shard_target_names``
 (``tag_index_shard_target_names``) names on average, or a move of that index is in progress (one
-a mover left half done: also checked on the first round after start), the poller moves it to
-more shards (``turok_core.index.reshard``) before its next round. A body that is no announcement
+a mover left half done: also checked on the first round after start, which deletes the layouts
+a mover killed after its switch left), the poller moves it to more shards
+(``turok_core.index.reshard``) before its next round. A body that is no announcement
 is logged and left alone: SQS redelivers it until its redrive policy moves it to the dead-letter
 queue. Every boto3 call runs in the service's AWS thread pool.
 """
@@ -150,21 +151,26 @@ class IndexerService(QueueConsumerService):
     @defer.inlineCallbacks
     def _maybe_move(self, label: str, store: ShardedIndexStore, stats: Optional[AddStats],
                     target_names: int) -> Generator[defer.Deferred, Any, None]:
-        """Move ``store`` to more shards when due (one poller at a time); a failed move is logged
-        and left for the next round or indexer (every step of a move can be taken again)."""
+        """Move ``store`` to more shards when due (one poller at a time); without ``stats`` (the
+        first round) also delete the layouts a mover killed after its switch left. A failed move
+        is logged and left for the next round or indexer (every step of a move can be taken again)."""
         if label in self._moving:
             return
         self._moving.add(label)
         try:
             to = yield self._in_pool(move_due, store, stats or AddStats(), target_names)
-            if to is None:
+            if to is None and stats is not None:
                 return
-            manifest = store.manifest()
-            log.info("turok-indexer: moving the {label} from {old} to {new} shards",
-                     label=label, old=manifest.shards, new=to)
+            if to is not None:
+                log.info("turok-indexer: moving the {label} from {old} to {new} shards",
+                         label=label, old=store.manifest().shards, new=to)
             moved = yield self._in_pool(move_shards, store, to)
-            self.counters.moves += 1
-            log.info("turok-indexer: {label} moved: {stats}", label=label, stats=moved)
+            if moved.moved_from:
+                self.counters.moves += 1
+                log.info("turok-indexer: {label} moved: {stats}", label=label, stats=moved)
+            elif moved.deleted:
+                log.info("turok-indexer: deleted {count} objects of the {label}'s retired layouts",
+                         count=moved.deleted, label=label)
         except Exception as exc:  # the move stays in progress: any mover finishes it
             self._errors.error("move", "turok-indexer: moving the {label} failed, left for the next round: {error!r}",
                                label=label, error=exc)
