@@ -168,3 +168,26 @@ def test_a_move_is_due_past_the_target_or_while_one_is_in_progress(index_stores)
     with pytest.raises(Stop):
         move_shards(stopping_after(index_stores(shards=2), 1), to=4)
     assert move_due(index_stores(shards=2), AddStats(), 0) == 4
+
+
+def test_writers_that_have_not_seen_the_move_write_the_new_layout(index_stores):
+    """Writers whose manifest is from before the move, or from during it, write after the switch
+    and the deletion of the old layout: their names land in the new layout, removals too."""
+    store = index_stores(shards=2)
+    names = {f"a.n{i}" for i in range(20)}
+    store.add_names(names)
+    before = index_stores(shards=2)
+    before.shard_count()  # read before the move: 2 shards
+    with pytest.raises(Stop):
+        move_shards(stopping_after(index_stores(shards=2), 1), to=8)
+    during = index_stores(shards=2)
+    assert during.manifest() == Manifest(2, 8)  # read during the move
+    move_shards(index_stores(shards=2))
+    assert store.layouts() == [8]
+    before.add_names(["b.one", "b.two"])
+    before.remove_names(["a.n1"])
+    during.add_names(["c.one", "c.two"])
+    during.remove_names(["a.n2"])
+    assert before.manifest() == during.manifest() == Manifest(8)
+    assert store.layouts() == [8]  # each checked the manifest before creating an old shard: no stray
+    assert visible(store) == names - {"a.n1", "a.n2"} | {"b.one", "b.two", "c.one", "c.two"}

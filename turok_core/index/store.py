@@ -271,7 +271,7 @@ class ShardedIndexStore(ABC):
             if updated == current:  # a missing new shard stays missing: the mover fills it
                 stats.shards_unchanged += 1
                 return None
-            if found.version is None and fill is None and not moving and self._manifest_changed():
+            if found.version is None and fill is None and self._manifest_changed():
                 raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
             if self.put_object(shards, shard, updated, None, found.version):
                 stats.shard_writes += 1
