@@ -8,8 +8,9 @@ moto server this script starts (64 shards, the default). Then:
 - the move to 4× the shards (``move_shards``): its duration, requests and bytes, while a writer
   thread keeps adding one new series a call (the writes during the move: their count and time);
   the anchor is the bytes of the whole index before the move;
-- readers: a warm ``TagCache`` refreshed during the move (both layouts read) and after the switch
-  (its ``TagIndex`` updated in place), and a new ``TagCache``'s first load after the move;
+- readers: a warm ``TagCache`` refreshed during the move (both layouts read, once the move has
+  sealed a few shards; it runs beside the mover) and after the switch (its ``TagIndex`` updated
+  in place), and a new ``TagCache``'s first load after the move;
 - after: one new series added again, same measures; every name is checked to be there.
 
     .venv/bin/python bench/reshard.py [--series 1000000] [--to 256] [--writes 5]
@@ -166,14 +167,35 @@ def main(argv: list[str]) -> int:
         thread = threading.Thread(target=writer)
         thread.start()
         mover = make_tag_store(counting, config)
+        moved: list = []
+        mover_thread = threading.Thread(target=lambda: moved.append(move_shards(mover, to=args.to)))
         start_counts = counting.snapshot()
         started = time.perf_counter()
         moving.set()
-        stats = move_shards(mover, to=args.to)
+        mover_thread.start()
+        watcher = make_tag_store(s3, config)
+        for _ in range(600):  # the warm reader's refresh once the move has sealed some shards
+            manifest = watcher.manifest(fresh=True)
+            if manifest.moving_to is None and moved:
+                break
+            if manifest.moving_to is not None and watcher.read_object(manifest.shards, 8).sealed_to:
+                break
+            time.sleep(0.05)
+        clock.now += 7200
+        refresh_started = time.perf_counter()
+        cache.maybe_refresh()
+        refresh_during = (time.perf_counter() - refresh_started) * 1000
+        during_view = set(cache.tag_index.series())
+        mover_thread.join(600)
+        stats = moved[0]
         move_ms = (time.perf_counter() - started) * 1000
         done.set()
         thread.join(120)
         end_counts = counting.snapshot()
+        known = set(names) | {new_series(n) for n in range(args.writes)}
+        assert known <= during_view <= known | {new_series(1000 + i) for i in range(len(during))}
+        print(f"  warm TagCache refresh during the move (both layouts): {refresh_during:,.0f} ms "
+              f"(a concurrent reader: the move's time includes it)", flush=True)
         requests, sent, received = (end - start for end, start in zip(end_counts, start_counts))
         print(f"  move: {move_ms:,.0f} ms, {stats}", flush=True)
         print(f"  move: {requests:,} requests, {sent:,} B up, {received:,} B down "
@@ -185,7 +207,7 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         cache.maybe_refresh()
         refresh_after = (time.perf_counter() - started) * 1000
-        print(f"  warm TagCache refresh after the switch: {refresh_after:,.0f} ms "
+        print(f"  warm TagCache refresh after the switch (the new layout only): {refresh_after:,.0f} ms "
               f"(updates {cache.updates}, rebuilds {cache.rebuilds})", flush=True)
         started = time.perf_counter()
         fresh = TagCache(s3, config)
