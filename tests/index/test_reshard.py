@@ -191,3 +191,32 @@ def test_writers_that_have_not_seen_the_move_write_the_new_layout(index_stores):
     assert before.manifest() == during.manifest() == Manifest(8)
     assert store.layouts() == [8]  # each checked the manifest before creating an old shard: no stray
     assert visible(store) == names - {"a.n1", "a.n2"} | {"b.one", "b.two", "c.one", "c.two"}
+
+
+def test_readers_see_exactly_the_names_at_every_step_of_a_move(index_stores):
+    """The move taken one object write at a time; between two steps random adds and removals
+    (by a writer that saw the move start and one whose manifest is from before it): what a
+    reader sees equals the names written so far, at every step."""
+    rnd = random.Random(14)
+    store = index_stores(shards=2)
+    model = {f"a.n{i}" for i in range(24)}
+    store.add_names(model)
+    stale = index_stores(shards=2)
+    stale.shard_count()
+    steps = 0
+    while True:
+        try:
+            move_shards(stopping_after(index_stores(shards=2), 1), to=8)
+            break
+        except Stop:
+            steps += 1
+        for writer in (index_stores(shards=2), stale):
+            added = {f"b.n{rnd.randrange(40)}" for _ in range(3)}
+            removed = set(rnd.sample(sorted(model), 2))
+            writer.add_names(added)
+            writer.remove_names(removed)
+            model = model - removed | added
+        assert visible(store) == model, steps
+        assert steps < 40
+    # two seals at least; the new shards the writers made first are not the mover's to make
+    assert 2 <= steps <= 2 + 8 and store.manifest(fresh=True) == Manifest(8) and visible(store) == model
