@@ -203,7 +203,7 @@ def refresh_costs(s3, config, tag_store, updating, rebuilding, cases, count: int
             times.append((time.perf_counter() - started) * 1000)
         assert new in cache.tag_index, kind
         found[kind] = times
-        found["shard_names"] = len(cache._shard_names[shard_of(new, shards)])
+        found["shard_names"] = len(cache._objects[(shards, shard_of(new, shards))].names)
         print(f"  refresh after one new series, {kind}: {', '.join(f'{t:.0f}' for t in times)} ms", flush=True)
     assert (caches["update"].updates, caches["rebuild"].rebuilds) == (1, 2)
     return found

@@ -25,16 +25,16 @@ def interfere(store, intruder: Callable[[], object], times: Optional[int] = 1) -
     """Run ``intruder`` right after ``store`` reads a shard (``times`` times; None: always), so
     another writer changes the shard between the read and the write: the race compare-and-swap
     exists for. Returns a one-item list counting the interferences."""
-    read, fired = store.read_shard, [0]
+    read, fired = store.read_object, [0]
 
-    def read_shard(shard: int):
-        result = read(shard)
+    def read_object(shards: int, shard: int):
+        result = read(shards, shard)
         if times is None or fired[0] < times:
             fired[0] += 1
             intruder()
         return result
 
-    store.read_shard = read_shard  # the store's own compare-and-swap calls it
+    store.read_object = read_object  # the store's own compare-and-swap calls it
     return fired
 
 

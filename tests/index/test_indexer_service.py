@@ -88,8 +88,8 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
             self.batches.append(list(names))
             return super().add_names(names)
 
-        def read_shard(self, shard):
-            result = super().read_shard(shard)
+        def read_object(self, shards, shard):
+            result = super().read_object(shards, shard)
             if self.races:
                 self.races -= 1
                 self.intruders += 1
@@ -143,3 +143,51 @@ def test_tagged_names_go_to_the_tag_index_too():
     assert stored(tags) == set(names[1:])
     assert TagIndex(stored(tags)).find_series(["dc=eu"]) == ["disk.used;dc=eu;host=a"]
     assert len(queue) == 0 and service.counters.tagged_added == 2
+
+
+def test_the_indexer_moves_an_index_whose_shards_pass_the_target_and_finishes_a_move_left_half_done():
+    """In-process rounds: the name index passes its target and moves to 4x the shards; a tag index
+    move a mover left half done is finished by the next indexer's first round, with no message,
+    and an old layout a mover left after its switch is deleted by the next indexer's."""
+    from twisted.internet import defer, task
+
+    from tests.support.index_moves import Stop, stopping_after, visible
+    from turok_core.index.layout import Manifest
+    from turok_core.index.memory_store import MemoryIndex, MemoryIndexStore
+    from turok_core.index.reshard import move_shards
+    from turok_core.index.service import IndexerService
+    from turok_core.model.config import TurokConfig
+    from turok_core.wire.memory_queue import MemoryQueue
+
+    config = TurokConfig(index_shards=2, index_shard_target_names=10, tag_index_shard_target_names=0,
+                         receive_wait_seconds=0)
+    names = [f"host{i}.cpu" for i in range(30)] + [f"disk.used;host=h{i}" for i in range(6)]
+    tag_index = MemoryIndex()
+    tags = MemoryIndexStore(config, tag_index)
+    tags.add_names(names[30:])
+    with pytest.raises(Stop):
+        move_shards(stopping_after(MemoryIndexStore(config, tag_index), 1), to=4)
+
+    def indexer(queue, store):
+        service = IndexerService(config, reactor=task.Clock(), store=store, queue=queue,
+                                 tag_store=MemoryIndexStore(config, tag_index))
+        service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
+        return service
+
+    first = indexer(MemoryQueue(), MemoryIndexStore(config))
+    first.poll_once()  # no message: only the check for moves left half done
+    assert tags.manifest(fresh=True) == Manifest(4) and first.counters.moves == 1
+    assert visible(tags) == set(names[30:])
+
+    queue, store = MemoryQueue(), MemoryIndexStore(config)
+    queue.send(encode_announcements(names))
+    second = indexer(queue, store)
+    second.poll_once()
+    assert store.manifest(fresh=True) == Manifest(8) and second.counters.moves == 1
+    assert visible(store) == set(names) and len(queue) == 0
+    assert tags.manifest(fresh=True) == Manifest(4)  # its target is 0: never moved by size
+
+    tags.put_object(2, 0, {"x.y;k=v"}, 4, None)  # a retired layout a mover killed after its switch left
+    third = indexer(MemoryQueue(), MemoryIndexStore(config))
+    third.poll_once()
+    assert tags.layouts() == [4] and third.counters.moves == 0 and visible(tags) == set(names[30:])

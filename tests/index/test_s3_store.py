@@ -5,7 +5,7 @@ import json
 import pytest
 
 from turok_core.index.s3_store import IndexStore
-from turok_core.index.shards import decode_shard, shard_of
+from turok_core.index.shards import decode_shard_object, shard_of
 from turok_core.runtime.aws import make_client
 
 pytestmark = pytest.mark.moto
@@ -34,7 +34,7 @@ def test_add_names_creates_manifest_and_shards(turok_config):
     stored = set()
     for key in objects:
         if key.endswith(".gz"):
-            shard_names = decode_shard(s3.get_object(Bucket=config.index_bucket, Key=key)["Body"].read())
+            shard_names, _ = decode_shard_object(s3.get_object(Bucket=config.index_bucket, Key=key)["Body"].read())
             assert shard_names == sorted(shard_names)
             assert {shard_of(n, 8) for n in shard_names} == {int(key[-8:-3])}
             stored.update(shard_names)

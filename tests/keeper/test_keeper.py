@@ -302,6 +302,40 @@ def test_index_hygiene_removes_a_dropped_tagged_series_from_the_tag_index(turok_
     assert tags.list_values("host") == [{"value": "a", "count": 1}]
 
 
+def test_index_hygiene_during_a_move_of_both_indexes_removes_for_good(turok_config):
+    """Both indexes half way through a move (one old shard of two sealed and copied): the names
+    hygiene removes leave both, in the sealed and the open range, and stay out once the move ends."""
+    from tests.support.index_moves import Stop, stopping_after, visible
+    from turok_core.index.reshard import move_shards
+    from turok_core.index.tag_cache import TagCache, make_tag_store
+
+    config = turok_config.replace(index_shards=2, tag_index_shards=2)
+    client = make_client("dynamodb", config)
+    s3 = make_client("s3", config)
+    store = BlockStore(client, config)
+    today = store.table_for(NOW, 60)
+    store.ensure_table(today)
+    live = [f"disk.used;dc=eu;host=live{i}" for i in range(10)]
+    gone = [f"disk.used;dc=eu;host=gone{i}" for i in range(10)]
+    store.write_slots([(name, 60, NOW - NOW % 60, 1.0) for name in live])
+    makers = [lambda: IndexStore(s3, config), lambda: make_tag_store(s3, config)]
+    indexes = [make() for make in makers]
+    for index, make in zip(indexes, makers):
+        index.add_names(live + gone)
+        with pytest.raises(Stop):  # a mover killed after sealing shard 0 and making its 4 new shards
+            move_shards(stopping_after(make(), 1 + 4), to=8)
+        assert index.manifest(fresh=True).moving_to == 8
+
+    report = Applier(client, config, s3_client=s3).index_hygiene(live + gone, [today], NOW, config.table_prefix, "_")
+    assert sorted(report.removed) == sorted(gone) and report.error == ""
+    for index in indexes:
+        assert visible(index) == set(live)
+        move_shards(index)
+        assert index.manifest(fresh=True).shards == 8 and visible(index) == set(live)
+    tags = TagCache(s3, config.replace(index_refresh_seconds=0)).tag_index
+    assert tags.series() == sorted(live) and tags.find_series(["host=~gone.*"]) == []
+
+
 def test_announcer_forgets_at_each_utc_day_so_removed_names_come_back():
     clock = [NOW]
     announcer = Announcer(clock=lambda: clock[0])

@@ -1,18 +1,20 @@
 """The index store in memory: ``IndexStore``'s interface and semantics without S3.
 
 ``MemoryIndex`` is what the bucket is to S3 stores: the shared state several writers work on (the
-shard count, fixed by the first writer, and each shard's names with a version that changes on
-every write). ``MemoryIndexStore`` is one writer on it, with the compare-and-swap of
-``turok_core.index.store`` against those versions, so concurrent writers (threads) race and retry
-exactly as on S3. For tests, benchmarks and tools that need an index without AWS.
+manifest, and each layout's shard objects with a version that changes on every write).
+``MemoryIndexStore`` is one writer on it, with the compare-and-swap of
+``turok_core.index.store`` against those versions, so concurrent writers (threads) race, retry
+and move the index to more shards exactly as on S3. For tests, benchmarks and tools that need an
+index without AWS.
 """
 from __future__ import annotations
 
 import threading
 import time
 from itertools import count
-from typing import Callable, Optional
+from typing import Callable, Collection, Optional
 
+from turok_core.index.layout import MISSING, Manifest, ShardObject
 from turok_core.index.store import ShardedIndexStore
 from turok_core.model.config import TurokConfig
 
@@ -22,12 +24,12 @@ class MemoryIndex:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.shards: Optional[int] = None  # the manifest: set once, by the first writer
-        self.objects: dict[int, tuple[frozenset[str], str]] = {}  # shard: (names, version)
+        self.manifest: Optional[tuple[Manifest, str]] = None  # (manifest, version)
+        self.objects: dict[tuple[int, int], ShardObject] = {}  # (layout, shard): frozen names, seal, version
         self._versions = count(1)
 
     def next_version(self) -> str:
-        """A version no shard has had (an ETag's stand-in)."""
+        """A version no object has had (an ETag's stand-in)."""
         return f'"{next(self._versions)}"'
 
 
@@ -37,29 +39,44 @@ class MemoryIndexStore(ShardedIndexStore):
     def __init__(self, config: Optional[TurokConfig] = None, index: Optional[MemoryIndex] = None,
                  max_attempts: Optional[int] = None, sleep: Callable[[float], None] = time.sleep) -> None:
         config = config if config is not None else TurokConfig()
-        super().__init__(max_attempts or config.write_max_attempts, sleep)
+        super().__init__(config.index_shards, max_attempts or config.write_max_attempts, sleep)
         self.index = index if index is not None else MemoryIndex()
-        self._configured_shards = config.index_shards
 
-    def shard_count(self) -> int:
-        """The index's shard count: the first writer's ``index_shards``."""
-        index = self.index
-        with index.lock:
-            if index.shards is None:
-                index.shards = self._configured_shards
-            return index.shards
-
-    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
-        """The names of one shard and its version (``None`` when the shard does not exist yet)."""
+    def _read_manifest(self, known: Optional[str]) -> Optional[tuple[Optional[Manifest], Optional[str]]]:
         with self.index.lock:
-            stored = self.index.objects.get(shard)
-        return (set(stored[0]), stored[1]) if stored is not None else (set(), None)
+            stored = self.index.manifest
+        if stored is None:
+            return None, None
+        return None if stored[1] == known else stored
 
-    def _put_shard(self, shard: int, names: set[str], version: Optional[str]) -> bool:
+    def put_manifest(self, manifest: Manifest, version: Optional[str]) -> bool:
         index = self.index
         with index.lock:
-            stored = index.objects.get(shard)
-            if (stored[1] if stored else None) != version:
+            if (index.manifest[1] if index.manifest else None) != version:
                 return False
-            index.objects[shard] = (frozenset(names), index.next_version())
+            index.manifest = (manifest, index.next_version())
             return True
+
+    def read_object(self, shards: int, shard: int) -> ShardObject:
+        with self.index.lock:
+            return self.index.objects.get((shards, shard), MISSING)
+
+    def put_object(self, shards: int, shard: int, names: Collection[str], sealed_to: Optional[int],
+                   version: Optional[str]) -> bool:
+        index = self.index
+        with index.lock:
+            if index.objects.get((shards, shard), MISSING).version != version:
+                return False
+            index.objects[(shards, shard)] = ShardObject(frozenset(names), sealed_to, index.next_version())
+            return True
+
+    def layouts(self) -> list[int]:
+        with self.index.lock:
+            return sorted({layout for layout, _ in self.index.objects})
+
+    def delete_layout(self, shards: int) -> int:
+        with self.index.lock:
+            keys = [key for key in self.index.objects if key[0] == shards]
+            for key in keys:
+                del self.index.objects[key]
+        return len(keys)

@@ -2,44 +2,45 @@
 
 Layout under ``config.index_prefix`` in ``config.index_bucket``::
 
-    manifest.json                 {"version": 1, "shards": 64}
+    manifest.json                 {"version": 1, "shards": 64}   (+ "moving_to": 256 during a move)
     shards-64/00017.gz            gzip of sorted names, one per line (turok_core.index.shards)
 
-The shard count lives in the manifest, written once with ``If-None-Match: *``; every writer and
-reader uses the manifest's count, so changing ``index_shards`` later never splits the index.
-Writers merge into a shard and PUT it with ``If-Match: <ETag>`` (``If-None-Match: *`` when
-creating); a lost race (412/409, or the object vanished) re-reads and retries with jittered
-backoff (``turok_core.index.store``). Readers (``turok_core.index.s3_cache.IndexCache``)
-revalidate each shard with ``If-None-Match: <ETag>``.
+The manifest (``turok_core.index.layout``) is created with ``If-None-Match: *`` and changed only
+with ``If-Match: <ETag>``: every writer and reader uses the manifest's count, so changing
+``index_shards`` later never splits the index; ``turok_core.index.reshard`` moves it. Writers
+merge into a shard and PUT it with ``If-Match: <ETag>`` (``If-None-Match: *`` when creating); a
+lost race (412/409, or the object vanished) re-reads and retries with jittered backoff
+(``turok_core.index.store``). Readers (``turok_core.index.s3_cache.IndexCache``) revalidate each
+object with ``If-None-Match: <ETag>``.
 
 Blocking boto3 calls; services run these in their AWS thread pool.
 """
 from __future__ import annotations
 
-import json
 import time
-from typing import Callable, Optional
+from typing import Callable, Collection, Optional
 
 from botocore.exceptions import ClientError
 
-from turok_core.index.shards import decode_shard, encode_shard
-from turok_core.index.store import IndexConflictError, ShardedIndexStore
+from turok_core.index.layout import MISSING, Manifest, ShardObject
+from turok_core.index.shards import decode_shard_object, encode_shard
+from turok_core.index.store import ShardedIndexStore
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code, http_status
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
 _CONFLICT_STATUSES = (409, 412)
-
-
-class IndexFormatError(ValueError):
-    """The manifest on S3 is not one Turok wrote."""
 
 
 def is_missing(error: ClientError) -> bool:
     """Whether S3 answered that the object does not exist."""
     return http_status(error) == 404 or error_code(error) in ("NoSuchKey", "404")
+
+
+def is_not_modified(error: ClientError) -> bool:
+    """Whether S3 answered a conditional GET that the object is still the version named."""
+    return http_status(error) == 304 or error_code(error) in ("304", "NotModified")
 
 
 def _is_conflict(error: ClientError) -> bool:
@@ -57,20 +58,11 @@ class IndexLayout:
     def manifest_key(self) -> str:
         return f"{self.prefix}{MANIFEST_NAME}"
 
+    def layout_prefix(self, shards: int) -> str:
+        return f"{self.prefix}shards-{shards}/"
+
     def shard_key(self, shard: int, shards: int) -> str:
-        return f"{self.prefix}shards-{shards}/{shard:05d}.gz"
-
-
-def parse_manifest(body: bytes) -> int:
-    """The shard count recorded in a manifest object."""
-    try:
-        manifest = json.loads(body)
-        shards = int(manifest["shards"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IndexFormatError(f"index manifest is not valid: {exc}") from None
-    if manifest.get("version") != MANIFEST_VERSION or shards < 1:
-        raise IndexFormatError(f"unsupported index manifest {manifest!r}")
-    return shards
+        return f"{self.layout_prefix(shards)}{shard:05d}.gz"
 
 
 class IndexStore(ShardedIndexStore):
@@ -78,60 +70,54 @@ class IndexStore(ShardedIndexStore):
 
     def __init__(self, client: AwsClient, config: TurokConfig, max_attempts: Optional[int] = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(max_attempts or config.write_max_attempts, sleep)
+        super().__init__(config.index_shards, max_attempts or config.write_max_attempts, sleep)
         self._s3 = client
         self._bucket = config.index_bucket
         self._layout = IndexLayout(config.index_prefix)
-        self._configured_shards = config.index_shards
-        self._shards: Optional[int] = None
 
     @property
     def layout(self) -> IndexLayout:
         return self._layout
 
-    def shard_count(self) -> int:
-        """The index's shard count: the manifest's, creating the manifest when there is none."""
-        if self._shards is None:
-            self._shards = self._load_or_create_manifest()
-        return self._shards
-
-    def _load_or_create_manifest(self) -> int:
-        key = self._layout.manifest_key
-        for _ in range(self._max_attempts):
-            try:
-                body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-                return parse_manifest(body)
-            except ClientError as exc:
-                if not is_missing(exc):
-                    raise
-            manifest = json.dumps({"version": MANIFEST_VERSION, "shards": self._configured_shards})
-            try:
-                self._s3.put_object(Bucket=self._bucket, Key=key, Body=manifest.encode("utf-8"),
-                                    ContentType="application/json", IfNoneMatch="*")
-                return self._configured_shards
-            except ClientError as exc:
-                if not _is_conflict(exc):
-                    raise
-                # another writer created it first: read theirs
-        raise IndexConflictError("could not read or create the index manifest")
-
-    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
-        """The names of one shard and its ETag (``None`` when the shard does not exist yet)."""
-        key = self._layout.shard_key(shard, self.shard_count())
+    def _read_manifest(self, known: Optional[str]) -> Optional[tuple[Optional[Manifest], Optional[str]]]:
+        kwargs = {"Bucket": self._bucket, "Key": self._layout.manifest_key}
+        if known:
+            kwargs["IfNoneMatch"] = known
         try:
-            response = self._s3.get_object(Bucket=self._bucket, Key=key)
+            response = self._s3.get_object(**kwargs)
+        except ClientError as exc:
+            if is_not_modified(exc):
+                return None
+            if is_missing(exc):
+                return None, None
+            raise
+        return Manifest.parse(response["Body"].read()), response["ETag"]
+
+    def put_manifest(self, manifest: Manifest, version: Optional[str]) -> bool:
+        """PUT the manifest with ``If-Match: <ETag>`` (``If-None-Match: *`` when creating it)."""
+        return self._put(self._layout.manifest_key, manifest.encode(), "application/json", version)
+
+    def read_object(self, shards: int, shard: int) -> ShardObject:
+        """Shard ``shard`` of layout ``shards`` and its ETag (``MISSING`` when it does not exist)."""
+        try:
+            response = self._s3.get_object(Bucket=self._bucket, Key=self._layout.shard_key(shard, shards))
         except ClientError as exc:
             if is_missing(exc):
-                return set(), None
+                return MISSING
             raise
-        return set(decode_shard(response["Body"].read())), response["ETag"]
+        names, sealed_to = decode_shard_object(response["Body"].read())
+        return ShardObject(names, sealed_to, response["ETag"])
 
-    def _put_shard(self, shard: int, names: set[str], version: Optional[str]) -> bool:
+    def put_object(self, shards: int, shard: int, names: Collection[str], sealed_to: Optional[int],
+                   version: Optional[str]) -> bool:
         """PUT the shard with ``If-Match: <ETag>`` (``If-None-Match: *`` when creating it)."""
+        return self._put(self._layout.shard_key(shard, shards), encode_shard(names, sealed_to),
+                         "application/gzip", version)
+
+    def _put(self, key: str, body: bytes, content_type: str, version: Optional[str]) -> bool:
         condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
         try:
-            self._s3.put_object(Bucket=self._bucket, Key=self._shard_label(shard), Body=encode_shard(names),
-                                ContentType="application/gzip", **condition)
+            self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type, **condition)
         except ClientError as exc:
             # If-Match on a vanished object answers 404: a race as well
             if not (_is_conflict(exc) or (version and is_missing(exc))):
@@ -139,6 +125,30 @@ class IndexStore(ShardedIndexStore):
             return False
         return True
 
-    def _shard_label(self, shard: int) -> str:
+    def layouts(self) -> list[int]:
+        """The layouts that have objects (``shards-<N>/`` prefixes), ascending."""
+        found = set()
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=f"{self._layout.prefix}shards-", Delimiter="/")
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                count = common["Prefix"][len(self._layout.prefix) + len("shards-"):].rstrip("/")
+                if count.isdigit():
+                    found.add(int(count))
+        return sorted(found)
+
+    def delete_layout(self, shards: int) -> int:
+        """Delete every object under ``shards-<shards>/`` (1,000 keys a request)."""
+        deleted = 0
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=self._layout.layout_prefix(shards))
+        for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+        return deleted
+
+    def shard_label(self, shards: int, shard: int) -> str:
         """The shard's object key."""
-        return self._layout.shard_key(shard, self.shard_count())
+        return self._layout.shard_key(shard, shards)

@@ -3,9 +3,13 @@
 ``config.indexer_pollers`` loops each long-poll the index queue, decode the announcements of
 a batch, add all their names with one ``IndexStore.add_names`` call, the tagged ones also to the
 tag index (``turok_core.index.tag_cache``), and delete the messages only once both indexes hold
-them. A body that is no announcement is logged and left alone: SQS
-redelivers it until its redrive policy moves it to the dead-letter queue. Every boto3 call runs in
-the service's AWS thread pool.
+them. Then, when the shards an index's update wrote hold more than ``index_shard_target_names``
+(``tag_index_shard_target_names``) names on average, or a move of that index is in progress (one
+a mover left half done: also checked on the first round after start, which deletes the layouts
+a mover killed after its switch left), the poller moves it to more shards
+(``turok_core.index.reshard``) before its next round. A body that is no announcement
+is logged and left alone: SQS redelivers it until its redrive policy moves it to the dead-letter
+queue. Every boto3 call runs in the service's AWS thread pool.
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from typing import Any, Generator, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from turok_core.index.reshard import move_due, move_shards
 from turok_core.index.s3_store import IndexStore
-from turok_core.index.store import ShardedIndexStore
+from turok_core.index.store import AddStats, ShardedIndexStore
 from turok_core.index.tag_cache import make_tag_store, tagged
 from turok_core.model.config import TurokConfig
 from turok_core.model.message import MessageError
@@ -38,6 +43,7 @@ class IndexerCounters:
     tagged_added: int = 0  # tagged series new to the tag index
     shard_writes: int = 0  # of both indexes
     conflicts_retried: int = 0
+    moves: int = 0  # moves to more shards this indexer took part in (started, joined or finished)
     errors: int = 0  # failed receive/index/delete rounds
 
 
@@ -54,6 +60,8 @@ class IndexerService(QueueConsumerService):
         self._store = store
         self._tag_store = tag_store
         self._queue = queue
+        self._moving: set[str] = set()  # the indexes one of our pollers is moving
+        self._moves_checked = False  # whether a round looked for a move left half done
 
     @property
     def pollers(self) -> int:
@@ -93,6 +101,11 @@ class IndexerService(QueueConsumerService):
         config = self.config
         messages = yield self._in_pool(self.queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
                                        config.visibility_timeout_seconds)
+        if not self._moves_checked:
+            self._moves_checked = True
+            for label, store in (("index", self._store), ("tag index", self._tag_store)):
+                if store is not None:
+                    yield self._maybe_move(label, store, None, 0)
         if not messages:
             return
         self.note_received(messages)
@@ -112,6 +125,7 @@ class IndexerService(QueueConsumerService):
             handles.append(message.receipt_handle)
         self.counters.messages += len(handles)
         self.counters.names_announced += len(names)
+        stats = tag_stats = None
         if names:
             stats = yield self._in_pool(self.store.add_names, names)
             self.counters.names_added += stats.added
@@ -123,12 +137,45 @@ class IndexerService(QueueConsumerService):
                                    count=stats.rejected)
             series = tagged(names)
             if series:
-                stats = yield self._in_pool(self.tag_store.add_names, series)
-                self.counters.tagged_added += stats.added
-                self.counters.shard_writes += stats.shard_writes
-                self.counters.conflicts_retried += stats.conflicts
+                tag_stats = yield self._in_pool(self.tag_store.add_names, series)
+                self.counters.tagged_added += tag_stats.added
+                self.counters.shard_writes += tag_stats.shard_writes
+                self.counters.conflicts_retried += tag_stats.conflicts
         if handles:  # only now is what they carry durable in the index
             yield self._in_pool(self.queue.delete, handles)
+        if stats is not None:
+            yield self._maybe_move("index", self.store, stats, config.index_shard_target_names)
+        if tag_stats is not None:
+            yield self._maybe_move("tag index", self.tag_store, tag_stats, config.tag_index_shard_target_names)
+
+    @defer.inlineCallbacks
+    def _maybe_move(self, label: str, store: ShardedIndexStore, stats: Optional[AddStats],
+                    target_names: int) -> Generator[defer.Deferred, Any, None]:
+        """Move ``store`` to more shards when due (one poller at a time); without ``stats`` (the
+        first round) also delete the layouts a mover killed after its switch left. A failed move
+        is logged and left for the next round or indexer (every step of a move can be taken again)."""
+        if label in self._moving:
+            return
+        self._moving.add(label)
+        try:
+            to = yield self._in_pool(move_due, store, stats or AddStats(), target_names)
+            if to is None and stats is not None:
+                return
+            if to is not None:
+                log.info("turok-indexer: moving the {label} from {old} to {new} shards",
+                         label=label, old=store.manifest().shards, new=to)
+            moved = yield self._in_pool(move_shards, store, to)
+            if moved.moved_from:
+                self.counters.moves += 1
+                log.info("turok-indexer: {label} moved: {stats}", label=label, stats=moved)
+            elif moved.deleted:
+                log.info("turok-indexer: deleted {count} objects of the {label}'s retired layouts",
+                         count=moved.deleted, label=label)
+        except Exception as exc:  # the move stays in progress: any mover finishes it
+            self._errors.error("move", "turok-indexer: moving the {label} failed, left for the next round: {error!r}",
+                               label=label, error=exc)
+        finally:
+            self._moving.discard(label)
 
 
 def make_indexer_service(config: TurokConfig) -> IndexerService:

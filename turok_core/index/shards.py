@@ -3,13 +3,17 @@
 Names are spread over ``shards`` objects by a stable hash of the whole name (CRC-32), so
 announcing one new name rewrites one small shard, and every writer and reader, in any language,
 agrees on where a name lives. A shard object is the gzip of its sorted, distinct names, one per
-line, with fixed gzip headers: the same names always give the same bytes.
+line, with fixed gzip headers: the same names always give the same bytes. A shard *sealed* for a
+move to ``M`` shards (``turok_core.index.layout``) has one more line after its names,
+``.sealed M``: no indexable name starts with ``.``, and the line changes the object's bytes, so
+its ETag too (S3's ETag is the MD5 of the bytes: a seal in metadata would keep the ETag, and a
+writer's ``If-Match`` of the names it read before the seal would still succeed).
 """
 from __future__ import annotations
 
 import gzip
 import zlib
-from typing import Iterable
+from typing import Iterable, Optional
 
 from turok_core.model.metric_names import TAG_SEPARATOR
 
@@ -27,20 +31,29 @@ def valid_name(name: str) -> bool:
     return bool(path) and "" not in path.split(".")
 
 
-def encode_shard(names: Iterable[str]) -> bytes:
-    """A shard object: gzip of the sorted, distinct names, one per line (deterministic bytes)."""
+SEAL = ".sealed "  # the seal line's start: no valid name starts with '.'
+
+
+def encode_shard(names: Iterable[str], sealed_to: Optional[int] = None) -> bytes:
+    """A shard object: gzip of the sorted, distinct names, one per line (deterministic bytes),
+    then the seal line when ``sealed_to`` is given."""
     ordered = sorted(set(names))
     text = "".join(name + "\n" for name in ordered)
+    if sealed_to is not None:
+        text += f"{SEAL}{sealed_to}\n"
     return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
 
 
-def decode_shard(data: bytes) -> list[str]:
-    """The names in a shard object (``encode_shard``'s output)."""
+def decode_shard_object(data: bytes) -> tuple[list[str], Optional[int]]:
+    """The names in a shard object (``encode_shard``'s output) and the layout it is sealed for."""
     if not data:
-        return []
+        return [], None
     names = gzip.decompress(data).decode("utf-8").split("\n")
     if names[-1] == "":
         names.pop()  # after the last name's line break
+    sealed_to = None
+    if names and names[-1].startswith(SEAL):
+        sealed_to = int(names.pop()[len(SEAL):])
     if "" in names:  # blank lines: not ours, but harmless
         names = [name for name in names if name]
-    return names
+    return names, sealed_to

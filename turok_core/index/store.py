@@ -1,34 +1,52 @@
-"""What every index store does, written once: sharded names changed by compare-and-swap.
+"""What every index store does, written once: sharded names changed by compare-and-swap, also
+while the index moves to more shards.
 
-An index store keeps metric names in ``shard_count()`` shards (``turok_core.index.shards.shard_of``);
-the count is fixed by the first writer and every later one uses it. ``add_names`` and
-``remove_names`` change each shard they touch by compare-and-swap: read the shard and its
-version, compute the new names, write only if the version is still the one read; a lost race
-re-reads and retries with jittered backoff, up to ``max_attempts``, then raises
-``IndexConflictError``. Both are idempotent, so a caller that failed just retries, and a name
-another writer adds meanwhile is never lost.
+An index store keeps metric names in the shards of the layout its manifest names
+(``turok_core.index.layout``; ``turok_core.index.shards.shard_of`` picks the shard), created by
+the first writer with its configured count. ``add_names`` and ``remove_names`` change each shard
+they touch by compare-and-swap: read the shard and its version, compute the new names, write only
+if the version is still the one read; a lost race re-reads and retries with jittered backoff, up
+to ``max_attempts``, then raises ``IndexConflictError``. Both are idempotent, so a caller that
+failed just retries, and a name another writer adds meanwhile is never lost.
 
-``ShardedIndexStore`` holds that logic; a driver supplies the three primitives (``shard_count``,
-``read_shard``, ``_put_shard``): ``turok_core.index.s3_store.IndexStore`` on S3 and
-``turok_core.index.memory_store.MemoryIndexStore`` in memory. Both run the same contract suite
-(tests/index/test_index_store_contract.py).
+While the index moves from N to M shards (``turok_core.index.reshard``) a name's shard is the
+open old shard of its range, or once that is sealed, its new shard: a writer that finds the new
+shard missing creates it from the sealed names (the same names the mover would put in it) with
+its own change applied, so nothing is ever merged into a new shard after a removal there. A
+writer that meets a seal its manifest did not announce re-reads the manifest and starts over.
+Every call ends by revalidating the manifest: if a move started or finished during the call the
+call runs again with the new manifest (the writes are idempotent), so a writer that slept through
+a whole move, whose old shard was deleted and which wrote where nobody reads any more, still
+leaves its names where they belong.
+
+``ShardedIndexStore`` holds that logic; a driver supplies the primitives (``_read_manifest``,
+``put_manifest``, ``read_object``, ``put_object``, ``layouts``, ``delete_layout``):
+``turok_core.index.s3_store.IndexStore`` on S3 and ``turok_core.index.memory_store.MemoryIndexStore``
+in memory. Both run the same contract suite (tests/index/test_index_store_contract.py).
 """
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from functools import partial
+from typing import Callable, Collection, Iterable, Optional, Union
 
+from turok_core.index.layout import Manifest, ShardObject
 from turok_core.index.shards import shard_of, valid_name
 from turok_core.runtime.retry import Backoff
 
 # a lost race is retried soon: the other writer is done; the wide jitter splits contenders apart
 CONFLICT_BACKOFF = Backoff(base=0.02, cap=2.0, jitter=(0.5, 1.5))
+Change = Callable[[set[str], set[str]], set[str]]  # (a shard's names, the call's names) -> new names
 
 
 class IndexConflictError(RuntimeError):
-    """A shard kept changing under us for every attempt; the caller should retry later."""
+    """A shard (or the manifest) kept changing under us for every attempt; retry later."""
+
+
+class _LayoutChanged(Exception):
+    """A shard is sealed for a layout the writer's manifest does not name: read it again."""
 
 
 @dataclass
@@ -40,6 +58,16 @@ class AddStats:
     shard_writes: int = 0  # successful PUTs
     shards_unchanged: int = 0  # shards that already held every offered name (no PUT)
     conflicts: int = 0  # lost compare-and-swap races, each followed by a retry
+    shard_names: int = 0  # names held by the shards written, summed: how full the shards are
+
+    def count(self, changed: int, held: int) -> None:
+        self.added += changed
+        self.shard_names += held
+
+    @property
+    def mean_shard_names(self) -> float:
+        """The mean number of names of the shards this call wrote (0 when it wrote none)."""
+        return self.shard_names / self.shard_writes if self.shard_writes else 0.0
 
 
 @dataclass
@@ -51,32 +79,121 @@ class RemoveStats:
     shards_unchanged: int = 0  # shards holding none of the offered names (no PUT)
     conflicts: int = 0
 
+    def count(self, changed: int, held: int) -> None:
+        self.removed += changed
+
+
+Stats = Union[AddStats, RemoveStats]
+
+
+def sealed_part(sealed: Collection[str], new: int, target: int) -> set[str]:
+    """The names of a sealed old shard that belong in shard ``target`` of ``new`` shards: what the
+    new shard holds when it is created."""
+    return {name for name in sealed if shard_of(name, new) == target}
+
+
+def grouped(names: Iterable[str], shards: int) -> list[tuple[int, set[str]]]:
+    """``names`` by their shard among ``shards``, in shard order."""
+    groups: dict[int, set[str]] = {}
+    for name in names:
+        groups.setdefault(shard_of(name, shards), set()).add(name)
+    return sorted(groups.items())
+
 
 class ShardedIndexStore(ABC):
-    """Adds and removes metric names; safe with any number of concurrent writers on one index.
+    """Adds and removes metric names; safe with any number of concurrent writers on one index,
+    and while it moves to more shards (``turok_core.index.reshard``)."""
 
-    Drivers implement ``shard_count``, ``read_shard`` and ``_put_shard``."""
-
-    def __init__(self, max_attempts: int, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, configured_shards: int, max_attempts: int,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._configured_shards = configured_shards
         self._max_attempts = max(1, max_attempts)
         self._sleep = sleep
+        self._manifest: Optional[Manifest] = None
+        self._manifest_version: Optional[str] = None
+
+    # --- the driver's primitives -----------------------------------------------------------------
 
     @abstractmethod
-    def shard_count(self) -> int:
-        """The index's shard count, fixed by its first writer (which records it)."""
+    def _read_manifest(self, known: Optional[str]) -> Optional[tuple[Optional[Manifest], Optional[str]]]:
+        """(the manifest, None when there is none; its version), or None when its version is
+        still ``known``."""
 
     @abstractmethod
-    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
-        """The names of one shard and its version (``None`` when the shard does not exist yet)."""
+    def put_manifest(self, manifest: Manifest, version: Optional[str]) -> bool:
+        """Replace the manifest if its version is still ``version`` (``None``: if there is none);
+        False when another writer changed it first."""
 
     @abstractmethod
-    def _put_shard(self, shard: int, names: set[str], version: Optional[str]) -> bool:
-        """Replace the shard's names if its version is still ``version`` (``None``: if it does not
-        exist); False when another writer changed it first."""
+    def read_object(self, shards: int, shard: int) -> ShardObject:
+        """Shard ``shard`` of layout ``shards`` as stored now (``MISSING`` when it does not exist)."""
 
-    def _shard_label(self, shard: int) -> str:
+    @abstractmethod
+    def put_object(self, shards: int, shard: int, names: Collection[str], sealed_to: Optional[int],
+                   version: Optional[str]) -> bool:
+        """Replace the shard object if its version is still ``version`` (``None``: if it does not
+        exist); False when another writer changed (or created, or deleted) it first."""
+
+    @abstractmethod
+    def layouts(self) -> list[int]:
+        """The shard counts of the layouts that have objects, ascending."""
+
+    @abstractmethod
+    def delete_layout(self, shards: int) -> int:
+        """Delete every object of layout ``shards``; returns how many were deleted."""
+
+    def shard_label(self, shards: int, shard: int) -> str:
         """How errors name a shard."""
-        return str(shard)
+        return f"{shard} of {shards}"
+
+    # --- the manifest ----------------------------------------------------------------------------
+
+    def manifest(self, fresh: bool = False) -> Manifest:
+        """The index's manifest, created with the configured shard count when there is none; the
+        one read last unless ``fresh`` (then revalidated: a request that returns no body when it
+        is unchanged)."""
+        if self._manifest is not None and not fresh:
+            return self._manifest
+        for _ in range(self._max_attempts):
+            found = self._read_manifest(self._manifest_version if self._manifest is not None else None)
+            if found is None:  # unchanged
+                return self._manifest  # type: ignore[return-value]
+            manifest, version = found
+            if manifest is not None:
+                self._manifest, self._manifest_version = manifest, version
+                return manifest
+            if self.put_manifest(Manifest(self._configured_shards), None):
+                self._manifest = None  # read back for its version
+            # else another writer created it first: read theirs
+        raise IndexConflictError("could not read or create the index manifest")
+
+    @property
+    def max_attempts(self) -> int:
+        """Compare-and-swap attempts before ``IndexConflictError``."""
+        return self._max_attempts
+
+    @property
+    def manifest_version(self) -> Optional[str]:
+        """The version of the manifest ``manifest()`` returned last."""
+        return self._manifest_version
+
+    def _manifest_changed(self) -> bool:
+        """Whether the manifest changed since ``manifest()`` read it (then read anew)."""
+        version = self._manifest_version
+        self.manifest(fresh=True)
+        return self._manifest_version != version
+
+    def shard_count(self) -> int:
+        """The shard count of the index's layout (the old one while it moves)."""
+        return self.manifest().shards
+
+    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
+        """The names of one shard of ``shard_count()`` shards and its version (``None`` when the
+        shard does not exist yet)."""
+        found = self.read_object(self.shard_count(), shard)
+        return set(found.names), found.version
+
+    # --- writes ----------------------------------------------------------------------------------
 
     def add_names(self, names: Iterable[str]) -> AddStats:
         """Merge ``names`` into the index: one conditional write per shard that gains a name.
@@ -85,43 +202,16 @@ class ShardedIndexStore(ABC):
         written before that keep their names (adding is idempotent, so the caller just retries).
         """
         stats = AddStats()
-        shards = self.shard_count()
-        groups: dict[int, set[str]] = {}
+        wanted: set[str] = set()
         for name in set(names):
-            if not valid_name(name):
+            if valid_name(name):
+                wanted.add(name)
+            else:
                 stats.rejected += 1
-                continue
-            stats.names += 1
-            groups.setdefault(shard_of(name, shards), set()).add(name)
-        for shard in sorted(groups):
-            self._add_to_shard(shard, groups[shard], stats)
+        stats.names = len(wanted)
+        if wanted:
+            self._write(wanted, lambda current, mine: current | mine, stats)
         return stats
-
-    def _add_to_shard(self, shard: int, names: set[str], stats: AddStats) -> None:
-        added = self._swap_shard(shard, lambda current: current | names, stats)
-        if added:
-            stats.shard_writes += 1
-            stats.added += added
-        else:
-            stats.shards_unchanged += 1
-
-    def _swap_shard(self, shard: int, change: Callable[[set[str]], set[str]],
-                    stats: AddStats | RemoveStats) -> int:
-        """Compare-and-swap one shard to ``change(its names)``, re-reading after a lost race.
-
-        Returns how many names changed (0: nothing to write). Conflicts count in
-        ``stats.conflicts``; raises ``IndexConflictError`` when every attempt lost."""
-        for attempt in range(self._max_attempts):
-            current, version = self.read_shard(shard)
-            updated = change(current)
-            if updated == current:
-                return 0
-            if self._put_shard(shard, updated, version):
-                return len(updated ^ current)
-            stats.conflicts += 1
-            if attempt + 1 < self._max_attempts:
-                self._sleep(CONFLICT_BACKOFF.delay(attempt))
-        raise IndexConflictError(f"shard {self._shard_label(shard)} kept changing for {self._max_attempts} attempts")
 
     def remove_names(self, names: Iterable[str]) -> RemoveStats:
         """Drop ``names`` from the index: one conditional write per shard that held one of them.
@@ -129,20 +219,66 @@ class ShardedIndexStore(ABC):
         The same compare-and-swap as ``add_names``, so a name another writer adds meanwhile is
         never lost. Raises ``IndexConflictError`` when a shard lost every attempt.
         """
-        stats = RemoveStats()
-        shards = self.shard_count()
-        groups: dict[int, set[str]] = {}
-        for name in set(names):
-            stats.names += 1
-            groups.setdefault(shard_of(name, shards), set()).add(name)
-        for shard in sorted(groups):
-            self._remove_from_shard(shard, groups[shard], stats)
+        wanted = set(names)
+        stats = RemoveStats(names=len(wanted))
+        if wanted:
+            self._write(wanted, lambda current, mine: current - mine, stats)
         return stats
 
-    def _remove_from_shard(self, shard: int, names: set[str], stats: RemoveStats) -> None:
-        removed = self._swap_shard(shard, lambda current: current - names, stats)
-        if removed:
-            stats.shard_writes += 1
-            stats.removed += removed
-        else:
-            stats.shards_unchanged += 1
+    def _write(self, names: set[str], change: Change, stats: Stats) -> None:
+        """Apply ``change`` with the manifest read last, then revalidate the manifest: while it
+        changed meanwhile, apply it again with the new one."""
+        for _ in range(self._max_attempts):
+            manifest, version = self.manifest(), self._manifest_version
+            try:
+                self._write_layout(manifest, names, change, stats)
+                done = True
+            except _LayoutChanged:
+                done = False
+            self.manifest(fresh=True)
+            if done and self._manifest_version == version:
+                return
+        raise IndexConflictError(f"the index's manifest kept changing for {self._max_attempts} attempts")
+
+    def _write_layout(self, manifest: Manifest, names: set[str], change: Change, stats: Stats) -> None:
+        old, new = manifest.shards, manifest.moving_to
+        for shard, group in grouped(names, old):
+            sealed = self._swap(old, shard, group, change, stats, moving=new is not None)
+            if sealed is None:
+                continue
+            if sealed.sealed_to != new:
+                raise _LayoutChanged()
+            assert new is not None
+            for target, part in grouped(group, new):  # the range's names are in the new layout now
+                self._swap(new, target, part, change, stats, fill=partial(sealed_part, sealed.names, new, target))
+
+    def _swap(self, shards: int, shard: int, names: set[str], change: Change, stats: Stats,
+              moving: bool = False, fill: Optional[Callable[[], set[str]]] = None) -> Optional[ShardObject]:
+        """Compare-and-swap one shard to ``change(its names, names)``, re-reading after a lost race.
+
+        A missing shard holds nothing, or with ``fill`` (a new shard during a move) the sealed
+        names ``fill`` gives. Returns the shard when it is sealed and ``moving`` (the caller
+        writes the new layout), else None; raises ``_LayoutChanged`` for any other seal and
+        ``IndexConflictError`` when every attempt lost."""
+        for attempt in range(self._max_attempts):
+            found = self.read_object(shards, shard)
+            if found.sealed_to is not None:
+                if moving:
+                    return found
+                raise _LayoutChanged()
+            current = set(found.names) if found.version is not None or fill is None else fill()
+            updated = change(current, names)
+            if updated == current:  # a missing new shard stays missing: the mover fills it
+                stats.shards_unchanged += 1
+                return None
+            if found.version is None and fill is None and self._manifest_changed():
+                raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
+            if self.put_object(shards, shard, updated, None, found.version):
+                stats.shard_writes += 1
+                stats.count(len(updated ^ current), len(updated))
+                return None
+            stats.conflicts += 1
+            if attempt + 1 < self._max_attempts:
+                self._sleep(CONFLICT_BACKOFF.delay(attempt))
+        raise IndexConflictError(f"shard {self.shard_label(shards, shard)} kept changing for "
+                                 f"{self._max_attempts} attempts")

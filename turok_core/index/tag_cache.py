@@ -23,8 +23,10 @@ from turok_core.runtime.aws import AwsClient
 
 
 def tag_index_config(config: TurokConfig) -> TurokConfig:
-    """``config`` as the index classes see it for the tag index (its prefix and shard count)."""
-    return config.replace(index_prefix=config.tag_index_prefix, index_shards=config.tag_index_shards)
+    """``config`` as the index classes see it for the tag index (its prefix, shard count and
+    shard size target)."""
+    return config.replace(index_prefix=config.tag_index_prefix, index_shards=config.tag_index_shards,
+                          index_shard_target_names=config.tag_index_shard_target_names)
 
 
 def tagged(names: Iterable[str]) -> list[str]:

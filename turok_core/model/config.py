@@ -35,10 +35,14 @@ class TurokConfig:
     dead_letter_max_receives: int = 5
     index_bucket: str = "turok-index"
     index_prefix: str = "index/"
-    index_shards: int = 64
+    index_shards: int = 64  # when the index is created; it grows by moves (turok_core/index/reshard.py)
+    # an indexer moves an index to 4x the shards once the shards it writes hold more names than
+    # this on average (a new name rewrites one shard: ~40,000 names keep that near 0.75 MB); 0: never
+    index_shard_target_names: int = 40000
     # the tag index (tagged series, for graphite-web's TagDB) in index_bucket, same layout
     tag_index_prefix: str = "tags/"
     tag_index_shards: int = 64
+    tag_index_shard_target_names: int = 40000
     table_prefix: str = "turok"
     table_joiner: str = "_"
     # --- carbon schema files (empty: the defaults shipped in turok_core/model/conf)
