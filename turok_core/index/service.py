@@ -99,13 +99,13 @@ class IndexerService(QueueConsumerService):
     def poll_once(self) -> Generator[defer.Deferred, Any, None]:
         """One receive → index → delete round."""
         config = self.config
-        messages = yield self._in_pool(self.queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
-                                       config.visibility_timeout_seconds)
-        if not self._moves_checked:
+        if not self._moves_checked:  # at start, before the first long poll
             self._moves_checked = True
             for label, store in (("index", self._store), ("tag index", self._tag_store)):
                 if store is not None:
                     yield self._maybe_move(label, store, None, 0)
+        messages = yield self._in_pool(self.queue.receive, SQS_BATCH_ENTRIES, config.receive_wait_seconds,
+                                       config.visibility_timeout_seconds)
         if not messages:
             return
         self.note_received(messages)
