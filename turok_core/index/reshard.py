@@ -97,12 +97,12 @@ def _retry(store: ShardedIndexStore, attempt: int, stats: MoveStats, sleep: Call
 
 def _start(store: ShardedIndexStore, to: int, stats: MoveStats, sleep: Callable[[float], None]) -> Manifest:
     for attempt in range(store.max_attempts):
-        manifest = store.manifest(fresh=True)
+        manifest, version = store.manifest_state(fresh=True)
         if manifest.moving_to is not None or to <= manifest.shards:
             return manifest  # a move in progress (joined), or done already
         if to % manifest.shards:
             raise ValueError(f"cannot move {manifest.shards} shards to {to}: not a multiple")
-        if store.put_manifest(Manifest(manifest.shards, to), store.manifest_version):
+        if store.put_manifest(Manifest(manifest.shards, to), version):
             return store.manifest(fresh=True)
         _retry(store, attempt, stats, sleep, "the index manifest")
     raise AssertionError("unreachable")
@@ -127,12 +127,12 @@ def _seal(store: ShardedIndexStore, old: int, new: int, shard: int, stats: MoveS
 
 def _switch(store: ShardedIndexStore, old: int, new: int, stats: MoveStats, sleep: Callable[[float], None]) -> None:
     for attempt in range(store.max_attempts):
-        manifest = store.manifest(fresh=True)
+        manifest, version = store.manifest_state(fresh=True)
         if manifest.shards >= new:
             return  # another mover switched
         if manifest != Manifest(old, new):
             raise IndexFormatError(f"the index manifest changed to {manifest} during a move from {old} to {new}")
-        if store.put_manifest(Manifest(new), store.manifest_version):
+        if store.put_manifest(Manifest(new), version):
             store.manifest(fresh=True)
             return
         _retry(store, attempt, stats, sleep, "the index manifest")
