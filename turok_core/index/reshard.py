@@ -15,8 +15,9 @@ compare-and-swap or a create-if-absent on one object:
 4. delete the old layout, and any older one left by a mover killed after its switch.
 
 Every step is idempotent: several movers at once take the same steps, and a move a mover left
-half done is finished by the next one (an indexer at its start, or whenever its shards are due,
-the keeper's hygiene, or ``python -m turok_core.index.reshard`` by hand). Writers and readers
+half done is finished by the next one (an indexer at its start or after any batch, or
+``python -m turok_core.index.reshard`` by hand; the keeper's hygiene writes during a move but
+never moves). Writers and readers
 need nothing from the movers but the manifest and the seals (``turok_core.index.store``,
 ``turok_core.index.layout``).
 """
