@@ -8,6 +8,9 @@ Meanwhile a real graphite-web on Turok's finder and TagDB is asked ``/metrics/fi
 name never announced. At the end every announced name is in both indexes (read with fresh copies
 and through graphite-web), the manifests name the new shard counts, and no object of an old
 layout is left.
+
+The second test is the real-process twin of the keeper's in-process hygiene-during-a-move test: a
+real ``turok-keeper --apply`` prunes while the two indexers write and finish a move.
 """
 from __future__ import annotations
 
