@@ -263,10 +263,10 @@ class ShardedIndexStore(ABC):
         """Compare-and-swap one shard to ``change(its names, names)``, re-reading after a lost race.
 
         A missing shard holds nothing, or with ``fill`` (a new shard during a move) the sealed
-        names ``fill`` gives; one of no move is created only while the manifest is still of
-        ``version``, the one the write uses. Returns the shard when it is sealed and ``moving`` (the caller
-        writes the new layout), else None; raises ``_LayoutChanged`` for any other seal and
-        ``IndexConflictError`` when every attempt lost."""
+        names ``fill`` gives; without ``fill`` it is created only while the manifest is still of
+        ``version``, the one the write uses. Returns the shard when it is sealed and ``moving``
+        (the caller writes the new layout), else None; raises ``_LayoutChanged`` for any other
+        seal and ``IndexConflictError`` when every attempt lost."""
         for attempt in range(self._max_attempts):
             found = self.read_object(shards, shard)
             if found.sealed_to is not None:
