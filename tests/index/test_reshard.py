@@ -193,6 +193,29 @@ def test_writers_that_have_not_seen_the_move_write_the_new_layout(index_stores):
     assert visible(store) == names - {"a.n1", "a.n2"} | {"b.one", "b.two", "c.one", "c.two"}
 
 
+
+def test_a_writer_whose_store_another_thread_moved_meanwhile_leaves_no_stray(index_stores):
+    """An indexer's pollers share one store: one moves the index (and so refreshes the store's
+    manifest) while another is writing with the manifest from before the move. The writer finds
+    its old shard deleted; it must not take the store's refreshed manifest for the one its write
+    used and create the old shard again (found by tests/e2e/test_index_moves.py: a stray object
+    left in the old layout)."""
+    store = index_stores(shards=2)
+    store.add_names(["a.one", "a.two"])
+    original, moves = store.read_object, []
+
+    def read_object(shards, shard):
+        if not moves:  # the other poller's move, between the writer's manifest and its first read
+            moves.append(None)
+            moves.append(move_shards(store, to=8))
+        return original(shards, shard)
+
+    store.read_object = read_object
+    store.add_names(["b.one", "b.two"])
+    assert moves[1].moved_to == 8 and store.manifest() == Manifest(8)
+    assert store.layouts() == [8]
+    assert visible(index_stores(shards=2)) == {"a.one", "a.two", "b.one", "b.two"}
+
 def test_readers_see_exactly_the_names_at_every_step_of_a_move(index_stores):
     """The move taken one object write at a time; between two steps random adds and removals
     (by a writer that saw the move start and one whose manifest is from before it): what a

@@ -16,7 +16,10 @@ it injects, at the rates of its ``Faults`` and from one seeded random generator:
 Other services (SQS, S3) pass through untouched, except that conditional S3 PUTs (``If-Match``,
 ``If-None-Match``) are forwarded one at a time: moto checks the condition and stores the object
 in two steps without a lock, so two concurrent compare-and-swaps could both win there, which S3
-never allows. The test changes the faults at any time with
+never allows. ``proxy.hold_puts(fragment)`` makes every S3 PUT whose path contains ``fragment``
+wait (as a very slow request would) until ``proxy.release_puts()``: a step of the client's work
+held back while the test does something else (``proxy.held`` counts the PUTs that waited). The
+test changes the faults at any time with
 ``proxy.faults = Faults(...)`` or ``proxy.set_faults(...)`` and reads what was injected from
 ``proxy.counts`` (``{(operation, kind): n}``). The draws come from one ``random.Random(seed)``, so a
 run's sequence of decisions is fixed, while which request meets which decision depends on the
@@ -112,8 +115,24 @@ class FaultProxy:
         self._acceptor = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                           name="faultproxy-accept", daemon=True)
         self._local = threading.local()
+        self._hold_fragment: Optional[str] = None
+        self._released = threading.Event()
+        self._released.set()
+        self.held = 0
 
     # ----------------------------------------------------------------------------- control
+
+    def hold_puts(self, fragment: str) -> None:
+        """Hold every S3 PUT whose path contains ``fragment`` until ``release_puts``."""
+        with self._lock:
+            self._hold_fragment = fragment
+            self._released.clear()
+
+    def release_puts(self) -> None:
+        """Let the held S3 PUTs (and every later one) through."""
+        with self._lock:
+            self._hold_fragment = None
+            self._released.set()
 
     @property
     def url(self) -> str:
@@ -230,6 +249,11 @@ class FaultProxy:
         names = {k.lower(): v for k, v in headers}
         target = names.get("x-amz-target", "")
         if not target.startswith(DYNAMODB_TARGET_PREFIX):
+            with self._lock:
+                hold = method == "PUT" and self._hold_fragment is not None and self._hold_fragment in path
+                self.held += hold
+            if hold:  # before the compare-and-swap lock: other conditional PUTs go on meanwhile
+                self._released.wait(self._upstream_timeout)
             if method == "PUT" and ("if-match" in names or "if-none-match" in names):
                 with self._swap_lock:
                     return self.forward(method, path, headers, body)

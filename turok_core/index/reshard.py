@@ -15,8 +15,9 @@ compare-and-swap or a create-if-absent on one object:
 4. delete the old layout, and any older one left by a mover killed after its switch.
 
 Every step is idempotent: several movers at once take the same steps, and a move a mover left
-half done is finished by the next one (an indexer at its start, or whenever its shards are due,
-the keeper's hygiene, or ``python -m turok_core.index.reshard`` by hand). Writers and readers
+half done is finished by the next one (an indexer at its start or after any batch, or
+``python -m turok_core.index.reshard`` by hand; the keeper's hygiene writes during a move but
+never moves). Writers and readers
 need nothing from the movers but the manifest and the seals (``turok_core.index.store``,
 ``turok_core.index.layout``).
 """
@@ -97,12 +98,12 @@ def _retry(store: ShardedIndexStore, attempt: int, stats: MoveStats, sleep: Call
 
 def _start(store: ShardedIndexStore, to: int, stats: MoveStats, sleep: Callable[[float], None]) -> Manifest:
     for attempt in range(store.max_attempts):
-        manifest = store.manifest(fresh=True)
+        manifest, version = store.manifest_state(fresh=True)
         if manifest.moving_to is not None or to <= manifest.shards:
             return manifest  # a move in progress (joined), or done already
         if to % manifest.shards:
             raise ValueError(f"cannot move {manifest.shards} shards to {to}: not a multiple")
-        if store.put_manifest(Manifest(manifest.shards, to), store.manifest_version):
+        if store.put_manifest(Manifest(manifest.shards, to), version):
             return store.manifest(fresh=True)
         _retry(store, attempt, stats, sleep, "the index manifest")
     raise AssertionError("unreachable")
@@ -127,12 +128,12 @@ def _seal(store: ShardedIndexStore, old: int, new: int, shard: int, stats: MoveS
 
 def _switch(store: ShardedIndexStore, old: int, new: int, stats: MoveStats, sleep: Callable[[float], None]) -> None:
     for attempt in range(store.max_attempts):
-        manifest = store.manifest(fresh=True)
+        manifest, version = store.manifest_state(fresh=True)
         if manifest.shards >= new:
             return  # another mover switched
         if manifest != Manifest(old, new):
             raise IndexFormatError(f"the index manifest changed to {manifest} during a move from {old} to {new}")
-        if store.put_manifest(Manifest(new), store.manifest_version):
+        if store.put_manifest(Manifest(new), version):
             store.manifest(fresh=True)
             return
         _retry(store, attempt, stats, sleep, "the index manifest")

@@ -39,6 +39,7 @@ from turok_core.runtime.retry import Backoff
 # a lost race is retried soon: the other writer is done; the wide jitter splits contenders apart
 CONFLICT_BACKOFF = Backoff(base=0.02, cap=2.0, jitter=(0.5, 1.5))
 Change = Callable[[set[str], set[str]], set[str]]  # (a shard's names, the call's names) -> new names
+ManifestState = tuple[Manifest, Optional[str]]  # a manifest and its version
 
 
 class IndexConflictError(RuntimeError):
@@ -109,8 +110,9 @@ class ShardedIndexStore(ABC):
         self._configured_shards = configured_shards
         self._max_attempts = max(1, max_attempts)
         self._sleep = sleep
-        self._manifest: Optional[Manifest] = None
-        self._manifest_version: Optional[str] = None
+        # the manifest read last and its version, replaced as one: an indexer's pollers share a
+        # store, and a write must never pair one thread's manifest with another's version
+        self._known: Optional[ManifestState] = None
 
     # --- the driver's primitives -----------------------------------------------------------------
 
@@ -152,18 +154,25 @@ class ShardedIndexStore(ABC):
         """The index's manifest, created with the configured shard count when there is none; the
         one read last unless ``fresh`` (then revalidated: a request that returns no body when it
         is unchanged)."""
-        if self._manifest is not None and not fresh:
-            return self._manifest
+        return self.manifest_state(fresh)[0]
+
+    def manifest_state(self, fresh: bool = False) -> ManifestState:
+        """``manifest(fresh)`` and its version, read together (what a compare-and-swap of the
+        manifest, or a check that it is still the one a write used, needs)."""
+        known = self._known
+        if known is not None and not fresh:
+            return known
         for _ in range(self._max_attempts):
-            found = self._read_manifest(self._manifest_version if self._manifest is not None else None)
+            found = self._read_manifest(known[1] if known is not None else None)
             if found is None:  # unchanged
-                return self._manifest  # type: ignore[return-value]
+                assert known is not None
+                return known
             manifest, version = found
             if manifest is not None:
-                self._manifest, self._manifest_version = manifest, version
-                return manifest
+                self._known = known = (manifest, version)
+                return known
             if self.put_manifest(Manifest(self._configured_shards), None):
-                self._manifest = None  # read back for its version
+                known = None  # read back for its version
             # else another writer created it first: read theirs
         raise IndexConflictError("could not read or create the index manifest")
 
@@ -172,16 +181,10 @@ class ShardedIndexStore(ABC):
         """Compare-and-swap attempts before ``IndexConflictError``."""
         return self._max_attempts
 
-    @property
-    def manifest_version(self) -> Optional[str]:
-        """The version of the manifest ``manifest()`` returned last."""
-        return self._manifest_version
-
-    def _manifest_changed(self) -> bool:
-        """Whether the manifest changed since ``manifest()`` read it (then read anew)."""
-        version = self._manifest_version
-        self.manifest(fresh=True)
-        return self._manifest_version != version
+    def _manifest_changed(self, version: Optional[str]) -> bool:
+        """Whether the manifest is no longer the one of ``version`` (read anew). The caller's own
+        version, not the store's: another thread may have read the new manifest already."""
+        return self.manifest_state(fresh=True)[1] != version
 
     def shard_count(self) -> int:
         """The shard count of the index's layout (the old one while it moves)."""
@@ -229,37 +232,41 @@ class ShardedIndexStore(ABC):
         """Apply ``change`` with the manifest read last, then revalidate the manifest: while it
         changed meanwhile, apply it again with the new one."""
         for _ in range(self._max_attempts):
-            manifest, version = self.manifest(), self._manifest_version
+            manifest, version = self.manifest_state()
             try:
-                self._write_layout(manifest, names, change, stats)
+                self._write_layout(manifest, version, names, change, stats)
                 done = True
             except _LayoutChanged:
                 done = False
-            self.manifest(fresh=True)
-            if done and self._manifest_version == version:
+            if not self._manifest_changed(version) and done:
                 return
         raise IndexConflictError(f"the index's manifest kept changing for {self._max_attempts} attempts")
 
-    def _write_layout(self, manifest: Manifest, names: set[str], change: Change, stats: Stats) -> None:
+    def _write_layout(self, manifest: Manifest, version: Optional[str], names: set[str], change: Change,
+                      stats: Stats) -> None:
+        """Apply ``change`` in the layouts of ``manifest`` (of version ``version``)."""
         old, new = manifest.shards, manifest.moving_to
         for shard, group in grouped(names, old):
-            sealed = self._swap(old, shard, group, change, stats, moving=new is not None)
+            sealed = self._swap(old, shard, group, change, stats, version, moving=new is not None)
             if sealed is None:
                 continue
             if sealed.sealed_to != new:
                 raise _LayoutChanged()
             assert new is not None
             for target, part in grouped(group, new):  # the range's names are in the new layout now
-                self._swap(new, target, part, change, stats, fill=partial(sealed_part, sealed.names, new, target))
+                self._swap(new, target, part, change, stats, version,
+                           fill=partial(sealed_part, sealed.names, new, target))
 
     def _swap(self, shards: int, shard: int, names: set[str], change: Change, stats: Stats,
-              moving: bool = False, fill: Optional[Callable[[], set[str]]] = None) -> Optional[ShardObject]:
+              version: Optional[str], moving: bool = False,
+              fill: Optional[Callable[[], set[str]]] = None) -> Optional[ShardObject]:
         """Compare-and-swap one shard to ``change(its names, names)``, re-reading after a lost race.
 
         A missing shard holds nothing, or with ``fill`` (a new shard during a move) the sealed
-        names ``fill`` gives. Returns the shard when it is sealed and ``moving`` (the caller
-        writes the new layout), else None; raises ``_LayoutChanged`` for any other seal and
-        ``IndexConflictError`` when every attempt lost."""
+        names ``fill`` gives; without ``fill`` it is created only while the manifest is still of
+        ``version``, the one the write uses. Returns the shard when it is sealed and ``moving``
+        (the caller writes the new layout), else None; raises ``_LayoutChanged`` for any other
+        seal and ``IndexConflictError`` when every attempt lost."""
         for attempt in range(self._max_attempts):
             found = self.read_object(shards, shard)
             if found.sealed_to is not None:
@@ -271,7 +278,7 @@ class ShardedIndexStore(ABC):
             if updated == current:  # a missing new shard stays missing: the mover fills it
                 stats.shards_unchanged += 1
                 return None
-            if found.version is None and fill is None and self._manifest_changed():
+            if found.version is None and fill is None and self._manifest_changed(version):
                 raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
             if self.put_object(shards, shard, updated, None, found.version):
                 stats.shard_writes += 1
