@@ -52,6 +52,30 @@ def wait_port(port: int, timeout: float, process: Optional[subprocess.Popen] = N
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def start_moto() -> tuple[subprocess.Popen, int]:
+    """A moto server on a free 127.0.0.1 port, up and answering: (its process, its port)."""
+    port = free_port()
+    process = subprocess.Popen(moto_command(port), env=moto_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, 30, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process, port
+
+
+def index_bench_config(port: int, bucket: str, tag_shards: int, **extra: str):
+    """The Turok config of an index benchmark on the moto at ``port`` (a bucket of its own, no
+    background refresh), with the AWS credentials moto takes in this process's environment."""
+    from turok_core.model.config import load_config
+    env = {"TUROK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "TUROK_AWS_REGION": "us-east-1",
+           "TUROK_INDEX_BUCKET": bucket, "TUROK_INDEX_REFRESH_SECONDS": "3600",
+           "TUROK_TAG_INDEX_SHARDS": str(tag_shards), **extra}
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    return load_config(environ=env)
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all its threads, in seconds (/proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as handle:

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import free_port, machine, median, moto_command, moto_env, stop, wait_port
+from common import index_bench_config, machine, median, start_moto, stop
 from tags import VALUES, Clock, series
 
 
@@ -118,22 +116,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from turok_core.index.reshard import move_shards
     from turok_core.index.tag_cache import TagCache, make_tag_store
-    from turok_core.model.config import load_config
     from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
 
     print(f"reshard: {args.series:,} tagged series, tag index 64 -> {args.to} shards; {machine()}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="turok-bench-reshard-"))
-    moto_port = free_port()
-    moto = subprocess.Popen(moto_command(moto_port), env=moto_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    moto, moto_port = start_moto()
     try:
-        wait_port(moto_port, 30, moto)
-        env = {"TUROK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "TUROK_AWS_REGION": "us-east-1",
-               "TUROK_INDEX_BUCKET": "bench-reshard", "TUROK_INDEX_REFRESH_SECONDS": "3600",
-               "TUROK_TAG_INDEX_SHARDS": "64", "TUROK_AWS_MAX_POOL_CONNECTIONS": "32"}
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-        config = load_config(environ=env)
+        config = index_bench_config(moto_port, "bench-reshard", 64, TUROK_AWS_MAX_POOL_CONNECTIONS="32")
         s3 = make_client("s3", config)
         provision_bucket(s3, config)
         names = series(args.series)

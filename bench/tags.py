@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, free_port, machine, median, moto_command, moto_env, rss_bytes, stop, wait_port
+from common import REPO, index_bench_config, machine, median, rss_bytes, start_moto, stop
 
 from turok_core.index.shards import shard_of  # common put the checkout first on the path
 
@@ -249,23 +249,15 @@ def main(argv: list[str]) -> int:
 
         def _update(self, current: TagIndex, changes: list) -> None:
             return None
-    from turok_core.model.config import load_config
     from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
 
     print(f"tags: {args.series:,} tagged series, 10 tags ({', '.join(map(str, VALUES))} values), "
           f"{args.tag_shards} tag index shards; {machine()}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="turok-bench-tags-"))
-    moto_port = free_port()
-    moto = subprocess.Popen(moto_command(moto_port), env=moto_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    moto, moto_port = start_moto()
     try:
-        wait_port(moto_port, 30, moto)
-        env = {"TUROK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "TUROK_AWS_REGION": "us-east-1",
-               "TUROK_INDEX_BUCKET": "bench-tags", "TUROK_INDEX_REFRESH_SECONDS": "3600",
-               "TUROK_TAG_INDEX_SHARDS": str(args.tag_shards)}
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-        config = load_config(environ=env)
+        config = index_bench_config(moto_port, "bench-tags", args.tag_shards)
         s3 = make_client("s3", config)
         provision_bucket(s3, config)
         names = series(args.series)

@@ -70,9 +70,13 @@ def run_count(count: int, workdir: Path, names: list[str], args: argparse.Namesp
         processes.wait_leases_settled()  # a steady state: no partition moves while the traffic runs
         port = processes.config.plaintext_port
         rounds = max(1, int(args.duration // STEP))
-        # the traffic begins with a base block, so each run stores as many items whatever N is
+        # the traffic begins with a base block and lies inside one 1-minute block, so each run
+        # stores as many items whatever N is (a run crossing a coarse block stores two of them)
         span = STEP * args.block_slots
+        coarse_span = 60 * args.block_slots
         first = (int(time.time()) // span + 1) * span
+        while first % coarse_span + rounds * STEP > coarse_span and first % coarse_span:
+            first += span
         stop_sampling = threading.Event()
         run = ScaleRun(count, len(names) * rounds, {}, 0.0, False, ignored=processes.ignored)
         turokds = processes.turokds
