@@ -33,6 +33,8 @@ from typing import Optional
 from common import cpu_seconds, machine, rss_bytes
 from turok_processes import TurokProcesses, metric_names, send_lines, slot_lines, value_text, wait_idle
 
+from turok_core.storage.block_layout import block_span
+
 STEP = 10
 
 
@@ -72,8 +74,7 @@ def run_count(count: int, workdir: Path, names: list[str], args: argparse.Namesp
         rounds = max(1, int(args.duration // STEP))
         # the traffic begins with a base block and lies inside one 1-minute block, so each run
         # stores as many items whatever N is (a run crossing a coarse block stores two of them)
-        span = STEP * args.block_slots
-        coarse_span = 60 * args.block_slots
+        span, coarse_span = block_span(STEP, args.block_slots), block_span(60, args.block_slots)
         first = (int(time.time()) // span + 1) * span
         while first % coarse_span + rounds * STEP > coarse_span and first % coarse_span:
             first += span
