@@ -78,6 +78,8 @@ def run_count(count: int, workdir: Path, names: list[str], args: argparse.Namesp
         first = (int(time.time()) // span + 1) * span
         while first % coarse_span + rounds * STEP > coarse_span and first % coarse_span:
             first += span
+        if first - time.time() > 600:  # long blocks (memory runs): start at the next slot instead
+            first = (int(time.time()) // STEP + 1) * STEP
         stop_sampling = threading.Event()
         run = ScaleRun(count, len(names) * rounds, {}, 0.0, False, ignored=processes.ignored)
         turokds = processes.turokds
