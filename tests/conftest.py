@@ -204,6 +204,20 @@ def turok_config(moto_endpoint):
     return config
 
 
+@pytest.fixture
+def index_config(moto_endpoint):
+    """A TurokConfig on the moto server with an index bucket of its own and nothing else
+    provisioned: the index's tests need no queue or table (``turok_config`` makes them all)."""
+    from turok_core.model.config import TurokConfig
+    from turok_core.runtime.aws import make_client
+    from turok_core.runtime.provision import provision_bucket
+
+    config = TurokConfig(aws_endpoint_url=moto_endpoint, aws_region="us-east-1",
+                         index_bucket=f"index-{uuid.uuid4().hex[:8]}")
+    provision_bucket(make_client("s3", config), config)
+    return config
+
+
 @contextmanager
 def running_twistd(plugin: str, config, workdir: Path, ready: Callable[[Path], object], what: str,
                    timeout: float = 20.0) -> Iterator[tuple[Path, subprocess.Popen]]:
@@ -271,7 +285,7 @@ def _no_wait(seconds: float) -> None:
                         pytest.param("tags-s3", marks=pytest.mark.moto)])
 def index_stores(request):
     """A factory of index stores that all work on one fresh index: the in-memory store, or
-    ``IndexStore`` on the moto server (``turok_config``'s bucket, new for each test), for the name
+    ``IndexStore`` on the moto server (``index_config``'s bucket, new for each test), for the name
     index or the tag index (``turok_core.index.tag_cache.make_tag_store``: its own prefix).
 
     ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index;
@@ -288,7 +302,7 @@ def index_stores(request):
         from turok_core.index.s3_store import IndexStore
         from turok_core.runtime.aws import make_client
 
-        config = request.getfixturevalue("turok_config")
+        config = request.getfixturevalue("index_config")
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
             return IndexStore(make_client("s3", config), config.replace(index_shards=shards), max_attempts,
@@ -297,7 +311,7 @@ def index_stores(request):
         from turok_core.index.tag_cache import make_tag_store
         from turok_core.runtime.aws import make_client
 
-        config = request.getfixturevalue("turok_config")
+        config = request.getfixturevalue("index_config")
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
             return make_tag_store(make_client("s3", config), config.replace(tag_index_shards=shards),
