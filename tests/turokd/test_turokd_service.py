@@ -316,12 +316,12 @@ def test_sigterm_writes_the_open_blocks_and_deletes_their_messages(turokd):
 
 
 def test_sigterm_during_long_polls_longer_than_a_lease_still_writes_the_open_blocks(turok_config, tmp_path):
-    """Stopping waits for the pollers' long polls (20 s here), longer than a lease (6 s): the
+    """Stopping waits for the pollers' long polls (10 s here), longer than a lease (4 s): the
     leases are renewed meanwhile, so the partition is still provably held when its blocks are
     written (before, it was dropped unwritten and its pending coarse blocks with it)."""
     import time
 
-    config = turok_config.replace(receive_wait_seconds=20, lease_duration_seconds=6, lease_heartbeat_seconds=1,
+    config = turok_config.replace(receive_wait_seconds=10, lease_duration_seconds=4, lease_heartbeat_seconds=1,
                                   lease_write_margin_seconds=2, visibility_timeout_seconds=60)
     with running_twistd("turokd", config, tmp_path, lambda log: "poller(s) on queue" in log.read_text(),
                         "turokd start", timeout=15) as (logfile, process):
