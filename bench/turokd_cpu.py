@@ -1,7 +1,7 @@
 """turokd's CPU per point: envelope bodies through ``BlockWriter`` into a block store, in process.
 
     .venv/bin/python bench/turokd_cpu.py [--metrics 3000] [--slots 90] [--store memory|moto|both]
-                                         [--scenario once|late|both] [--lease before|after]
+                                         [--scenario once|late|live|both] [--lease before|after]
                                          [--records on|off]
                                          [--profile 20]
 
@@ -14,6 +14,9 @@ SQS batches of 10 on a simulated clock:
   block, then the rollups);
 - ``late``: the same slots arrive one by one, 1.5 s apart, into blocks that closed already (a
   spool draining after an SQS outage), with a tick after each slot.
+- ``live``: steady state at default settings: each slot's flush arrives ``LIVE_LAG`` seconds after
+  the slot ends, as a gateway sends it, with a tick after it; blocks close on the clock as time
+  passes (``--slots 1296``: three 10 s blocks of the default 432 slots).
 
 The writer owns the metrics' partition since before the data (``owned_since``; ``--lease after``:
 since after it, as for a replay of history: blocks the day tables' records of block starts prove
@@ -58,6 +61,7 @@ START = 1_795_478_400  # a UTC midnight (2026-11-24): the data's first slot
 SCHEMAS = "[default]\npattern = .*\nretentions = 10s:1d,1min:30d,1h:2y\n"
 AGGREGATION = "[default]\npattern = .*\nxFilesFactor = 0.5\naggregationMethod = average\n"
 LATE_GAP = 1.5  # seconds between slots in the late scenario
+LIVE_LAG = 3.0  # seconds from a slot's end to its flush reaching turokd in the live scenario
 
 
 def moto_server() -> Path:
@@ -100,6 +104,8 @@ def run(scenario: str, store, config: TurokConfig, schemas, data: list[list[str]
     """Feed the flushes; return (CPU seconds of this process, write stats, points)."""
     span_end = START + len(data) * STEP
     now = [float(span_end - span_end % 900 + 900 + 3600)]  # every block of the data closed an hour ago
+    if scenario == "live":
+        now = [float(START)]  # the clock follows the data
     writer = make_writer(store, config, schemas, now, lease, records)
     stats = WriteStats()
     points = 0  # counted from the decoded batches below
@@ -112,6 +118,12 @@ def run(scenario: str, store, config: TurokConfig, schemas, data: list[list[str]
             for batch in batches(bodies, f"o{n}"):
                 points += writer.hold(batch).slot_count
         stats.add(writer.close().stats)
+    elif scenario == "live":
+        for n, bodies in enumerate(data):
+            now[0] = START + (n + 1) * STEP + LIVE_LAG
+            for batch in batches(bodies, f"v{n}"):
+                points += writer.hold(batch).slot_count
+            stats.add(writer.close().stats)
     else:
         for n, bodies in enumerate(data):
             for batch in batches(bodies, f"l{n}"):
@@ -136,7 +148,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--metrics", type=int, default=3000)
     parser.add_argument("--slots", type=int, default=90)
     parser.add_argument("--store", choices=("memory", "moto", "both"), default="both")
-    parser.add_argument("--scenario", choices=("once", "late", "both"), default="both")
+    parser.add_argument("--scenario", choices=("once", "late", "live", "both"), default="both",
+                        help="both: once and late")
     parser.add_argument("--profile", type=int, default=0, help="print the N costliest functions")
     parser.add_argument("--records", choices=("on", "off"), default="on",
                         help="trust the day tables' records of block starts (turokd does), or not")
