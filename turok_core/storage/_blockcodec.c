@@ -212,32 +212,6 @@ static int encode_ulps(Out *o, const int64_t *ulps, Py_ssize_t m) {
 static int clz64(uint64_t x) { return x ? __builtin_clzll(x) : 64; }
 static int ctz64(uint64_t x) { return x ? __builtin_ctzll(x) : 64; }
 
-/* the bytes encode_xor would write (its codec byte included), without writing them */
-static size_t xor_size(const double *values, Py_ssize_t m) {
-    uint64_t previous = word_of(values[0]);
-    size_t bits = 64;
-    int window_lead = -1, window_trail = -1;
-    for (Py_ssize_t i = 1; i < m; i++) {
-        uint64_t word = word_of(values[i]);
-        uint64_t x = word ^ previous;
-        previous = word;
-        if (!x) {
-            bits += 1;
-            continue;
-        }
-        int lead = clz64(x), trail = ctz64(x);
-        if (lead > 31) lead = 31;
-        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
-            bits += 2 + (size_t)(64 - window_lead - window_trail);
-        } else {
-            bits += 13 + (size_t)(64 - lead - trail);
-            window_lead = lead;
-            window_trail = trail;
-        }
-    }
-    return 1 + (bits + 7) / 8;
-}
-
 static int encode_xor(Out *o, const double *values, Py_ssize_t m) {
     if (out_byte(o, CODEC_XOR)) return -1;
     uint64_t previous = word_of(values[0]);
@@ -350,12 +324,16 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
             size_t mark = o.len;
             if (near >= 0) {
                 if (encode_ints(&o, CODEC_ULPS, header_of(near), ks, m, work) || encode_ulps(&o, ulps, m)) goto done;
-                if (o.len - mark >= xor_size(present, m)) {
-                    o.len = mark;  /* the bit writer is flushed: nothing pending */
-                    near = -1;
+                /* XOR written after it for the comparison; the bit writer is flushed: nothing pending */
+                size_t ulps_end = o.len;
+                if (encode_xor(&o, present, m)) goto done;
+                if (o.len - ulps_end <= ulps_end - mark) {
+                    memmove(o.data + mark, o.data + ulps_end, o.len - ulps_end);
+                    o.len = mark + (o.len - ulps_end);
+                } else {
+                    o.len = ulps_end;
                 }
-            }
-            if (near < 0 && encode_xor(&o, present, m)) goto done;
+            } else if (encode_xor(&o, present, m)) goto done;
         }
     }
     result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
