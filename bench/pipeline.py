@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--metrics 1000,10000] [--slots 90] [--connections 2]
         [--age-hours 6] [--close-delay 1] [--receivers turok,carbon-cache] [--keep]
-        [--profile-turokd FILE [--py-spy PATH]]
+        [--profile-turokd FILE [--profile-rate 50] [--py-spy PATH]]
 
 For each ``--metrics`` count, the same plaintext lines (``--slots`` closed 10 s slots per metric,
 starting ``--age-hours`` back on an hour boundary, so every block they fall in has closed and
@@ -21,7 +21,8 @@ connections to, in turn:
   fallocate as carbon.conf.example sets on Linux), measured until its ``committedPoints``
   reach every point and its CPU stopped rising.
 
-``--profile-turokd FILE`` samples turokd with py-spy (50 Hz, idle samples left out) while the
+``--profile-turokd FILE`` samples turokd with py-spy (``--profile-rate`` Hz, only the thread
+holding the GIL: threads waiting for it would show as busy on the line they wait at) while the
 points flow, into ``FILE`` (raw folded stacks; with several sizes, ``FILE`` gets the size as a
 suffix); py-spy is not part of the stack: give its path with ``--py-spy`` if it is not on PATH.
 
@@ -130,7 +131,7 @@ def start_profiler(args: argparse.Namespace, pid: int, metrics: int) -> Optional
         print(f"  no py-spy at {args.py_spy!r}: turokd not profiled", flush=True)
         return None
     out = args.profile_turokd if "," not in args.metrics else f"{args.profile_turokd}.{metrics}"
-    return subprocess.Popen([spy, "record", "-r", "50", "--nonblocking", "-f", "raw", "-o", out, "--pid", str(pid)],
+    return subprocess.Popen([spy, "record", "-r", str(args.profile_rate), "--nonblocking", "--gil", "-f", "raw", "-o", out, "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -192,6 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per receiver and size")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--profile-turokd", metavar="FILE", help="py-spy turokd into FILE (raw folded stacks)")
+    parser.add_argument("--profile-rate", type=int, default=50, help="py-spy's samples per second")
     parser.add_argument("--py-spy", default="py-spy", help="py-spy's path, for --profile-turokd")
     args = parser.parse_args(argv)
     receivers = args.receivers.split(",")
