@@ -131,7 +131,8 @@ def start_profiler(args: argparse.Namespace, pid: int, metrics: int) -> Optional
         print(f"  no py-spy at {args.py_spy!r}: turokd not profiled", flush=True)
         return None
     out = args.profile_turokd if "," not in args.metrics else f"{args.profile_turokd}.{metrics}"
-    return subprocess.Popen([spy, "record", "-r", str(args.profile_rate), "--nonblocking", "--gil", "-f", "raw", "-o", out, "--pid", str(pid)],
+    return subprocess.Popen([spy, "record", "-r", str(args.profile_rate), "--nonblocking", "--gil", "-f", "raw",
+                             "-o", out, "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -1,4 +1,4 @@
-"""turokd's rollups of whole blocks: the C ``_rollups`` against its pure-Python reference
+"""turokd's rollups of whole blocks: the C ``_speedups`` against its pure-Python reference
 (``rollup.py``: ``known_span``, ``rollup_into``) and against whisper's per-slot rule
 (``rollup_value``), bit for bit; and ``CoarseBlock.add_finer`` alike with and without C."""
 from __future__ import annotations
@@ -42,7 +42,7 @@ def random_block(rng: random.Random, slots: int, gaps: float) -> array:
     return array("d", [NAN if rng.random() < gaps else random_value(rng) for _ in range(slots)])
 
 
-native = pytest.mark.skipif(rollup.native is None, reason="turok_core.turokd._rollups not built")
+native = pytest.mark.skipif(rollup.native is None, reason="turok_core.turokd._speedups not built")
 
 
 @native

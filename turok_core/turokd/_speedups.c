@@ -1,5 +1,7 @@
-/* Rollups of whole blocks in C: the same doubles as the pure-Python reference,
- * turok_core/turokd/rollup.py (rollup_into, known_span), which defines them.
+/* turokd's hot loops in C, each the same as its pure-Python reference.
+ *
+ * Rollups of whole blocks: the same doubles as turok_core/turokd/rollup.py (rollup_into,
+ * known_span), which defines them.
  *
  *   known_span(values) -> (count, first, last)
  *       values: a buffer of doubles (array('d'), NaN for gaps); how many slots hold a value, the
@@ -12,6 +14,12 @@
  *
  * The arithmetic is CPython 3.11's sum() of floats (a double added left to right from 0.0), and
  * min()/max() keeping the first of equal values, so results are bit-for-bit the reference's.
+ *
+ * Slot values placed into open blocks (turok_core/turokd/open_blocks.py, py_place):
+ *
+ *   place(block, window, index, empty) -> None
+ *       block: {metric: array('d')}; window: {metric: value}; each metric's value is set at
+ *       index of its array, a copy of empty (the block's slots, all gaps) for a metric new to it
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -97,17 +105,49 @@ static PyObject *rollup_into(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *place(PyObject *self, PyObject *args) {
+    PyObject *block, *window, *empty;
+    Py_ssize_t index;
+    if (!PyArg_ParseTuple(args, "O!O!nO", &PyDict_Type, &block, &PyDict_Type, &window, &index, &empty)) return NULL;
+    PyObject *metric, *value;
+    Py_ssize_t position = 0;
+    while (PyDict_Next(window, &position, &metric, &value)) {
+        double v = PyFloat_AsDouble(value);
+        if (v == -1.0 && PyErr_Occurred()) return NULL;
+        PyObject *slots = PyDict_GetItemWithError(block, metric);  /* borrowed */
+        if (!slots) {
+            if (PyErr_Occurred()) return NULL;
+            slots = PySequence_GetSlice(empty, 0, PY_SSIZE_T_MAX);  /* a copy: array('d') slices copy */
+            if (!slots) return NULL;
+            int failed = PyDict_SetItem(block, metric, slots);
+            Py_DECREF(slots);  /* the block holds it */
+            if (failed) return NULL;
+        }
+        Py_buffer view;
+        if (doubles_of(slots, &view, 1)) return NULL;
+        if (index < 0 || index >= view.len / 8) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_IndexError, "place: slot index outside the block");
+            return NULL;
+        }
+        ((double *)view.buf)[index] = v;
+        PyBuffer_Release(&view);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"known_span", known_span, METH_O, "(count, first, last) of the slots holding a value in a buffer of doubles."},
     {"rollup_into", rollup_into, METH_VARARGS,
      "rollup_into(values, offset, coarse, index, count, ratio, method, xff): whole coarse slots from finer ones."},
+    {"place", place, METH_VARARGS, "place(block, window, index, empty): slot values set into open blocks."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_rollups", "Rollups of whole blocks (see turok_core/turokd/rollup.py).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_speedups", "turokd's hot loops (see rollup.py and open_blocks.py).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__rollups(void) {
+PyMODINIT_FUNC PyInit__speedups(void) {
     return PyModule_Create(&module);
 }

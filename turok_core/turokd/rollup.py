@@ -36,7 +36,7 @@ point written straight into the coarse archive (a backfill) is not replaced by a
 part of the slot the finer archive still holds.
 
 Whole blocks held in memory (``coarse_blocks.py``) roll up a run of coarse slots per call
-(``rollup_into``, ``known_span``): in C (``_rollups.c``) for ``array('d')`` blocks, with the
+(``rollup_into``, ``known_span``): in C (``_speedups.c``) for ``array('d')`` blocks, with the
 Python functions here as the reference giving the same doubles (CPython 3.11's ``sum`` of
 floats adds left to right from 0.0; the C code does the same).
 
@@ -53,7 +53,7 @@ from typing import Iterable, Mapping, MutableSequence, Optional, Sequence
 from turok_core.model.extensions import load_extension
 
 # the C rollups of whole blocks, or None (not built, or TUROK_PURE_PYTHON=1): the references below
-native = load_extension("turok_core.turokd._rollups")
+native = load_extension("turok_core.turokd._speedups")
 
 # Turok's aggregation names → whisper's
 WHISPER_METHODS = {"average": "average", "sum": "sum", "minimum": "min", "maximum": "max", "last": "last"}
