@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--metrics 1000,10000] [--slots 90] [--connections 2]
         [--age-hours 6] [--close-delay 1] [--receivers turok,carbon-cache] [--keep]
+        [--profile-turokd FILE [--profile-rate 50] [--py-spy PATH]]
 
 For each ``--metrics`` count, the same plaintext lines (``--slots`` closed 10 s slots per metric,
 starting ``--age-hours`` back on an hour boundary, so every block they fall in has closed and
@@ -20,6 +21,11 @@ connections to, in turn:
   fallocate as carbon.conf.example sets on Linux), measured until its ``committedPoints``
   reach every point and its CPU stopped rising.
 
+``--profile-turokd FILE`` samples turokd with py-spy (``--profile-rate`` Hz, only the thread
+holding the GIL: threads waiting for it would show as busy on the line they wait at) while the
+points flow, into ``FILE`` (raw folded stacks; with several sizes, ``FILE`` gets the size as a
+suffix); py-spy is not part of the stack: give its path with ``--py-spy`` if it is not on PATH.
+
 Prints per size a table (CPU s, points per CPU-second, wall) and the ratios pipeline /
 carbon-cache and turokd / carbon-cache. Everything binds 127.0.0.1 and is stopped at the end.
 """
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -77,18 +85,21 @@ def workload(metrics: int, slots: int, age_hours: float, connections: int) -> tu
 def run_turok(workdir: Path, names: list[str], first: int, slots: int, payloads: list[bytes],
               args: argparse.Namespace) -> TurokRun:
     processes = TurokProcesses(workdir, {"block_close_delay_seconds": args.close_delay})
+    profiler = None
     try:
         processes.start()
         assert processes.config is not None
         pids = processes.pids()
         services = {name: pid for name, pid in pids.items() if name != "moto"}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        profiler = start_profiler(args, pids["turokd-0"], len(names))
         sender = threading.Thread(target=send_all, args=(payloads, processes.config.plaintext_port, args.timeout),
                                   daemon=True)
         t0 = time.monotonic()
         sender.start()
         cpu, end, finished = wait_idle(services, lambda: not sender.is_alive() and processes.backlog() == 0,
                                        args.timeout)
+        stop_profiler(profiler)
         cpu["moto"] = cpu_seconds(pids["moto"])
         run = TurokRun(len(names) * slots, {name: cpu[name] - before[name] for name in pids}, end - t0, finished)
         series = processes.fetch_series(names, STEP, first, first + slots * STEP)
@@ -107,7 +118,33 @@ def run_turok(workdir: Path, names: list[str], first: int, slots: int, payloads:
         run.counters = processes.counters("turokd-0")
         return run
     finally:
+        stop_profiler(profiler)
         processes.close()
+
+
+def start_profiler(args: argparse.Namespace, pid: int, metrics: int) -> Optional[subprocess.Popen]:
+    """py-spy recording ``pid`` into ``--profile-turokd`` (suffixed by the size when there are several)."""
+    if not args.profile_turokd:
+        return None
+    spy = shutil.which(args.py_spy)
+    if spy is None:
+        print(f"  no py-spy at {args.py_spy!r}: turokd not profiled", flush=True)
+        return None
+    out = args.profile_turokd if "," not in args.metrics else f"{args.profile_turokd}.{metrics}"
+    return subprocess.Popen([spy, "record", "-r", str(args.profile_rate), "--nonblocking", "--gil", "-f", "raw",
+                             "-o", out, "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: Optional[subprocess.Popen]) -> None:
+    """Stop py-spy as Ctrl-C would, so it writes its file."""
+    if profiler is None or profiler.poll() is not None:
+        return
+    profiler.send_signal(signal.SIGINT)
+    try:
+        profiler.wait(30)
+    except subprocess.TimeoutExpired:
+        stop(profiler)
 
 
 def report(metrics: int, run: Optional[TurokRun], carbon, wall_note: str) -> None:
@@ -156,6 +193,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--receivers", default="turok,carbon-cache")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per receiver and size")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--profile-turokd", metavar="FILE", help="py-spy turokd into FILE (raw folded stacks)")
+    parser.add_argument("--profile-rate", type=int, default=50, help="py-spy's samples per second")
+    parser.add_argument("--py-spy", default="py-spy", help="py-spy's path, for --profile-turokd")
     args = parser.parse_args(argv)
     receivers = args.receivers.split(",")
     print(f"Whole pipeline vs carbon-cache: {args.slots} closed 10 s slots per metric, {RETENTIONS}, "

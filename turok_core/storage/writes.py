@@ -12,7 +12,8 @@ requests are retried with capped, jittered backoff, and a block changed by anoth
 between read and put is merged again. A writer that alone writes its blocks (turokd holding the
 partition's lease) merges them ``exclusive``: read in batches, put back with BatchWriteItem, no
 condition; blocks it alone writes and has not written before are put whole, without a read
-(``put_blocks``). Before a block is first written its start goes into its table's record of
+(``put_blocks``). BatchWriteItem bodies are written without botocore's serializer
+(``lean_writes.py``). Before a block is first written its start goes into its table's record of
 block starts (``block_starts.py``). An import of history merges with ``fill_gaps``: it sets only slots that hold no
 value yet, so what turokd wrote (live data, newer) wins.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import abc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -34,6 +36,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
 from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints, slots_by_block
+from turok_core.storage.lean_writes import lean_batch_write
 from turok_core.storage.reads import BlockReader
 
 if TYPE_CHECKING:
@@ -56,7 +59,7 @@ BlockValues = Union[Mapping[int, float], Sequence[Optional[float]]]
 
 def block_row(values: BlockValues, slots: int) -> Sequence[Optional[float]]:
     """A block's slots in order from either form of ``BlockValues`` (a sequence is taken as it is)."""
-    if not isinstance(values, Mapping):
+    if not isinstance(values, abc.Mapping):  # collections' ABC: typing's alias checks ten times slower
         if len(values) > slots:
             raise ValueError(f"{len(values)} slot values for a block of {slots}")
         return values
@@ -128,6 +131,8 @@ class BlockMerger:
         self._pool = pool
         self._backoff = backoff
         self._blocks = _BlockLocks()
+        if hasattr(client, "meta"):  # a boto3 client (or a test's wrapper of one)
+            lean_batch_write(client)
 
     def write_slots(self, slots: Iterable[tuple[str, int, int, float]], assume_new: bool = False,
                     exclusive: bool = False, fill_gaps: bool = False) -> WriteStats:

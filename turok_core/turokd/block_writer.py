@@ -34,7 +34,7 @@ from turok_core.turokd.coarse_blocks import CoarseBlock, CoarseBlocks, WrittenBl
 from turok_core.turokd.decode import DecodedBatch, decode_batch
 from turok_core.turokd.fresh import BACKFILL, BASE, COARSE, FreshBlocks, OwnedSince, SharedBefore, Unwritten
 from turok_core.turokd.open_blocks import DueBlocks, OpenBlocks
-from turok_core.turokd.rollup import settled_before
+from turok_core.turokd.rollup import known_span, settled_before
 from turok_core.turokd.rollup_writer import RollupPlan, rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
 
@@ -54,7 +54,7 @@ class CloseResult:
 
 def _known(values: Sequence[float]) -> int:
     """How many slots of a whole block hold a value (NaN is a gap), without a Python step per slot."""
-    return list(map(eq, values, values)).count(True)
+    return known_span(values)[0]
 
 
 def _row(metric: str, step: int, start: int, values: Sequence[float]) -> Row:
@@ -245,7 +245,7 @@ class BlockWriter:
                 plans.append(block.plan)
                 continue
             plan, values = block.plan, block.finish()
-            if True not in map(eq, values, values):
+            if not _known(values):
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
             if not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
                     and not self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # else merge, not replace

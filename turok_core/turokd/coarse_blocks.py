@@ -31,13 +31,13 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field
-from operator import eq
+from itertools import chain
 from typing import Callable, Iterable, Optional, Sequence
 
 from turok_core.model.schemas import MetricPolicy, PolicyCache, SchemaSet
 from turok_core.storage.block_layout import block_span
 from turok_core.turokd.fresh import COARSE, FreshBlocks
-from turok_core.turokd.rollup import rollup_known, whisper_xff
+from turok_core.turokd.rollup import known_span, rollup_into, rollup_known, whisper_xff
 from turok_core.turokd.rollup_writer import RollupPlan
 
 NAN = math.nan
@@ -59,33 +59,35 @@ class CoarseBlock:
         plan, coarse = self.plan, self.values
         assert coarse is not None
         step, coarse_step = plan.finer_step, plan.coarse_step
-        ratio = coarse_step // step
         end = start + len(values) * step
         # only coarse slots with finer data can change (old blocks are mostly gaps): those from the
-        # first known value's to the last's, found without a Python step per slot (False: NaN; a
-        # None counts as known here, and ``_rolled`` then finds no value)
-        known = list(map(eq, values, values))
-        if True not in known:
+        # first known value's to the last's
+        count, first, last = known_span(values)
+        if not count:
             return
-        first = start + known.index(True) * step
-        last = start + (len(known) - 1 - known[::-1].index(True)) * step
-        for slot in range(max(first - first % coarse_step, plan.start), min(last + 1, plan.end), coarse_step):
+        low = max(start + first * step, plan.start)
+        low -= low % coarse_step
+        high = min(start + last * step + 1, plan.end)
+        # the coarse slots wholly inside this block in one call (C for arrays); at most one at each end straddles
+        inner = max(low, start + -start % coarse_step)
+        inner_last = min(high - 1, end - coarse_step)
+        inner_last -= inner_last % coarse_step
+        edges: Iterable[int] = range(low, high, coarse_step)
+        if inner_last >= inner:
+            rollup_into(values, (inner - start) // step, coarse, (inner - plan.start) // coarse_step,
+                        (inner_last - inner) // coarse_step + 1, coarse_step // step, plan.aggregation_type,
+                        whisper_xff(plan.x_files_factor))
+            edges = chain(range(low, inner, coarse_step), range(inner_last + coarse_step, high, coarse_step))
+        for slot in edges:
+            first_t, end_t = max(slot, start), min(slot + coarse_step, end)
+            window = values[(first_t - start) // step:(end_t - start) // step]
+            if not any(value is not None and value == value for value in window):
+                continue
             index = (slot - plan.start) // coarse_step
-            if slot >= start and slot + coarse_step <= end:
-                offset = (slot - start) // step
-                if True in known[offset:offset + ratio]:
-                    value = _rolled(values[offset:offset + ratio], plan)
-                    if value is not None:
-                        coarse[index] = value
-                continue
-            low, high = (max(slot, start) - start) // step, (min(slot + coarse_step, end) - start) // step
-            if True not in known[low:high]:
-                continue
             part = self.partial.get(index)
             if part is None:
-                part = self.partial[index] = array("d", [NAN]) * ratio
-            for t in range(max(slot, start), min(slot + coarse_step, end), step):
-                value = values[(t - start) // step]
+                part = self.partial[index] = array("d", [NAN]) * (coarse_step // step)
+            for t, value in zip(range(first_t, end_t, step), window):
                 part[(t - slot) // step] = NAN if value is None else value
 
     def finish(self) -> array:

@@ -75,16 +75,19 @@ class _Window:
 
     def __init__(self, column: Column) -> None:
         self.aggregation = column.aggregation
-        self.values: dict[str, object] = {}
         self.several: dict[str, tuple[str, list]] = {}  # metric → (aggregation, datapoints in order)
-        self.add(column)
+        self.values: dict[str, object] = dict(zip(column.names, column.values))  # the usual case
+        if len(self.values) != len(column.names):  # a metric twice in the column
+            self.values = {}
+            self.add(column)
 
     def add(self, column: Column) -> None:
         values = self.values
-        names = set(column.names)
-        if column.aggregation == self.aggregation and len(names) == len(column.names) \
-                and names.isdisjoint(values) and names.isdisjoint(self.several):
-            values.update(zip(column.names, column.values))  # the usual case: a column at a time
+        new = dict(zip(column.names, column.values))
+        # dict views' isdisjoint walks the smaller side (a set's walks any dict it is given whole)
+        if column.aggregation == self.aggregation and len(new) == len(column.names) \
+                and new.keys().isdisjoint(values.keys()) and new.keys().isdisjoint(self.several.keys()):
+            values.update(new)  # the usual case: a column at a time
             return
         for name, value in zip(column.names, column.values):  # rare: a metric in two messages
             datapoints = value if type(value) is list else [value]

@@ -17,6 +17,9 @@ waits for was pushed back is held again until then). A block that opens after it
 (late data this turokd never wrote: a replay, a restart, a lease that moved) waits the same way,
 so a stream of late slots is written once, not once for its first slot and once for the rest.
 
+A batch's values go into the blocks a window at a time (``place``: in C, ``_speedups.c``, with
+``py_place`` as the reference), without a Python step per point.
+
 Thread-safe: turokd's pollers add batches while its tick closes blocks. ``take_due`` moves due
 blocks to *writing* (still readable by cache queries) and hands out the receipts whose blocks are
 all due; the caller writes them and then calls ``written`` or, on failure, ``restore``.
@@ -30,11 +33,45 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
+from turok_core.model.extensions import load_extension
 from turok_core.storage.block_layout import block_span
 
+# turokd's C loops, or None (not built, or TUROK_PURE_PYTHON=1): ``py_place`` then
+native = load_extension("turok_core.turokd._speedups")
 NAN = math.nan
 WRITTEN_IDS_KEPT = 20000  # block ids (step, start; not per metric) remembered as written
 BlockId = tuple[int, int]  # (step, block start)
+
+
+def place(block: dict[str, array], window: Mapping[str, float], index: int, slots: int) -> None:
+    """Set each metric's value of ``window`` at ``index`` of its array in ``block``, a new
+    block of ``slots`` gaps for a metric the block does not hold yet."""
+    if native is not None and type(block) is dict and type(window) is dict:
+        native.place(block, window, index, _gaps(slots))
+    else:
+        py_place(block, window, index, slots)
+
+
+def py_place(block: dict[str, array], window: Mapping[str, float], index: int, slots: int) -> None:
+    """``place``'s reference."""
+    missing = window.keys() - block.keys()
+    if missing:
+        empty = _gaps(slots)
+        for metric in missing:
+            block[metric] = array("d", empty)
+    for metric, value in window.items():  # a Python step per point
+        block[metric][index] = value
+
+
+_GAPS: dict[int, array] = {}
+
+
+def _gaps(slots: int) -> array:
+    """A block of ``slots`` gaps to copy from (never changed itself)."""
+    gaps = _GAPS.get(slots)
+    if gaps is None:
+        gaps = _GAPS[slots] = array("d", [NAN]) * slots
+    return gaps
 
 
 @dataclass
@@ -108,14 +145,7 @@ class OpenBlocks:
                     assert now is not None
                     merge_at, latest = late.get((step, start), (now, now + self.late_max))
                     late[(step, start)] = (min(max(merge_at, now + self.late_delay), latest), latest)
-                missing = window.keys() - block.keys()
-                if missing:
-                    empty = array("d", [NAN]) * (span // step)
-                    for metric in missing:
-                        block[metric] = array("d", empty)
-                index = (slot - start) // step
-                for metric, value in window.items():  # the one Python step per point
-                    block[metric][index] = value
+                place(block, window, (slot - start) // step, span // step)
             held = []
             for receipt, keys in receipts:
                 block_ids = {(step, slot - slot % self.span(step)) for step, slot in keys}

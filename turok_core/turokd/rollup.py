@@ -35,17 +35,30 @@ stored, so a value whisper computed when the finer archive held the slot whole (
 point written straight into the coarse archive (a backfill) is not replaced by a rollup of the
 part of the slot the finer archive still holds.
 
+Whole blocks held in memory (``coarse_blocks.py``) roll up a run of coarse slots per call
+(``rollup_into``, ``known_span``): in C (``_speedups.c``) for ``array('d')`` blocks, with the
+Python functions here as the reference giving the same doubles (CPython 3.11's ``sum`` of
+floats adds left to right from 0.0; the C code does the same).
+
 This module is pure (no I/O); ``rollup_writer.rollup_blocks`` reads and writes DynamoDB around it.
 """
 from __future__ import annotations
 
 import math
 import struct
+from array import array
 from functools import lru_cache
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, MutableSequence, Optional, Sequence
+
+from turok_core.model.extensions import load_extension
+
+# the C rollups of whole blocks, or None (not built, or TUROK_PURE_PYTHON=1): the references below
+native = load_extension("turok_core.turokd._speedups")
 
 # Turok's aggregation names → whisper's
 WHISPER_METHODS = {"average": "average", "sum": "sum", "minimum": "min", "maximum": "max", "last": "last"}
+# aggregation names → the C code's method numbers
+METHOD_CODES = {"average": 0, "sum": 1, "minimum": 2, "maximum": 3, "last": 4}
 
 
 def settled_before(now: float, finer_retention: int) -> float:
@@ -87,6 +100,51 @@ def rollup_known(known: Sequence[float], total: int, aggregation_type: str, xff:
     if aggregation_type == "last":
         return known[-1]
     raise ValueError(f"unknown aggregation {aggregation_type!r}")
+
+
+def _doubles(values: object) -> bool:
+    return isinstance(values, array) and values.typecode == "d"
+
+
+def known_span(values: Sequence[Optional[float]]) -> tuple[int, int, int]:
+    """How many slots of a block hold a value (None and NaN are gaps), the first such index and
+    the last: ``(0, -1, -1)`` when none. In C for an ``array('d')``."""
+    if native is not None and _doubles(values):
+        return native.known_span(values)
+    return py_known_span(values)
+
+
+def py_known_span(values: Sequence[Optional[float]]) -> tuple[int, int, int]:
+    """``known_span``'s reference."""
+    indexes = [i for i, v in enumerate(values) if v is not None and v == v]
+    return (len(indexes), indexes[0], indexes[-1]) if indexes else (0, -1, -1)
+
+
+def rollup_into(values: Sequence[Optional[float]], offset: int, coarse: MutableSequence[float], index: int,
+                count: int, ratio: int, aggregation_type: str, xff: float) -> None:
+    """Roll ``count`` whole coarse slots up from a block's finer slots: the ``ratio`` finer slots
+    from ``values[offset + k * ratio]`` give ``coarse[index + k]``, left as it is when none holds a
+    value (None and NaN are gaps), NaN below the xFilesFactor (``xff`` as ``whisper_xff`` gives it),
+    else ``rollup_known``'s value. In C when both are ``array('d')``."""
+    method = METHOD_CODES.get(aggregation_type)
+    if native is not None and method is not None and _doubles(values) and _doubles(coarse):
+        native.rollup_into(values, offset, coarse, index, count, ratio, method, xff)
+    else:
+        py_rollup_into(values, offset, coarse, index, count, ratio, aggregation_type, xff)
+
+
+def py_rollup_into(values: Sequence[Optional[float]], offset: int, coarse: MutableSequence[float], index: int,
+                   count: int, ratio: int, aggregation_type: str, xff: float) -> None:
+    """``rollup_into``'s reference."""
+    if count < 0 or ratio < 1 or offset < 0 or index < 0 or offset + count * ratio > len(values) \
+            or index + count > len(coarse):
+        raise IndexError("rollup_into: slots outside the blocks")
+    for k in range(count):
+        window = values[offset + k * ratio:offset + (k + 1) * ratio]
+        known = [v for v in window if v is not None and v == v]
+        if known:
+            value = rollup_known(known, ratio, aggregation_type, xff)
+            coarse[index + k] = math.nan if value is None else value
 
 
 def rollup_slots(finer: Mapping[int, Optional[float]], finer_step: int, coarse_step: int,

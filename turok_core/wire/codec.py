@@ -51,6 +51,7 @@ MAX_RAW_DATAPOINTS = 2048
 # a zlib bomb of 272 KB would otherwise inflate to 200 MB in turokd
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 NAME_SEPARATOR = "\n"  # never inside a plaintext name; a group whose names hold it sends a list
+_EMPTY_NAME = NAME_SEPARATOR * 2
 # msgpack ints are at most 64 bits: integral floats beyond this stay floats
 _INT_LIMIT = float(2 ** 62)
 # Fill a body to this fraction of the limit when guessing its window count from the last one:
@@ -297,10 +298,16 @@ def _decode_groups(groups: object) -> list[Column]:
         if aggregation not in AGGREGATION_TYPES:
             raise MessageError(f"unknown aggregation_type {aggregation!r}")
         if isinstance(names, str):
+            # split names are strings, and one is empty only where the text is, starts or ends
+            # with the separator, or holds two in a row: checked on the text, not name by name
+            bad_names = not names or names[0] == NAME_SEPARATOR or names[-1] == NAME_SEPARATOR \
+                or _EMPTY_NAME in names
             names = names.split(NAME_SEPARATOR)
+        else:
+            bad_names = isinstance(names, list) and (not all(names) or not _STR.issuperset(map(type, names)))
         if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
             raise MessageError("envelope group's names and values do not pair up")
-        if not all(names) or not _STR.issuperset(map(type, names)):  # no Python step per name
+        if bad_names:
             raise MessageError("envelope group holds an empty or non-string metric name")
         columns.append(Column(slot, step, aggregation, names, _decode_values(values)))
     return columns
