@@ -298,8 +298,9 @@ def index_stores(request):
     ``IndexStore`` on the moto server (``index_config``'s bucket, new for each test), for the name
     index or the tag index (``turok_core.index.tag_cache.make_tag_store``: its own prefix).
 
-    ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index;
-    it waits for nothing between retries unless given a ``sleep``."""
+    ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index
+    (on the session's S3 client: a store keeps no state in its client); it waits for nothing
+    between retries unless given a ``sleep``."""
     from turok_core.index.memory_store import MemoryIndex, MemoryIndexStore
     from turok_core.model.config import TurokConfig
 
@@ -310,22 +311,19 @@ def index_stores(request):
             return MemoryIndexStore(config.replace(index_shards=shards), index, max_attempts, sleep or _no_wait)
     elif request.param == "s3":
         from turok_core.index.s3_store import IndexStore
-        from turok_core.runtime.aws import make_client
 
-        config = request.getfixturevalue("index_config")
+        config, s3 = request.getfixturevalue("index_config"), request.getfixturevalue("moto_clients")["s3"]
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
-            return IndexStore(make_client("s3", config), config.replace(index_shards=shards), max_attempts,
-                              sleep or _no_wait)
+            return IndexStore(s3, config.replace(index_shards=shards), max_attempts, sleep or _no_wait)
     else:
         from turok_core.index.tag_cache import make_tag_store
-        from turok_core.runtime.aws import make_client
 
-        config = request.getfixturevalue("index_config")
+        config, s3 = request.getfixturevalue("index_config"), request.getfixturevalue("moto_clients")["s3"]
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
-            return make_tag_store(make_client("s3", config), config.replace(tag_index_shards=shards),
-                                  max_attempts=max_attempts, sleep=sleep or _no_wait)
+            return make_tag_store(s3, config.replace(tag_index_shards=shards), max_attempts=max_attempts,
+                                  sleep=sleep or _no_wait)
     return make
 
 
