@@ -39,7 +39,7 @@ from turok_core.storage.tables import BlockStore  # noqa: E402
 from turok_core.storage.writes import item_size  # noqa: E402
 from turok_core.turokd.announcer import Announcer  # noqa: E402
 from turok_core.turokd.block_writer import BlockWriter  # noqa: E402
-from turok_core.turokd.held_receipts import VISIBILITY_MARGIN  # noqa: E402
+from turok_core.turokd.held_receipts import visibility_margin  # noqa: E402
 from turok_core.windows.buffer import WindowBuffer  # noqa: E402
 from turok_core.wire.codec import encode_messages  # noqa: E402
 from turok_core.wire.queues import SQS_BATCH_ENTRIES, MessageQueue  # noqa: E402
@@ -209,8 +209,9 @@ def run(metrics: int, hours: float, values_kind: str, endpoint: str, conditional
             received = queue.receive(SQS_BATCH_ENTRIES, 1)
             waiting -= len(received)
             batch = writer.hold(received)
-            longer = [(r, d - sim_now[0] + VISIBILITY_MARGIN) for d, r in batch.held
-                      if d - sim_now[0] + VISIBILITY_MARGIN > config.visibility_timeout_seconds]
+            margin = visibility_margin(config.visibility_timeout_seconds)
+            longer = [(r, d - sim_now[0] + margin) for d, r in batch.held
+                      if d - sim_now[0] + margin > config.visibility_timeout_seconds]
             if longer:
                 queue.change_visibility(longer)
             fresh = announcer.new_names(sorted(batch.metrics))

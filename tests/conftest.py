@@ -177,8 +177,19 @@ def dynamodb_config(request, dynamodb_server: str):
     return make_dynamodb_config(request, dynamodb_server)
 
 
+@pytest.fixture(scope="session")
+def moto_clients(moto_endpoint) -> dict:
+    """boto3 clients on the moto server by service, made once for the session (a client costs
+    ~0.1 s to make): for provisioning what each test uses, not for the code under test."""
+    from turok_core.model.config import TurokConfig
+    from turok_core.runtime.aws import make_client
+
+    config = TurokConfig(aws_endpoint_url=moto_endpoint, aws_region="us-east-1")
+    return {service: make_client(service, config) for service in ("sqs", "dynamodb", "s3")}
+
+
 @pytest.fixture
-def turok_config(moto_endpoint):
+def turok_config(moto_endpoint, moto_clients):
     """A TurokConfig on the moto server with names unique to this test, already provisioned."""
     from turok_core.model.config import TurokConfig
     from turok_core.runtime.provision import provision
@@ -200,21 +211,20 @@ def turok_config(moto_endpoint):
         gateway_cache_port=gateway_cache_port,
         cache_hosts=f"127.0.0.1:{cache_port},127.0.0.1:{gateway_cache_port}",
     )
-    provision(config)
+    provision(config, moto_clients)
     return config
 
 
 @pytest.fixture
-def index_config(moto_endpoint):
+def index_config(moto_endpoint, moto_clients):
     """A TurokConfig on the moto server with an index bucket of its own and nothing else
     provisioned: the index's tests need no queue or table (``turok_config`` makes them all)."""
     from turok_core.model.config import TurokConfig
-    from turok_core.runtime.aws import make_client
     from turok_core.runtime.provision import provision_bucket
 
     config = TurokConfig(aws_endpoint_url=moto_endpoint, aws_region="us-east-1",
                          index_bucket=f"index-{uuid.uuid4().hex[:8]}")
-    provision_bucket(make_client("s3", config), config)
+    provision_bucket(moto_clients["s3"], config)
     return config
 
 
@@ -288,8 +298,9 @@ def index_stores(request):
     ``IndexStore`` on the moto server (``index_config``'s bucket, new for each test), for the name
     index or the tag index (``turok_core.index.tag_cache.make_tag_store``: its own prefix).
 
-    ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index;
-    it waits for nothing between retries unless given a ``sleep``."""
+    ``index_stores(shards=8, max_attempts=None, sleep=None)`` gives another writer of that index
+    (on the session's S3 client: a store keeps no state in its client); it waits for nothing
+    between retries unless given a ``sleep``."""
     from turok_core.index.memory_store import MemoryIndex, MemoryIndexStore
     from turok_core.model.config import TurokConfig
 
@@ -300,22 +311,19 @@ def index_stores(request):
             return MemoryIndexStore(config.replace(index_shards=shards), index, max_attempts, sleep or _no_wait)
     elif request.param == "s3":
         from turok_core.index.s3_store import IndexStore
-        from turok_core.runtime.aws import make_client
 
-        config = request.getfixturevalue("index_config")
+        config, s3 = request.getfixturevalue("index_config"), request.getfixturevalue("moto_clients")["s3"]
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
-            return IndexStore(make_client("s3", config), config.replace(index_shards=shards), max_attempts,
-                              sleep or _no_wait)
+            return IndexStore(s3, config.replace(index_shards=shards), max_attempts, sleep or _no_wait)
     else:
         from turok_core.index.tag_cache import make_tag_store
-        from turok_core.runtime.aws import make_client
 
-        config = request.getfixturevalue("index_config")
+        config, s3 = request.getfixturevalue("index_config"), request.getfixturevalue("moto_clients")["s3"]
 
         def make(shards: int = 8, max_attempts=None, sleep=None):
-            return make_tag_store(make_client("s3", config), config.replace(tag_index_shards=shards),
-                                  max_attempts=max_attempts, sleep=sleep or _no_wait)
+            return make_tag_store(s3, config.replace(tag_index_shards=shards), max_attempts=max_attempts,
+                                  sleep=sleep or _no_wait)
     return make
 
 

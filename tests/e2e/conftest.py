@@ -30,6 +30,7 @@ def stack(tmp_path_factory):
         graphite_port=free_port(),
         window_grace_seconds=2,
         flush_interval_seconds=0.5,
+        statsd_flush_interval_seconds=1,  # test_tags waits for a flush of its DogStatsD gauge
         receive_wait_seconds=1,
         index_refresh_seconds=0.5,
     )

@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from gateway.outbox import DRAIN_BACKOFF
 from tests.conftest import free_port, running_twistd, wait_for, with_schema_files
 from turok_core.runtime.aws import make_client
 from turok_core.wire.codec import decode_body
@@ -294,7 +295,7 @@ def test_sigkill_after_acknowledged_input_loses_and_duplicates_nothing(turok_con
     report("sigkill", figures)
 
 
-# --- (b) SQS unreachable for 30 s ------------------------------------------------------------------
+# --- (b) SQS unreachable until the spool's drain backs off its longest ------------------------------
 
 def test_sqs_outage_is_spooled_reported_and_drained(turok_config, moto_endpoint, tmp_path):
     proxy = Proxy(int(moto_endpoint.rsplit(":", 1)[1]))
@@ -306,15 +307,20 @@ def test_sqs_outage_is_spooled_reported_and_drained(turok_config, moto_endpoint,
         with running_twistd("turok-gateway", config, tmp_path, listening(config.plaintext_port),
                             "the gateway") as (log_path, process):
             proxy.close()
-            outage_end = time.monotonic() + 30
+            # the outage lasts until the first closed windows (a slot and its grace) failed to go
+            # out, then as long as the drain's retries take to reach their longest backoff
+            outage_end = time.monotonic() + STEP + GRACE + 10
+            first_failure = None
             while time.monotonic() < outage_end:
                 started = time.monotonic()
                 send_acknowledged(config.plaintext_port, sent.lines(METRICS, int(time.time())))
                 assert time.monotonic() - started < 2, "the gateway stopped accepting during the outage"
                 peak = max(peak, rss_bytes(process.pid))
+                if first_failure is None and "wait in the spool" in log_path.read_text():
+                    first_failure = time.monotonic()
+                    outage_end = first_failure + DRAIN_BACKOFF.cap
                 time.sleep(0.2)
-            text = log_path.read_text()
-            assert "wait in the spool" in text
+            assert first_failure is not None, "no window went to the spool during the outage"
             queue.poll()
             assert not queue.stored(), "nothing can reach SQS through a closed endpoint"
             proxy.open()

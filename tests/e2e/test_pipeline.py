@@ -13,6 +13,7 @@ from turok_core.runtime.aws import make_client
 from turok_core.storage.table_catalog import list_table_names
 from turok_core.storage.table_names import table_name
 from turok_core.storage.tables import BlockStore
+from turok_core.wire.cache_query import CacheClient
 
 STEP = 10  # the shipped default schema's base resolution
 
@@ -138,7 +139,10 @@ def test_the_newest_points_are_rendered_at_once_and_until_their_block_is_written
     assert seen_at < slot + STEP, f"seen {seen_at - now:.1f} s after sending"
     # after the window went to turokd, still seen: from turokd's memory, not from DynamoDB, since
     # its block (90 slots, 15 minutes) is still open
-    wait_for(lambda: time.time() > slot + STEP + stack.config.window_grace_seconds + 3, 30, "the window's release")
+    turokd = CacheClient([f"127.0.0.1:{stack.config.cache_port}"], timeout=5)
+    wait_for(lambda: turokd.query(["e2e.fresh.hits.count"], slot, slot + STEP).get("e2e.fresh.hits.count"), 30,
+             "the window released to turokd, which holds it", interval=0.2)
+    assert time.time() > slot + STEP + stack.config.window_grace_seconds  # released once closed, not before
     assert render(stack, "e2e.fresh.hits.count", slot - 600, slot + STEP).get(slot) == 10.0
     store = BlockStore(make_client("dynamodb", stack.config), stack.config)
     assert store.fetch_series(["e2e.fresh.hits.count"], STEP, slot, slot + STEP) == {"e2e.fresh.hits.count": [None]}

@@ -105,7 +105,8 @@ def sent(stack):
     udp.close()
     expected = sorted({normalised(n) for n in [*PLAINTEXT, *PICKLE]} | {STATSD_SERIES})
     url = stack.graphite_url
-    # StatsD flushes every statsd_flush_interval_seconds; the index copy refreshes every 0.5 s
+    # StatsD flushes every statsd_flush_interval_seconds (1 s here), its gauge's 10 s window closes
+    # 2 s after its slot; the index copy refreshes every 0.5 s
     wait_for(lambda: call(url, "/tags/findSeries", [("expr", "name=~(tg|stats\\.gauges\\.tg)\\.")])[1] == expected,
              90, "every tagged series in Turok's TagDB", interval=0.5)
     return slot, {normalised(n): v for n, v in {**PLAINTEXT, **PICKLE}.items()}

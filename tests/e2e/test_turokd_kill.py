@@ -2,8 +2,9 @@
 
 A real ``twistd turokd`` stores a stream of ``sum`` metrics sent straight to SQS; it is killed -9
 part-way, while batches are in flight, and started again. SQS redelivers what the dead process
-received but had not acknowledged (a short visibility timeout keeps that quick): every slot must
-end up stored exactly once (a double count would show in the sums) and none may be missing.
+received but had not acknowledged (a short visibility timeout keeps that quick, and a short lease
+lets the new process take the dead one's partition within seconds): every slot must end up
+stored exactly once (a double count would show in the sums) and none may be missing.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from tests.support.sum_stream import (
 def test_turokd_killed_mid_stream_stores_every_point_exactly_once(turok_config, tmp_path):
     config = with_schema_files(turok_config, tmp_path, SCHEMAS, AGGREGATION).replace(
         block_slots=6, window_grace_seconds=2, visibility_timeout_seconds=10, receive_wait_seconds=1,
-        turokd_pollers=2, aws_threads=4, self_metrics_interval_seconds=0)
+        lease_duration_seconds=6, lease_heartbeat_seconds=1, lease_write_margin_seconds=2, turokd_pollers=2,
+        aws_threads=4, self_metrics_interval_seconds=0)
     store = audit_store(config)
     stream = SumStream(config, metrics=30, first_slot=int(time.time()) - 900, seed=11, per_body=5,
                        prefix="kill")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from turok_core.model.config import TurokConfig, load_config
 from turok_core.runtime.aws import AwsClient, make_client
@@ -81,12 +81,18 @@ def provision_bucket(s3: AwsClient, config: TurokConfig) -> None:
     s3.create_bucket(**kwargs)
 
 
-def provision(config: TurokConfig) -> dict[str, str]:
-    """Everything Turok needs before its services start."""
-    urls = provision_queues(make_client("sqs", config), config)
-    provision_lease_table(make_client("dynamodb", config), config)
-    provision_schema_history(make_client("dynamodb", config), config)
-    provision_bucket(make_client("s3", config), config)
+def provision(config: TurokConfig, clients: Optional[Mapping[str, AwsClient]] = None) -> dict[str, str]:
+    """Everything Turok needs before its services start. ``clients``: boto3 clients by service
+    ("sqs", "dynamodb", "s3") to use instead of new ones (a test suite provisioning for every
+    test shares its own)."""
+    def client(service: str) -> AwsClient:
+        return clients[service] if clients and service in clients else make_client(service, config)
+
+    urls = provision_queues(client("sqs"), config)
+    dynamodb = client("dynamodb")
+    provision_lease_table(dynamodb, config)
+    provision_schema_history(dynamodb, config)
+    provision_bucket(client("s3"), config)
     return urls
 
 

@@ -28,11 +28,13 @@ def ensure_key_table(client: AwsClient, name: str, key: str, sleep: Callable[[fl
             return created
         if status is None:
             try:
-                client.create_table(
+                made = client.create_table(
                     TableName=name, BillingMode="PAY_PER_REQUEST",
                     KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}])
                 created = True
+                if made.get("TableDescription", {}).get("TableStatus") == "ACTIVE":
+                    return created  # ACTIVE at once (moto): no wait
             except ClientError as exc:
                 if error_code(exc) != "ResourceInUseException":
                     raise

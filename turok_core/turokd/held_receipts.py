@@ -3,13 +3,23 @@
 turokd receives messages with the queue's visibility timeout but holds them until their blocks
 are written, which may be later: ``HeldReceipts`` says which to extend, and by how much, so SQS
 neither redelivers them nor counts them toward the dead-letter queue while their data is in
-memory. Pure bookkeeping; the service sends the ChangeMessageVisibility calls.
+memory. A held message stays invisible until a margin past the time it becomes deletable: at
+most ``VISIBILITY_MARGIN``, never more than the queue's own timeout, so a turokd that dies holding
+it lets SQS redeliver it within about one configured visibility timeout of its blocks' close.
+Pure bookkeeping; the service sends the ChangeMessageVisibility calls.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
-VISIBILITY_MARGIN = 60  # seconds a held message stays invisible past the time it becomes deletable
+VISIBILITY_MARGIN = 60  # seconds a held message stays invisible past the time it becomes deletable, at most
+
+
+def visibility_margin(timeout: float) -> float:
+    """Seconds a held message stays invisible past the time it becomes deletable, for a queue
+    whose visibility timeout is ``timeout``: an operator's short timeout (quick redelivery after
+    a crash) is kept, not stretched to ``VISIBILITY_MARGIN``."""
+    return min(VISIBILITY_MARGIN, max(timeout, 1))
 
 
 class HeldReceipts:
@@ -18,6 +28,7 @@ class HeldReceipts:
     def __init__(self, timeout: float, tick_seconds: float) -> None:
         self.timeout = timeout
         self.tick_seconds = tick_seconds
+        self.margin = visibility_margin(timeout)
         self._until: dict[str, tuple[float, float]] = {}
 
     def __len__(self) -> int:
@@ -32,13 +43,13 @@ class HeldReceipts:
         waiting = []
         for deadline, receipt in held:
             self._until[receipt] = (deadline, now + self.timeout)
-            if deadline - now + VISIBILITY_MARGIN > self.timeout:
+            if deadline - now + self.margin > self.timeout:
                 waiting.append(receipt)
         return self._extend(waiting, now)
 
     def expiring(self, now: float) -> list[tuple[str, int]]:
         """Held messages about to become visible again (a slow or failing write), extended."""
-        soon = now + max(VISIBILITY_MARGIN / 2, 2 * self.tick_seconds)
+        soon = now + max(self.margin / 2, 2 * self.tick_seconds)
         return self._extend([receipt for receipt, (_deadline, until) in self._until.items() if until <= soon], now)
 
     def done(self, receipts: Iterable[str]) -> None:
@@ -50,7 +61,7 @@ class HeldReceipts:
         longer = []
         for receipt in receipts:
             deadline, _until = self._until[receipt]
-            seconds = max(deadline - now, 0) + VISIBILITY_MARGIN
+            seconds = max(deadline - now, 0) + self.margin
             self._until[receipt] = (deadline, now + seconds)
             longer.append((receipt, int(seconds)))
         return longer

@@ -1,0 +1,28 @@
+"""HeldReceipts: which held SQS messages get a longer visibility, and by how much."""
+from __future__ import annotations
+
+from turok_core.turokd.held_receipts import VISIBILITY_MARGIN, HeldReceipts, visibility_margin
+
+
+def test_a_message_due_within_the_timeout_keeps_the_queues_visibility():
+    held = HeldReceipts(timeout=1200, tick_seconds=1)
+    assert held.track([(1000.0 + 600, "r1")], now=1000.0) == []
+    assert held.expiring(1000.0) == []
+
+
+def test_a_message_held_past_the_timeout_is_extended_a_margin_past_its_deadline():
+    held = HeldReceipts(timeout=1200, tick_seconds=1)
+    assert held.track([(1000.0 + 1500, "r1")], now=1000.0) == [("r1", 1500 + VISIBILITY_MARGIN)]
+
+
+def test_a_short_visibility_timeout_bounds_the_margin():
+    """A queue with a 10 s timeout: a held message is visible again 10 s past its deadline (where a
+    turokd that died holding it would otherwise hide it for a whole minute), renewed while held."""
+    assert visibility_margin(10) == 10 and visibility_margin(1200) == VISIBILITY_MARGIN
+    assert visibility_margin(0) == 1  # never an extension to 0 s: that would show it at once
+    held = HeldReceipts(timeout=10, tick_seconds=1)
+    assert held.track([(1002.0, "r1"), (1000.0, "r2")], now=1000.0) == [("r1", 12)]
+    assert held.expiring(1001.0) == []  # r1 invisible until 1012, r2 until 1010
+    assert held.expiring(1006.0) == [("r2", 10)]  # r2 overdue: renewed a timeout's worth
+    held.done(["r1", "r2"])
+    assert len(held) == 0 and held.expiring(1020.0) == []
