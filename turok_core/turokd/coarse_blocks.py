@@ -45,7 +45,7 @@ NAN = math.nan
 WrittenBlock = tuple[str, int, int, Optional[Sequence[float]]]
 
 
-@dataclass
+@dataclass(slots=True)  # one per pending coarse block of each metric: no __dict__ each
 class CoarseBlock:
     """One pending coarse block of one metric."""
     plan: RollupPlan
