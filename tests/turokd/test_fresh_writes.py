@@ -16,6 +16,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
 from turok_core.storage.memory import MemoryBlockStore
+from turok_core.turokd import block_writer
 from turok_core.turokd.block_writer import BlockWriter
 from turok_core.turokd.coarse_blocks import CoarseBlock
 from turok_core.turokd.fresh import BASE, FreshBlocks
@@ -33,7 +34,7 @@ class CountingStore(MemoryBlockStore):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.reads = self.merges = self.puts = self.exclusive_merges = 0
+        self.reads = self.merges = self.puts = self.exclusive_merges = self.largest_put = 0
         self.read_steps: set[int] = set()
 
     def fetch_slots(self, step, ranges, consistent=False):
@@ -50,6 +51,7 @@ class CountingStore(MemoryBlockStore):
     def put_blocks(self, blocks):
         blocks = list(blocks)
         self.puts += len(blocks)
+        self.largest_put = max(self.largest_put, len(blocks))
         return super().put_blocks(blocks)
 
     def tables(self) -> dict:
@@ -121,6 +123,16 @@ def test_owned_metrics_are_put_without_a_read_and_rolled_up_from_memory_as_whisp
     assert store.reads == 0 and store.merges == 0 and store.puts > 0
     # one put per stored item
     assert store.puts == sum(len(items) for items in store.tables().values())
+
+
+def test_blocks_closing_together_are_put_a_chunk_at_a_time(config, monkeypatch):
+    """A boundary closes every metric's block at once: they are encoded and sent in chunks, so
+    the items of all of them are never held together, and the tables are the same."""
+    monkeypatch.setattr(block_writer, "PUT_CHUNK", 2)
+    schemas = load_schemas(config)
+    store, batches = run_stream(config, schemas, owned_since=lambda metric: 0.0)
+    assert store.largest_put == 2 and store.merges == 0
+    assert store.tables() == reference(config, schemas, batches)
 
 
 def test_without_ownership_every_block_is_merged_and_rolled_up_from_dynamodb(config):

@@ -38,6 +38,9 @@ from turok_core.turokd.rollup import settled_before
 from turok_core.turokd.rollup_writer import RollupPlan, rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
 
+# blocks encoded per put_blocks call: every metric's block closes at the same boundary, and the
+# items of all of them encoded before the first is sent would add their bytes to turokd's RSS peak
+PUT_CHUNK = 2000
 Row = tuple[str, int, int, dict[int, float]]  # (metric, step, block start, {slot index: value})
 WholeBlock = tuple[str, int, int, Sequence[float]]  # (metric, step, block start, every slot, NaN gaps)
 
@@ -184,7 +187,7 @@ class BlockWriter:
         slots = 0
         known: MergedBlocks = {}  # the exclusive merges' blocks as stored now: known whole
         if fresh:  # whole arrays, gaps NaN: no per-block dict of the known slots
-            result.stats.add(self.store.put_blocks(fresh))
+            self._put(fresh, result)
             slots += sum(_known(values) for *_key, values in fresh)
         for blocks, write in ((merged, self.store.write_blocks),
                               (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False)),
@@ -206,6 +209,12 @@ class BlockWriter:
         return (fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
                 + [(metric, step, start, known.get((metric, step, start)))
                    for metric, step, start, _values in exclusive])
+
+    def _put(self, blocks: list[WholeBlock], result: CloseResult) -> None:
+        """Put whole blocks, ``PUT_CHUNK`` at a time (a failure leaves the rest for the next close:
+        putting a block again writes the same bytes)."""
+        for first in range(0, len(blocks), PUT_CHUNK):
+            result.stats.add(self.store.put_blocks(blocks[first:first + PUT_CHUNK]))
 
     def _roll_up(self, now: float, result: CloseResult) -> None:
         if self.rollups is None:
@@ -254,7 +263,7 @@ class BlockWriter:
                 merges.append(_row(plan.metric, plan.coarse_step, plan.start, values))
         written: list[WrittenBlock] = []
         if puts:
-            result.stats.add(self.store.put_blocks(puts))
+            self._put(puts, result)
             written += puts
         if merges:
             # merged without conditions while the partition is held; then known whole for the next level
