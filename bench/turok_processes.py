@@ -321,6 +321,20 @@ class TurokProcesses:
                 codes[name] = self.processes[name].returncode
         return codes
 
+    def stop_together(self, names: list[str], timeout: float) -> dict[str, Optional[int]]:
+        """SIGTERM the named services at once (as a fleet is stopped), then wait for each; exit codes."""
+        running = [self.processes[name] for name in names if self.processes[name].poll() is None]
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in running:
+            try:
+                process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return {name: self.processes[name].returncode for name in names}
+
     def close(self) -> None:
         try:
             self.stop_services()

@@ -25,9 +25,10 @@ every ``--sample`` seconds from the time the first slot reached turokd (every me
 open block); the metrics held are counted on a sample of the names (every k-th, at most 1,000:
 the cache query walks every slot of every metric it is asked about), and the messages in flight
 (received, held, not deleted: SQS's per-queue limit) from the queues' attributes. Once the last
-slot is received, CPU is read and the processes are stopped with SIGTERM (the gateway first):
-turokd writes what it holds at shutdown; its exit code, the open blocks it says it wrote, its
-write-unit counters and every slot read back from DynamoDB show the shutdown's writes complete.
+slot is received, CPU is read and the processes are stopped with SIGTERM (the gateway first, then
+every turokd at once): turokd writes what it holds at shutdown; its exit code, the open blocks it
+says it wrote, its write-unit and item counters and every slot of a sample of the metrics (at most
+5,000) read back from DynamoDB show the shutdown's writes complete.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class ScaleRun:
     shutdown_blocks: dict[str, int] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     exit_codes: dict[str, Optional[int]] = field(default_factory=dict)
+    shutdown_seconds: float = 0.0  # from SIGTERM until every turokd wrote what it held and exited
 
     @property
     def names(self) -> list[str]:
@@ -164,15 +166,23 @@ def run_open(processes: TurokProcesses, count: int, names: list[str], args: argp
     for name in turokds:
         run.rss[name] = max(run.rss_samples.get(name, [0]))
     # SIGTERM: the gateway sends what it holds, each turokd writes every open block, then releases
-    run.exit_codes = processes.stop_services(["gateway"] + turokds + ["indexer"], timeout=args.timeout)
+    run.exit_codes = processes.stop_services(["gateway"], timeout=args.timeout)
+    stopping = time.monotonic()
+    run.exit_codes.update(processes.stop_together(turokds, args.timeout))
+    run.shutdown_seconds = time.monotonic() - stopping
+    run.exit_codes.update(processes.stop_services(["indexer"], timeout=args.timeout))
     for name in turokds:
         said = [re.search(r"wrote (\d+) open block", line) for line in processes.log_lines(name, "at shutdown")]
         run.shutdown_blocks[name] = sum(int(match.group(1)) for match in said if match)
     run.counters = {name: processes.counters(name) for name in turokds}
-    series = processes.fetch_series(names, STEP, first, first + rounds * STEP)
-    run.verified = sum(1 for index, name in enumerate(names) for slot, value in enumerate(series.get(name, []))
-                       if value is not None and abs(value - float(value_text(index, slot))) < 1e-9)
-    run.stored_units = sum(units for _i, _b, units in processes.stored().values())
+    # every slot of a sample of the metrics (every k-th, at most 5,000: reading back and scanning
+    # hundreds of thousands of items from moto takes longer than the run), and the items written
+    checked = max(1, len(names) // 5000)
+    series = processes.fetch_series(names[::checked], STEP, first, first + rounds * STEP)
+    run.verified = checked * sum(1 for index, name in list(enumerate(names))[::checked]
+                                 for slot, value in enumerate(series.get(name, []))
+                                 if value is not None and abs(value - float(value_text(index, slot))) < 1e-9)
+    run.stored_units = int(sum(counters.get("items_written", 0) for counters in run.counters.values()))
     return run
 
 
@@ -288,10 +298,11 @@ def report_open(runs: list[ScaleRun]) -> None:
                   f"{max(samples) / mib:.1f} | {(run.rss.get(name, 0) - run.idle_rss.get(name, 0)) / mib:.1f} "
                   f"| {run.held.get(name, 0):,} | {run.shutdown_blocks.get(name, 0):,} | {run.cpu.get(name, 0):.1f} "
                   f"| {EXITS.get(run.exit_codes.get(name), run.exit_codes.get(name))} |")
-    print("\n| turokd processes | points | read back | write units (counters) | units writing each stored item once "
+    print("\n| turokd processes | points | read back (sampled) | write units (counters) | items written (counters) "
           "| largest RSS MiB | sum of RSS MiB | largest above idle MiB | largest RSS vs one | above idle vs one "
-          "| most metrics held vs one | most in flight per queue | gateway / indexer / moto CPU s | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| most metrics held vs one | most in flight per queue | gateway / indexer / moto CPU s | wall s "
+          "| shutdown s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     one = runs[0]
 
     def above(run: ScaleRun) -> int:
@@ -305,7 +316,7 @@ def report_open(runs: list[ScaleRun]) -> None:
               f"| {max(run.held.values(), default=0) / max(max(one.held.values(), default=0), 1):.2f}x "
               f"| {max(run.in_flight.values(), default=0):,} "
               f"| {run.cpu.get('gateway', 0):.1f} / {run.cpu.get('indexer', 0):.1f} / {run.cpu.get('moto', 0):.1f} "
-              f"| {run.wall:.0f}{'' if run.finished else ' TIMED OUT'} |")
+              f"| {run.wall:.0f}{'' if run.finished else ' TIMED OUT'} | {run.shutdown_seconds:.0f} |")
     if one.turokds == 1:
         for run in runs[1:]:
             print(f"{run.turokds} turokd: target <= {1.25 / run.turokds:.3f}x one turokd's")
