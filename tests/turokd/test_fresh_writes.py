@@ -209,6 +209,24 @@ def test_a_coarse_slot_straddling_finer_blocks_is_whispers_aggregate_of_both():
     assert got == rollup_slots(finer, 60, 3600, [0, 3600], "average", 0.5)
 
 
+def test_a_pending_coarse_block_is_kept_encoded_between_finer_blocks():
+    """A 1-minute block waits six hours for its 10 s blocks: between them it holds its slots as
+    the bytes it will be stored as, not 360 doubles, and finishes with the same values."""
+    plan = RollupPlan("m", 0, 10, 60, 0, 21600, "average", 0.5)
+    block = CoarseBlock(plan, 0.0, values=array("d", [float("nan")] * 360))
+    rng = random.Random(2)
+    finer: dict[int, float] = {}
+    for start in (0, 4320, 8640):  # three of its five 72-minute blocks, gaps and -0.0 among them
+        values = [rng.choice([float("nan"), -0.0, round(rng.uniform(0, 100), 2)]) for _ in range(432)]
+        finer.update({start + i * 10: v for i, v in enumerate(values) if v == v})
+        block.add_finer(start, values)
+        assert isinstance(block.values, bytes) and len(block.values) < 360 * 8 // 2
+    got = [(i * 60, v) for i, v in enumerate(block.finish()) if v == v]
+    expected = rollup_slots(finer, 10, 60, range(0, 21600, 60), "average", 0.5)
+    assert len(got) > 150  # 216 slots fed, some below the xFilesFactor
+    assert [(t, repr(v)) for t, v in got] == [(t, repr(v)) for t, v in expected]  # bit for bit, -0.0 too
+
+
 def test_fresh_blocks_need_ownership_since_the_block_began_and_no_earlier_write():
     fresh = FreshBlocks(lambda metric: 100.0 if metric == "a" else None, keep_seconds=1000)
     assert fresh.fresh(BASE, "a", 10, 100) and not fresh.fresh(BASE, "a", 10, 90)
