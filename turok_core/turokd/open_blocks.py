@@ -28,6 +28,7 @@ import math
 import threading
 from array import array
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Iterable, Mapping, Optional, Sequence
 
 from turok_core.storage.block_layout import block_span
@@ -112,7 +113,10 @@ class OpenBlocks:
                 if missing:
                     empty = array("d", [NAN]) * (span // step)
                     for metric in missing:
-                        block[metric] = array("d", empty)
+                        # interned once per block: each batch decodes its names anew, and a name
+                        # kept (here, in the coarse blocks, policies, the announcer) is then one
+                        # string, not a copy per block that first held it
+                        block[intern(metric)] = array("d", empty)
                 index = (slot - start) // step
                 for metric, value in window.items():  # the one Python step per point
                     block[metric][index] = value
