@@ -129,9 +129,17 @@ def test_blocks_closing_together_are_put_a_chunk_at_a_time(config, monkeypatch):
     """A boundary closes every metric's block at once: they are encoded and sent in chunks, so
     the items of all of them are never held together, and the tables are the same."""
     monkeypatch.setattr(block_writer, "PUT_CHUNK", 2)
+    coarse_chunks: list[int] = []  # coarse blocks are finished (their slots decoded) a chunk at a time too
+    write_coarse = BlockWriter._write_coarse
+
+    def counted(self, due, result, settled_at):
+        coarse_chunks.append(len(due))
+        return write_coarse(self, due, result, settled_at)
+    monkeypatch.setattr(BlockWriter, "_write_coarse", counted)
     schemas = load_schemas(config)
     store, batches = run_stream(config, schemas, owned_since=lambda metric: 0.0)
     assert store.largest_put == 2 and store.merges == 0
+    assert max(coarse_chunks) == 2
     assert store.tables() == reference(config, schemas, batches)
 
 

@@ -223,12 +223,22 @@ class BlockWriter:
             due = self.rollups.take_due(now)
             if not due:
                 return
-            try:
-                written = self._write_coarse(due, result, self._settled_at(now))
-            except BaseException:
-                self.rollups.restore(due, self.clock() if math.isinf(now) else now)
-                raise
-            self.rollups.note_written(written, now)
+            # a chunk at a time: a coarse block's slots are held encoded until it is finished, and
+            # every metric's coarse block closes at the same boundary (and at shutdown). The block
+            # ids count as written once the whole level is, so every chunk is put whole alike.
+            for first in range(0, len(due), PUT_CHUNK):
+                try:
+                    written = self._write_coarse(due[first:first + PUT_CHUNK], result, self._settled_at(now))
+                except BaseException:
+                    self._mark_coarse(due[:first])  # written: later data for them merges
+                    self.rollups.restore(due[first:], self.clock() if math.isinf(now) else now)
+                    raise
+                self.rollups.note_written(written, now)
+            self._mark_coarse(due)
+
+    def _mark_coarse(self, blocks: list[CoarseBlock]) -> None:
+        for block in blocks:
+            self.fresh.mark(COARSE, block.plan.coarse_step, [block.plan.start])
 
     def _settled_at(self, now: float) -> Optional[float]:
         """The time coarse slots are settled at (``rollup.settled_before``): only when old slots
@@ -283,6 +293,4 @@ class BlockWriter:
                                              now=settled_at)
             result.rollup_slots += slots
             written += [(metric, step, start, None) for metric, step, start in read_back]
-        for block in due:
-            self.fresh.mark(COARSE, block.plan.coarse_step, [block.plan.start])
         return written
