@@ -230,6 +230,10 @@ def test_a_pending_coarse_block_is_kept_encoded_between_finer_blocks():
         block.add_finer(start, values)
         assert isinstance(block.values, bytes) and len(block.values) < 360 * 8 // 2
     got = [(i * 60, v) for i, v in enumerate(block.finish()) if v == v]
+    # finishing keeps it encoded (a boundary's blocks are finished a chunk at a time, and a failed
+    # write finishes it again, alike)
+    assert isinstance(block.values, bytes)
+    assert [(i * 60, v) for i, v in enumerate(block.finish()) if v == v] == got
     expected = rollup_slots(finer, 10, 60, range(0, 21600, 60), "average", 0.5)
     assert len(got) > 150  # 216 slots fed, some below the xFilesFactor
     assert [(t, repr(v)) for t, v in got] == [(t, repr(v)) for t, v in expected]  # bit for bit, -0.0 too

@@ -108,13 +108,15 @@ class CoarseBlock:
                 part[(t - slot) // step] = NAN if value is None else value
 
     def finish(self) -> array:
-        """The coarse slot values, straddling slots included (finer blocks never written are gaps)."""
-        coarse = self.values = self._unpacked()
+        """The coarse slot values, straddling slots included (finer blocks never written are gaps).
+
+        The block keeps its slots encoded (and its straddling ones): the blocks of a boundary are
+        finished a chunk at a time, and one whose write fails is finished again."""
+        coarse = self._unpacked()
         for index, part in self.partial.items():
             value = _rolled(part, self.plan)
             if value is not None:
                 coarse[index] = value
-        self.partial = {}
         return coarse
 
 
