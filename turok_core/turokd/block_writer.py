@@ -13,7 +13,9 @@ in batches without conditions while the partition's lease is held, else with a c
 Coarse blocks are computed from the finer blocks just written when turokd knows them whole (put
 whole, or merged by it as the partition's sole writer), else from the finer slots read back from
 DynamoDB (``rollup_writer.py``). With ``route_old``, slot values too old for their step's archive
-move to the archive covering their age first (``backfill.py``).
+move to the archive covering their age first (``backfill.py``). Every metric's block closes at
+the same boundary, so whole blocks are put, and coarse blocks finished, ``PUT_CHUNK`` at a time:
+what a close adds to turokd's memory is bounded by the chunk, not by the metrics held.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ A pending coarse block is computed in one of two ways:
 
 Either way a coarse slot is whisper's aggregate of the finer slots it covers, written only when
 their known fraction reaches ``xFilesFactor``, so both give the same bytes. The pending set lives
-in memory; what a crash can lose is stated in docs/write-path.md. One thread at a time.
+in memory, each block computed from memory holding its coarse slots encoded between finer blocks
+(``CoarseBlock``); what a crash can lose is stated in docs/write-path.md. One thread at a time.
 """
 from __future__ import annotations
 
