@@ -34,6 +34,10 @@ def main(argv: list[str]) -> int:
         ["pipeline.py"] + (["--metrics", "1000"] if quick else []),
         ["late_data.py"] + (["--metrics", "1000"] if quick else []),
         ["turokd_scale.py"] + (["--metrics", "1000", "--duration", "90"] if quick else []),
+        # memory with default-length blocks held open (the full size: about 45 minutes, 2-3 GB)
+        ["turokd_scale.py", "--open"] + (["--metrics", "20000", "--duration", "60"] if quick
+                                         else ["--metrics", "200000", "--duration", "90", "--sample", "15"]),
+        ["turokd_heap.py"],
         # issue 15: turok-import of 10,000 whisper files (in memory), and the command on moto
         ["importer.py"] + (["--files", "1000"] if quick else ["--moto-files", "20"]),
         # issue 14: the tag index (a million tagged series: a few minutes)

@@ -234,6 +234,16 @@ class TurokProcesses:
                 "ApproximateNumberOfMessagesDelayed"))
         return total
 
+    def metric_queue_counts(self) -> dict[str, tuple[int, int]]:
+        """Per metrics queue: (messages waiting to be received, messages in flight: received and
+        not deleted, which turokd holds while their blocks are open; SQS caps them per queue)."""
+        counts = {}
+        for url in self.metric_queue_urls():
+            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            counts[url.rsplit("/", 1)[-1]] = (int(attributes.get("ApproximateNumberOfMessages", 0)),
+                                              int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)))
+        return counts
+
     def stored(self) -> dict[int, tuple[int, int, int]]:
         """``{step: (items, bytes, write units)}`` over every day table of this run (a scan of
         each); the units are what writing each item once costs (1 KB each, rounded up)."""
@@ -275,6 +285,14 @@ class TurokProcesses:
             answer = json.loads(response.read())
         return sum(1 for steps in answer.values() if any(steps.values()))
 
+    def log_lines(self, name: str, marker: str) -> list[str]:
+        """The lines of service ``name``'s log that contain ``marker``."""
+        try:
+            with open(self.workdir / f"{name}.log", errors="replace") as handle:
+                return [line for line in handle if marker in line]
+        except OSError:
+            return []
+
     def counters(self, name: str) -> dict[str, float]:
         """The last ``<service> counters: {…}`` line a service logged ({} if none yet)."""
         found: dict[str, float] = {}
@@ -292,12 +310,30 @@ class TurokProcesses:
         return found
 
     # --- stop ------------------------------------------------------------------------------
-    def stop_services(self, names: Optional[list[str]] = None, timeout: float = 120.0) -> None:
-        """SIGTERM the named services (all: the gateway first, then the rest) and wait for them."""
+    def stop_services(self, names: Optional[list[str]] = None, timeout: float = 120.0) -> dict[str, Optional[int]]:
+        """SIGTERM the named services (all: the gateway first, then the rest) and wait for them
+        (SIGKILL past ``timeout``); their exit codes (0: a clean stop, its writes done)."""
         order = names or (["gateway"] + [n for n in self.processes if n != "gateway"])
+        codes: dict[str, Optional[int]] = {}
         for name in order:
             if name in self.processes:
                 stop(self.processes[name], timeout)
+                codes[name] = self.processes[name].returncode
+        return codes
+
+    def stop_together(self, names: list[str], timeout: float) -> dict[str, Optional[int]]:
+        """SIGTERM the named services at once (as a fleet is stopped), then wait for each; exit codes."""
+        running = [self.processes[name] for name in names if self.processes[name].poll() is None]
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in running:
+            try:
+                process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return {name: self.processes[name].returncode for name in names}
 
     def close(self) -> None:
         try:

@@ -67,6 +67,9 @@ def test_schemas_first_match_wins_with_aggregation(tmp_path):
     assert schema_set.policy_for("old.x.max").aggregation_type == "maximum"
     assert schema_set.policy_for("other").aggregation_type == "average"
     assert schema_set.policy_for("other").x_files_factor == 0.5
+    # metrics matching the same sections share one policy object (turokd caches one per metric)
+    assert schema_set.policy_for("stats.a.count") is schema_set.policy_for("stats.b.count")
+    assert schema_set.policy_for("stats.a.max") is not schema_set.policy_for("stats.a.count")
 
 
 @pytest.mark.parametrize("retentions, reason", [

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import sys
 
 import pytest
 
@@ -138,3 +139,15 @@ def test_announcer_hands_out_each_name_once_until_announced():
     announcer.mark_announced(["e"])
     announcer.mark_announced(["f"])  # past max_names: memory starts over
     assert len(announcer) == 1 and announcer.new_names(["a", "f"]) == ["a"]
+
+
+def test_announcer_keeps_no_room_for_names_once_announced():
+    """The in-flight set is empty between sends: it does not keep the table of its largest batch."""
+    announcer = Announcer()
+    empty = sys.getsizeof(set())
+    names = [f"m.{n}" for n in range(10000)]
+    announcer.mark_announced(announcer.new_names(names))
+    assert sys.getsizeof(announcer._in_flight) == empty
+    announcer.new_names(["x.1", "x.2"])
+    announcer.announce_failed(["x.1", "x.2"])
+    assert sys.getsizeof(announcer._in_flight) == empty and announcer.new_names([]) == ["x.1", "x.2"]

@@ -16,6 +16,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.message import TurokMessage
 from turok_core.model.schemas import load_schemas
 from turok_core.storage.memory import MemoryBlockStore
+from turok_core.turokd import block_writer
 from turok_core.turokd.block_writer import BlockWriter
 from turok_core.turokd.coarse_blocks import CoarseBlock
 from turok_core.turokd.fresh import BASE, FreshBlocks
@@ -33,7 +34,7 @@ class CountingStore(MemoryBlockStore):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.reads = self.merges = self.puts = self.exclusive_merges = 0
+        self.reads = self.merges = self.puts = self.exclusive_merges = self.largest_put = 0
         self.read_steps: set[int] = set()
 
     def fetch_slots(self, step, ranges, consistent=False):
@@ -50,6 +51,7 @@ class CountingStore(MemoryBlockStore):
     def put_blocks(self, blocks):
         blocks = list(blocks)
         self.puts += len(blocks)
+        self.largest_put = max(self.largest_put, len(blocks))
         return super().put_blocks(blocks)
 
     def tables(self) -> dict:
@@ -121,6 +123,24 @@ def test_owned_metrics_are_put_without_a_read_and_rolled_up_from_memory_as_whisp
     assert store.reads == 0 and store.merges == 0 and store.puts > 0
     # one put per stored item
     assert store.puts == sum(len(items) for items in store.tables().values())
+
+
+def test_blocks_closing_together_are_put_a_chunk_at_a_time(config, monkeypatch):
+    """A boundary closes every metric's block at once: they are encoded and sent in chunks, so
+    the items of all of them are never held together, and the tables are the same."""
+    monkeypatch.setattr(block_writer, "PUT_CHUNK", 2)
+    coarse_chunks: list[int] = []  # coarse blocks are finished (their slots decoded) a chunk at a time too
+    write_coarse = BlockWriter._write_coarse
+
+    def counted(self, due, result, settled_at):
+        coarse_chunks.append(len(due))
+        return write_coarse(self, due, result, settled_at)
+    monkeypatch.setattr(BlockWriter, "_write_coarse", counted)
+    schemas = load_schemas(config)
+    store, batches = run_stream(config, schemas, owned_since=lambda metric: 0.0)
+    assert store.largest_put == 2 and store.merges == 0
+    assert max(coarse_chunks) == 2
+    assert store.tables() == reference(config, schemas, batches)
 
 
 def test_without_ownership_every_block_is_merged_and_rolled_up_from_dynamodb(config):
@@ -195,6 +215,28 @@ def test_a_coarse_slot_straddling_finer_blocks_is_whispers_aggregate_of_both():
     got = [(i * 3600, v) for i, v in enumerate(block.finish()) if v == v]
     assert got
     assert got == rollup_slots(finer, 60, 3600, [0, 3600], "average", 0.5)
+
+
+def test_a_pending_coarse_block_is_kept_encoded_between_finer_blocks():
+    """A 1-minute block waits six hours for its 10 s blocks: between them it holds its slots as
+    the bytes it will be stored as, not 360 doubles, and finishes with the same values."""
+    plan = RollupPlan("m", 0, 10, 60, 0, 21600, "average", 0.5)
+    block = CoarseBlock(plan, 0.0, values=array("d", [float("nan")] * 360))
+    rng = random.Random(2)
+    finer: dict[int, float] = {}
+    for start in (0, 4320, 8640):  # three of its five 72-minute blocks, gaps and -0.0 among them
+        values = [rng.choice([float("nan"), -0.0, round(rng.uniform(0, 100), 2)]) for _ in range(432)]
+        finer.update({start + i * 10: v for i, v in enumerate(values) if v == v})
+        block.add_finer(start, values)
+        assert isinstance(block.values, bytes) and len(block.values) < 360 * 8 // 2
+    got = [(i * 60, v) for i, v in enumerate(block.finish()) if v == v]
+    # finishing keeps it encoded (a boundary's blocks are finished a chunk at a time, and a failed
+    # write finishes it again, alike)
+    assert isinstance(block.values, bytes)
+    assert [(i * 60, v) for i, v in enumerate(block.finish()) if v == v] == got
+    expected = rollup_slots(finer, 10, 60, range(0, 21600, 60), "average", 0.5)
+    assert len(got) > 150  # 216 slots fed, some below the xFilesFactor
+    assert [(t, repr(v)) for t, v in got] == [(t, repr(v)) for t, v in expected]  # bit for bit, -0.0 too
 
 
 def test_fresh_blocks_need_ownership_since_the_block_began_and_no_earlier_write():

@@ -130,3 +130,15 @@ def test_data_for_a_block_whose_first_write_is_running_goes_with_the_late_data_a
     assert due.blocks == {} and due.receipts == []
     due = blocks.take_due(DAY + 211)
     assert rows(due) == [("a", 10, DAY, {1: 2.0, 2: 3.0})] and sorted(due.receipt_handles) == ["r2", "r3"]
+
+
+def test_a_block_keeps_one_string_per_name_whichever_batch_opened_it():
+    """Each batch decodes its names anew; the block that a later batch opens keys the name by the
+    string kept already (interned), not by that batch's copy."""
+    blocks = OpenBlocks(block_slots=6, close_delay=0)
+    first, again = "".join(["a.", "b"]), "".join(["a.", "b"])
+    assert first == again and first is not again
+    blocks.add_windows({(10, 0): {first: 1.0}})
+    blocks.add_windows({(10, 60): {again: 2.0}})  # the next block, opened by another batch's copy
+    keys = [key for block in blocks._open.values() for key in block]
+    assert len(keys) == 2 and keys[0] is keys[1]

@@ -145,6 +145,7 @@ class SchemaSet:
                  texts: Optional[tuple[str, str]] = None) -> None:
         self._schemas: list[tuple[_Rule, tuple[Archive, ...]]] = []
         self._aggregations: list[tuple[_Rule, str, float]] = []
+        self._policies: dict[tuple[tuple[Archive, ...], str, float, str], MetricPolicy] = {}
         if texts is not None:
             self.schemas_text, self.aggregation_text = texts
         else:
@@ -212,7 +213,13 @@ class SchemaSet:
             if agg_rule.pattern.search(metric):
                 method, xff = agg_method, agg_xff
                 break
-        return MetricPolicy(archives, method, xff, rule.name)
+        # one object per pair of sections matched, not per metric: turokd's caches keep a policy
+        # for every metric it holds
+        key = (archives, method, xff, rule.name)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = MetricPolicy(archives, method, xff, rule.name)
+        return policy
 
 
 T = TypeVar("T")

@@ -119,7 +119,10 @@ static PyObject *place(PyObject *self, PyObject *args) {
             if (PyErr_Occurred()) return NULL;
             slots = PySequence_GetSlice(empty, 0, PY_SSIZE_T_MAX);  /* a copy: array('d') slices copy */
             if (!slots) return NULL;
+            Py_INCREF(metric);
+            PyUnicode_InternInPlace(&metric);  /* as py_place: one string per name kept */
             int failed = PyDict_SetItem(block, metric, slots);
+            Py_DECREF(metric);
             Py_DECREF(slots);  /* the block holds it */
             if (failed) return NULL;
         }

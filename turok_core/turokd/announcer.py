@@ -51,6 +51,7 @@ class Announcer:
         for name in names:
             self._in_flight.discard(name)
             self._announced.add(name)
+        self._shrink_in_flight()
 
     def announce_failed(self, names: Iterable[str]) -> None:
         """The send of ``names`` failed: hand them out again on the next ``new_names``."""
@@ -58,6 +59,13 @@ class Announcer:
             if name in self._in_flight:
                 self._in_flight.discard(name)
                 self._failed[name] = None
+        self._shrink_in_flight()
+
+    def _shrink_in_flight(self) -> None:
+        # a set keeps its table at its largest size: the first batch of every name held would
+        # leave room for all of them in a set that is empty between sends
+        if not self._in_flight:
+            self._in_flight = set()
 
     def __len__(self) -> int:
         return len(self._announced)

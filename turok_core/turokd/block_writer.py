@@ -13,7 +13,9 @@ in batches without conditions while the partition's lease is held, else with a c
 Coarse blocks are computed from the finer blocks just written when turokd knows them whole (put
 whole, or merged by it as the partition's sole writer), else from the finer slots read back from
 DynamoDB (``rollup_writer.py``). With ``route_old``, slot values too old for their step's archive
-move to the archive covering their age first (``backfill.py``).
+move to the archive covering their age first (``backfill.py``). Every metric's block closes at
+the same boundary, so whole blocks are put, and coarse blocks finished, ``PUT_CHUNK`` at a time:
+what a close adds to turokd's memory is bounded by the chunk, not by the metrics held.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ from turok_core.turokd.rollup import known_span, settled_before
 from turok_core.turokd.rollup_writer import RollupPlan, rollup_blocks
 from turok_core.wire.queues import ReceivedMessage
 
+# blocks encoded per put_blocks call: every metric's block closes at the same boundary, and the
+# items of all of them encoded before the first is sent would add their bytes to turokd's RSS peak
+PUT_CHUNK = 2000
 Row = tuple[str, int, int, dict[int, float]]  # (metric, step, block start, {slot index: value})
 WholeBlock = tuple[str, int, int, Sequence[float]]  # (metric, step, block start, every slot, NaN gaps)
 
@@ -184,7 +189,7 @@ class BlockWriter:
         slots = 0
         known: MergedBlocks = {}  # the exclusive merges' blocks as stored now: known whole
         if fresh:  # whole arrays, gaps NaN: no per-block dict of the known slots
-            result.stats.add(self.store.put_blocks(fresh))
+            self._put(fresh, result)
             slots += sum(_known(values) for *_key, values in fresh)
         for blocks, write in ((merged, self.store.write_blocks),
                               (rewritten, lambda rows: self.store.write_blocks(rows, assume_new=False)),
@@ -207,6 +212,12 @@ class BlockWriter:
                 + [(metric, step, start, known.get((metric, step, start)))
                    for metric, step, start, _values in exclusive])
 
+    def _put(self, blocks: list[WholeBlock], result: CloseResult) -> None:
+        """Put whole blocks, ``PUT_CHUNK`` at a time (a failure leaves the rest for the next close:
+        putting a block again writes the same bytes)."""
+        for first in range(0, len(blocks), PUT_CHUNK):
+            result.stats.add(self.store.put_blocks(blocks[first:first + PUT_CHUNK]))
+
     def _roll_up(self, now: float, result: CloseResult) -> None:
         if self.rollups is None:
             return
@@ -214,12 +225,22 @@ class BlockWriter:
             due = self.rollups.take_due(now)
             if not due:
                 return
-            try:
-                written = self._write_coarse(due, result, self._settled_at(now))
-            except BaseException:
-                self.rollups.restore(due, self.clock() if math.isinf(now) else now)
-                raise
-            self.rollups.note_written(written, now)
+            # a chunk at a time: a coarse block's slots are held encoded until it is finished, and
+            # every metric's coarse block closes at the same boundary (and at shutdown). The block
+            # ids count as written once the whole level is, so every chunk is put whole alike.
+            for first in range(0, len(due), PUT_CHUNK):
+                try:
+                    written = self._write_coarse(due[first:first + PUT_CHUNK], result, self._settled_at(now))
+                except BaseException:
+                    self._mark_coarse(due[:first])  # written: later data for them merges
+                    self.rollups.restore(due[first:], self.clock() if math.isinf(now) else now)
+                    raise
+                self.rollups.note_written(written, now)
+            self._mark_coarse(due)
+
+    def _mark_coarse(self, blocks: list[CoarseBlock]) -> None:
+        for block in blocks:
+            self.fresh.mark(COARSE, block.plan.coarse_step, [block.plan.start])
 
     def _settled_at(self, now: float) -> Optional[float]:
         """The time coarse slots are settled at (``rollup.settled_before``): only when old slots
@@ -254,7 +275,7 @@ class BlockWriter:
                 merges.append(_row(plan.metric, plan.coarse_step, plan.start, values))
         written: list[WrittenBlock] = []
         if puts:
-            result.stats.add(self.store.put_blocks(puts))
+            self._put(puts, result)
             written += puts
         if merges:
             # merged without conditions while the partition is held; then known whole for the next level
@@ -274,6 +295,4 @@ class BlockWriter:
                                              now=settled_at)
             result.rollup_slots += slots
             written += [(metric, step, start, None) for metric, step, start in read_back]
-        for block in due:
-            self.fresh.mark(COARSE, block.plan.coarse_step, [block.plan.start])
         return written

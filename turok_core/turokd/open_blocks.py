@@ -31,6 +31,7 @@ import math
 import threading
 from array import array
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Iterable, Mapping, Optional, Sequence
 
 from turok_core.model.extensions import load_extension
@@ -58,7 +59,10 @@ def py_place(block: dict[str, array], window: Mapping[str, float], index: int, s
     if missing:
         empty = _gaps(slots)
         for metric in missing:
-            block[metric] = array("d", empty)
+            # interned once per block: each batch decodes its names anew, and a name kept (here,
+            # in the coarse blocks, policies, the announcer) is then one string, not a copy per
+            # block that first held it
+            block[intern(metric)] = array("d", empty)
     for metric, value in window.items():  # a Python step per point
         block[metric][index] = value
 

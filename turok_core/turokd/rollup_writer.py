@@ -28,7 +28,7 @@ ROLLUP_VERIFY_ROUNDS = 8  # recomputations of coarse blocks whose finer data kee
 WrittenBlock = tuple[str, int, int]  # (metric, step, block start)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per pending coarse block of each metric
 class RollupPlan:
     """One coarse block of one metric to recompute from archive ``level`` (the finer one)."""
     metric: str
