@@ -84,6 +84,14 @@ class ScaleRun:
         return sum(u for u in units if u is not None) if units and None not in units else float("nan")
 
 
+def started(*targets) -> list[threading.Thread]:
+    """A daemon thread started for each target (the traffic and the sampler)."""
+    threads = [threading.Thread(target=target, daemon=True) for target in targets]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def first_slot(rounds: int, block_slots: int) -> int:
     """Where the traffic starts: with a base block and inside one 1-minute block, so each run
     stores as many items whatever N is (a run crossing a coarse block stores two of them); with
@@ -144,11 +152,8 @@ def run_open(processes: TurokProcesses, count: int, names: list[str], args: argp
 
     port = config.plaintext_port
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    sender = threading.Thread(target=send, daemon=True)
-    sampler = threading.Thread(target=sample, daemon=True)
     t0 = time.monotonic()
-    sender.start()
-    sampler.start()
+    sender, sampler = started(send, sample)
     released = first + rounds * STEP + config.window_grace_seconds + 3
     deadline = t0 + args.timeout
     while time.monotonic() < deadline:  # until the last slot is sent and received (held, not deleted)
@@ -223,11 +228,8 @@ def run_count(count: int, workdir: Path, names: list[str], args: argparse.Namesp
         pids = processes.pids()
         services = {name: pid for name, pid in pids.items() if name != "moto"}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        sender = threading.Thread(target=send, daemon=True)
-        sampler = threading.Thread(target=sample, daemon=True)
         t0 = time.monotonic()
-        sender.start()
-        sampler.start()
+        sender, sampler = started(send, sample)
         # the gateway holds a live window for its step and grace before it sends it: until then
         # the queues can be empty with points still to come
         released = first + rounds * STEP + processes.config.window_grace_seconds + 3
