@@ -184,6 +184,9 @@ def test_decode_into_places_values_like_decode_and_c_matches_reference(values, l
         row = [marker] * length
         decode_into(memoryview(blob), row, offset)  # block_layout's, as reads use it
         assert bits(row) == bits(want)
+        doubles = array("d", [marker]) * length  # as turokd unpacks a held coarse block
+        codec.decode_into(blob, doubles, offset)
+        assert bits(doubles) == bits(want)
 
 
 @given(st.binary(max_size=64), st.data())

@@ -574,24 +574,38 @@ done:
     return result;
 }
 
-/* decode_into(blob, row, offset): the blob's values set into list ``row`` at ``offset`` + their
+/* decode_into(blob, row, offset): the blob's values set into ``row`` (a list, or an array('d')) at ``offset`` + their
  * slot (slots outside the row left out, gaps leave the row as it is); no list per block. */
 static PyObject *codec_decode_into(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *row;
     Py_ssize_t offset;
-    if (!PyArg_ParseTuple(args, "y*O!n", &view, &PyList_Type, &row, &offset)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*On", &view, &row, &offset)) return NULL;
     In in = {view.buf, view.len, 0, 0};
     PyObject *result = NULL;
     Py_ssize_t *runs = NULL, nruns = 0;
     double *values = NULL;
     uint64_t n = 0;
+    /* a list gets floats; an array('d') (any writable buffer of doubles) its doubles in place */
+    int is_list = PyList_Check(row);
+    Py_buffer target = {0};
+    if (!is_list) {
+        if (PyObject_GetBuffer(row, &target, PyBUF_WRITABLE | PyBUF_FORMAT)) goto done;
+        if (!target.format || strcmp(target.format, "d") != 0) {
+            PyErr_SetString(PyExc_TypeError, "decode_into: row must be a list or an array('d')");
+            goto done;
+        }
+    }
     if (parse_block(&in, &n, &runs, &nruns, &values)) goto done;
-    Py_ssize_t length = PyList_GET_SIZE(row), slot = offset, taken = 0;
+    Py_ssize_t length = is_list ? PyList_GET_SIZE(row) : target.len / 8, slot = offset, taken = 0;
     for (Py_ssize_t r = 0; r < nruns; r += 2) {
         slot += runs[r];
         for (Py_ssize_t p = 0; p < runs[r + 1]; p++, slot++, taken++) {
             if (slot < 0 || slot >= length) continue;
+            if (!is_list) {
+                ((double *)target.buf)[slot] = values[taken];
+                continue;
+            }
             PyObject *value = PyFloat_FromDouble(values[taken]);
             if (!value) goto done;
             PyObject *old = PyList_GET_ITEM(row, slot);
@@ -605,6 +619,7 @@ done:
     PyMem_Free(runs);
     PyMem_Free(values);
     PyBuffer_Release(&view);
+    if (target.obj) PyBuffer_Release(&target);
     return result;
 }
 
@@ -612,7 +627,7 @@ static PyMethodDef methods[] = {
     {"encode", codec_encode, METH_O, "One block's slots (a buffer of doubles or a sequence; None/NaN = gap) as a v2 blob."},
     {"decode", codec_decode, METH_O, "A v2 blob's slots as a list: floats, None for gaps."},
     {"decode_into", codec_decode_into, METH_VARARGS,
-     "decode_into(blob, row, offset): the blob's values into list row at offset + slot (gaps and slots outside left)."},
+     "decode_into(blob, row, offset): the blob's values into row (a list or an array('d')) at offset + slot (gaps and slots outside left)."},
     {NULL, NULL, 0, NULL},
 };
 

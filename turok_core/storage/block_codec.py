@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, MutableSequence, Optional, Sequence
 
 VERSION = 2
 MAX_SCALE = 9
@@ -441,9 +441,10 @@ def decode(blob: bytes) -> list[Optional[float]]:
     return slots
 
 
-def decode_into(blob: bytes, row: list, offset: int) -> None:
-    """Set a v2 blob's values into list ``row``: slot ``i`` goes to ``row[offset + i]``; gaps and
-    slots outside the row leave the row as it is (a read places each block into its series)."""
+def decode_into(blob: bytes, row: MutableSequence[Any], offset: int) -> None:
+    """Set a v2 blob's values into ``row`` (a list, or an ``array('d')``): slot ``i`` goes to
+    ``row[offset + i]``; gaps and slots outside the row leave the row as it is (a read places each
+    block into its series, turokd unpacks a held coarse block)."""
     length = len(row)
     for index, value in enumerate(decode(blob)):
         slot = offset + index

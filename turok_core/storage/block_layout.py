@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, MutableSequence, Optional, Sequence
 
 import msgpack
 
@@ -70,7 +70,7 @@ def decode_datapoints(attribute: object) -> list[Optional[float]]:
     raise ValueError(f"unsupported datapoints attribute of type {type(attribute).__name__}")
 
 
-def decode_into(attribute: object, row: list, offset: int) -> None:
+def decode_into(attribute: object, row: MutableSequence[Any], offset: int) -> None:
     """A stored item's values set into series ``row`` (``block_codec.decode_into``): slot ``i`` of
     the block at ``row[offset + i]``, gaps and slots outside the row left as they are. A v2 blob
     goes straight into the row, without a list per block."""

@@ -65,9 +65,9 @@ class CoarseBlock:
         assert values is not None
         if isinstance(values, array):
             return values
-        row = [NAN] * ((self.plan.end - self.plan.start) // self.plan.coarse_step)
+        row = array("d", [NAN]) * ((self.plan.end - self.plan.start) // self.plan.coarse_step)
         decode_into(values, row, 0)
-        return array("d", row)
+        return row
 
     def add_finer(self, start: int, values: Sequence[Optional[float]]) -> None:
         """A finer block known whole (gaps NaN or None): compute the coarse slots inside it that
