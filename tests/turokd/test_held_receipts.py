@@ -1,7 +1,7 @@
 """HeldReceipts: which held SQS messages get a longer visibility, and by how much."""
 from __future__ import annotations
 
-from turok_core.turokd.held_receipts import VISIBILITY_MARGIN, HeldReceipts, visibility_margin
+from turok_core.turokd.held_receipts import VISIBILITY_MARGIN, HeldReceipts, show_again, visibility_margin
 
 
 def test_a_message_due_within_the_timeout_keeps_the_queues_visibility():
@@ -26,3 +26,24 @@ def test_a_short_visibility_timeout_bounds_the_margin():
     assert held.expiring(1006.0) == [("r2", 10)]  # r2 overdue: renewed a timeout's worth
     held.done(["r1", "r2"])
     assert len(held) == 0 and held.expiring(1020.0) == []
+
+
+class _RefusingQueue:
+    """Records change_visibility batches; refuses the first."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+
+    def change_visibility(self, entries):
+        self.batches.append(list(entries))
+        if len(self.batches) == 1:
+            raise RuntimeError("ReceiptHandleIsInvalid")
+
+
+def test_show_again_sends_batches_of_ten_and_a_refused_batch_does_not_hide_the_rest():
+    queue = _RefusingQueue()
+    receipts = [f"r{i}" for i in range(23)]
+    show_again(queue, receipts)
+    assert [len(batch) for batch in queue.batches] == [10, 10, 3]
+    assert [r for batch in queue.batches for r, _ in batch] == receipts
+    assert all(timeout == 0 for batch in queue.batches for _, timeout in batch)

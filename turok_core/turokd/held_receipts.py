@@ -6,11 +6,14 @@ neither redelivers them nor counts them toward the dead-letter queue while their
 memory. A held message stays invisible until a margin past the time it becomes deletable: at
 most ``VISIBILITY_MARGIN``, never more than the queue's own timeout, so a turokd that dies holding
 it lets SQS redeliver it within about one configured visibility timeout of its blocks' close.
-Pure bookkeeping; the service sends the ChangeMessageVisibility calls.
+Pure bookkeeping; the service sends the ChangeMessageVisibility calls (``show_again``, blocking,
+for messages a partition no longer holds).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
+
+from turok_core.wire.queues import SQS_BATCH_ENTRIES, Queue
 
 VISIBILITY_MARGIN = 60  # seconds a held message stays invisible past the time it becomes deletable, at most
 
@@ -20,6 +23,16 @@ def visibility_margin(timeout: float) -> float:
     whose visibility timeout is ``timeout``: an operator's short timeout (quick redelivery after
     a crash) is kept, not stretched to ``VISIBILITY_MARGIN``."""
     return min(VISIBILITY_MARGIN, max(timeout, 1))
+
+
+def show_again(queue: Queue, receipts: Sequence[str]) -> None:
+    """Make messages visible at once, best effort (otherwise SQS shows them after their
+    visibility timeout): a batch refused, e.g. for a stale receipt, does not hide the others."""
+    for start in range(0, len(receipts), SQS_BATCH_ENTRIES):
+        try:
+            queue.change_visibility([(r, 0) for r in receipts[start:start + SQS_BATCH_ENTRIES]])
+        except Exception:
+            pass
 
 
 class HeldReceipts:

@@ -40,7 +40,7 @@ from turok_core.turokd.announcer import Announcer
 from turok_core.turokd.block_writer import BlockWriter, CloseResult
 from turok_core.turokd.counters import TurokdCounters
 from turok_core.turokd.decode import DecodedBatch
-from turok_core.turokd.held_receipts import HeldReceipts
+from turok_core.turokd.held_receipts import HeldReceipts, show_again
 from turok_core.turokd.lease_holder import LeaseChanges, PartitionLeases
 from turok_core.turokd.schema_files import TurokdSchemas
 from turok_core.turokd.start_snapshots import StartSnapshots
@@ -295,16 +295,9 @@ class TurokdService(QueueConsumerService):
         self._show_again(work, held)
 
     def _show_again(self, work: PartitionWork, receipts: list[str]) -> None:
-        """Make messages of a partition no longer held visible to its owner at once (best effort:
-        otherwise they come back after their visibility timeout)."""
-        def show() -> None:
-            for start in range(0, len(receipts), SQS_BATCH_ENTRIES):
-                try:  # a stale receipt must not keep the rest of the batches hidden
-                    work.queue.change_visibility([(r, 0) for r in receipts[start:start + SQS_BATCH_ENTRIES]])
-                except Exception:
-                    pass
+        """Make messages of a partition no longer held visible to its owner at once."""
         if receipts:
-            self._in_pool(show).addErrback(lambda failure: None)
+            self._in_pool(show_again, work.queue, receipts).addErrback(lambda failure: None)
 
     @defer.inlineCallbacks
     def _release(self, work: PartitionWork) -> Generator[defer.Deferred, Any, None]:
