@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from turok_core.model.aggregation import aggregate
 from turok_core.model.extensions import load_extension
 from turok_core.model.resolution import SECONDS_PER_DAY
-from turok_core.storage import block_codec, native
+from turok_core.storage import block_codec, block_codec_doubles, native
 from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, decode_into, encode_datapoints
 from turok_core.storage.writes import item_size
 from turok_core.turokd.rollup import rollup_known
@@ -97,7 +97,7 @@ def xor_blob(values: list) -> bytes:
     block that was not scaled integers before codec 0x05."""
     blob = block_codec.encode(values)
     out = bytearray(blob[:values_offset(blob)])
-    block_codec._encode_xor([v for v in expected(values) if v is not None], out)
+    block_codec_doubles.encode_xor([v for v in expected(values) if v is not None], out)
     return bytes(out)
 
 
