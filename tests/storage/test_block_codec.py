@@ -16,99 +16,30 @@ from typing import Optional
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.block_blobs import (
+    CHECKS,
+    IMPLS,
+    SPECIAL,
+    bits,
+    cost_counters,
+    counters,
+    doubles,
+    expected,
+    gauges,
+    rollups,
+    values_header,
+    xor_blob,
+)
 from turok_core.model.aggregation import aggregate
 from turok_core.model.extensions import load_extension
 from turok_core.model.resolution import SECONDS_PER_DAY
-from turok_core.storage import block_codec, block_codec_doubles, native
+from turok_core.storage import block_codec, native
 from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, decode_into, encode_datapoints
 from turok_core.storage.writes import item_size
 from turok_core.turokd.rollup import rollup_known
-
-CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -math.inf, math.inf,
-           2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 60), 2.0 ** 63, 1e300, 0.1 + 0.2]
-# the C codec is built by `make install`; without it these cases fail (test_the_extension_is_built_here says why)
-IMPLS = [pytest.param(block_codec, id="reference"), pytest.param(native.blockcodec, id="C")]
-
-
-def bits(values: list) -> list:
-    """Values as their exact bit patterns (so -0.0 differs from 0.0), None kept."""
-    return [None if v is None else struct.pack("<d", v) for v in values]
-
-
-def values_header(blob: bytes) -> tuple[int, int]:
-    """The values codec byte of a v2 blob and the byte after it."""
-    offset = values_offset(blob)
-    return blob[offset], blob[offset + 1]
-
-
-def expected(values: list) -> list:
-    """What decoding gives back: NaN as None, floats, trailing gaps dropped."""
-    slots = [None if v is None or v != v else float(v) for v in values]
-    while slots and slots[-1] is None:
-        slots.pop()
-    return slots
-
-
-def counters(rng: random.Random, n: int, rate: int = 50) -> list[float]:
-    """An integer counter at a steady rate with noise (requests, bytes, errors…)."""
-    total, out = rng.randint(0, 10 ** 9), []
-    for _ in range(n):
-        total += max(0, int(rng.gauss(rate, rate ** 0.5 * 2)))
-        out.append(float(total))
-    return out
-
-
-def cost_counters(rng: random.Random, n: int) -> list[float]:
-    """bench/cost.py's counters: increments drawn uniformly from 0..5000 (entropy 12.3 bits each)."""
-    total, out = rng.randint(0, 10 ** 9), []
-    for _ in range(n):
-        total += rng.randint(0, 5000)
-        out.append(float(total))
-    return out
-
-
-def gauges(rng: random.Random, n: int) -> list[float]:
-    return [round(rng.uniform(0, 100), 2) for _ in range(n)]
-
-
-def doubles(rng: random.Random, n: int) -> list[float]:
-    return [rng.uniform(0, 1000) for _ in range(n)]
-
-
-def rollups(rng: random.Random, n: int, over: int = 6, aggregation: str = "average", decimals: int = 2,
-            gap: float = 0.0, low: float = 0.0) -> list[Optional[float]]:
-    """A coarse block as turokd computes it (``rollup_known``): each slot the average or sum of
-    ``over`` finer slots of ``decimals``-decimal gauges in [low, 100], each finer slot missing
-    with probability ``gap`` (a coarse slot with none known is a gap)."""
-    out: list[Optional[float]] = []
-    for _ in range(n):
-        known = [round(rng.uniform(low, 100), decimals) for _ in range(over) if rng.random() >= gap]
-        out.append(rollup_known(known, over, aggregation, 0.0) if known else None)
-    return out
-
-
-def xor_blob(values: list) -> bytes:
-    """The blob codec 0x04 alone makes of the values (at least one), as the encoder wrote every
-    block that was not scaled integers before codec 0x05."""
-    blob = block_codec.encode(values)
-    out = bytearray(blob[:values_offset(blob)])
-    block_codec_doubles.encode_xor([v for v in expected(values) if v is not None], out)
-    return bytes(out)
-
-
-def values_offset(blob: bytes) -> int:
-    """Where a v2 blob's values codec byte is."""
-    reader = block_codec._Reader(blob)
-    reader.byte()
-    n, covered = reader.uvarint(), 0
-    while covered < n:
-        covered += reader.uvarint() + reader.uvarint()
-    return reader.offset
 
 
 @pytest.mark.parametrize("codec", IMPLS)
