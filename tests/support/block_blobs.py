@@ -1,8 +1,8 @@
 """Block format v2 in tests: the codecs to compare, value shapes, and reading a blob's parts.
 
 The value shapes are what turokd stores (counters, gauges, doubles, its own rollups); ``bits``
-and ``expected`` say what a round trip must give back; ``values_header`` and ``xor_blob`` look at
-the codec a blob uses and what codec 0x04 alone would have made of the same values.
+and ``expected`` say what a round trip must give back; ``values_header`` tells the codec a blob uses,
+``xor_blob`` / ``split_blob`` what codec 0x04 / 0x08 alone would have made of the same values.
 """
 from __future__ import annotations
 
@@ -89,6 +89,21 @@ def xor_blob(values: list) -> bytes:
     out = bytearray(blob[:values_offset(blob)])
     block_codec_doubles.encode_xor([v for v in expected(values) if v is not None], out)
     return bytes(out)
+
+
+def split_blob(values: list) -> bytes:
+    """The blob codec 0x08 (split doubles) alone makes of the values (at least one), whichever
+    codec the encoder would choose."""
+    blob = block_codec.encode(values)
+    out = bytearray(blob[:values_offset(blob)])
+    block_codec_doubles.encode_split([v for v in expected(values) if v is not None], out)
+    return bytes(out)
+
+
+def doubles_blob(values: list) -> bytes:
+    """What the encoder writes for values no ``q`` fits: the smaller of codecs 0x04 and 0x08, a tie XOR."""
+    xor, split = xor_blob(values), split_blob(values)
+    return split if len(split) < len(xor) else xor
 
 
 def values_offset(blob: bytes) -> int:

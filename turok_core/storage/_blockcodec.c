@@ -23,6 +23,11 @@
 #define CODEC_ULPS 5
 #define MAX_ULPS 128
 #define MAX_ULP_WIDTH 8
+#define CODEC_SPLIT 8
+#define SPLIT_ESCAPE 8    /* an exponent this far below the top or more: 8 one bits, then its field */
+#define SIGNS_EACH 2      /* codec 0x08's sign mode with a bit per value (0: all 0, 1: all 1) */
+#define FIELD 0x7FF
+#define MANTISSA ((UINT64_C(1) << 52) - 1)
 #define EXPONENT UINT64_C(0x7FF0000000000000)
 
 static const double POWERS[MAX_SCALE + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
@@ -240,6 +245,68 @@ static int encode_xor(Out *o, const double *values, Py_ssize_t m) {
     return out_flush_bits(o);
 }
 
+/* codec 0x04's size in bytes, its codec byte included: encode_xor's bits counted, none written */
+static size_t xor_size(const double *values, Py_ssize_t m) {
+    uint64_t previous = word_of(values[0]), bits = 64;
+    int window_lead = -1, window_trail = -1;
+    for (Py_ssize_t i = 1; i < m; i++) {
+        uint64_t word = word_of(values[i]);
+        uint64_t x = word ^ previous;
+        previous = word;
+        if (!x) { bits += 1; continue; }
+        int lead = clz64(x), trail = ctz64(x);
+        if (lead > 31) lead = 31;
+        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
+            bits += 2 + (uint64_t)(64 - window_lead - window_trail);
+        } else {
+            bits += 2 + 5 + 6 + (uint64_t)(64 - lead - trail);
+            window_lead = lead;
+            window_trail = trail;
+        }
+    }
+    return 1 + (size_t)((bits + 7) / 8);
+}
+
+/* codec 0x08's size in bytes, its codec byte included; *mode and *top set for encode_split */
+static size_t split_size(const double *values, Py_ssize_t m, int *mode, int *top) {
+    uint64_t any_negative = 0, all_negative = 1;
+    int highest = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        uint64_t word = word_of(values[i]);
+        int field = (int)(word >> 52 & FIELD);
+        if (field > highest) highest = field;
+        any_negative |= word >> 63;
+        all_negative &= word >> 63;
+    }
+    *mode = all_negative ? 1 : any_negative ? SIGNS_EACH : 0;
+    *top = highest;
+    uint64_t bits = 13 + (uint64_t)m * (52 + (*mode == SIGNS_EACH));
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int below = highest - (int)(word_of(values[i]) >> 52 & FIELD);
+        bits += below < SPLIT_ESCAPE ? (uint64_t)below + 1 : SPLIT_ESCAPE + 11;
+    }
+    return 1 + (size_t)((bits + 7) / 8);
+}
+
+/* codec 0x08: the sign mode and top field, then per value its sign (mode 2), exponent code, mantissa */
+static int encode_split(Out *o, const double *values, Py_ssize_t m, int mode, int top) {
+    if (out_byte(o, CODEC_SPLIT) || out_bits(o, (uint64_t)(mode << 11 | top), 13)) return -1;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        uint64_t word = word_of(values[i]), field = word >> 52 & FIELD, code;
+        int below = top - (int)field, size;
+        if (below < SPLIT_ESCAPE) {  /* below ones, a zero */
+            code = ((UINT64_C(1) << below) - 1) << 1;
+            size = below + 1;
+        } else {  /* 8 ones, the field */
+            code = ((UINT64_C(1) << SPLIT_ESCAPE) - 1) << 11 | field;
+            size = SPLIT_ESCAPE + 11;
+        }
+        if (mode == SIGNS_EACH) code |= (word >> 63) << size++;
+        if (out_bits(o, code, size) || out_bits(o, word & MANTISSA, 52)) return -1;
+    }
+    return out_flush_bits(o);
+}
+
 /* the block's slots as doubles (NaN for gaps): *owned is set when the caller must free them */
 static double *slots_of(PyObject *values, Py_ssize_t *n, Py_buffer *view, int *has_view, double **owned) {
     *has_view = 0;
@@ -321,21 +388,19 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
         if (exact >= 0) {
             if (encode_ints(&o, CODEC_INTS, header_of(exact), exact == near ? ks : exact_ks, m, work)) goto done;
         } else {
-            size_t mark = o.len;
+            /* the smallest of XOR, the corrections and split doubles, a tie to the older codec (in
+             * that order); XOR's and the split's sizes are counted, only the chosen one written */
+            int mode, top;
+            size_t xor = xor_size(present, m), split = split_size(present, m, &mode, &top), mark = o.len;
             if (near >= 0) {
                 if (encode_ints(&o, CODEC_ULPS, header_of(near), ks, m, work) || encode_ulps(&o, ulps, m)) goto done;
-                /* XOR written after it for the comparison; the bit writer is flushed: nothing pending */
-                size_t ulps_end = o.len;
-                if (encode_xor(&o, present, m)) goto done;
-                if (o.len - ulps_end <= ulps_end - mark) {
-                    memmove(o.data + mark, o.data + ulps_end, o.len - ulps_end);
-                    o.len = mark + (o.len - ulps_end);
-                } else {
-                    o.len = ulps_end;
-                }
-            } else if (encode_xor(&o, present, m)) goto done;
+                if (o.len - mark < xor && o.len - mark <= split) goto encoded;
+                o.len = mark;  /* the bit writer is flushed: nothing pending */
+            }
+            if (split < xor ? encode_split(&o, present, m, mode, top) : encode_xor(&o, present, m)) goto done;
         }
     }
+encoded:
     result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
 done:
     PyMem_Free(o.data);
@@ -504,6 +569,35 @@ static PyObject *decode_xor(In *in, Py_ssize_t m, double *values) {
     return Py_None;
 }
 
+/* codec 0x08: every read bound-checked by in_bits; refuses what block_codec_doubles.decode_split refuses */
+static PyObject *decode_split(In *in, Py_ssize_t m, double *values) {
+    uint64_t mode, top, bit, field, mantissa;
+    if (in_bits(in, 2, &mode) || in_bits(in, 11, &top)) return bad("truncated values");
+    if (mode > SIGNS_EACH) return bad("bad sign mode");
+    for (Py_ssize_t i = 0; i < m; i++) {
+        uint64_t sign = mode;
+        if (mode == SIGNS_EACH && in_bits(in, 1, &sign)) return bad("truncated values");
+        int below = 0;
+        for (; below < SPLIT_ESCAPE; below++) {
+            if (in_bits(in, 1, &bit)) return bad("truncated values");
+            if (!bit) break;
+        }
+        if (below < SPLIT_ESCAPE) {
+            if ((uint64_t)below > top) return bad("bad exponent code");
+            field = top - (uint64_t)below;
+        } else {
+            if (in_bits(in, 11, &field)) return bad("truncated values");
+            if (field + SPLIT_ESCAPE > top) return bad("bad exponent code");
+        }
+        if (in_bits(in, 52, &mantissa)) return bad("truncated values");
+        if (field == FIELD && mantissa) return bad("NaN in split doubles");  /* a gap is never a value */
+        uint64_t word = sign << 63 | field << 52 | mantissa;
+        memcpy(&values[i], &word, 8);
+    }
+    if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
+    return Py_None;
+}
+
 /* A v2 blob's gap runs (gaps, present, gaps, present, ...) and its m present values: 0, or -1
  * with an exception set. *runs and *values are PyMem blocks the caller frees (also on error). */
 static int parse_block(In *in, uint64_t *n_out, Py_ssize_t **runs_out, Py_ssize_t *nruns_out, double **values_out) {
@@ -540,6 +634,7 @@ static int parse_block(In *in, uint64_t *n_out, Py_ssize_t **runs_out, Py_ssize_
     if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(in, (int)(codec - CODEC_INTS), m, values, 0);
     else if (codec >= CODEC_ULPS && codec < CODEC_ULPS + 3) ok = decode_ints(in, (int)(codec - CODEC_ULPS), m, values, 1);
     else if (codec == CODEC_XOR) ok = decode_xor(in, m, values);
+    else if (codec == CODEC_SPLIT) ok = decode_split(in, m, values);
     else ok = PyErr_Format(PyExc_ValueError, "block v2: unknown values codec %u", codec);
     return ok ? 0 : -1;
 }

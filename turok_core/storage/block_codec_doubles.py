@@ -1,11 +1,13 @@
 """Block format v2's codecs for doubles that are no scaled integers, and its bit-stream reading.
 
-``block_codec.py`` defines the format and picks the codec; this module writes and reads the
-values part of codec ``0x04`` (Gorilla's XOR of consecutive doubles): ``encode_xor(values, out)``
-appends the codec byte and the bit stream (most significant bit first, zero-padded to a byte) to
-``out``; ``decode_xor(data, m)`` reads ``m`` doubles back from the bytes after the codec byte,
-exact bit for bit, and raises ValueError for a stream that is short, long or inconsistent.
-``bit_string`` is the bit reader every codec of the reference shares.
+``block_codec.py`` defines the format (its docstring has the grammar) and picks the codec; this
+module writes and reads the values part of codec ``0x04`` (Gorilla's XOR of consecutive doubles)
+and ``0x08`` (split doubles: sign, exponent coded below the block's top, raw 52-bit mantissa).
+``encode_xor`` / ``encode_split`` append the codec byte and the bit stream (most significant bit
+first, zero-padded to a byte) to ``out``; ``decode_xor`` / ``decode_split`` read ``m`` doubles
+back from the bytes after the codec byte, exact bit for bit, and raise ValueError for a stream
+that is short, long or inconsistent (and, for 0x08, for a NaN or an exponent code no encoder
+writes). ``bit_string`` is the bit reader every codec of the reference shares.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ import struct
 from typing import Sequence
 
 CODEC_XOR = 0x04
+CODEC_SPLIT = 0x08
+SPLIT_ESCAPE = 8  # an exponent this far below the top or more: that many 1 bits, then its field
+SIGNS_POSITIVE, SIGNS_NEGATIVE, SIGNS_EACH = 0, 1, 2  # codec 0x08's sign modes
+_FIELD = 0x7FF  # an exponent field: all ones is inf (mantissa 0) or NaN
+_MANTISSA = (1 << 52) - 1
 
 
 def bit_string(data: bytes, count: int) -> str:
@@ -86,5 +93,66 @@ def decode_xor(data: bytes, m: int) -> list[float]:
         size = 64 - window_lead - window_trail
         words.append(words[-1] ^ (take(size) << window_trail))
     if (length - position) >= 8:
+        raise ValueError("block v2: bytes after the values")
+    return list(struct.unpack(f"<{m}d", struct.pack(f"<{m}Q", *words)))
+
+
+def encode_split(values: Sequence[float], out: bytearray) -> None:
+    """Codec 0x08 of one or more doubles (none NaN), its codec byte first, appended to ``out``."""
+    words = struct.unpack(f"<{len(values)}Q", struct.pack(f"<{len(values)}d", *values))
+    fields = [word >> 52 & _FIELD for word in words]
+    top = max(fields)
+    signs = {word >> 63 for word in words}
+    mode = SIGNS_EACH if len(signs) == 2 else signs.pop()
+    bits = [format(mode, "02b"), format(top, "011b")]
+    for word, field in zip(words, fields):
+        if mode == SIGNS_EACH:
+            bits.append("1" if word >> 63 else "0")
+        below = top - field
+        bits.append("1" * below + "0" if below < SPLIT_ESCAPE else "1" * SPLIT_ESCAPE + format(field, "011b"))
+        bits.append(format(word & _MANTISSA, "052b"))
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    out.append(CODEC_SPLIT)
+    out += int(stream, 2).to_bytes(len(stream) // 8, "big")
+
+
+def decode_split(data: bytes, m: int) -> list[float]:
+    """The ``m`` doubles of codec 0x08's bit stream ``data`` (the bytes after the codec byte)."""
+    bits = bit_string(data, 13)
+    length = len(bits)
+    mode, top = int(bits[:2], 2), int(bits[2:13], 2)
+    if mode > SIGNS_EACH:
+        raise ValueError("block v2: bad sign mode")
+    position = 13
+    words = []
+    for _ in range(m):
+        sign = mode
+        if mode == SIGNS_EACH:
+            if position >= length:
+                raise ValueError("block v2: truncated values")
+            sign = int(bits[position])
+            position += 1
+        zero = bits.find("0", position, position + SPLIT_ESCAPE)
+        if zero >= 0:  # the distance below the top in unary
+            field = top - (zero - position)
+            position = zero + 1
+            if field < 0:
+                raise ValueError("block v2: bad exponent code")
+        else:  # escaped: the field itself, never one that unary codes
+            if position + SPLIT_ESCAPE + 11 > length:
+                raise ValueError("block v2: truncated values")
+            field = int(bits[position + SPLIT_ESCAPE:position + SPLIT_ESCAPE + 11], 2)
+            position += SPLIT_ESCAPE + 11
+            if field > top - SPLIT_ESCAPE:
+                raise ValueError("block v2: bad exponent code")
+        if position + 52 > length:
+            raise ValueError("block v2: truncated values")
+        mantissa = int(bits[position:position + 52], 2)
+        position += 52
+        if field == _FIELD and mantissa:
+            raise ValueError("block v2: NaN in split doubles")  # a gap is never a value
+        words.append(sign << 63 | field << 52 | mantissa)
+    if length - position >= 8:
         raise ValueError("block v2: bytes after the values")
     return list(struct.unpack(f"<{m}d", struct.pack(f"<{m}Q", *words)))
