@@ -78,8 +78,15 @@ import math
 import struct
 from typing import Any, Iterable, MutableSequence, Optional, Sequence
 
-from turok_core.storage.block_codec_doubles import (CODEC_SPLIT, CODEC_XOR, bit_string, decode_split, decode_xor,
-                                                    encode_split, encode_xor)
+from turok_core.storage.block_codec_doubles import (
+    CODEC_SPLIT,
+    CODEC_XOR,
+    bit_string,
+    decode_split,
+    decode_xor,
+    encode_split,
+    encode_xor,
+)
 
 VERSION = 2
 MAX_SCALE = 9
