@@ -577,11 +577,15 @@ static PyObject *decode_split(In *in, Py_ssize_t m, double *values) {
     for (Py_ssize_t i = 0; i < m; i++) {
         uint64_t sign = mode;
         if (mode == SIGNS_EACH && in_bits(in, 1, &sign)) return bad("truncated values");
-        int below = 0;
-        for (; below < SPLIT_ESCAPE; below++) {
-            if (in_bits(in, 1, &bit)) return bad("truncated values");
-            if (!bit) break;
-        }
+        /* the next 8 bits at most, ones standing in for the bits past the end: a zero among
+         * them ends the unary code; 8 ones, or fewer than 8 bits before the end, an escape */
+        Py_ssize_t left = (in->len - in->pos) * 8 - in->bit;
+        int peek = left < SPLIT_ESCAPE ? (int)left : SPLIT_ESCAPE;
+        if (in_bits(in, peek, &bit)) return bad("truncated values");
+        bit = bit << (SPLIT_ESCAPE - peek) | ((UINT64_C(1) << (SPLIT_ESCAPE - peek)) - 1);
+        int below = clz64(~bit << (64 - SPLIT_ESCAPE));  /* leading ones; 64 when all 8 are */
+        if (below > SPLIT_ESCAPE) below = SPLIT_ESCAPE;
+        in->bit -= peek - (below < SPLIT_ESCAPE ? below + 1 : SPLIT_ESCAPE);  /* give back what the code did not take */
         if (below < SPLIT_ESCAPE) {
             if ((uint64_t)below > top) return bad("bad exponent code");
             field = top - (uint64_t)below;
