@@ -181,7 +181,11 @@ def ref_block_codecs(rev: str, workdir: Path) -> tuple[Optional[ModuleType], Mod
     def show(path: str) -> str:
         return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True,
                               text=True).stdout
-    (workdir / "_blockcodec.c").write_text(show("turok_core/storage/_blockcodec.c"))
+    listed = subprocess.run(["git", "ls-tree", "--name-only", rev, "turok_core/storage/"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.split()
+    for path in listed:  # the C file and the headers it includes (since codec 0x08)
+        if Path(path).name.startswith("_blockcodec") and Path(path).suffix in (".c", ".h"):
+            (workdir / Path(path).name).write_text(show(path))
     c_module = None
     try:
         from setuptools import Distribution, Extension

@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_blockcodec_bits.h"
+#include "_blockcodec_doubles.h"
+
 #define VERSION 2
 #define MAX_SCALE 9
 #define MAX_SCALED (UINT64_C(1) << 53)
@@ -19,15 +22,9 @@
 #define MAX_WIDTH 57
 #define MAX_SLOTS 86400
 #define CODEC_INTS 1
-#define CODEC_XOR 4
 #define CODEC_ULPS 5
 #define MAX_ULPS 128
 #define MAX_ULP_WIDTH 8
-#define CODEC_SPLIT 8
-#define SPLIT_ESCAPE 8    /* an exponent this far below the top or more: 8 one bits, then its field */
-#define SIGNS_EACH 2      /* codec 0x08's sign mode with a bit per value (0: all 0, 1: all 1) */
-#define FIELD 0x7FF
-#define MANTISSA ((UINT64_C(1) << 52) - 1)
 #define EXPONENT UINT64_C(0x7FF0000000000000)
 
 static const double POWERS[MAX_SCALE + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
@@ -42,42 +39,6 @@ static const unsigned char CANDIDATES[][2] = {
 };
 #define N_CANDIDATES ((int)(sizeof(CANDIDATES) / sizeof(CANDIDATES[0])))
 
-/* ---- output buffer and bit writer */
-
-typedef struct {
-    unsigned char *data;
-    size_t len, cap;
-    uint64_t acc;   /* pending bits, right-aligned */
-    int nacc;       /* how many */
-} Out;
-
-static int out_reserve(Out *o, size_t more) {
-    if (o->len + more <= o->cap) return 0;
-    size_t cap = o->cap ? o->cap : 256;
-    while (cap < o->len + more) cap *= 2;
-    unsigned char *data = PyMem_Realloc(o->data, cap);
-    if (!data) { PyErr_NoMemory(); return -1; }
-    o->data = data;
-    o->cap = cap;
-    return 0;
-}
-
-static int out_byte(Out *o, unsigned value) {
-    if (out_reserve(o, 1)) return -1;
-    o->data[o->len++] = (unsigned char)value;
-    return 0;
-}
-
-static int out_uvarint(Out *o, uint64_t value) {
-    if (out_reserve(o, 10)) return -1;
-    while (value >= 0x80) {
-        o->data[o->len++] = (unsigned char)((value & 0x7F) | 0x80);
-        value >>= 7;
-    }
-    o->data[o->len++] = (unsigned char)value;
-    return 0;
-}
-
 static uint64_t zigzag(int64_t value) {
     return value >= 0 ? (uint64_t)value << 1 : (((uint64_t)(-(value + 1))) << 1) + 1;
 }
@@ -89,35 +50,9 @@ static int svarint_size(int64_t value) {
     return size;
 }
 
-/* append the low `count` bits of value (count <= 64), most significant first */
-static int out_bits(Out *o, uint64_t value, int count) {
-    if (count > 32) {
-        if (out_bits(o, value >> 32, count - 32)) return -1;
-        value &= 0xFFFFFFFFu;
-        count = 32;
-    }
-    if (count == 0) return 0;
-    if (out_reserve(o, 8)) return -1;
-    o->acc = (o->acc << count) | (value & ((UINT64_C(1) << count) - 1));
-    o->nacc += count;
-    while (o->nacc >= 8) {
-        o->nacc -= 8;
-        o->data[o->len++] = (unsigned char)(o->acc >> o->nacc);
-    }
-    o->acc &= (UINT64_C(1) << o->nacc) - 1;
-    return 0;
-}
-
-static int out_flush_bits(Out *o) {
-    if (o->nacc) return out_bits(o, 0, 8 - o->nacc);
-    return 0;
-}
-
 /* ---- encoding */
 
 static int is_gap(double v) { return v != v; }
-
-static uint64_t word_of(double v) { uint64_t w; memcpy(&w, &v, 8); return w; }
 
 /* value's bits are those of k / q plus at most max_ulps (0: k / q exactly, bits and sign):
  * 1 with *k and *ulp set, else 0 */
@@ -210,99 +145,6 @@ static int encode_ulps(Out *o, const int64_t *ulps, Py_ssize_t m) {
         } else if (out_bits(o, 1, 1) || out_bits(o, zigzag(ulps[i]) - 1, width)) {
             return -1;
         }
-    }
-    return out_flush_bits(o);
-}
-
-static int clz64(uint64_t x) { return x ? __builtin_clzll(x) : 64; }
-static int ctz64(uint64_t x) { return x ? __builtin_ctzll(x) : 64; }
-
-static int encode_xor(Out *o, const double *values, Py_ssize_t m) {
-    if (out_byte(o, CODEC_XOR)) return -1;
-    uint64_t previous = word_of(values[0]);
-    if (out_bits(o, previous, 64)) return -1;
-    int window_lead = -1, window_trail = -1;
-    for (Py_ssize_t i = 1; i < m; i++) {
-        uint64_t word = word_of(values[i]);
-        uint64_t x = word ^ previous;
-        previous = word;
-        if (!x) {
-            if (out_bits(o, 0, 1)) return -1;
-            continue;
-        }
-        int lead = clz64(x), trail = ctz64(x);
-        if (lead > 31) lead = 31;
-        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
-            if (out_bits(o, 2, 2) || out_bits(o, x >> window_trail, 64 - window_lead - window_trail)) return -1;
-        } else {
-            int size = 64 - lead - trail;
-            if (out_bits(o, 3, 2) || out_bits(o, (uint64_t)lead, 5) || out_bits(o, (uint64_t)(size - 1), 6)
-                || out_bits(o, x >> trail, size)) return -1;
-            window_lead = lead;
-            window_trail = trail;
-        }
-    }
-    return out_flush_bits(o);
-}
-
-/* codec 0x04's size in bytes, its codec byte included: encode_xor's bits counted, none written */
-static size_t xor_size(const double *values, Py_ssize_t m) {
-    uint64_t previous = word_of(values[0]), bits = 64;
-    int window_lead = -1, window_trail = -1;
-    for (Py_ssize_t i = 1; i < m; i++) {
-        uint64_t word = word_of(values[i]);
-        uint64_t x = word ^ previous;
-        previous = word;
-        if (!x) { bits += 1; continue; }
-        int lead = clz64(x), trail = ctz64(x);
-        if (lead > 31) lead = 31;
-        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
-            bits += 2 + (uint64_t)(64 - window_lead - window_trail);
-        } else {
-            bits += 2 + 5 + 6 + (uint64_t)(64 - lead - trail);
-            window_lead = lead;
-            window_trail = trail;
-        }
-    }
-    return 1 + (size_t)((bits + 7) / 8);
-}
-
-/* codec 0x08's size in bytes, its codec byte included; *mode and *top set for encode_split */
-static size_t split_size(const double *values, Py_ssize_t m, int *mode, int *top) {
-    uint64_t any_negative = 0, all_negative = 1;
-    int highest = 0;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        uint64_t word = word_of(values[i]);
-        int field = (int)(word >> 52 & FIELD);
-        if (field > highest) highest = field;
-        any_negative |= word >> 63;
-        all_negative &= word >> 63;
-    }
-    *mode = all_negative ? 1 : any_negative ? SIGNS_EACH : 0;
-    *top = highest;
-    uint64_t bits = 13 + (uint64_t)m * (52 + (*mode == SIGNS_EACH));
-    for (Py_ssize_t i = 0; i < m; i++) {
-        int below = highest - (int)(word_of(values[i]) >> 52 & FIELD);
-        bits += below < SPLIT_ESCAPE ? (uint64_t)below + 1 : SPLIT_ESCAPE + 11;
-    }
-    return 1 + (size_t)((bits + 7) / 8);
-}
-
-/* codec 0x08: the sign mode and top field, then per value its sign (mode 2), exponent code, mantissa */
-static int encode_split(Out *o, const double *values, Py_ssize_t m, int mode, int top) {
-    if (out_byte(o, CODEC_SPLIT) || out_bits(o, (uint64_t)(mode << 11 | top), 13)) return -1;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        uint64_t word = word_of(values[i]), field = word >> 52 & FIELD, code;
-        int below = top - (int)field, size;
-        if (below < SPLIT_ESCAPE) {  /* below ones, a zero */
-            code = ((UINT64_C(1) << below) - 1) << 1;
-            size = below + 1;
-        } else {  /* 8 ones, the field */
-            code = ((UINT64_C(1) << SPLIT_ESCAPE) - 1) << 11 | field;
-            size = SPLIT_ESCAPE + 11;
-        }
-        if (mode == SIGNS_EACH) code |= (word >> 63) << size++;
-        if (out_bits(o, code, size) || out_bits(o, word & MANTISSA, 52)) return -1;
     }
     return out_flush_bits(o);
 }
@@ -416,63 +258,6 @@ done:
 
 /* ---- decoding */
 
-typedef struct {
-    const unsigned char *data;
-    Py_ssize_t len, pos;   /* byte position */
-    Py_ssize_t bit;        /* bit position inside the bit stream, from `pos` on */
-} In;
-
-static PyObject *bad(const char *why) {
-    PyErr_Format(PyExc_ValueError, "block v2: %s", why);
-    return NULL;
-}
-
-static int in_byte(In *in, unsigned *value) {
-    if (in->pos >= in->len) return -1;
-    *value = in->data[in->pos++];
-    return 0;
-}
-
-static int in_uvarint(In *in, uint64_t *value) {
-    uint64_t result = 0;
-    for (int shift = 0; shift <= 63; shift += 7) {
-        unsigned byte;
-        if (in_byte(in, &byte)) return -1;
-        if (shift == 63 && (byte & 0x7E)) return -1;  /* beyond 64 bits */
-        result |= (uint64_t)(byte & 0x7F) << shift;
-        if (byte < 0x80) { *value = result; return 0; }
-    }
-    return -1;
-}
-
-static int in_svarint(In *in, int64_t *value) {
-    uint64_t z;
-    if (in_uvarint(in, &z)) return -1;
-    *value = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
-    return 0;
-}
-
-/* the next `count` bits (<= 64) of the stream from in->pos; -1 past the end */
-static int in_bits(In *in, int count, uint64_t *value) {
-    if (in->bit + count > (in->len - in->pos) * 8) return -1;
-    if (count > 56) {  /* a window of 8 bytes holds 56 bits past any bit offset */
-        uint64_t high, low;
-        in_bits(in, count - 32, &high);
-        in_bits(in, 32, &low);
-        *value = (high << 32) | low;
-        return 0;
-    }
-    if (count == 0) { *value = 0; return 0; }
-    Py_ssize_t at = in->pos + in->bit / 8, avail = in->len - at;
-    const unsigned char *p = in->data + at;
-    uint64_t window = 0;
-    for (int i = 0; i < 8; i++)
-        window = (window << 8) | (i < avail ? p[i] : 0);
-    *value = (window << (in->bit % 8)) >> (64 - count);
-    in->bit += count;
-    return 0;
-}
-
 /* |v| without overflow (INT64_MIN included), to compare with the bounds */
 static uint64_t abs64(int64_t v) { return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; }
 
@@ -535,67 +320,6 @@ static PyObject *decode_ulps(In *in, Py_ssize_t m, double *values) {
         z += 1;  /* the correction's zigzag */
         uint64_t word = word_of(values[i]) + (uint64_t)((int64_t)(z >> 1) ^ -(int64_t)(z & 1));
         if ((word & EXPONENT) == EXPONENT) return bad("ulp correction out of range");  /* NaN or inf */
-        memcpy(&values[i], &word, 8);
-    }
-    if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
-    return Py_None;
-}
-
-static PyObject *decode_xor(In *in, Py_ssize_t m, double *values) {
-    uint64_t word, v;
-    if (in_bits(in, 64, &word)) return bad("truncated values");
-    memcpy(&values[0], &word, 8);
-    int window_lead = -1, window_trail = -1;
-    for (Py_ssize_t i = 1; i < m; i++) {
-        if (in_bits(in, 1, &v)) return bad("truncated values");
-        if (v) {
-            if (in_bits(in, 1, &v)) return bad("truncated values");
-            if (v) {
-                uint64_t lead, size;
-                if (in_bits(in, 5, &lead) || in_bits(in, 6, &size)) return bad("truncated values");
-                window_lead = (int)lead;
-                window_trail = 64 - window_lead - (int)(size + 1);
-                if (window_trail < 0) return bad("bad XOR window");
-            } else if (window_lead < 0) {
-                return bad("XOR window used before it is set");
-            }
-            int size = 64 - window_lead - window_trail;
-            if (in_bits(in, size, &v)) return bad("truncated values");
-            word ^= v << window_trail;
-        }
-        memcpy(&values[i], &word, 8);
-    }
-    if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
-    return Py_None;
-}
-
-/* codec 0x08: every read bound-checked by in_bits; refuses what block_codec_doubles.decode_split refuses */
-static PyObject *decode_split(In *in, Py_ssize_t m, double *values) {
-    uint64_t mode, top, bit, field, mantissa;
-    if (in_bits(in, 2, &mode) || in_bits(in, 11, &top)) return bad("truncated values");
-    if (mode > SIGNS_EACH) return bad("bad sign mode");
-    for (Py_ssize_t i = 0; i < m; i++) {
-        uint64_t sign = mode;
-        if (mode == SIGNS_EACH && in_bits(in, 1, &sign)) return bad("truncated values");
-        /* the next 8 bits at most, ones standing in for the bits past the end: a zero among
-         * them ends the unary code; 8 ones, or fewer than 8 bits before the end, an escape */
-        Py_ssize_t left = (in->len - in->pos) * 8 - in->bit;
-        int peek = left < SPLIT_ESCAPE ? (int)left : SPLIT_ESCAPE;
-        if (in_bits(in, peek, &bit)) return bad("truncated values");
-        bit = bit << (SPLIT_ESCAPE - peek) | ((UINT64_C(1) << (SPLIT_ESCAPE - peek)) - 1);
-        int below = clz64(~bit << (64 - SPLIT_ESCAPE));  /* leading ones; 64 when all 8 are */
-        if (below > SPLIT_ESCAPE) below = SPLIT_ESCAPE;
-        in->bit -= peek - (below < SPLIT_ESCAPE ? below + 1 : SPLIT_ESCAPE);  /* give back what the code did not take */
-        if (below < SPLIT_ESCAPE) {
-            if ((uint64_t)below > top) return bad("bad exponent code");
-            field = top - (uint64_t)below;
-        } else {
-            if (in_bits(in, 11, &field)) return bad("truncated values");
-            if (field + SPLIT_ESCAPE > top) return bad("bad exponent code");
-        }
-        if (in_bits(in, 52, &mantissa)) return bad("truncated values");
-        if (field == FIELD && mantissa) return bad("NaN in split doubles");  /* a gap is never a value */
-        uint64_t word = sign << 63 | field << 52 | mantissa;
         memcpy(&values[i], &word, 8);
     }
     if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
