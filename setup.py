@@ -38,6 +38,7 @@ setup(
     ext_modules=[Extension("turok_core.parse._speedups", ["turok_core/parse/_speedups.c"], optional=True,
                            extra_compile_args=["-O2"]),
                  Extension("turok_core.storage._blockcodec", ["turok_core/storage/_blockcodec.c"], optional=True,
+                           depends=[f"turok_core/storage/_blockcodec_{part}.h" for part in ("bits", "doubles")],
                            extra_compile_args=["-O2"]),
                  # and turokd's hot loops: rollups of whole blocks, slots placed into open blocks
                  Extension("turok_core.turokd._speedups", ["turok_core/turokd/_speedups.c"], optional=True,

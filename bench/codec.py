@@ -14,7 +14,8 @@ day of ``bench/cost.py``'s mixed workload cut into the blocks turokd writes (10 
 1-minute and hourly averages): CPU per point to encode and decode each value kind and archive,
 bytes per point and the values codecs used; with ``--ref REV`` also that revision's codec (its
 ``_blockcodec.c`` built in a temporary directory) on the same blocks, and the ratios; then the
-bits per value of three layouts of codec 0x05's ulp corrections on rollups of two-decimal gauges.
+bits per value of three layouts of codec 0x05's ulp corrections on rollups of two-decimal gauges,
+and the bytes per value of codec 0x08's split doubles at several escape lengths.
 
     .venv/bin/python bench/codec.py --blocks [--metrics 100] [--python-metrics 10] [--repeat 5] [--ref main]
 """
@@ -24,6 +25,7 @@ import argparse
 import importlib.util
 import math
 import random
+import struct
 import subprocess
 import sys
 import tempfile
@@ -179,7 +181,11 @@ def ref_block_codecs(rev: str, workdir: Path) -> tuple[Optional[ModuleType], Mod
     def show(path: str) -> str:
         return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, check=True, capture_output=True,
                               text=True).stdout
-    (workdir / "_blockcodec.c").write_text(show("turok_core/storage/_blockcodec.c"))
+    listed = subprocess.run(["git", "ls-tree", "--name-only", rev, "turok_core/storage/"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.split()
+    for path in listed:  # the C file and the headers it includes (since codec 0x08)
+        if Path(path).name.startswith("_blockcodec") and Path(path).suffix in (".c", ".h"):
+            (workdir / Path(path).name).write_text(show(path))
     c_module = None
     try:
         from setuptools import Distribution, Extension
@@ -197,7 +203,20 @@ def ref_block_codecs(rev: str, workdir: Path) -> tuple[Optional[ModuleType], Mod
         print(f"({rev}'s _blockcodec.c not built: {exc})")
     spec = importlib.util.spec_from_loader("turok_core.storage._block_codec_ref", loader=None)
     py_module = importlib.util.module_from_spec(spec)
-    exec(compile(show("turok_core/storage/block_codec.py"), f"{rev}:block_codec.py", "exec"), py_module.__dict__)
+    doubles = "turok_core.storage.block_codec_doubles"
+    own_doubles = sys.modules.get(doubles)
+    try:  # a revision with the doubles codecs apart: its own module, not this checkout's
+        doubles_module = ModuleType(doubles)
+        exec(compile(show("turok_core/storage/block_codec_doubles.py"), f"{rev}:block_codec_doubles.py", "exec"),
+             doubles_module.__dict__)
+        sys.modules[doubles] = doubles_module
+    except subprocess.CalledProcessError:
+        pass
+    try:
+        exec(compile(show("turok_core/storage/block_codec.py"), f"{rev}:block_codec.py", "exec"), py_module.__dict__)
+    finally:
+        if own_doubles is not None:
+            sys.modules[doubles] = own_doubles
     return c_module, py_module
 
 
@@ -274,6 +293,35 @@ def correction_layouts(blocks: int = 20, slots: int = 360) -> None:
               f"{flags / values:.2f} | {fixed / values:.2f} | {listed / values:.2f} |")
 
 
+def split_escapes(blocks: int = 20) -> None:
+    """Bytes per value codec 0x08 takes at each escape length (after how many 1 bits an exponent
+    is stored as its field), on a few shapes of doubles (why the format escapes after 8)."""
+    from turok_core.storage.block_codec_doubles import SPLIT_ESCAPE
+    rng = random.Random(7)
+    shapes = {
+        "uniform 0-1,000 (cost.py's doubles)": lambda: rng.uniform(0, 1000),
+        "uniform -1e9-1e9": lambda: rng.uniform(-1e9, 1e9),
+        "exponential, mean 1": lambda: rng.expovariate(1),
+        "uniform 0-1,000, 10% zeros": lambda: 0.0 if rng.random() < 0.1 else rng.uniform(0, 1000),
+        "lognormal, sigma 3": lambda: rng.lognormvariate(0, 3),
+    }
+    escapes = (4, 6, 8, 10, 12, 15, 20)
+    print(f"\nsplit doubles (codec 0x08): bytes per value by escape length ({blocks} blocks of 432; "
+          f"the format's: {SPLIT_ESCAPE})")
+    print("| values | " + " | ".join(f"escape {e}" for e in escapes) + " |")
+    print("|---|" + "---|" * len(escapes))
+    for label, draw in shapes.items():
+        sizes = dict.fromkeys(escapes, 0)
+        for _ in range(blocks):
+            words = [struct.unpack("<Q", struct.pack("<d", draw()))[0] for _ in range(432)]
+            fields = [word >> 52 & 0x7FF for word in words]
+            top, mixed = max(fields), len({word >> 63 for word in words}) == 2
+            for escape in escapes:
+                size = 13 + sum(53 + mixed + (top - f if top - f < escape else escape + 10) for f in fields)
+                sizes[escape] += 1 + (size + 7) // 8
+        print(f"| {label} | " + " | ".join(f"{sizes[e] / (432 * blocks):.3f}" for e in escapes) + " |")
+
+
 def main_blocks(args: argparse.Namespace) -> int:
     from turok_core.storage import block_codec
     from turok_core.storage.native import blockcodec, describe
@@ -323,6 +371,7 @@ def main_blocks(args: argparse.Namespace) -> int:
                     print(f"| {rows} | {label.split(', ')[1]} | {new[0] / old[0]:.2f}× | {new[1] / old[1]:.2f}× | "
                           f"{new[2] / old[2]:.2f}× |")
     correction_layouts()
+    split_escapes()
     return 0
 
 

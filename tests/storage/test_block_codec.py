@@ -16,9 +16,25 @@ from typing import Optional
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.block_blobs import (
+    CHECKS,
+    IMPLS,
+    SPECIAL,
+    bits,
+    cost_counters,
+    counters,
+    doubles,
+    doubles_blob,
+    expected,
+    gauges,
+    rollups,
+    split_blob,
+    values_header,
+    xor_blob,
+)
 from turok_core.model.aggregation import aggregate
 from turok_core.model.extensions import load_extension
 from turok_core.model.resolution import SECONDS_PER_DAY
@@ -26,89 +42,6 @@ from turok_core.storage import block_codec, native
 from turok_core.storage.block_layout import AUTO_SLOTS, block_span, decode_datapoints, decode_into, encode_datapoints
 from turok_core.storage.writes import item_size
 from turok_core.turokd.rollup import rollup_known
-
-CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -math.inf, math.inf,
-           2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 60), 2.0 ** 63, 1e300, 0.1 + 0.2]
-# the C codec is built by `make install`; without it these cases fail (test_the_extension_is_built_here says why)
-IMPLS = [pytest.param(block_codec, id="reference"), pytest.param(native.blockcodec, id="C")]
-
-
-def bits(values: list) -> list:
-    """Values as their exact bit patterns (so -0.0 differs from 0.0), None kept."""
-    return [None if v is None else struct.pack("<d", v) for v in values]
-
-
-def values_header(blob: bytes) -> tuple[int, int]:
-    """The values codec byte of a v2 blob and the byte after it."""
-    offset = values_offset(blob)
-    return blob[offset], blob[offset + 1]
-
-
-def expected(values: list) -> list:
-    """What decoding gives back: NaN as None, floats, trailing gaps dropped."""
-    slots = [None if v is None or v != v else float(v) for v in values]
-    while slots and slots[-1] is None:
-        slots.pop()
-    return slots
-
-
-def counters(rng: random.Random, n: int, rate: int = 50) -> list[float]:
-    """An integer counter at a steady rate with noise (requests, bytes, errors…)."""
-    total, out = rng.randint(0, 10 ** 9), []
-    for _ in range(n):
-        total += max(0, int(rng.gauss(rate, rate ** 0.5 * 2)))
-        out.append(float(total))
-    return out
-
-
-def cost_counters(rng: random.Random, n: int) -> list[float]:
-    """bench/cost.py's counters: increments drawn uniformly from 0..5000 (entropy 12.3 bits each)."""
-    total, out = rng.randint(0, 10 ** 9), []
-    for _ in range(n):
-        total += rng.randint(0, 5000)
-        out.append(float(total))
-    return out
-
-
-def gauges(rng: random.Random, n: int) -> list[float]:
-    return [round(rng.uniform(0, 100), 2) for _ in range(n)]
-
-
-def doubles(rng: random.Random, n: int) -> list[float]:
-    return [rng.uniform(0, 1000) for _ in range(n)]
-
-
-def rollups(rng: random.Random, n: int, over: int = 6, aggregation: str = "average", decimals: int = 2,
-            gap: float = 0.0, low: float = 0.0) -> list[Optional[float]]:
-    """A coarse block as turokd computes it (``rollup_known``): each slot the average or sum of
-    ``over`` finer slots of ``decimals``-decimal gauges in [low, 100], each finer slot missing
-    with probability ``gap`` (a coarse slot with none known is a gap)."""
-    out: list[Optional[float]] = []
-    for _ in range(n):
-        known = [round(rng.uniform(low, 100), decimals) for _ in range(over) if rng.random() >= gap]
-        out.append(rollup_known(known, over, aggregation, 0.0) if known else None)
-    return out
-
-
-def xor_blob(values: list) -> bytes:
-    """The blob codec 0x04 alone makes of the values (at least one), as the encoder wrote every
-    block that was not scaled integers before codec 0x05."""
-    blob = block_codec.encode(values)
-    out = bytearray(blob[:values_offset(blob)])
-    block_codec._encode_xor([v for v in expected(values) if v is not None], out)
-    return bytes(out)
-
-
-def values_offset(blob: bytes) -> int:
-    """Where a v2 blob's values codec byte is."""
-    reader = block_codec._Reader(blob)
-    reader.byte()
-    n, covered = reader.uvarint(), 0
-    while covered < n:
-        covered += reader.uvarint() + reader.uvarint()
-    return reader.offset
 
 
 @pytest.mark.parametrize("codec", IMPLS)
@@ -130,7 +63,7 @@ def test_value_kinds_choose_their_codec(codec):
     assert codec.encode(counters(rng, 100))[4] in (0x01, 0x02, 0x03)  # after version, n and one run pair
     gauge_blob = codec.encode(gauges(rng, 100))
     assert gauge_blob[4] in (0x01, 0x02, 0x03) and gauge_blob[5] == 2  # scale 2: hundredths
-    assert codec.encode(doubles(rng, 100))[4] == 0x04  # XOR
+    assert codec.encode(doubles(rng, 100))[4] == 0x08  # split doubles (XOR before codec 0x08)
     assert codec.encode([1.0, -0.0])[4] == 0x04  # -0.0 is no scaled integer
     assert codec.encode([2.0 ** 53 + 2])[4] == 0x04  # beyond 2**53: XOR, still exact
 
@@ -280,7 +213,7 @@ def test_rollup_averages_of_integers_are_scaled_integers(codec):
 ROLLUP_KINDS = {  # (over, aggregation, finer slots' gap probability): codec 0x05-0x07 expected?
     (3, "average", 0.0): True, (6, "average", 0.0): True, (6, "average", 0.1): True,
     (12, "average", 0.0): True, (60, "average", 0.0): True, (6, "sum", 0.1): True, (60, "sum", 0.1): True,
-    # 11 or 59 of 12 or 60 slots known: k / 1100 is no candidate q, so XOR as before
+    # 11 or 59 of 12 or 60 slots known: k / 1100 is no candidate q, so XOR or split doubles
     (12, "average", 0.1): False, (60, "average", 0.1): False,
 }
 
@@ -289,7 +222,8 @@ ROLLUP_KINDS = {  # (over, aggregation, finer slots' gap probability): codec 0x0
 @pytest.mark.parametrize("kind", list(ROLLUP_KINDS))
 def test_rollups_of_two_decimal_gauges_take_ulp_corrections(codec, kind):
     """turokd's averages and sums of two-decimal gauges are k / q but for an ulp or two: codec
-    0x05-0x07, far smaller than XOR, and exact to the bit; where no q fits, XOR as before."""
+    0x05-0x07, far smaller than XOR, and exact to the bit; where no q fits, the smaller of XOR and
+    split doubles."""
     over, aggregation, gap = kind
     values = rollups(random.Random(over), 360, over, aggregation, gap=gap, low=-20.0)
     blob = codec.encode(values)
@@ -299,7 +233,7 @@ def test_rollups_of_two_decimal_gauges_take_ulp_corrections(codec, kind):
         assert codec_byte in (0x05, 0x06, 0x07)
         assert len(blob) / len(values) < 3.2 < len(xor_blob(values)) / len(values)
     else:
-        assert blob == xor_blob(values)
+        assert blob == doubles_blob(values)
 
 
 @given(st.data())
@@ -307,7 +241,7 @@ def test_rollups_of_two_decimal_gauges_take_ulp_corrections(codec, kind):
 def test_property_rollups_round_trip_smallest_and_c_matches_reference(data):
     """Random rollups (average or sum over 3, 6, 12 or 60 finer slots of 0-3 decimal gauges, with
     gaps, now and then a special double): exact, C writes the reference's bytes and reads them
-    alike, and codec 0x05-0x07 only where it is smaller than XOR."""
+    alike, and codec 0x05-0x07 only where it is smaller than XOR and no larger than split doubles."""
     rng = random.Random(data.draw(st.integers(0, 2 ** 32)))
     values = rollups(rng, data.draw(st.integers(1, 400)), data.draw(st.sampled_from([3, 6, 12, 60])),
                      data.draw(st.sampled_from(["average", "sum"])), data.draw(st.integers(0, 3)),
@@ -317,10 +251,10 @@ def test_property_rollups_round_trip_smallest_and_c_matches_reference(data):
     blob = block_codec.encode(values)
     assert bits(block_codec.decode(blob)) == bits(expected(values))
     codec_byte = values_header(blob)[0] if expected(values) else None
-    if codec_byte in (0x05, 0x06, 0x07):  # taken only when smaller than XOR
-        assert len(blob) < len(xor_blob(values))
-    elif codec_byte == 0x04:  # no q fits, or the corrections are no smaller
-        assert blob == xor_blob(values)
+    if codec_byte in (0x05, 0x06, 0x07):  # taken only when smaller than XOR, and no larger than split
+        assert len(blob) < len(xor_blob(values)) and len(blob) <= len(split_blob(values))
+    elif codec_byte in (0x04, 0x08):  # no q fits, or the corrections are no smaller
+        assert blob == doubles_blob(values)
     assert native.blockcodec is not None, native.describe()
     assert native.blockcodec.encode(values) == blob
     assert bits(native.blockcodec.decode(blob)) == bits(expected(values))
@@ -334,14 +268,14 @@ def test_property_rollups_round_trip_smallest_and_c_matches_reference(data):
 @pytest.mark.parametrize("codec", IMPLS)
 def test_averages_of_integers_and_random_doubles_keep_their_codecs(codec):
     """Codec 0x05 takes nothing from the others: integer averages stay exact scaled integers,
-    random doubles XOR."""
+    random doubles split doubles (XOR before codec 0x08)."""
     rng = random.Random(8)
     integral = [rollup_known([float(rng.randrange(10 ** 6)) for _ in range(6 - (i % 4 == 0))], 6, "average", 0.0)
                 for i in range(360)]
     assert values_header(codec.encode(integral))[0] in (0x01, 0x02, 0x03)
     for make in (doubles, lambda rng, n: [rng.uniform(-1e9, 1e9) for _ in range(n)]):
         values = make(rng, 432)
-        assert codec.encode(values) == xor_blob(values)
+        assert codec.encode(values) == split_blob(values)
 
 
 GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "block_v2_before_ulps.json").read_text())["blocks"]
@@ -351,13 +285,16 @@ GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "block_v2_before_ul
 @pytest.mark.parametrize("block", GOLDEN, ids=[block["what"] for block in GOLDEN])
 def test_blocks_written_before_codec_5_read_and_keep_their_bytes(codec, block):
     """Blobs the codec wrote before 0x05 existed (tests/data) read as they did; their values are
-    encoded to the same bytes, but for the rollups of decimals, which codec 0x05 now takes, smaller."""
+    encoded to the same bytes, but for the rollups of decimals, which codec 0x05 now takes, and the
+    full-precision doubles, which codec 0x08 now takes, smaller."""
     values = [None if v is None else float.fromhex(v) for v in block["values"]]
     old = bytes.fromhex(block["blob"])
     assert bits(codec.decode(old)) == bits(expected(values))
     new = codec.encode(values)
     if values_header(old)[0] == 0x04 and "gauges" in block["what"]:
         assert values_header(new)[0] in (0x05, 0x06, 0x07) and len(new) < len(old) / 2
+    elif values_header(old)[0] == 0x04 and block["what"] == "full-precision doubles":
+        assert values_header(new)[0] == 0x08 and len(new) < len(old)
     else:
         assert new == old
 
@@ -378,7 +315,7 @@ ONE_ULP_ABOVE_1 = 1.0000000000000002
     (b"\x02\x01\x00\x01\x05\x00\x02\x00", "refused"),  # uwidth missing
     (b"\x02\x01\x00\x01\x05\x00\x02\x00\x01\xc0\x00", "refused"),  # a byte after the corrections
     (b"\x02\x01\x00\x01\x05\x00\x02\x00\x08\xff", "refused"),  # flag 1 and 7 of 8 bits
-    (b"\x02\x01\x00\x01\x08\x00\x02\x00\x01\xc0", "refused"),  # codec 8: unknown
+    (b"\x02\x01\x00\x01\x09\x00\x02\x00\x01\xc0", "refused"),  # codec 9: unknown
 ])
 def test_hand_made_corrected_blobs(codec, blob, want):
     try:
@@ -466,7 +403,7 @@ def test_bytes_per_point_by_value_kind():
     assert counter <= 1.5
     assert cost_counter <= 1.7  # uniform 0-5000 increments: 1.54 bytes of entropy each
     assert gauge <= 1.85
-    assert double <= 7.8
+    assert double <= 6.8  # split doubles (codec 0x08; XOR: 7.50)
     assert mixed <= 3.5
     assert bytes_per_point(lambda rng, n: [None if i % 7 else 1.0 * i for i in range(n)]) <= 0.5  # sparse
     # turokd's 1-minute averages of two-decimal gauges (360-slot blocks): ~7.2 bytes as XOR

@@ -277,7 +277,7 @@ def test_merge_sets_given_slots_and_keeps_the_others(turok_config):
 def test_write_units_follow_item_size(turok_config):
     config = turok_config.replace(block_slots=360)
     store = make_store(config)
-    rng = random.Random(13)  # full-precision doubles: ~7.5 bytes each in block format v2
+    rng = random.Random(13)  # full-precision doubles: ~6.8 bytes each in block format v2 (codec 0x08)
     stats = store.write_slots([("big.m", STEP, DAY + i * STEP, rng.uniform(0, 1000)) for i in range(360)])
     [item] = scan(config, store.table_for(DAY, STEP))
     blob = bytes(item["datapoints"]["B"])

@@ -145,7 +145,7 @@ def test_fetch_slots_returns_every_known_slot_of_the_blocks(make_store):
 def test_write_units_follow_item_size(make_store):
     store = make_store(block_slots=360)
     rng = random.Random(13)
-    values = [rng.uniform(0, 1000) for _ in range(360)]  # full-precision doubles: ~7.5 bytes each in v2
+    values = [rng.uniform(0, 1000) for _ in range(360)]  # full-precision doubles: ~6.8 bytes each in v2 (codec 0x08)
     stats = store.write_slots([("big.m", STEP, DAY + i * STEP, value) for i, value in enumerate(values)])
     size = item_size("big.m", DAY, encode_datapoints(values))
     assert size > 2048 and stats.write_units == math.ceil(size / 1024) == 3

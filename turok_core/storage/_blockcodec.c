@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_blockcodec_bits.h"
+#include "_blockcodec_doubles.h"
+
 #define VERSION 2
 #define MAX_SCALE 9
 #define MAX_SCALED (UINT64_C(1) << 53)
@@ -19,7 +22,6 @@
 #define MAX_WIDTH 57
 #define MAX_SLOTS 86400
 #define CODEC_INTS 1
-#define CODEC_XOR 4
 #define CODEC_ULPS 5
 #define MAX_ULPS 128
 #define MAX_ULP_WIDTH 8
@@ -37,42 +39,6 @@ static const unsigned char CANDIDATES[][2] = {
 };
 #define N_CANDIDATES ((int)(sizeof(CANDIDATES) / sizeof(CANDIDATES[0])))
 
-/* ---- output buffer and bit writer */
-
-typedef struct {
-    unsigned char *data;
-    size_t len, cap;
-    uint64_t acc;   /* pending bits, right-aligned */
-    int nacc;       /* how many */
-} Out;
-
-static int out_reserve(Out *o, size_t more) {
-    if (o->len + more <= o->cap) return 0;
-    size_t cap = o->cap ? o->cap : 256;
-    while (cap < o->len + more) cap *= 2;
-    unsigned char *data = PyMem_Realloc(o->data, cap);
-    if (!data) { PyErr_NoMemory(); return -1; }
-    o->data = data;
-    o->cap = cap;
-    return 0;
-}
-
-static int out_byte(Out *o, unsigned value) {
-    if (out_reserve(o, 1)) return -1;
-    o->data[o->len++] = (unsigned char)value;
-    return 0;
-}
-
-static int out_uvarint(Out *o, uint64_t value) {
-    if (out_reserve(o, 10)) return -1;
-    while (value >= 0x80) {
-        o->data[o->len++] = (unsigned char)((value & 0x7F) | 0x80);
-        value >>= 7;
-    }
-    o->data[o->len++] = (unsigned char)value;
-    return 0;
-}
-
 static uint64_t zigzag(int64_t value) {
     return value >= 0 ? (uint64_t)value << 1 : (((uint64_t)(-(value + 1))) << 1) + 1;
 }
@@ -84,35 +50,9 @@ static int svarint_size(int64_t value) {
     return size;
 }
 
-/* append the low `count` bits of value (count <= 64), most significant first */
-static int out_bits(Out *o, uint64_t value, int count) {
-    if (count > 32) {
-        if (out_bits(o, value >> 32, count - 32)) return -1;
-        value &= 0xFFFFFFFFu;
-        count = 32;
-    }
-    if (count == 0) return 0;
-    if (out_reserve(o, 8)) return -1;
-    o->acc = (o->acc << count) | (value & ((UINT64_C(1) << count) - 1));
-    o->nacc += count;
-    while (o->nacc >= 8) {
-        o->nacc -= 8;
-        o->data[o->len++] = (unsigned char)(o->acc >> o->nacc);
-    }
-    o->acc &= (UINT64_C(1) << o->nacc) - 1;
-    return 0;
-}
-
-static int out_flush_bits(Out *o) {
-    if (o->nacc) return out_bits(o, 0, 8 - o->nacc);
-    return 0;
-}
-
 /* ---- encoding */
 
 static int is_gap(double v) { return v != v; }
-
-static uint64_t word_of(double v) { uint64_t w; memcpy(&w, &v, 8); return w; }
 
 /* value's bits are those of k / q plus at most max_ulps (0: k / q exactly, bits and sign):
  * 1 with *k and *ulp set, else 0 */
@@ -209,37 +149,6 @@ static int encode_ulps(Out *o, const int64_t *ulps, Py_ssize_t m) {
     return out_flush_bits(o);
 }
 
-static int clz64(uint64_t x) { return x ? __builtin_clzll(x) : 64; }
-static int ctz64(uint64_t x) { return x ? __builtin_ctzll(x) : 64; }
-
-static int encode_xor(Out *o, const double *values, Py_ssize_t m) {
-    if (out_byte(o, CODEC_XOR)) return -1;
-    uint64_t previous = word_of(values[0]);
-    if (out_bits(o, previous, 64)) return -1;
-    int window_lead = -1, window_trail = -1;
-    for (Py_ssize_t i = 1; i < m; i++) {
-        uint64_t word = word_of(values[i]);
-        uint64_t x = word ^ previous;
-        previous = word;
-        if (!x) {
-            if (out_bits(o, 0, 1)) return -1;
-            continue;
-        }
-        int lead = clz64(x), trail = ctz64(x);
-        if (lead > 31) lead = 31;
-        if (window_lead >= 0 && lead >= window_lead && trail >= window_trail) {
-            if (out_bits(o, 2, 2) || out_bits(o, x >> window_trail, 64 - window_lead - window_trail)) return -1;
-        } else {
-            int size = 64 - lead - trail;
-            if (out_bits(o, 3, 2) || out_bits(o, (uint64_t)lead, 5) || out_bits(o, (uint64_t)(size - 1), 6)
-                || out_bits(o, x >> trail, size)) return -1;
-            window_lead = lead;
-            window_trail = trail;
-        }
-    }
-    return out_flush_bits(o);
-}
-
 /* the block's slots as doubles (NaN for gaps): *owned is set when the caller must free them */
 static double *slots_of(PyObject *values, Py_ssize_t *n, Py_buffer *view, int *has_view, double **owned) {
     *has_view = 0;
@@ -321,21 +230,19 @@ static PyObject *codec_encode(PyObject *self, PyObject *values) {
         if (exact >= 0) {
             if (encode_ints(&o, CODEC_INTS, header_of(exact), exact == near ? ks : exact_ks, m, work)) goto done;
         } else {
-            size_t mark = o.len;
+            /* the smallest of XOR, the corrections and split doubles, a tie to the older codec (in
+             * that order); XOR's and the split's sizes are counted, only the chosen one written */
+            int mode, top;
+            size_t xor = xor_size(present, m), split = split_size(present, m, &mode, &top), mark = o.len;
             if (near >= 0) {
                 if (encode_ints(&o, CODEC_ULPS, header_of(near), ks, m, work) || encode_ulps(&o, ulps, m)) goto done;
-                /* XOR written after it for the comparison; the bit writer is flushed: nothing pending */
-                size_t ulps_end = o.len;
-                if (encode_xor(&o, present, m)) goto done;
-                if (o.len - ulps_end <= ulps_end - mark) {
-                    memmove(o.data + mark, o.data + ulps_end, o.len - ulps_end);
-                    o.len = mark + (o.len - ulps_end);
-                } else {
-                    o.len = ulps_end;
-                }
-            } else if (encode_xor(&o, present, m)) goto done;
+                if (o.len - mark < xor && o.len - mark <= split) goto encoded;
+                o.len = mark;  /* the bit writer is flushed: nothing pending */
+            }
+            if (split < xor ? encode_split(&o, present, m, mode, top) : encode_xor(&o, present, m)) goto done;
         }
     }
+encoded:
     result = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
 done:
     PyMem_Free(o.data);
@@ -350,63 +257,6 @@ done:
 }
 
 /* ---- decoding */
-
-typedef struct {
-    const unsigned char *data;
-    Py_ssize_t len, pos;   /* byte position */
-    Py_ssize_t bit;        /* bit position inside the bit stream, from `pos` on */
-} In;
-
-static PyObject *bad(const char *why) {
-    PyErr_Format(PyExc_ValueError, "block v2: %s", why);
-    return NULL;
-}
-
-static int in_byte(In *in, unsigned *value) {
-    if (in->pos >= in->len) return -1;
-    *value = in->data[in->pos++];
-    return 0;
-}
-
-static int in_uvarint(In *in, uint64_t *value) {
-    uint64_t result = 0;
-    for (int shift = 0; shift <= 63; shift += 7) {
-        unsigned byte;
-        if (in_byte(in, &byte)) return -1;
-        if (shift == 63 && (byte & 0x7E)) return -1;  /* beyond 64 bits */
-        result |= (uint64_t)(byte & 0x7F) << shift;
-        if (byte < 0x80) { *value = result; return 0; }
-    }
-    return -1;
-}
-
-static int in_svarint(In *in, int64_t *value) {
-    uint64_t z;
-    if (in_uvarint(in, &z)) return -1;
-    *value = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
-    return 0;
-}
-
-/* the next `count` bits (<= 64) of the stream from in->pos; -1 past the end */
-static int in_bits(In *in, int count, uint64_t *value) {
-    if (in->bit + count > (in->len - in->pos) * 8) return -1;
-    if (count > 56) {  /* a window of 8 bytes holds 56 bits past any bit offset */
-        uint64_t high, low;
-        in_bits(in, count - 32, &high);
-        in_bits(in, 32, &low);
-        *value = (high << 32) | low;
-        return 0;
-    }
-    if (count == 0) { *value = 0; return 0; }
-    Py_ssize_t at = in->pos + in->bit / 8, avail = in->len - at;
-    const unsigned char *p = in->data + at;
-    uint64_t window = 0;
-    for (int i = 0; i < 8; i++)
-        window = (window << 8) | (i < avail ? p[i] : 0);
-    *value = (window << (in->bit % 8)) >> (64 - count);
-    in->bit += count;
-    return 0;
-}
 
 /* |v| without overflow (INT64_MIN included), to compare with the bounds */
 static uint64_t abs64(int64_t v) { return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; }
@@ -476,34 +326,6 @@ static PyObject *decode_ulps(In *in, Py_ssize_t m, double *values) {
     return Py_None;
 }
 
-static PyObject *decode_xor(In *in, Py_ssize_t m, double *values) {
-    uint64_t word, v;
-    if (in_bits(in, 64, &word)) return bad("truncated values");
-    memcpy(&values[0], &word, 8);
-    int window_lead = -1, window_trail = -1;
-    for (Py_ssize_t i = 1; i < m; i++) {
-        if (in_bits(in, 1, &v)) return bad("truncated values");
-        if (v) {
-            if (in_bits(in, 1, &v)) return bad("truncated values");
-            if (v) {
-                uint64_t lead, size;
-                if (in_bits(in, 5, &lead) || in_bits(in, 6, &size)) return bad("truncated values");
-                window_lead = (int)lead;
-                window_trail = 64 - window_lead - (int)(size + 1);
-                if (window_trail < 0) return bad("bad XOR window");
-            } else if (window_lead < 0) {
-                return bad("XOR window used before it is set");
-            }
-            int size = 64 - window_lead - window_trail;
-            if (in_bits(in, size, &v)) return bad("truncated values");
-            word ^= v << window_trail;
-        }
-        memcpy(&values[i], &word, 8);
-    }
-    if ((in->len - in->pos) * 8 - in->bit >= 8) return bad("bytes after the values");
-    return Py_None;
-}
-
 /* A v2 blob's gap runs (gaps, present, gaps, present, ...) and its m present values: 0, or -1
  * with an exception set. *runs and *values are PyMem blocks the caller frees (also on error). */
 static int parse_block(In *in, uint64_t *n_out, Py_ssize_t **runs_out, Py_ssize_t *nruns_out, double **values_out) {
@@ -540,6 +362,7 @@ static int parse_block(In *in, uint64_t *n_out, Py_ssize_t **runs_out, Py_ssize_
     if (codec >= CODEC_INTS && codec < CODEC_INTS + 3) ok = decode_ints(in, (int)(codec - CODEC_INTS), m, values, 0);
     else if (codec >= CODEC_ULPS && codec < CODEC_ULPS + 3) ok = decode_ints(in, (int)(codec - CODEC_ULPS), m, values, 1);
     else if (codec == CODEC_XOR) ok = decode_xor(in, m, values);
+    else if (codec == CODEC_SPLIT) ok = decode_split(in, m, values);
     else ok = PyErr_Format(PyExc_ValueError, "block v2: unknown values codec %u", codec);
     return ok ? 0 : -1;
 }

@@ -15,8 +15,12 @@ Layout (slots are implicit, in the spirit of Gorilla / M3TSZ: only values and ga
             | 0x01+o  ints                           scaled integers
             | 0x04  xor-bits                         XOR doubles
             | 0x05+o  ints  uwidth:u8  ulp-bits      scaled integers with ulp corrections
+            | 0x08  split-bits                       split doubles
     ints    = divisor<<4|scale:u8  head:svarint*o  base:svarint  width:u8  packed
     ulp-bits = (0 | 1 zigzag(c)-1:uwidth)*           one per value, zero-padded to a byte
+    split-bits = signs:2  top:11  (sign:1? exponent mantissa:52)*    zero-padded to a byte
+    exponent = 1{d} 0                                d = top - field < 8 (unary)
+             | 1{8} field:11                         field <= top - 8 (escape)
 
 ``n`` is the index of the last value plus one. uvarint is LEB128; svarint is a zigzag-mapped
 uvarint. **Scaled integers** (codec ``0x01``-``0x03``): every value equals ``k / q`` exactly
@@ -46,18 +50,43 @@ and ``zigzag(c) - 1`` in ``uwidth`` bits. A reader refuses a correction that mak
 inf. On turokd's rollups of two-decimal gauges these flags take 1.7-3.8 bits a value,
 ``zigzag(c)`` in a fixed width 2.6-4.0, a list of (index, c) 5.6-12 (docs/benchmarks.md).
 
+**Split doubles** (codec ``0x08``, ``block_codec_doubles.py``), for noisy full-precision doubles,
+whose 52 mantissa bits XOR cannot shrink (~7.5 bytes a value): each value's IEEE sign, 11-bit
+exponent field and raw 52-bit mantissa. ``signs`` is 0 (every sign bit 0, none stored), 1 (every
+sign bit 1, none stored) or 2 (a sign bit per value); ``top`` is the largest exponent field of the
+block; a value's exponent is its distance ``d`` below ``top`` in unary (``d`` ones, a zero) when
+``d < 8``, else 8 ones and the field itself (zeros and subnormals have field 0, inf 0x7ff with
+mantissa 0). Values spread over a range lie mostly in the top binades (half in the top one, a
+quarter in the next…): ~2 bits of exponent, ~6.75 bytes a value. The escape after 8 ones
+measured best among 4-20 (``bench/codec.py --blocks``): within 0.01 byte a value of the best on
+uniform doubles, and cheaper zeros (19 bits of exponent) than a longer one. A reader refuses sign
+mode 3, a unary distance below field 0, an escaped field within 8 of the top (no encoder writes
+these) and a NaN.
+
 **Which codec.** ``0x01``-``0x03`` whenever every value is ``k / q`` exactly (those blocks'
-bytes are what they were before codec ``0x05`` existed); otherwise the smaller of
-``0x05``-``0x07`` (when some ``q`` keeps every correction in bounds) and ``0x04`` (a tie: XOR).
-The version byte stays 2: a reader from before codec ``0x05`` (this module and ``_blockcodec.c``
-alike) refuses such a blob with ``ValueError("block v2: unknown values codec 5")``, so an old
-finder or turokd fails loudly on a new block and never misreads it.
+bytes are what they were before codecs ``0x05`` and ``0x08`` existed); otherwise the smallest of
+``0x04``, ``0x05``-``0x07`` (when some ``q`` keeps every correction in bounds) and ``0x08``, a tie
+going to the older codec: XOR, then ``0x05``-``0x07``, then ``0x08``. The version byte stays 2: a
+reader from before codec ``0x05`` (this module and ``_blockcodec.c`` alike) refuses such a blob
+with ``ValueError("block v2: unknown values codec 5")``, one from before ``0x08`` refuses a split
+block with ``"unknown values codec 8"``, so an old finder or turokd fails loudly on a new block
+and never misreads it.
 """
 from __future__ import annotations
 
 import math
 import struct
 from typing import Any, Iterable, MutableSequence, Optional, Sequence
+
+from turok_core.storage.block_codec_doubles import (
+    CODEC_SPLIT,
+    CODEC_XOR,
+    bit_string,
+    decode_split,
+    decode_xor,
+    encode_split,
+    encode_xor,
+)
 
 VERSION = 2
 MAX_SCALE = 9
@@ -66,7 +95,6 @@ MAX_RESIDUAL = 4 * MAX_SCALED  # deltas of deltas
 MAX_WIDTH = 57  # bits of the largest residual range, 2 * MAX_RESIDUAL
 MAX_SLOTS = 86400  # a day of 1 s slots: no block is longer
 CODEC_INTS = 0x01  # + residual order (0, 1, 2)
-CODEC_XOR = 0x04
 CODEC_ULPS = 0x05  # + residual order (0, 1, 2)
 MAX_ULPS = 128  # |correction| of codec 0x05-0x07: zigzag(correction) - 1 fits MAX_ULP_WIDTH bits
 MAX_ULP_WIDTH = 8
@@ -175,39 +203,6 @@ def _encode_ulps(ulps: list[int], out: bytearray) -> None:
     out += int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def _leading_zeros(x: int) -> int:
-    return 64 - x.bit_length()
-
-
-def _trailing_zeros(x: int) -> int:
-    return (x & -x).bit_length() - 1
-
-
-def _encode_xor(values: Sequence[float], out: bytearray) -> None:
-    words = struct.unpack(f"<{len(values)}Q", struct.pack(f"<{len(values)}d", *values))
-    bits = [format(words[0], "064b")]
-    previous = words[0]
-    window_lead = window_trail = -1  # no window yet
-    for word in words[1:]:
-        x = word ^ previous
-        previous = word
-        if not x:
-            bits.append("0")
-            continue
-        lead, trail = min(_leading_zeros(x), 31), _trailing_zeros(x)
-        if window_lead >= 0 and lead >= window_lead and trail >= window_trail:
-            size = 64 - window_lead - window_trail
-            bits.append("10" + format(x >> window_trail, f"0{size}b"))
-        else:
-            size = 64 - lead - trail
-            bits.append("11" + format(lead, "05b") + format(size - 1, "06b") + format(x >> trail, f"0{size}b"))
-            window_lead, window_trail = lead, trail
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    out.append(CODEC_XOR)
-    out += int(stream, 2).to_bytes(len(stream) // 8, "big")
-
-
 def encode(values: Iterable[Optional[float]]) -> bytes:
     """One block's slots (``None`` or NaN for gaps) as a v2 blob; trailing gaps are not stored."""
     slots = [math.nan if value is None else float(value) for value in values]
@@ -240,13 +235,17 @@ def encode(values: Iterable[Optional[float]]) -> bytes:
         _encode_ints(CODEC_INTS, exact[0], exact[1], out)
         return bytes(out)
     chosen = bytearray()
-    _encode_xor(present, chosen)
+    encode_xor(present, chosen)
     if near is not None:
         corrected = bytearray()
         _encode_ints(CODEC_ULPS, near[0], near[1], corrected)
         _encode_ulps(near[2], corrected)
         if len(corrected) < len(chosen):  # a tie keeps XOR
             chosen = corrected
+    split = bytearray()
+    encode_split(present, split)
+    if len(split) < len(chosen):  # a tie keeps XOR or 0x05, which older readers read
+        chosen = split
     out += chosen
     return bytes(out)
 
@@ -292,13 +291,6 @@ class _Reader:
         return rest
 
 
-def _bits(data: bytes, count: int) -> str:
-    """The first ``count`` bits of ``data`` as a string of 0/1; ValueError when ``data`` is short."""
-    if count > 8 * len(data):
-        raise ValueError("block v2: truncated values")
-    return format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
-
-
 def _decode_ints(order: int, reader: _Reader, m: int, corrected: bool) -> list[float]:
     """Codec 0x01-0x03 (``corrected`` False) or 0x05-0x07, of residual ``order``."""
     header = reader.byte()
@@ -315,7 +307,7 @@ def _decode_ints(order: int, reader: _Reader, m: int, corrected: bool) -> list[f
     data = reader.take(size) if corrected else reader.rest()
     if len(data) != size:
         raise ValueError("block v2: values of the wrong length")
-    bits = _bits(data, width * count)
+    bits = bit_string(data, width * count)
     residuals = [base + int(bits[i * width:(i + 1) * width], 2) for i in range(count)] if width else [base] * count
     # the bounds a valid encoder keeps (and C's int64 arithmetic relies on), checked as we go
     if order == 0:
@@ -349,7 +341,7 @@ def _decode_ulps(reader: _Reader, m: int) -> list[int]:
     if width > MAX_ULP_WIDTH:
         raise ValueError("block v2: bad ulp correction width")
     data = reader.rest()
-    bits = _bits(data, 0)
+    bits = bit_string(data, 0)
     position, ulps = 0, []
     for _ in range(m):
         if position >= len(bits):
@@ -367,39 +359,6 @@ def _decode_ulps(reader: _Reader, m: int) -> list[int]:
     if len(bits) - position >= 8:
         raise ValueError("block v2: bytes after the values")
     return ulps
-
-
-def _decode_xor(data: bytes, m: int) -> list[float]:
-    bits = _bits(data, 64)
-    length = len(bits)
-    words = [int(bits[:64], 2)]
-    position = 64
-    window_lead = window_trail = -1
-
-    def take(count: int) -> int:
-        nonlocal position
-        if position + count > length:
-            raise ValueError("block v2: truncated values")
-        position += count
-        return int(bits[position - count:position], 2) if count else 0
-
-    for _ in range(m - 1):
-        if not take(1):
-            words.append(words[-1])
-            continue
-        if take(1):
-            window_lead = take(5)
-            size = take(6) + 1
-            window_trail = 64 - window_lead - size
-            if window_trail < 0:
-                raise ValueError("block v2: bad XOR window")
-        elif window_lead < 0:
-            raise ValueError("block v2: XOR window used before it is set")
-        size = 64 - window_lead - window_trail
-        words.append(words[-1] ^ (take(size) << window_trail))
-    if (length - position) >= 8:
-        raise ValueError("block v2: bytes after the values")
-    return list(struct.unpack(f"<{m}d", struct.pack(f"<{m}Q", *words)))
 
 
 def decode(blob: bytes) -> list[Optional[float]]:
@@ -429,7 +388,9 @@ def decode(blob: bytes) -> list[Optional[float]]:
     elif CODEC_ULPS <= codec < CODEC_ULPS + 3:
         values = _decode_ints(codec - CODEC_ULPS, reader, m, True)
     elif codec == CODEC_XOR:
-        values = _decode_xor(reader.rest(), m)
+        values = decode_xor(reader.rest(), m)
+    elif codec == CODEC_SPLIT:
+        values = decode_split(reader.rest(), m)
     else:
         raise ValueError(f"block v2: unknown values codec {codec}")
     slots: list[Optional[float]] = []

@@ -30,7 +30,7 @@ WRITE_UNIT_BYTES = 1024
 # ~90 bytes, start_time, and the v2 header
 ITEM_OVERHEAD_BYTES = 128
 # v2 bytes per slot of a typical series: integer counters and short decimals take 1.3-1.8
-# (docs/write-path.md); full-precision doubles ~7.5 take a few write units per block
+# (docs/write-path.md); full-precision doubles ~6.8 take three write units per block
 TYPICAL_BYTES_PER_SLOT = 2
 AUTO_SLOTS = (WRITE_UNIT_BYTES - ITEM_OVERHEAD_BYTES) // TYPICAL_BYTES_PER_SLOT  # 448
 
