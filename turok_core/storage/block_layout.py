@@ -138,11 +138,3 @@ def slots_by_block(slots: Iterable[tuple[str, int, int, float]],
         start = slot_start - slot_start % span
         blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
     return [(metric, step, start, values) for (metric, step, start), values in blocks.items()]
-
-
-def place_block(row: list[Optional[float]], values: Sequence[Optional[float]], offset: int) -> None:
-    """Copy a block's slot values into a series ``row`` whose first slot is ``offset`` slots after
-    the block's first; what falls outside the row is left out."""
-    low, high = max(0, -offset), min(len(values), len(row) - offset)
-    if low < high:
-        row[offset + low:offset + high] = values[low:high]
