@@ -12,9 +12,9 @@ from turok_core.storage.memory import MemoryBlockStore
 def imported(path, policy, block_slots=0):
     store = MemoryBlockStore(TurokConfig(block_slots=block_slots))
     header, data = read_whisper(str(path))
-    plan = plan_file("m", header, data, policy, NOW, store.span)
+    plan = plan_file("m", header, data, policy, NOW, store.archive_span)
     store.write_blocks(plan.blocks, assume_new=False, fill_gaps=True)
-    assert len(plan.blocks) <= planned_blocks(header, policy, NOW, store.span)
+    assert len(plan.blocks) <= planned_blocks(header, policy, NOW, store.archive_span)
     return store, plan
 
 

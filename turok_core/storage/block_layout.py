@@ -86,6 +86,11 @@ def coarse_block_span(step: int, block_slots: int, coarse_block_slots: int = 0) 
     return step * best
 
 
+def archive_span(step: int, level: int, block_slots: int, coarse_block_slots: int = 0) -> int:
+    """Seconds per block of a metric's archive ``level`` (0: its first) at ``step``."""
+    return block_span(step, block_slots) if level == 0 else coarse_block_span(step, block_slots, coarse_block_slots)
+
+
 def day_slots(start: int, step: int) -> int:
     """How many slots of ``step`` a block starting at ``start`` may hold: up to its UTC day's end."""
     return (SECONDS_PER_DAY - start % SECONDS_PER_DAY) // step

@@ -19,6 +19,7 @@ from typing import Iterable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.storage.block_layout import (
+    archive_span,
     block_span,
     coarse_block_span,
     decode_datapoints,
@@ -78,8 +79,12 @@ class MemoryBlockStore:
             return sorted(self._tables)
 
     def span(self, step: int) -> int:
-        """Seconds per block at resolution ``step``."""
+        """Seconds per block at resolution ``step``: the key grid, and the base archive's blocks."""
         return block_span(step, self._config.block_slots)
+
+    def archive_span(self, step: int, level: int) -> int:
+        """Seconds per block of a metric's archive ``level`` at ``step`` (``block_layout.archive_span``)."""
+        return archive_span(step, level, self._config.block_slots, self._config.coarse_block_slots)
 
     def _longest(self, step: int) -> int:
         """The longest block a read at ``step`` may meet (``coarse_block_span``)."""
