@@ -133,7 +133,8 @@ def test_the_estimate_counts_the_blocks_the_import_writes_at_most(tmp_path, tree
     assert done == 0 and cost.files == 4
     assert result.blocks <= cost.blocks <= 2 * result.blocks  # two days of data in one- and seven-day windows
     assert cost.write_units == cost.blocks and "write units" in cost.render() and "$" in cost.render()
-    cost, done = estimate([str(tree)], config, load_schemas(config), Journal(str(tmp_path / "j")), NOW, store.archive_span)
+    cost, done = estimate([str(tree)], config, load_schemas(config), Journal(str(tmp_path / "j")), NOW,
+                          store.archive_span)
     assert (cost.files, cost.blocks, done) == (0, 0, 4)
 
 
