@@ -1,7 +1,9 @@
 """Batched slot merges into Turok's blocks: conditional puts, batch writes, block locks, write stats.
 
 An item is one block (``block_layout.py``): key ``metric`` (S, hash) and ``start_time`` (N, range,
-the block's first second), and ``datapoints`` (B, block format v2; v1 msgpack and the design's JSON string
+the block's first second, on the ``block_span`` grid; a block may hold slots up to its day's end,
+as a coarse archive's longer blocks do, and a merge keeps the longer of the stored and new
+lengths), and ``datapoints`` (B, block format v2; v1 msgpack and the design's JSON string
 are also read).
 Writers *set* slot values, so writing the same slots again leaves the item unchanged: that is what
 makes SQS redeliveries harmless. A block is merged (read, slots set) and put back only if it

@@ -57,9 +57,9 @@ class CoarseBlock:
     """One pending coarse block of one metric.
 
     Between finer blocks its coarse slots are kept encoded (block format v2, as they will be
-    stored; lossless): a 1-minute block waits six hours for its last 10 s block, and its 360
-    doubles would take 2.9 KB a metric all that time against ~0.8 KB for averages of two-decimal
-    gauges (random doubles stay ~2.6 KB)."""
+    stored; lossless): a 1-minute block (720 slots at the defaults) waits twelve hours for its
+    last 10 s block, and its doubles would take 5.8 KB a metric all that time against ~1.6 KB for
+    averages of two-decimal gauges (random doubles stay ~5.3 KB)."""
     plan: RollupPlan
     closes: float
     # coarse slot values (NaN: none yet), encoded between finer blocks; None: computed from DynamoDB
