@@ -119,3 +119,46 @@ def test_default_spans_720_one_minute_slots_and_reads_equal_the_data(store_and_c
             else:
                 assert row[minute] is None  # below the xFilesFactor
     assert stored[60][OLD][420 + 2] == 42.0
+
+
+@pytest.mark.parametrize("edit_at_hours", [6, 8])
+def test_a_schema_edit_making_the_minute_archive_coarse_keeps_its_base_blocks(tmp_path, edit_at_hours):
+    """1-minute base blocks (360 slots) written, then the files make 1 minute a coarse archive
+    (720-slot blocks from 00:00): the coarse block rolled up from the new 10 s data merges into
+    what is stored, never replaces it (the 00:00 block was written as a base block)."""
+    before_dir, after_dir = tmp_path / "before", tmp_path / "after"
+    before_dir.mkdir()
+    after_dir.mkdir()
+    base = TurokConfig(table_prefix=f"m{uuid.uuid4().hex[:8]}", cache_hosts="")
+    before = with_schema_files(base, before_dir, "[all]\npattern = .*\nretentions = 1min:30d,1h:2y\n", AGGREGATION)
+    after = with_schema_files(base, after_dir, SCHEMAS, AGGREGATION)
+    store = MemoryBlockStore(before)
+    now = [float(DAY)]
+    writer = BlockWriter(store, before, load_schemas(before), clock=lambda: now[0], route_old=True,
+                         owned_since=lambda metric: 0.0)
+    edit = DAY + edit_at_hours * 3600
+    minutes = {t: float(t % 977) for t in range(DAY, edit, 60)}
+    for n, flush in enumerate(range(DAY, edit, 1800)):
+        messages = [TurokMessage("a.cpu", t, [minutes[t]], 60, "average")
+                for t in range(flush, min(edit, flush + 1800), 60)]
+        now[0] = flush + 1800 + 12
+        writer.hold(received(encode_messages(messages), f"b{n}"))
+        writer.close()
+    now[0] = edit + 60  # the edit comes after the blocks of the minutes sent before it closed
+    writer.close()
+    writer.use_schemas(load_schemas(after))
+    tens = {}
+    for n, flush in enumerate(range(edit, DAY + 13 * 3600, 1800)):
+        messages = []
+        for t in range(flush, flush + 1800, 10):
+            tens[t] = float(t % 101)
+            messages.append(TurokMessage("a.cpu", t, [tens[t]], 10, "average"))
+        now[0] = flush + 1800 + 12
+        writer.hold(received(encode_messages(messages), f"a{n}"))
+        writer.close()
+    writer.close_all()
+    row = store.fetch_series(["a.cpu"], 60, DAY, DAY + 12 * 3600)["a.cpu"]
+    for t, value in minutes.items():
+        assert row[(t - DAY) // 60] == value  # every base minute survives
+    for t in range(edit, DAY + 12 * 3600, 60):
+        assert row[(t - DAY) // 60] == pytest.approx(sum(tens[t + i] for i in range(0, 60, 10)) / 6)

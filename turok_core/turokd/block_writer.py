@@ -304,8 +304,10 @@ class BlockWriter:
             plan, values = block.plan, block.finish()
             if not _known(values):
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
-            if not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
-                    and not self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # else merge, not replace
+            # else merge, not replace: a block of this id was written, as a coarse block, with old
+            # points, or as a base block (of a metric whose schema edit made this step coarse, or
+            # that a coarse span longer than the grid covers; the id is per step, not per metric)
+            if not any(self.fresh.written(kind, plan.coarse_step, plan.start) for kind in (COARSE, BACKFILL, BASE)):
                 puts.append((plan.metric, plan.coarse_step, plan.start, values))
             else:
                 merges.append(_row(plan.metric, plan.coarse_step, plan.start, values))
