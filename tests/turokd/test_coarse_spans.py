@@ -140,7 +140,7 @@ def test_a_schema_edit_making_the_minute_archive_coarse_keeps_its_base_blocks(tm
     minutes = {t: float(t % 977) for t in range(DAY, edit, 60)}
     for n, flush in enumerate(range(DAY, edit, 1800)):
         messages = [TurokMessage("a.cpu", t, [minutes[t]], 60, "average")
-                for t in range(flush, min(edit, flush + 1800), 60)]
+                    for t in range(flush, min(edit, flush + 1800), 60)]
         now[0] = flush + 1800 + 12
         writer.hold(received(encode_messages(messages), f"b{n}"))
         writer.close()
