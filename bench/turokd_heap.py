@@ -1,6 +1,7 @@
 """turokd's heap per metric held, in process: what its core keeps per metric, by allocation site.
 
     .venv/bin/python bench/turokd_heap.py [--metrics 2000] [--slots 440] [--top 12]
+                                          [--block-slots 0] [--coarse-block-slots 0]
 
 Feeds ``BlockWriter`` (in this process, on a simulated clock, into a ``MemoryBlockStore``, owning
 the metrics as a lease holder does, routing old slots as turokd does) one gateway flush per 10 s
@@ -37,9 +38,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--metrics", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=440, help="10 s slots sent (440: past the first block)")
     parser.add_argument("--block-slots", type=int, default=0, help="turokd's block_slots (0: the default length)")
+    parser.add_argument("--coarse-block-slots", type=int, default=0,
+                        help="turokd's coarse_block_slots (0: the default, 720 at 1 min; 360: as long as the grid)")
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args(argv)
-    config = TurokConfig(block_slots=args.block_slots)
+    config = TurokConfig(block_slots=args.block_slots, coarse_block_slots=args.coarse_block_slots)
     schemas = load_schemas(config)
     data = flushes(args.metrics, args.slots)  # encoded before measuring
     now = [float(START)]
@@ -63,7 +66,7 @@ def main(argv: list[str]) -> int:
     tracemalloc.stop()
     repo = str(Path(__file__).resolve().parent.parent) + "/"
     print(f"turokd heap: {args.metrics:,} metrics x {args.slots} slots of 10 s, block_slots "
-          f"{args.block_slots or 'default'}; {machine()}")
+          f"{args.block_slots or 'default'}, coarse_block_slots {args.coarse_block_slots or 'default'}; {machine()}")
     print(f"open blocks {writer.open.open_blocks:,}, pending coarse blocks "
           f"{len(writer.rollups) if writer.rollups is not None else 0:,}, held messages {len(held):,}")
     print(f"\ngrowth per metric: {sum(stat.size_diff for stat in growth) / args.metrics:,.0f} bytes\n")

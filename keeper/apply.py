@@ -29,7 +29,7 @@ from turok_core.index.tag_cache import make_tag_store, tagged
 from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start, to_wire_time
 from turok_core.runtime.retry import Backoff, error_code
-from turok_core.storage.block_layout import block_span
+from turok_core.storage.block_layout import coarse_block_span
 from turok_core.storage.block_starts import RECORD_METRIC
 from turok_core.storage.table_catalog import list_table_names as list_tables  # the keeper's name for it
 from turok_core.storage.table_names import parse_table_name
@@ -160,8 +160,10 @@ class Applier:
     def _delete(self, action: Action, plan: Plan) -> Outcome:
         assert action.kind == DELETE
         # a block covers [start, start + span): it holds a second inside retention when
-        # start + span > cutoff; in a table of an expired day none may (blocks never cross midnight)
-        oldest = plan.cutoff_of(action) - block_span(action.step, self._config.block_slots)
+        # start + span > cutoff; in a table of an expired day none may (blocks never cross midnight).
+        # The longest span a block at this step may have: a coarse archive's
+        oldest = plan.cutoff_of(action) - coarse_block_span(action.step, self._config.block_slots,
+                                                            self._config.coarse_block_slots)
         try:
             survey = survey_table(self._client, action.table, oldest, self._guard_max_pages,
                                   self._guard_page_items)

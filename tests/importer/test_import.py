@@ -128,12 +128,13 @@ def test_bad_files_are_reported_skipped_and_counted(tmp_path, tree, config):
 def test_the_estimate_counts_the_blocks_the_import_writes_at_most(tmp_path, tree, config):
     store = MemoryBlockStore(config)
     journal = Journal(str(tmp_path / "j"))
-    cost, done = estimate([str(tree)], config, load_schemas(config), journal, NOW, store.span)
+    cost, done = estimate([str(tree)], config, load_schemas(config), journal, NOW, store.archive_span)
     result = run(config, store, [tree], tmp_path / "j")
     assert done == 0 and cost.files == 4
     assert result.blocks <= cost.blocks <= 2 * result.blocks  # two days of data in one- and seven-day windows
     assert cost.write_units == cost.blocks and "write units" in cost.render() and "$" in cost.render()
-    cost, done = estimate([str(tree)], config, load_schemas(config), Journal(str(tmp_path / "j")), NOW, store.span)
+    cost, done = estimate([str(tree)], config, load_schemas(config), Journal(str(tmp_path / "j")), NOW,
+                          store.archive_span)
     assert (cost.files, cost.blocks, done) == (0, 0, 4)
 
 
@@ -164,8 +165,8 @@ class FailingAfter:
     def __init__(self, store, calls, error):
         self.store, self.calls, self.error = store, calls, error
 
-    def span(self, step):
-        return self.store.span(step)
+    def archive_span(self, step, level):
+        return self.store.archive_span(step, level)
 
     def write_blocks(self, *args, **kwargs):
         self.calls -= 1

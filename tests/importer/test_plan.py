@@ -12,9 +12,9 @@ from turok_core.storage.memory import MemoryBlockStore
 def imported(path, policy, block_slots=0):
     store = MemoryBlockStore(TurokConfig(block_slots=block_slots))
     header, data = read_whisper(str(path))
-    plan = plan_file("m", header, data, policy, NOW, store.span)
+    plan = plan_file("m", header, data, policy, NOW, store.archive_span)
     store.write_blocks(plan.blocks, assume_new=False, fill_gaps=True)
-    assert len(plan.blocks) <= planned_blocks(header, policy, NOW, store.span)
+    assert len(plan.blocks) <= planned_blocks(header, policy, NOW, store.archive_span)
     return store, plan
 
 
@@ -80,3 +80,16 @@ def test_nothing_is_invented_at_a_resolution_finer_than_the_file(tmp_path):
     first_10s = min(start + min(values) * 10 for _m, step, start, values in plan.blocks if step == 10)
     assert first_10s >= NOW - 3600  # only the hour the file has at 10s
     assert any(step == 60 for _m, step, _s, _v in plan.blocks)
+
+
+def test_a_coarse_archive_is_planned_in_coarse_blocks_as_turokd_writes_them(tmp_path):
+    """At the default spans a 1-minute archive under a 10 s one is in 720-slot blocks (12 hours,
+    ``coarse_block_span``), the 10 s one in the grid's 432: the keys turokd's rollups use."""
+    archives = [(10, 8640), (60, 2880)]
+    path = tmp_path / "m.wsp"
+    make_file(path, archives, "average", 0.0, seed=4, days=2, kind="special")
+    _store, plan = imported(path, policy_of(archives))
+    starts = {step: {start for _m, s, start, _values in plan.blocks if s == step} for step, _ in archives}
+    assert starts[60] and all(start % 43200 == 0 for start in starts[60])
+    assert any(max(values) >= 360 for _m, step, _start, values in plan.blocks if step == 60)
+    assert any(start % 43200 for start in starts[10]) and all(start % 4320 == 0 for start in starts[10])

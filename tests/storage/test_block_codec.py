@@ -422,3 +422,21 @@ def test_auto_block_length_fills_a_write_unit_and_divides_a_day():
     for make in (counters, gauges):
         blob = encode_datapoints(make(random.Random(5), slots))
         assert item_size(name, 1_795_478_400, blob) <= 1024
+
+
+def test_coarse_block_length_is_two_write_units_of_grid_cells_dividing_a_day():
+    from turok_core.storage.block_layout import AUTO_COARSE_SLOTS, coarse_block_span
+    assert AUTO_COARSE_SLOTS == 960
+    assert coarse_block_span(60, 0) == 720 * 60 and coarse_block_span(10, 0) == 864 * 10
+    assert coarse_block_span(3600, 0) == coarse_block_span(300, 0) == SECONDS_PER_DAY
+    for step in (1, 5, 10, 20, 30, 60, 300, 600, 3600, 86400):
+        span, grid = coarse_block_span(step, 0), block_span(step, 0)
+        assert SECONDS_PER_DAY % span == 0 and span % grid == 0 and span // step <= max(960, grid // step)
+    # an explicit block_slots: coarse blocks as long as base ones, unless coarse_block_slots says more
+    assert coarse_block_span(10, 6) == block_span(10, 6) == 60
+    assert coarse_block_span(10, 6, 20) == 180 and coarse_block_span(60, 0, 500) == 360 * 60  # rounded down
+    assert coarse_block_span(60, 0, 10) == 360 * 60  # never below the grid
+    # 720 one-minute slots of counters or gauges stay within the two units
+    name = "servers.host-0042.application-frontend.requests.http_2xx.count_per_interval.total"
+    for make in (counters, gauges):
+        assert item_size(name, 1_795_478_400, encode_datapoints(make(random.Random(5), 720))) <= 2048

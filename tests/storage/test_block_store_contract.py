@@ -285,3 +285,60 @@ def test_block_starts_name_every_start_written_and_no_other(make_store, conditio
     assert store.block_starts(table) == frozenset({DAY, DAY + 2 * span, DAY + 3 * span, DAY + 5 * span})
     # each table has its own record
     assert store.block_starts(store.table_for(DAY + 86400, STEP)) == frozenset()
+
+
+MINUTE = 60
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_a_block_longer_than_the_grid_is_written_merged_and_read_whole(make_store, conditional):
+    # coarse archives' blocks (coarse_block_span): 12 h of 1-minute slots on a 6-hour grid
+    store = make_store(conditional_writes=conditional)
+    assert store.span(MINUTE) == 360 * MINUTE
+    half = DAY + 360 * MINUTE
+    first = {i: float(i) for i in range(0, 720, 7)}
+    store.put_blocks([("a.b", MINUTE, DAY, first)])
+    # a merge sets slots in both halves and keeps every stored slot: nothing cut to the grid
+    store.write_blocks([("a.b", MINUTE, DAY, {1: -1.0, 700: -2.0})], assume_new=False)
+    store.write_blocks([("a.b", MINUTE, DAY, {2: -3.0})], exclusive=True, assume_new=False)
+    expected = dict(first)
+    expected.update({1: -1.0, 700: -2.0, 2: -3.0})
+    row = [expected.get(i) for i in range(720)]
+    assert store.fetch_series(["a.b"], MINUTE, DAY, DAY + 720 * MINUTE) == {"a.b": row}
+    # a range starting after the grid's cell boundary still finds the block that began before it
+    assert store.fetch_series(["a.b"], MINUTE, half, half + 360 * MINUTE) == {"a.b": row[360:]}
+    assert store.fetch_slots(MINUTE, [("a.b", half + 600, half + 660)]) == {
+        "a.b": {DAY + i * MINUTE: v for i, v in expected.items()}}
+    # a merge of a short row into the long block leaves its other slots as they were
+    stats = store.write_blocks([("a.b", MINUTE, DAY, {700: -2.0})], assume_new=False)
+    assert stats.items_unchanged == 1
+    assert store.fetch_series(["a.b"], MINUTE, DAY, DAY + 720 * MINUTE) == {"a.b": row}
+
+
+def test_a_block_may_not_pass_its_day_or_start_off_the_grid(make_store):
+    store = make_store()
+    evening = DAY + 18 * 3600  # the last 6-hour grid cell of the day: 360 slots left
+    with pytest.raises(ValueError):
+        store.write_blocks([("a.b", MINUTE, evening, {360: 1.0})])
+    with pytest.raises(ValueError):
+        store.put_blocks([("a.b", MINUTE, evening, [1.0] * 361)])
+    with pytest.raises(ValueError):
+        store.put_blocks([("a.b", MINUTE, DAY + 3600, {0: 1.0})])
+    store.put_blocks([("a.b", MINUTE, evening, [1.0] * 360)])  # up to midnight is fine
+    assert store.fetch_series(["a.b"], MINUTE, evening, DAY + 86400) == {"a.b": [1.0] * 360}
+
+
+def test_where_legacy_blocks_overlap_a_longer_one_the_earlier_starting_wins(make_store):
+    # before coarse blocks grew, 1-minute coarse blocks were 360 slots: an upgrade mid-day leaves a
+    # legacy block at 06:00 beside a new 720-slot block from 00:00 (the newer: it wins where it has values)
+    store = make_store()
+    half = DAY + 360 * MINUTE
+    store.put_blocks([("a.b", MINUTE, half, {0: 10.0, 1: 11.0, 2: 12.0, 5: 15.0})])
+    store.put_blocks([("a.b", MINUTE, DAY, {360: 20.0, 362: 22.0, 100: 1.0})])
+    want = [None] * 720
+    want[100], want[360], want[361], want[362], want[365] = 1.0, 20.0, 11.0, 22.0, 15.0
+    for _ in range(2):  # reads in either order of the answers
+        assert store.fetch_series(["a.b"], MINUTE, DAY, DAY + 720 * MINUTE) == {"a.b": want}
+        assert store.fetch_series(["a.b"], MINUTE, half, half + 10 * MINUTE) == {"a.b": want[360:370]}
+        assert store.fetch_slots(MINUTE, [("a.b", half, half + 600)]) == {
+            "a.b": {DAY + i * MINUTE: v for i, v in enumerate(want) if v is not None}}

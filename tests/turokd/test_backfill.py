@@ -70,7 +70,7 @@ def test_a_coarse_block_put_whole_keeps_the_backfilled_slots_of_its_id(tmp_path)
     schema_set = schemas(tmp_path)
     config = TurokConfig()
     store = MemoryBlockStore(config)
-    span = store.span(60)
+    span = store.archive_span(60, 1)  # the minute archive is coarse here: its block, not the grid cell
     block = NOW - NOW % span - span  # a whole minute block, closed
     young, old_minute = block + span - 600, block + 60
     now = [float(young + 3000)]  # the 10 s slot is young (1 h), the minute is past it

@@ -64,11 +64,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (SchemaError, ValueError, OSError) as exc:
         print(f"turok-import: {exc}", file=sys.stderr)
         return 2
-    from turok_core.storage.block_layout import block_span
+    from turok_core.storage.block_layout import archive_span
 
     now = args.now if args.now is not None else int(time.time())
     journal = Journal(args.journal or default_journal(args.dirs, config.table_prefix))
-    cost, done = estimate(args.dirs, config, schemas, journal, now, lambda step: block_span(step, config.block_slots))
+    cost, done = estimate(args.dirs, config, schemas, journal, now,
+                          lambda step, level: archive_span(step, level, config.block_slots, config.coarse_block_slots))
     if done:
         print(f"{done} file(s) imported before (journal {journal.path})")
     sys.stdout.write(cost.render())

@@ -83,8 +83,10 @@ def _column_for(target: Archive, first: int, end: int,
 
 
 def plan_file(metric: str, header: WhisperHeader, data: bytes, policy: MetricPolicy, now: int,
-              span_of: Callable[[int], int]) -> FilePlan:
-    """The blocks of ``metric`` from a whisper file read by ``read_whisper``."""
+              span_of: Callable[[int, int], int]) -> FilePlan:
+    """The blocks of ``metric`` from a whisper file read by ``read_whisper``; ``span_of(step,
+    level)``: seconds per block of the policy's archive ``level`` (``BlockStore.archive_span``:
+    a coarse archive's blocks are longer, as turokd writes them)."""
     sources = []
     points = 0
     for archive in header.archives:
@@ -94,10 +96,10 @@ def plan_file(metric: str, header: WhisperHeader, data: bytes, policy: MetricPol
     xff = whisper_xff(policy.x_files_factor)
     blocks: list[Block] = []
     slots = 0
-    for target in policy.archives:
+    for level, target in enumerate(policy.archives):
         first, end = turok_window(target, now)
         column = _column_for(target, first, end, sources, policy.aggregation_type, xff)
-        step, span = target.step, span_of(target.step)
+        step, span = target.step, span_of(target.step, level)
         block = first - first % span
         while block < end:
             low = max(block, first)
@@ -111,17 +113,17 @@ def plan_file(metric: str, header: WhisperHeader, data: bytes, policy: MetricPol
     return FilePlan(blocks, points, slots)
 
 
-def planned_blocks(header: WhisperHeader, policy: MetricPolicy, now: int, span_of: Callable[[int], int]) -> int:
+def planned_blocks(header: WhisperHeader, policy: MetricPolicy, now: int, span_of: Callable[[int, int], int]) -> int:
     """How many blocks ``plan_file`` may write for a file with ``header`` at most: those of each
     Turok archive's window that some file archive of a dividing step covers."""
     count = 0
-    for target in policy.archives:
+    for level, target in enumerate(policy.archives):
         first, end = turok_window(target, now)
         covered = [archive_window(a, now) for a in header.archives if target.step % a.step == 0]
         if not covered:
             continue
         low = max(first, min(start for start, _ in covered))
-        span = span_of(target.step)
+        span = span_of(target.step, level)
         if low < end:
             count += (end - 1) // span - low // span + 1
     return count

@@ -41,7 +41,7 @@ ANNOUNCE_EVERY_SECONDS = 2.0  # ... or at least this often
 class ImportStore(Protocol):
     """What an import needs of a block store (``BlockStore``, ``MemoryBlockStore``)."""
 
-    def span(self, step: int) -> int: ...
+    def archive_span(self, step: int, level: int) -> int: ...
 
     def write_blocks(self, blocks: Iterable[tuple[str, int, int, dict[int, float]]], assume_new: bool = True,
                      exclusive: bool = False, fill_gaps: bool = False) -> WriteStats: ...
@@ -88,7 +88,7 @@ class FileImporter:
             header, data = read_whisper(tree_file.path)
         except WhisperFileError as exc:
             return FileOutcome(key, name, error=str(exc))
-        plan = plan_file(name, header, data, policy, self.now, self.store.span)
+        plan = plan_file(name, header, data, policy, self.now, self.store.archive_span)
         stats = self.store.write_blocks(plan.blocks, assume_new=False, fill_gaps=True) if plan.blocks else WriteStats()
         return FileOutcome(key, name, plan.points, len(plan.blocks), stats)
 
@@ -111,7 +111,7 @@ def _work(tree_file: TreeFile, key: FileKey) -> FileOutcome:
 
 
 def estimate(roots: Iterable[str], config: TurokConfig, schemas: SchemaSet, journal: Journal, now: int,
-             span_of: Callable[[int], int]) -> tuple[CostEstimate, int]:
+             span_of: Callable[[int, int], int]) -> tuple[CostEstimate, int]:
     """The cost of importing what the journal does not hold yet, and how many files it holds."""
     cost, done = CostEstimate(), 0
     policies: PolicyCache[MetricPolicy] = PolicyCache(schemas.policy_for)

@@ -103,6 +103,11 @@ class TurokConfig:
     # slots per DynamoDB item; 0: from the write-unit budget (block_layout.block_span: 432 slots
     # of 10 s = 72 minutes, 360 of 1 min, a day of 1 h); others: at most that many, dividing a day
     block_slots: int = 0
+    # slots per item of a metric's coarser archives (its second and later; turokd computes them
+    # and holds no SQS message for them); 0: as long as base blocks when block_slots is set, else
+    # two write units' budget (block_layout.coarse_block_span: 720 slots of 1 min, a day of 1 h);
+    # others: at most that many, a multiple of the base block dividing a day
+    coarse_block_slots: int = 0
     # turokd holds a block in memory and writes it once, this long after the block's end (for
     # the last slot's message to arrive); its SQS messages are deleted only after that write
     block_close_delay_seconds: float = 30.0

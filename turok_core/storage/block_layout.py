@@ -1,11 +1,27 @@
 """How a metric's slots are laid out in DynamoDB items ("blocks"), and how long a block is.
 
 An item holds the consecutive slots of one metric at one resolution from ``start_time`` (epoch
-seconds, aligned to the block span). Spans divide a day, so a block never crosses a UTC midnight
-and always lives in the table of its start's day. ``block_span`` is the one place the span comes
-from (turokd's open blocks and rollups, the store's reads and merges, the keeper, the finder):
-``block_slots`` 0 (the default) sizes blocks so a typical block fills one write unit, anything
-else is an explicit slot count (tests and benchmarks close blocks within minutes with a few).
+seconds). Spans divide a day, so a block never crosses a UTC midnight and always lives in the
+table of its start's day. Two spans come from here, and only from here:
+
+- ``block_span(step, block_slots)``: the **key grid** at every step (every block starts on it),
+  and the length of the blocks of a metric's first (base) archive. ``block_slots`` 0 (the
+  default) sizes them so a typical block fills one write unit; anything else is an explicit slot
+  count (tests and benchmarks close blocks within minutes with a few). A base block's SQS
+  messages are held until it is written, so base blocks stay short (SQS's 12-hour visibility).
+- ``coarse_block_span(step, block_slots, coarse_block_slots)``: the length of the blocks of a
+  metric's coarser archives (levels 1 and up), a multiple of the grid span that divides the day.
+  turokd computes those from finer blocks already written and holds no message for them, so
+  they may be longer. At the defaults they get a budget of two write units,
+  ``(2 × 1024 − 128) // 2`` = 960 slots at ~2 bytes a slot: the rounding waste of one partly
+  filled write unit is then spread over twice the slots (360 one-minute averages of doubles take
+  ~2.4 KB, three units; 720 take ~4.9 KB, five units, not six). That is 720 slots at 1 minute,
+  864 at 10 s (a coarse archive of a 1 s base), the day (24) at 1 hour. With an explicit
+  ``block_slots`` and ``coarse_block_slots`` 0, coarse blocks are as long as base blocks.
+
+The store accepts a block longer than the grid span (up to its day's end) and never cuts one
+to the grid; readers ask keys from ``start - start % coarse_block_span(…)`` so a longer block
+starting before the range is found.
 
 ``datapoints`` is a binary attribute in block format v2 (``block_codec.py``: compressed, a version
 byte first), written by ``encode_datapoints`` everywhere blocks are written. ``decode_datapoints``
@@ -33,6 +49,9 @@ ITEM_OVERHEAD_BYTES = 128
 # (docs/write-path.md); full-precision doubles ~6.8 take three write units per block
 TYPICAL_BYTES_PER_SLOT = 2
 AUTO_SLOTS = (WRITE_UNIT_BYTES - ITEM_OVERHEAD_BYTES) // TYPICAL_BYTES_PER_SLOT  # 448
+# coarse blocks (module doc): two write units' budget
+COARSE_WRITE_UNITS = 2
+AUTO_COARSE_SLOTS = (COARSE_WRITE_UNITS * WRITE_UNIT_BYTES - ITEM_OVERHEAD_BYTES) // TYPICAL_BYTES_PER_SLOT  # 960
 
 
 @functools.lru_cache(maxsize=256)  # called per block (and per slot by slots_by_block): a few distinct steps
@@ -46,6 +65,35 @@ def block_span(step: int, block_slots: int) -> int:
     while slots_per_day % slots:
         slots -= 1
     return step * slots
+
+
+@functools.lru_cache(maxsize=256)
+def coarse_block_span(step: int, block_slots: int, coarse_block_slots: int = 0) -> int:
+    """Seconds per block of a metric's coarser archives (levels ≥ 1) at ``step``: the largest
+    multiple of ``block_span(step, block_slots)`` that divides a day and has at most
+    ``coarse_block_slots`` slots (0: ``AUTO_COARSE_SLOTS`` when ``block_slots`` is 0, else the
+    grid span itself); never less than the grid span."""
+    grid = block_span(step, block_slots)
+    if coarse_block_slots <= 0:
+        if block_slots > 0:
+            return grid
+        coarse_block_slots = AUTO_COARSE_SLOTS
+    grid_slots, slots_per_day = grid // step, SECONDS_PER_DAY // step
+    best = grid_slots
+    for slots in range(grid_slots, min(coarse_block_slots, slots_per_day) + 1, grid_slots):
+        if slots_per_day % slots == 0:
+            best = slots
+    return step * best
+
+
+def archive_span(step: int, level: int, block_slots: int, coarse_block_slots: int = 0) -> int:
+    """Seconds per block of a metric's archive ``level`` (0: its first) at ``step``."""
+    return block_span(step, block_slots) if level == 0 else coarse_block_span(step, block_slots, coarse_block_slots)
+
+
+def day_slots(start: int, step: int) -> int:
+    """How many slots of ``step`` a block starting at ``start`` may hold: up to its UTC day's end."""
+    return (SECONDS_PER_DAY - start % SECONDS_PER_DAY) // step
 
 
 def encode_datapoints(values: Sequence[Optional[float]]) -> bytes:
@@ -95,11 +143,3 @@ def slots_by_block(slots: Iterable[tuple[str, int, int, float]],
         start = slot_start - slot_start % span
         blocks.setdefault((metric, step, start), {})[(slot_start - start) // step] = value
     return [(metric, step, start, values) for (metric, step, start), values in blocks.items()]
-
-
-def place_block(row: list[Optional[float]], values: Sequence[Optional[float]], offset: int) -> None:
-    """Copy a block's slot values into a series ``row`` whose first slot is ``offset`` slots after
-    the block's first; what falls outside the row is left out."""
-    low, high = max(0, -offset), min(len(values), len(row) - offset)
-    if low < high:
-        row[offset + low:offset + high] = values[low:high]

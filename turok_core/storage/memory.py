@@ -2,11 +2,13 @@
 
 For tests, benchmarks and tools that need a block store without DynamoDB. It keeps what the
 DynamoDB store guarantees, checked by one contract suite (tests/storage/test_block_store_contract.py):
-day tables named as in DynamoDB, created on first write; blocks of ``block_span`` stored as the
-same v2 blob; slot values *set*, never added, so a redelivered write changes nothing
-(and counts as ``items_unchanged``); ``fetch_series`` gaps as None; ``fetch_slots`` every known
-slot of the blocks overlapping the ranges; the same ``ValueError`` for unaligned slots, blocks and
-ranges. ``WriteStats`` counts what DynamoDB would have been asked (calls, write units).
+day tables named as in DynamoDB, created on first write; blocks starting on the ``block_span``
+grid, as long as written (up to their day's end, never cut by a merge), stored as the same v2
+blob; slot values *set*, never added, so a redelivered write changes nothing (and counts as
+``items_unchanged``); ``fetch_series`` gaps as None; ``fetch_slots`` every known slot of the
+blocks overlapping the ranges; the same ``ValueError`` for unaligned slots, blocks and ranges
+(and slots past a block's day); where blocks overlap (legacy grid-long blocks beside a longer one) the earlier-starting
+block's values win. ``WriteStats`` counts what DynamoDB would have been asked (calls, write units).
 Thread-safe; no I/O, so nothing is ever throttled or unprocessed.
 """
 from __future__ import annotations
@@ -17,15 +19,25 @@ from typing import Iterable, Optional, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.storage.block_layout import (
+    archive_span,
     block_span,
+    coarse_block_span,
     decode_datapoints,
     encode_datapoints,
-    place_block,
     slots_by_block,
 )
 from turok_core.storage.reads import BATCH_GET_KEYS
 from turok_core.storage.table_names import check_table_affixes, table_name
-from turok_core.storage.writes import BATCH_WRITE_ITEMS, BlockValues, MergedBlocks, WriteStats, block_row, item_size
+from turok_core.storage.writes import (
+    BATCH_WRITE_ITEMS,
+    BlockValues,
+    MergedBlocks,
+    WriteStats,
+    block_row,
+    check_block,
+    item_size,
+    merged_length,
+)
 
 
 class MemoryBlockStore:
@@ -67,8 +79,16 @@ class MemoryBlockStore:
             return sorted(self._tables)
 
     def span(self, step: int) -> int:
-        """Seconds per block at resolution ``step``."""
+        """Seconds per block at resolution ``step``: the key grid, and the base archive's blocks."""
         return block_span(step, self._config.block_slots)
+
+    def archive_span(self, step: int, level: int) -> int:
+        """Seconds per block of a metric's archive ``level`` at ``step`` (``block_layout.archive_span``)."""
+        return archive_span(step, level, self._config.block_slots, self._config.coarse_block_slots)
+
+    def _longest(self, step: int) -> int:
+        """The longest block a read at ``step`` may meet (``coarse_block_span``)."""
+        return coarse_block_span(step, self._config.block_slots, self._config.coarse_block_slots)
 
     def block_starts(self, table: str) -> Optional[frozenset[int]]:
         """The starts of the blocks stored in ``table`` (``BlockStore.block_starts``: what its
@@ -88,9 +108,7 @@ class MemoryBlockStore:
         (with ``fill_gaps`` only slots without a stored value; ``merged`` as ``BlockStore``'s)."""
         keyed: dict[tuple[str, str, int], tuple[int, dict[int, float]]] = {}
         for metric, step, start, values in blocks:
-            span = self.span(step)
-            if start % span:
-                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+            check_block(metric, step, start, self.span(step), values)
             keyed[(self.table_for(start, step), metric, start)] = (step, values)
         stats = WriteStats()
         if not keyed:
@@ -118,8 +136,9 @@ class MemoryBlockStore:
                 stored = self._tables[table].get((metric, start))
                 blob = self._merged(stored, step, values, fill_gaps)
                 if merged is not None:  # every slot of the block, as BlockMerger gives them
-                    slot_count = self.span(step) // step
-                    stored_values = decode_datapoints(blob)[:slot_count]
+                    stored_values = decode_datapoints(blob)
+                    slot_count = merged_length(len(decode_datapoints(stored)) if stored is not None else 0,
+                                               self.span(step) // step, values)
                     merged[(metric, step, start)] = stored_values + [None] * (slot_count - len(stored_values))
                 if blob == stored:
                     stats.items_unchanged += 1  # a redelivery: same values, no write unit spent
@@ -136,8 +155,7 @@ class MemoryBlockStore:
         puts: dict[tuple[str, str, int], bytes] = {}
         for metric, step, start, values in blocks:
             span = self.span(step)
-            if start % span:
-                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+            check_block(metric, step, start, span, values)
             puts[(self.table_for(start, step), metric, start)] = encode_datapoints(block_row(values, span // step))
         with self._lock:
             for name in sorted({table for table, _metric, _start in puts}):
@@ -148,8 +166,8 @@ class MemoryBlockStore:
         return stats
 
     def _merged(self, stored: Optional[bytes], step: int, new: dict[int, float], fill_gaps: bool = False) -> bytes:
-        slot_count = self.span(step) // step
-        values: list = decode_datapoints(stored)[:slot_count] if stored is not None else []
+        values: list = decode_datapoints(stored) if stored is not None else []
+        slot_count = merged_length(len(values), self.span(step) // step, new)  # never cut to the grid
         values.extend([None] * (slot_count - len(values)))
         for index, value in new.items():
             if not fill_gaps or values[index] is None:
@@ -163,13 +181,16 @@ class MemoryBlockStore:
         stats.write_units += max(1, math.ceil(item_size(metric, start, blob) / 1024))
 
     def _blocks(self, step: int, pairs: Iterable[tuple[str, int]]) -> list[tuple[str, int, list]]:
-        """``(metric, block start, slot values)`` of the stored blocks among ``(metric, block start)``."""
+        """``(metric, block start, slot values)`` of the stored blocks among ``(metric, block start)``,
+        latest start first: placed in this order, an earlier-starting (longer) block wins where
+        blocks overlap (``reads.py``)."""
         found = []
         with self._lock:
             for metric, block in pairs:
                 blob = self._tables.get(self.table_for(block, step), {}).get((metric, block))
                 if blob is not None:
                     found.append((metric, block, decode_datapoints(blob)))
+        found.sort(key=lambda entry: -entry[1])
         return found
 
     def fetch_series(self, metrics: Sequence[str], step: int, start: int,
@@ -181,20 +202,25 @@ class MemoryBlockStore:
         result: dict[str, list[Optional[float]]] = {metric: [None] * count for metric in metrics}
         if not count or not result:
             return result
-        span = self.span(step)
-        blocks = range(start - start % span, end, span)
+        span, longest = self.span(step), self._longest(step)
+        blocks = range(start - start % longest, end, span)
         for metric, block, values in self._blocks(step, [(m, b) for m in result for b in blocks]):
-            place_block(result[metric], values, (block - start) // step)
+            row = result[metric]
+            offset = (block - start) // step
+            # gaps leave what a later-starting block placed before (legacy overlap, reads.py)
+            for index in range(max(0, -offset), min(len(values), len(row) - offset)):
+                if values[index] is not None:
+                    row[offset + index] = values[index]
         return result
 
     def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],
                     consistent: bool = False) -> dict[str, dict[int, float]]:
         """``{metric: {slot_start: value}}``: every known slot of the blocks overlapping the
         ``(metric, start, end)`` ranges (always consistent: memory has no stale replicas)."""
-        span = self.span(step)
+        span, longest = self.span(step), self._longest(step)
         wanted: dict[tuple[str, int], None] = {}
         for metric, start, end in ranges:
-            for block in range(start - start % span, end, span):
+            for block in range(start - start % longest, end, span):
                 wanted[(metric, block)] = None
         result: dict[str, dict[int, float]] = {}
         for metric, block, values in self._blocks(step, wanted):

@@ -10,6 +10,13 @@ BatchGetItem answers skip botocore's generic response parser (``lean_batch_get``
 reads thousands of items, and walking each through the service model cost more CPU than the rest
 of the read together; the answer keeps botocore's shape (``B`` values as bytes, ``N`` as strings).
 
+Blocks start on the ``block_span`` grid but a coarse archive's may be longer
+(``coarse_block_span``), so series and slots are read from keys starting at
+``start - start % coarse_block_span``. Where two blocks of a metric overlap (only data written
+before coarse blocks grew: a grid-long block beside a longer one, e.g. a turokd upgraded mid-day)
+the earlier-starting, longer block, the newer one, wins slot by slot, and its gaps leave the
+other's values visible: blocks are placed latest start first.
+
 Pure boto3 and blocking, like the rest of ``turok_core.storage``.
 """
 from __future__ import annotations
@@ -25,7 +32,7 @@ from turok_core.model.config import TurokConfig
 from turok_core.model.timefmt import day_start
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
-from turok_core.storage.block_layout import block_span, decode_datapoints, decode_into
+from turok_core.storage.block_layout import block_span, coarse_block_span, decode_datapoints, decode_into
 
 if TYPE_CHECKING:
     from turok_core.storage.tables import DayTables
@@ -178,22 +185,31 @@ class BlockReader:
         if not count or not result:
             return result
         span = block_span(step, self._config.block_slots)
+        longest = coarse_block_span(step, self._config.block_slots, self._config.coarse_block_slots)
         block_tables: dict[int, str] = {}
         day_tables: dict[int, str] = {}
-        for block in range(start - start % span, end, span):
+        for block in range(start - start % longest, end, span):
             day = day_start(block)
             table = day_tables.get(day)
             if table is None:
                 table = day_tables[day] = self._tables.table_for(day, step)
             block_tables[block] = table
 
+        # blocks that may overlap (longer than the grid) are placed latest start first, once all
+        # are read (module doc); otherwise each as its answer comes (rows start as gaps)
+        deferred: list[tuple[int, str, object]] = []
+
         def place(_table: str, items: list) -> None:
             for item in items:
                 row = result.get(item["metric"]["S"])
                 attribute = item.get("datapoints", {})
-                if row is not None:  # rows start as gaps and blocks do not overlap: set the values
-                    decode_into(attribute.get("B", attribute.get("S")), row,
-                                (int(item["start_time"]["N"]) - start) // step)
+                if row is None:
+                    continue
+                blob = attribute.get("B", attribute.get("S"))
+                if longest == span:
+                    decode_into(blob, row, (int(item["start_time"]["N"]) - start) // step)
+                else:
+                    deferred.append((int(item["start_time"]["N"]), item["metric"]["S"], blob))
 
         for retry in (True, False):
             present = self._tables.existing(day_tables.values())
@@ -207,6 +223,9 @@ class BlockReader:
                 if not retry or error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._tables.forget(present)  # a table went away since we looked: look again
+        deferred.sort(key=lambda entry: -entry[0])
+        for block, metric, blob in deferred:
+            decode_into(blob, result[metric], (block - start) // step)
         return result
 
     def fetch_slots(self, step: int, ranges: Iterable[tuple[str, int, int]],
@@ -218,9 +237,10 @@ class BlockReader:
         what this process has just written (rollups read the finer slots they have just set).
         """
         span = block_span(step, self._config.block_slots)
+        longest = coarse_block_span(step, self._config.block_slots, self._config.coarse_block_slots)
         wanted: dict[tuple[str, int], str] = {}
         for metric, start, end in ranges:
-            for block in range(start - start % span, end, span):
+            for block in range(start - start % longest, end, span):
                 if (metric, block) not in wanted:
                     wanted[(metric, block)] = self._tables.table_for(block, step)
         result: dict[str, dict[int, float]] = {}
@@ -237,6 +257,8 @@ class BlockReader:
                 if not retry or error_code(exc) != "ResourceNotFoundException":
                     raise
                 self._tables.forget(present)
+        # latest start first: an earlier-starting block overlapping it wins (module doc)
+        items.sort(key=lambda found: -int(found[1]["start_time"]["N"]))
         for _table, item in items:
             attribute = item.get("datapoints", {})
             start = int(item["start_time"]["N"])

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 from turok_core.model.config import TurokConfig
 from turok_core.model.schemas import MetricPolicy, SchemaSet
-from turok_core.storage.block_layout import block_span
+from turok_core.storage.block_layout import archive_span
 from turok_core.turokd.rollup import rollup_known, settled_before, whisper_xff
 from turok_core.wire.cache_query import CacheClient
 
@@ -45,9 +45,10 @@ class SeriesReader:
         self.cache = cache if cache is not None else CacheClient.from_config(config)
         self.clock = clock
 
-    def unsettled_from(self, step: int, now: float) -> int:
-        """Start of the oldest block at ``step`` that may not be written yet at ``now``."""
-        span = block_span(step, self.config.block_slots)
+    def unsettled_from(self, step: int, now: float, level: int = 0) -> int:
+        """Start of the oldest block at ``step`` that may not be written yet at ``now``, for
+        archive ``level`` (a coarse archive's blocks are longer: ``block_layout.coarse_block_span``)."""
+        span = archive_span(step, level, self.config.block_slots, self.config.coarse_block_slots)
         settled = int(now - self.config.block_close_delay_seconds - UNSETTLED_SLACK)
         return settled - settled % span
 
@@ -76,7 +77,7 @@ class SeriesReader:
     def _fresh_rollups(self, metrics: Sequence[str], levels: dict, series: dict, step: int, start: int,
                        end: int, now: float) -> None:
         """Coarse slots of blocks not closed yet, rolled up from the finer archive as turokd will."""
-        tail_start = max(start, self.unsettled_from(step, now))
+        tail_start = max(start, self.unsettled_from(step, now, level=1))  # every metric here is coarse at step
         tail_start -= tail_start % step
         if tail_start >= end:
             return

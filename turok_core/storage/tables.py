@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import Backoff, error_code
-from turok_core.storage.block_layout import block_span
+from turok_core.storage.block_layout import archive_span, block_span
 from turok_core.storage.block_starts import BlockStarts
 from turok_core.storage.reads import BlockReader, BlockReadError
 from turok_core.storage.table_catalog import list_table_names
@@ -177,8 +177,12 @@ class BlockStore:
         return list_table_names(self._client)
 
     def span(self, step: int) -> int:
-        """Seconds per block at resolution ``step``."""
+        """Seconds per block at resolution ``step``: the key grid, and the base archive's blocks."""
         return block_span(step, self._config.block_slots)
+
+    def archive_span(self, step: int, level: int) -> int:
+        """Seconds per block of a metric's archive ``level`` at ``step`` (``block_layout.archive_span``)."""
+        return archive_span(step, level, self._config.block_slots, self._config.coarse_block_slots)
 
     def block_starts(self, table: str) -> Optional[frozenset[int]]:
         """The block starts recorded in ``table`` (``block_starts.py``: a consistent read); None

@@ -1,7 +1,9 @@
 """Batched slot merges into Turok's blocks: conditional puts, batch writes, block locks, write stats.
 
 An item is one block (``block_layout.py``): key ``metric`` (S, hash) and ``start_time`` (N, range,
-the block's first second), and ``datapoints`` (B, block format v2; v1 msgpack and the design's JSON string
+the block's first second, on the ``block_span`` grid; a block may hold slots up to its day's end,
+as a coarse archive's longer blocks do, and a merge keeps the longer of the stored and new
+lengths), and ``datapoints`` (B, block format v2; v1 msgpack and the design's JSON string
 are also read).
 Writers *set* slot values, so writing the same slots again leaves the item unchanged: that is what
 makes SQS redeliveries harmless. A block is merged (read, slots set) and put back only if it
@@ -35,7 +37,7 @@ from botocore.exceptions import ClientError
 from turok_core.model.config import TurokConfig
 from turok_core.runtime.aws import AwsClient
 from turok_core.runtime.retry import error_code
-from turok_core.storage.block_layout import block_span, decode_datapoints, encode_datapoints, slots_by_block
+from turok_core.storage.block_layout import block_span, day_slots, decode_datapoints, encode_datapoints, slots_by_block
 from turok_core.storage.lean_writes import lean_batch_write
 from turok_core.storage.reads import BlockReader
 
@@ -58,15 +60,32 @@ BlockValues = Union[Mapping[int, float], Sequence[Optional[float]]]
 
 
 def block_row(values: BlockValues, slots: int) -> Sequence[Optional[float]]:
-    """A block's slots in order from either form of ``BlockValues`` (a sequence is taken as it is)."""
+    """A block's slots in order from either form of ``BlockValues``: a sequence as it is (its
+    length checked by ``check_block``), a mapping as a row of at least ``slots``."""
     if not isinstance(values, abc.Mapping):  # collections' ABC: typing's alias checks ten times slower
-        if len(values) > slots:
-            raise ValueError(f"{len(values)} slot values for a block of {slots}")
         return values
-    row: list[Optional[float]] = [None] * slots
+    row: list[Optional[float]] = [None] * merged_length(0, slots, values)
     for index, value in values.items():
         row[index] = value
     return row
+
+
+def check_block(metric: str, step: int, start: int, span: int, values: BlockValues) -> None:
+    """Refuse a block whose start is off the key grid (``span``) or whose slots pass its day's end."""
+    if start % span:
+        raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+    limit = day_slots(start, step)
+    if isinstance(values, abc.Mapping):
+        if values and (max(values) >= limit or min(values) < 0):
+            raise ValueError(f"block {start} of {metric!r} at {step}s: slot index outside 0..{limit - 1}")
+    elif len(values) > limit:
+        raise ValueError(f"{len(values)} slot values for block {start} of {metric!r}: its day has {limit} left")
+
+
+def merged_length(stored: int, grid_slots: int, new: Mapping[int, float]) -> int:
+    """Slots of a block after a merge: the longer of what is stored and what is written (a block
+    longer than the grid, ``block_layout.coarse_block_span``, is never cut), at least the grid's."""
+    return max(stored, grid_slots, max(new) + 1 if new else 0)
 
 
 class BlockWriteError(RuntimeError):
@@ -167,8 +186,7 @@ class BlockMerger:
             span = spans.get(step)
             if span is None:
                 span = spans[step] = block_span(step, self._config.block_slots)
-            if start % span:
-                raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
+            check_block(metric, step, start, span, values)
             keyed[(self._tables.table_for(start, step), metric, start)] = (step, values)
         return self._write(keyed, spans, assume_new, exclusive, fill_gaps, merged)
 
@@ -191,9 +209,8 @@ class BlockMerger:
                 span = spans.get(step)
                 if span is None:
                     span = spans[step] = block_span(step, self._config.block_slots)
-                if start % span:
-                    raise ValueError(f"block {start} of {metric!r} is not aligned to {span}s")
                 table = tables[(step, start)] = self._tables.table_for(start, step)
+            check_block(metric, step, start, spans[step], values)
             blob = encode_datapoints(block_row(values, spans[step] // step))
             item = {"metric": {"S": metric}, "start_time": {"N": str(start)}, "datapoints": {"B": blob}}
             # one key once per call: BatchWriteItem refuses a request naming an item twice
@@ -286,14 +303,15 @@ class BlockMerger:
         puts: list[tuple[str, dict, Optional[dict], int]] = []
         for key, (step, new) in blocks.items():
             table, metric, start = key
-            slot_count = spans[step] // step
             attribute = stored.get(key)
             values: list = []
             if attribute is not None:
                 try:
-                    values = decode_datapoints(attribute.get("B", attribute.get("S")))[:slot_count]
+                    values = decode_datapoints(attribute.get("B", attribute.get("S")))
                 except Exception:  # an unreadable block is rewritten from what we have
                     values = []
+            # never cut to the grid: a stored block may be longer (coarse_block_span), and is kept whole
+            slot_count = merged_length(len(values), spans[step] // step, new)
             if len(values) < slot_count:
                 values.extend([None] * (slot_count - len(values)))
             for index, value in new.items():

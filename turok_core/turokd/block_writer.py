@@ -13,16 +13,20 @@ in batches without conditions while the partition's lease is held, else with a c
 Coarse blocks are computed from the finer blocks just written when turokd knows them whole (put
 whole, or merged by it as the partition's sole writer), else from the finer slots read back from
 DynamoDB (``rollup_writer.py``). With ``route_old``, slot values too old for their step's archive
-move to the archive covering their age first (``backfill.py``). Every metric's block closes at
-the same boundary, so whole blocks are put, and coarse blocks finished, ``PUT_CHUNK`` at a time:
-what a close adds to turokd's memory is bounded by the chunk, not by the metrics held.
+move to the archive covering their age first (``backfill.py``). Open blocks are keyed by the grid
+span; a block at a step that is a coarser archive of its metric is written into the longer
+coarse block holding it (``block_layout.coarse_block_span``), as the rollups write that archive.
+Every metric's block closes at the same boundary, so whole blocks are put, and coarse blocks
+finished, ``PUT_CHUNK`` at a time: what a close adds to turokd's memory is bounded by the chunk,
+not by the metrics held.
 """
 from __future__ import annotations
 
 import math
 import time
+from array import array
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import chain, compress
 from operator import eq
 from typing import Callable, Optional, Sequence
 
@@ -121,7 +125,7 @@ class BlockWriter:
         self.open = OpenBlocks(config.block_slots, config.block_close_delay_seconds,
                                config.late_merge_delay_seconds, config.late_merge_max_seconds)
         self.rollups = CoarseBlocks(schemas, config.block_slots, config.block_close_delay_seconds, self.fresh,
-                                    _older(history)) if schemas is not None else None
+                                    _older(history), config.coarse_block_slots) if schemas is not None else None
 
     def use_schemas(self, schemas: SchemaSet, history: Optional[SchemaHistory] = None) -> None:
         """The schema files were edited while running: slots held from now on are routed, and
@@ -173,17 +177,17 @@ class BlockWriter:
         merged: list[WrittenBlock] = []  # may be new (put-if-absent first)
         rewritten: list[WrittenBlock] = []  # ids this writer wrote: read and merged at once
         exclusive: list[WrittenBlock] = []  # held partition, not fresh: batched read, merge, put
-        for (step, start), metrics in due.blocks.items():
+        backfilled: set[tuple[int, int]] = set()  # (step, block start) holding slots of a coarser archive
+        for (step, start), metric, values in self._by_archive(due, backfilled):
             # a coarse block put whole before may share the id of a backfilled block: merge then
             written = self.fresh.written(BASE, step, start) or self.fresh.written(COARSE, step, start)
-            for metric, values in metrics.items():
-                block = (metric, step, start, values)
-                if not written and self.fresh.sole(metric, step, start):
-                    fresh.append(block)
-                elif self.fresh.held(metric, start):
-                    exclusive.append(block)
-                else:
-                    (rewritten if written else merged).append(block)
+            block = (metric, step, start, values)
+            if not written and self.fresh.sole(metric, step, start):
+                fresh.append(block)
+            elif self.fresh.held(metric, start):
+                exclusive.append(block)
+            else:
+                (rewritten if written else merged).append(block)
         if not fresh and not merged and not rewritten and not exclusive:
             return []
         slots = 0
@@ -200,17 +204,49 @@ class BlockWriter:
                 result.stats.add(write(part))
                 slots += sum(len(values) for *_key, values in part)
         merged += rewritten
-        for (step, start), metrics in due.blocks.items():
+        for step, start in {key[1:3] for key in chain(fresh, merged, exclusive)}:
             self.fresh.mark(BASE, step, [start])
-            if self.rollups is not None and self.rollups.backfilled(step, metrics):
-                # the coarse block of this id (rolled up from the finer archive) must merge into
-                # the backfilled slots, not be put whole over them
-                self.fresh.mark(BACKFILL, step, [start])
+        for step, start in backfilled:
+            # the coarse block of this id (rolled up from the finer archive) must merge into
+            # the backfilled slots, not be put whole over them
+            self.fresh.mark(BACKFILL, step, [start])
         result.blocks += len(fresh) + len(merged) + len(exclusive)
         result.slots += slots
         return (fresh + [(metric, step, start, None) for metric, step, start, _values in merged]
                 + [(metric, step, start, known.get((metric, step, start)))
                    for metric, step, start, _values in exclusive])
+
+    def _by_archive(self, due: DueBlocks,
+                    backfilled: set[tuple[int, int]]) -> list[tuple[tuple[int, int], str, Sequence[float]]]:
+        """``((step, block start), metric, values)`` of each due block, as stored: open blocks are
+        keyed by the grid (``block_span``), but where ``step`` is a coarser archive of the metric
+        (old points, ``backfill.py``) its block is the longer coarse one (``coarse_block_span``),
+        as the rollups write it: the grid block goes into it at its offset (two grid blocks due
+        together into one). The ids holding such slots are added to ``backfilled``."""
+        rollups = self.rollups
+        found: list[tuple[tuple[int, int], str, Sequence[float]]] = []
+        longer: dict[tuple[str, int, int], array] = {}
+        for (step, start), metrics in due.blocks.items():
+            if rollups is None or not rollups.backfilled(step, metrics):
+                found.extend(((step, start), metric, values) for metric, values in metrics.items())
+                continue
+            grid = rollups.span(step, 0)
+            for metric, values in metrics.items():
+                span = rollups.span_of(metric, step)
+                if span != grid:
+                    block = start - start % span
+                    row = longer.get((metric, step, block))
+                    if row is None:
+                        row = longer[(metric, step, block)] = array("d", [math.nan]) * (span // step)
+                    offset = (start - block) // step
+                    row[offset:offset + len(values)] = array("d", values)
+                    backfilled.add((step, block))
+                    continue
+                found.append(((step, start), metric, values))
+                if rollups.backfilled(step, [metric]):
+                    backfilled.add((step, start))
+        found.extend(((step, start), metric, row) for (metric, step, start), row in longer.items())
+        return found
 
     def _put(self, blocks: list[WholeBlock], result: CloseResult) -> None:
         """Put whole blocks, ``PUT_CHUNK`` at a time (a failure leaves the rest for the next close:
@@ -268,8 +304,10 @@ class BlockWriter:
             plan, values = block.plan, block.finish()
             if not _known(values):
                 continue  # nothing reached the xFilesFactor: the coarse block stays as it is
-            if not self.fresh.written(COARSE, plan.coarse_step, plan.start) \
-                    and not self.fresh.written(BACKFILL, plan.coarse_step, plan.start):  # else merge, not replace
+            # else merge, not replace: a block of this id was written, as a coarse block, with old
+            # points, or as a base block (of a metric whose schema edit made this step coarse, or
+            # that a coarse span longer than the grid covers; the id is per step, not per metric)
+            if not any(self.fresh.written(kind, plan.coarse_step, plan.start) for kind in (COARSE, BACKFILL, BASE)):
                 puts.append((plan.metric, plan.coarse_step, plan.start, values))
             else:
                 merges.append(_row(plan.metric, plan.coarse_step, plan.start, values))

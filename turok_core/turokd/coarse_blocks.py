@@ -22,6 +22,12 @@ A pending coarse block is computed in one of two ways:
   writers). Computing only the coarse slots a merged finer block covers was tried and left out
   for now: a turokd killed mid-stream then left coarse slots wrong (tests/e2e/test_turokd_kill.py).
 
+Blocks of a metric's coarser archives (its levels 1 and up) are ``coarse_block_span`` long, at
+the defaults twice the grid span at 1 minute (``block_layout.py``); a plan's start and end, the
+finer blocks a coarse block covers and the end of a finer block that is itself coarse
+(1 minute → 1 hour) all follow ``span_of``, the same rule ``BlockWriter`` writes base slots at a
+coarse step by, so blocks of one metric and step never overlap.
+
 Either way a coarse slot is whisper's aggregate of the finer slots it covers, written only when
 their known fraction reaches ``xFilesFactor``, so both give the same bytes. The pending set lives
 in memory, each block computed from memory holding its coarse slots encoded between finer blocks
@@ -36,7 +42,7 @@ from itertools import chain
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 from turok_core.model.schemas import MetricPolicy, PolicyCache, SchemaSet
-from turok_core.storage.block_layout import block_span, decode_into, encode_datapoints
+from turok_core.storage.block_layout import archive_span, decode_into, encode_datapoints
 from turok_core.turokd.fresh import COARSE, FreshBlocks
 from turok_core.turokd.rollup import known_span, rollup_into, rollup_known, whisper_xff
 from turok_core.turokd.rollup_writer import RollupPlan
@@ -51,9 +57,9 @@ class CoarseBlock:
     """One pending coarse block of one metric.
 
     Between finer blocks its coarse slots are kept encoded (block format v2, as they will be
-    stored; lossless): a 1-minute block waits six hours for its last 10 s block, and its 360
-    doubles would take 2.9 KB a metric all that time against ~0.8 KB for averages of two-decimal
-    gauges (random doubles stay ~2.6 KB)."""
+    stored; lossless): a 1-minute block (720 slots at the defaults) waits twelve hours for its
+    last 10 s block, and its doubles would take 5.8 KB a metric all that time against ~1.6 KB for
+    averages of two-decimal gauges (random doubles stay ~5.3 KB)."""
     plan: RollupPlan
     closes: float
     # coarse slot values (NaN: none yet), encoded between finer blocks; None: computed from DynamoDB
@@ -136,13 +142,15 @@ class CoarseBlocks:
     """Coarse blocks whose finer data changed, each due when it closes."""
 
     def __init__(self, schemas: SchemaSet, block_slots: int, close_delay: float, fresh: FreshBlocks,
-                 older: Optional[Callable[[str, int], Optional[MetricPolicy]]] = None) -> None:
+                 older: Optional[Callable[[str, int], Optional[MetricPolicy]]] = None,
+                 coarse_block_slots: int = 0) -> None:
         """``older(metric, step)``: the policy of an older version of the schema files with an
         archive at ``step`` (``SchemaHistory.policy_with_step``), for blocks at a step the
         current files no longer have."""
         self._policy = PolicyCache(schemas.policy_for)
         self._older = older
         self._block_slots = block_slots
+        self._coarse_block_slots = coarse_block_slots
         self._close_delay = close_delay
         self._fresh = fresh
         self._pending: dict[tuple[str, int, int], CoarseBlock] = {}  # (metric, coarse step, start)
@@ -166,6 +174,26 @@ class CoarseBlocks:
         policy = self._policy
         return any(found is not None and found.step != step for found in map(policy, metrics))
 
+    def _policy_at(self, metric: str, step: int) -> Optional[MetricPolicy]:
+        """The metric's policy, or the older one with an archive at ``step`` when the current has none."""
+        policy = self._policy(metric)
+        if self._older is not None and (policy is None or all(a.step != step for a in policy.archives)):
+            policy = self._older(metric, step)
+        return policy
+
+    def span(self, step: int, level: int) -> int:
+        """Seconds per block of archive ``level`` at ``step`` (``block_layout.archive_span``)."""
+        return archive_span(step, level, self._block_slots, self._coarse_block_slots)
+
+    def span_of(self, metric: str, step: int) -> int:
+        """Seconds per block of ``metric`` at ``step``: the coarse span where ``step`` is a coarser
+        archive of its policy (as ``note_written`` finds it), else the grid span."""
+        if step not in self._coarse_steps:
+            return self.span(step, 0)
+        policy = self._policy_at(metric, step)
+        level = 0 if policy is None else next((i for i, a in enumerate(policy.archives) if a.step == step), 0)
+        return self.span(step, level)
+
     def note_written(self, blocks: Iterable[WrittenBlock], now: float = -math.inf) -> None:
         """Blocks just written at ``now``: the coarser blocks they overlap become pending.
 
@@ -182,9 +210,7 @@ class CoarseBlocks:
         of the coarsest archive neither.
         """
         for metric, step, start, values in blocks:
-            policy = self._policy(metric)
-            if self._older is not None and (policy is None or all(a.step != step for a in policy.archives)):
-                policy = self._older(metric, step)
+            policy = self._policy_at(metric, step)
             if policy is None:
                 continue
             archives = policy.archives
@@ -192,8 +218,8 @@ class CoarseBlocks:
                 if archives[level].step != step:
                     continue
                 coarse_step = archives[level + 1].step
-                coarse_span = block_span(coarse_step, self._block_slots)
-                end = start + block_span(step, self._block_slots)
+                coarse_span = self.span(coarse_step, level + 1)
+                end = start + self.span(step, level)
                 for coarse_start in range(start - start % coarse_span, end, coarse_span):
                     key = (metric, coarse_step, coarse_start)
                     pending = self._pending.get(key)
@@ -202,7 +228,7 @@ class CoarseBlocks:
                                           policy.aggregation_type, policy.x_files_factor, archives[level].retention)
                         in_memory = (values is not None
                                      and self._fresh.fresh(COARSE, metric, coarse_step, coarse_start)
-                                     and self._finer_sole(metric, step, coarse_start, coarse_span))
+                                     and self._finer_sole(metric, step, level, coarse_start, coarse_span))
                         pending = self._pending[key] = CoarseBlock(
                             plan, coarse_start + coarse_span + self._close_delay,
                             array("d", [NAN]) * (coarse_span // coarse_step) if in_memory else None)
@@ -216,12 +242,12 @@ class CoarseBlocks:
         """No writer but this turokd can have written the plan's coarse block or its finer blocks
         (checked again when a block computed in memory is written: an import may have begun)."""
         return self._fresh.sole(plan.metric, plan.coarse_step, plan.start) \
-            and self._finer_sole(plan.metric, plan.finer_step, plan.start, plan.end - plan.start)
+            and self._finer_sole(plan.metric, plan.finer_step, plan.level, plan.start, plan.end - plan.start)
 
-    def _finer_sole(self, metric: str, step: int, coarse_start: int, coarse_span: int) -> bool:
-        """Every finer block under a coarse block is this turokd's alone: owned since before the
-        coarse block began, or each start unnamed by the record (``fresh.FreshBlocks.sole``)."""
-        span = block_span(step, self._block_slots)
+    def _finer_sole(self, metric: str, step: int, level: int, coarse_start: int, coarse_span: int) -> bool:
+        """Every finer block (archive ``level``) under a coarse block is this turokd's alone: owned
+        since before the coarse block began, or each start unnamed by the record (``fresh.FreshBlocks.sole``)."""
+        span = self.span(step, level)
         return self._fresh.sole_all(metric, step, range(coarse_start - coarse_start % span,
                                                         coarse_start + coarse_span, span))
 
