@@ -137,3 +137,61 @@ def test_concurrent_writers_with_disjoint_names_all_land(index_stores):
     assert not errors and len(results) == 4
     assert sum(stats.added for runs in results.values() for stats in runs) == 120
     assert all_names(index_stores(shards=2)) == {n for names in batches.values() for n in names}
+
+
+def counting(store, method: str) -> list[int]:
+    """Count ``store``'s calls of its primitive ``method``; returns a one-item list."""
+    original, calls = getattr(store, method), [0]
+
+    def counted(*args):
+        calls[0] += 1
+        return original(*args)
+
+    setattr(store, method, counted)
+    return calls
+
+
+def test_a_cold_writer_lists_the_layout_once_and_checks_the_manifest_once(index_stores):
+    """A new index of 8 shards, every shard it writes new: no shard is read (the listing says none exists)
+    and the manifest is read for the creations once, not once per shard."""
+    store = index_stores(shards=8)
+    store.shard_count()  # the manifest created and read
+    reads, lists, manifests = (counting(store, name) for name in ("read_object", "list_versions", "_read_manifest"))
+    names = [f"host{i}.cpu" for i in range(40)]
+    stats = store.add_names(names)
+    assert stats.shard_writes == len({shard_of(name, 8) for name in names}) > 1 and stats.conflicts == 0
+    assert (reads, lists) == ([0], [1])
+    assert manifests == [2]  # before the creations, and the call's closing revalidation
+    assert all_names(index_stores(shards=8)) == set(names)
+
+
+def test_a_writer_changes_the_shards_it_wrote_without_reading_them(index_stores):
+    store = index_stores(shards=4)
+    store.add_names([f"a.n{i}" for i in range(20)])
+    reads, lists = counting(store, "read_object"), counting(store, "list_versions")
+    stats = store.add_names([f"b.n{i}" for i in range(20)])
+    assert (reads, lists) == ([0], [0]) and stats.shard_writes == 4 and stats.conflicts == 0
+    assert all_names(index_stores(shards=4)) == {f"{p}.n{i}" for p in "ab" for i in range(20)}
+
+
+def test_a_stale_copy_is_read_again_and_counts_no_lost_race(index_stores):
+    store, other = index_stores(shards=1), index_stores(shards=1)
+    store.add_names(["mine.one"])
+    other.add_names(["theirs.one"])  # the shard changed after store's copy
+    reads = counting(store, "read_object")
+    stats = store.add_names(["mine.two"])
+    assert reads == [1] and (stats.shard_writes, stats.conflicts, stats.added) == (1, 0, 1)
+    assert all_names(other) == {"mine.one", "theirs.one", "mine.two"}
+
+
+def test_a_copy_never_decides_that_a_name_is_there(index_stores):
+    """Another writer (the keeper) removed a name after this writer's copy: announcing it again
+    puts it back, though the copy holds it."""
+    store, keeper = index_stores(shards=1), index_stores(shards=1)
+    store.add_names(["a.b", "c.d"])
+    keeper.remove_names(["a.b"])
+    stats = store.add_names(["a.b"])
+    assert (stats.added, stats.shard_writes) == (1, 1)
+    assert all_names(keeper) == {"a.b", "c.d"}
+    again = store.add_names(["a.b"])  # really there now: read, and nothing written
+    assert (again.added, again.shard_writes, again.shards_unchanged) == (0, 0, 1)
