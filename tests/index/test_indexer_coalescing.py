@@ -67,6 +67,7 @@ def test_many_messages_over_several_receives_make_one_write_per_touched_shard():
     service.poll_once()
     service.poll_once()
     assert service.counters.messages == 12 and store.calls == []  # the window is still open
+    assert service.self_metrics_gauges()["pending_names"] == 600
     clock.advance(CONFIG.index_coalesce_seconds - 0.01)
     assert store.calls == [] and len(queue) == 12
     clock.advance(0.01)

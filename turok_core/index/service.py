@@ -212,6 +212,11 @@ class IndexerService(QueueConsumerService):
         if tag_stats is not None:
             yield self._maybe_move("tag index", self.tag_store, tag_stats, config.tag_index_shard_target_names)
 
+    def self_metrics_gauges(self) -> dict[str, float]:
+        gauges = super().self_metrics_gauges()
+        gauges["pending_names"] = len(self._pending)
+        return gauges
+
     def finish_work(self) -> defer.Deferred:
         """Write what is pending once the loops have ended (a failure is logged: SQS redelivers)."""
         return self.write_pending().addErrback(self._write_failed)
