@@ -271,8 +271,7 @@ class ShardedIndexStore(ABC):
         groups = grouped(names, old)
         first = self._copies_or_reads(old, [shard for shard, _ in groups])
         # one manifest check for every shard this pass creates (module docstring)
-        creates = any(found.version is None and change(set(), group)
-                      for (shard, group) in groups for found in (first[shard][0],))
+        creates = any(first[shard][0].version is None and change(set(), group) for shard, group in groups)
         if creates and self._manifest_changed(version):
             raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
         for shard, group in groups:
@@ -327,9 +326,9 @@ class ShardedIndexStore(ABC):
               first: Optional[tuple[ShardObject, bool]] = None) -> Optional[ShardObject]:
         """Compare-and-swap one shard to ``change(its names, names)``, re-reading after a lost race.
 
-        ``first``: the shard as found already and whether it was read for this call (else it is
-        this writer's copy, and ``_write_layout`` checked the manifest after reading it when it
-        was missing). A missing shard holds nothing, or with ``fill`` (a new shard during a move)
+        ``first``: the shard as ``_write_layout`` found it, and whether that is fresh (read or
+        listed for this call) rather than this writer's copy; when it was missing, the manifest
+        was checked since. A missing shard holds nothing, or with ``fill`` (a new shard during a move)
         the sealed names ``fill`` gives; without ``fill`` it is created only while the manifest is
         still of ``version``, the one the write uses. Returns the shard when it is sealed and
         ``moving`` (the caller writes the new layout), else None; raises ``_LayoutChanged`` for
