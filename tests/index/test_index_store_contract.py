@@ -13,12 +13,13 @@ from typing import Callable, Optional
 
 import pytest
 
+from tests.support.index_shards import read_shard
 from turok_core.index.shards import shard_of
 from turok_core.index.store import IndexConflictError
 
 
 def all_names(store) -> set[str]:
-    return set().union(*(store.read_shard(shard)[0] for shard in range(store.shard_count())))
+    return set().union(*(read_shard(store, shard)[0] for shard in range(store.shard_count())))
 
 
 def interfere(store, intruder: Callable[[], object], times: Optional[int] = 1) -> list[int]:
@@ -47,7 +48,7 @@ def test_add_names_counts_and_places_every_name(index_stores):
     touched = {shard_of(n, 8) for n in valid}
     assert stats.shard_writes == len(touched) and stats.conflicts == 0
     for shard in range(8):
-        shard_names, version = store.read_shard(shard)
+        shard_names, version = read_shard(store, shard)
         assert {shard_of(n, 8) for n in shard_names} <= {shard}
         assert (version is None) == (shard not in touched)
     assert all_names(store) == valid
@@ -58,14 +59,14 @@ def test_add_names_counts_and_places_every_name(index_stores):
 
 def test_a_shards_version_changes_with_each_write_only(index_stores):
     store = index_stores(shards=1)
-    assert store.read_shard(0) == (set(), None)
+    assert read_shard(store, 0) == (set(), None)
     store.add_names(["a.b"])
-    names, first = store.read_shard(0)
+    names, first = read_shard(store, 0)
     assert names == {"a.b"} and first is not None
     store.add_names(["a.b"])
-    assert store.read_shard(0)[1] == first
+    assert read_shard(store, 0)[1] == first
     store.add_names(["c.d"])
-    assert store.read_shard(0)[1] not in (None, first)
+    assert read_shard(store, 0)[1] not in (None, first)
 
 
 def test_the_first_writers_shard_count_stays(index_stores):
@@ -74,7 +75,7 @@ def test_the_first_writers_shard_count_stays(index_stores):
     assert later.shard_count() == 4
     later.add_names(["c.d"])
     assert all_names(later) == {"a.b", "c.d"}
-    assert "c.d" in later.read_shard(shard_of("c.d", 4))[0]
+    assert "c.d" in read_shard(later, shard_of("c.d", 4))[0]
 
 
 def test_remove_names_counts_and_keeps_the_rest(index_stores):
@@ -95,7 +96,7 @@ def test_lost_race_is_retried_and_nothing_is_lost(index_stores):
     fired = interfere(racer, lambda: other.add_names(["intruder.metric"]))
     stats = racer.add_names(["mine.metric"])
     assert fired == [1] and stats.conflicts == 1 and stats.shard_writes == 1
-    assert index_stores(shards=1).read_shard(0)[0] == {"seed.metric", "intruder.metric", "mine.metric"}
+    assert read_shard(index_stores(shards=1), 0)[0] == {"seed.metric", "intruder.metric", "mine.metric"}
 
 
 def test_remove_names_keeps_a_name_added_concurrently(index_stores):
@@ -104,7 +105,7 @@ def test_remove_names_keeps_a_name_added_concurrently(index_stores):
     interfere(racer, lambda: other.add_names(["a.four"]))
     stats = racer.remove_names(["a.two", "not.there"])
     assert stats.removed == 1 and stats.conflicts == 1 and stats.shard_writes == 1
-    assert index_stores(shards=1).read_shard(0)[0] == {"a.one", "a.three", "a.four"}
+    assert read_shard(index_stores(shards=1), 0)[0] == {"a.one", "a.three", "a.four"}
 
 
 def test_conflict_error_after_bounded_attempts(index_stores):

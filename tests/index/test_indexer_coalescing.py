@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, task
 
+from tests.support.index_shards import read_shard
 from turok_core.index.memory_store import MemoryIndexStore
 from turok_core.index.service import IndexerService
 from turok_core.index.shards import shard_of
@@ -43,7 +44,7 @@ class CountingStore(MemoryIndexStore):
 
 
 def stored(store) -> set[str]:
-    return set().union(*(store.read_shard(shard)[0] for shard in range(store.shard_count())))
+    return set().union(*(read_shard(store, shard)[0] for shard in range(store.shard_count())))
 
 
 def indexer(queue, store, tag_store=None, config=CONFIG):

@@ -6,6 +6,7 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 import pytest
 
 from tests.conftest import running_twistd, wait_for
+from tests.support.index_shards import read_shard
 from turok_core.index.s3_cache import IndexCache
 from turok_core.index.s3_store import IndexStore
 from turok_core.runtime.aws import make_client
@@ -140,7 +141,7 @@ def test_tagged_names_go_to_the_tag_index_too():
     service.write_pending()
 
     def stored(writer):
-        return set().union(*(writer.read_shard(shard)[0] for shard in range(writer.shard_count())))
+        return set().union(*(read_shard(writer, shard)[0] for shard in range(writer.shard_count())))
 
     assert stored(store) == set(names)
     assert stored(tags) == set(names[1:])

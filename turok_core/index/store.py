@@ -212,12 +212,6 @@ class ShardedIndexStore(ABC):
         """The shard count of the index's layout (the old one while it moves)."""
         return self.manifest().shards
 
-    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
-        """The names of one shard of ``shard_count()`` shards and its version (``None`` when the
-        shard does not exist yet)."""
-        found = self.read_object(self.shard_count(), shard)
-        return set(found.names), found.version
-
     # --- writes ----------------------------------------------------------------------------------
 
     def add_names(self, names: Iterable[str]) -> AddStats:
