@@ -196,3 +196,18 @@ def test_a_copy_never_decides_that_a_name_is_there(index_stores):
     assert all_names(keeper) == {"a.b", "c.d"}
     again = store.add_names(["a.b"])  # really there now: read, and nothing written
     assert (again.added, again.shard_writes, again.shards_unchanged) == (0, 0, 1)
+
+
+def test_a_listed_version_confirms_a_copy(index_stores):
+    """A writer with a copy of one shard and none of two others lists the layout: the copy whose
+    version the listing shows decides like a read (a name it holds needs no write, and no read)."""
+    def in_shard(shard: int, count_: int) -> list[str]:
+        return [name for name in (f"n{i}.m" for i in range(400)) if shard_of(name, 8) == shard][:count_]
+
+    store = index_stores(shards=8)
+    store.add_names(in_shard(0, 3))
+    reads, lists = counting(store, "read_object"), counting(store, "list_versions")
+    stats = store.add_names(in_shard(0, 3)[:1] + in_shard(1, 2) + in_shard(2, 2))
+    assert (reads, lists) == ([0], [1])
+    assert (stats.added, stats.shard_writes, stats.shards_unchanged, stats.conflicts) == (4, 2, 1, 0)
+    assert all_names(index_stores(shards=8)) == set(in_shard(0, 3) + in_shard(1, 2) + in_shard(2, 2))
