@@ -23,6 +23,7 @@ from keeper.apply import Applier, list_tables
 from keeper.plan import plan_for
 from tests.conftest import ROOT, VENV_BIN, running_twistd, wait_for, with_schema_files
 from tests.support.faultproxy import FaultProxy
+from tests.support.index_shards import read_shard
 from tests.support.sum_stream import queue_depth
 from turok_core.dev.stack import write_config
 from turok_core.index.s3_store import IndexStore
@@ -42,7 +43,7 @@ AGGREGATION = "[all]\npattern = .*\nxFilesFactor = 0\naggregationMethod = sum\n"
 
 def index_names(config) -> set[str]:
     index = IndexStore(make_client("s3", config), config)
-    return set().union(*(index.read_shard(shard)[0] for shard in range(index.shard_count())))
+    return set().union(*(read_shard(index, shard)[0] for shard in range(index.shard_count())))
 
 
 def keeper_setup(config, tmp_path, dead, now):

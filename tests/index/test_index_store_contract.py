@@ -13,12 +13,13 @@ from typing import Callable, Optional
 
 import pytest
 
+from tests.support.index_shards import read_shard
 from turok_core.index.shards import shard_of
 from turok_core.index.store import IndexConflictError
 
 
 def all_names(store) -> set[str]:
-    return set().union(*(store.read_shard(shard)[0] for shard in range(store.shard_count())))
+    return set().union(*(read_shard(store, shard)[0] for shard in range(store.shard_count())))
 
 
 def interfere(store, intruder: Callable[[], object], times: Optional[int] = 1) -> list[int]:
@@ -47,7 +48,7 @@ def test_add_names_counts_and_places_every_name(index_stores):
     touched = {shard_of(n, 8) for n in valid}
     assert stats.shard_writes == len(touched) and stats.conflicts == 0
     for shard in range(8):
-        shard_names, version = store.read_shard(shard)
+        shard_names, version = read_shard(store, shard)
         assert {shard_of(n, 8) for n in shard_names} <= {shard}
         assert (version is None) == (shard not in touched)
     assert all_names(store) == valid
@@ -58,14 +59,14 @@ def test_add_names_counts_and_places_every_name(index_stores):
 
 def test_a_shards_version_changes_with_each_write_only(index_stores):
     store = index_stores(shards=1)
-    assert store.read_shard(0) == (set(), None)
+    assert read_shard(store, 0) == (set(), None)
     store.add_names(["a.b"])
-    names, first = store.read_shard(0)
+    names, first = read_shard(store, 0)
     assert names == {"a.b"} and first is not None
     store.add_names(["a.b"])
-    assert store.read_shard(0)[1] == first
+    assert read_shard(store, 0)[1] == first
     store.add_names(["c.d"])
-    assert store.read_shard(0)[1] not in (None, first)
+    assert read_shard(store, 0)[1] not in (None, first)
 
 
 def test_the_first_writers_shard_count_stays(index_stores):
@@ -74,7 +75,7 @@ def test_the_first_writers_shard_count_stays(index_stores):
     assert later.shard_count() == 4
     later.add_names(["c.d"])
     assert all_names(later) == {"a.b", "c.d"}
-    assert "c.d" in later.read_shard(shard_of("c.d", 4))[0]
+    assert "c.d" in read_shard(later, shard_of("c.d", 4))[0]
 
 
 def test_remove_names_counts_and_keeps_the_rest(index_stores):
@@ -95,7 +96,7 @@ def test_lost_race_is_retried_and_nothing_is_lost(index_stores):
     fired = interfere(racer, lambda: other.add_names(["intruder.metric"]))
     stats = racer.add_names(["mine.metric"])
     assert fired == [1] and stats.conflicts == 1 and stats.shard_writes == 1
-    assert index_stores(shards=1).read_shard(0)[0] == {"seed.metric", "intruder.metric", "mine.metric"}
+    assert read_shard(index_stores(shards=1), 0)[0] == {"seed.metric", "intruder.metric", "mine.metric"}
 
 
 def test_remove_names_keeps_a_name_added_concurrently(index_stores):
@@ -104,7 +105,7 @@ def test_remove_names_keeps_a_name_added_concurrently(index_stores):
     interfere(racer, lambda: other.add_names(["a.four"]))
     stats = racer.remove_names(["a.two", "not.there"])
     assert stats.removed == 1 and stats.conflicts == 1 and stats.shard_writes == 1
-    assert index_stores(shards=1).read_shard(0)[0] == {"a.one", "a.three", "a.four"}
+    assert read_shard(index_stores(shards=1), 0)[0] == {"a.one", "a.three", "a.four"}
 
 
 def test_conflict_error_after_bounded_attempts(index_stores):
@@ -137,3 +138,76 @@ def test_concurrent_writers_with_disjoint_names_all_land(index_stores):
     assert not errors and len(results) == 4
     assert sum(stats.added for runs in results.values() for stats in runs) == 120
     assert all_names(index_stores(shards=2)) == {n for names in batches.values() for n in names}
+
+
+def counting(store, method: str) -> list[int]:
+    """Count ``store``'s calls of its primitive ``method``; returns a one-item list."""
+    original, calls = getattr(store, method), [0]
+
+    def counted(*args):
+        calls[0] += 1
+        return original(*args)
+
+    setattr(store, method, counted)
+    return calls
+
+
+def test_a_cold_writer_lists_the_layout_once_and_checks_the_manifest_once(index_stores):
+    """A new index of 8 shards, every shard it writes new: no shard is read (the listing says none exists)
+    and the manifest is read for the creations once, not once per shard."""
+    store = index_stores(shards=8)
+    store.shard_count()  # the manifest created and read
+    reads, lists, manifests = (counting(store, name) for name in ("read_object", "list_versions", "_read_manifest"))
+    names = [f"host{i}.cpu" for i in range(40)]
+    stats = store.add_names(names)
+    assert stats.shard_writes == len({shard_of(name, 8) for name in names}) > 1 and stats.conflicts == 0
+    assert (reads, lists) == ([0], [1])
+    assert manifests == [2]  # before the creations, and the call's closing revalidation
+    assert all_names(index_stores(shards=8)) == set(names)
+
+
+def test_a_writer_changes_the_shards_it_wrote_without_reading_them(index_stores):
+    store = index_stores(shards=4)
+    store.add_names([f"a.n{i}" for i in range(20)])
+    reads, lists = counting(store, "read_object"), counting(store, "list_versions")
+    stats = store.add_names([f"b.n{i}" for i in range(20)])
+    assert (reads, lists) == ([0], [0]) and stats.shard_writes == 4 and stats.conflicts == 0
+    assert all_names(index_stores(shards=4)) == {f"{p}.n{i}" for p in "ab" for i in range(20)}
+
+
+def test_a_stale_copy_is_read_again_and_counts_no_lost_race(index_stores):
+    store, other = index_stores(shards=1), index_stores(shards=1)
+    store.add_names(["mine.one"])
+    other.add_names(["theirs.one"])  # the shard changed after store's copy
+    reads = counting(store, "read_object")
+    stats = store.add_names(["mine.two"])
+    assert reads == [1] and (stats.shard_writes, stats.conflicts, stats.added) == (1, 0, 1)
+    assert all_names(other) == {"mine.one", "theirs.one", "mine.two"}
+
+
+def test_a_copy_never_decides_that_a_name_is_there(index_stores):
+    """Another writer (the keeper) removed a name after this writer's copy: announcing it again
+    puts it back, though the copy holds it."""
+    store, keeper = index_stores(shards=1), index_stores(shards=1)
+    store.add_names(["a.b", "c.d"])
+    keeper.remove_names(["a.b"])
+    stats = store.add_names(["a.b"])
+    assert (stats.added, stats.shard_writes) == (1, 1)
+    assert all_names(keeper) == {"a.b", "c.d"}
+    again = store.add_names(["a.b"])  # really there now: read, and nothing written
+    assert (again.added, again.shard_writes, again.shards_unchanged) == (0, 0, 1)
+
+
+def test_a_listed_version_confirms_a_copy(index_stores):
+    """A writer with a copy of one shard and none of two others lists the layout: the copy whose
+    version the listing shows decides like a read (a name it holds needs no write, and no read)."""
+    def in_shard(shard: int, count_: int) -> list[str]:
+        return [name for name in (f"n{i}.m" for i in range(400)) if shard_of(name, 8) == shard][:count_]
+
+    store = index_stores(shards=8)
+    store.add_names(in_shard(0, 3))
+    reads, lists = counting(store, "read_object"), counting(store, "list_versions")
+    stats = store.add_names(in_shard(0, 3)[:1] + in_shard(1, 2) + in_shard(2, 2))
+    assert (reads, lists) == ([0], [1])
+    assert (stats.added, stats.shard_writes, stats.shards_unchanged, stats.conflicts) == (4, 2, 1, 0)
+    assert all_names(index_stores(shards=8)) == set(in_shard(0, 3) + in_shard(1, 2) + in_shard(2, 2))

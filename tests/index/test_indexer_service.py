@@ -6,6 +6,7 @@ Needs the project installed in the virtualenv (``make install``) so twistd finds
 import pytest
 
 from tests.conftest import running_twistd, wait_for
+from tests.support.index_shards import read_shard
 from turok_core.index.s3_cache import IndexCache
 from turok_core.index.s3_store import IndexStore
 from turok_core.runtime.aws import make_client
@@ -104,7 +105,8 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
 
     failures = []
-    service.poll_once().addErrback(failures.append)
+    service.poll_once()
+    service.write_pending().addErrback(failures.append)
     assert len(failures) == 1 and failures[0].check(IndexConflictError)
     assert len(queue) == 3  # the index did not take them: SQS will deliver them again
     assert store.batches == [["a.b", "c.d"]]  # both announcements in one add_names call
@@ -112,6 +114,7 @@ def test_messages_are_deleted_only_after_the_index_update_succeeded():
     store.races = 2  # second round: two lost races, then the write lands
     now[0] += service.config.visibility_timeout_seconds  # redelivered
     service.poll_once()
+    service.write_pending()
     now[0] += service.config.visibility_timeout_seconds
     assert [m.body for m in queue.receive(10, 0)] == ["{not json"]  # never the bad body deleted
     counters = service.counters
@@ -135,9 +138,10 @@ def test_tagged_names_go_to_the_tag_index_too():
     service = IndexerService(TurokConfig(), reactor=task.Clock(), store=store, queue=queue, tag_store=tags)
     service._in_pool = lambda function, *args, **kwargs: defer.maybeDeferred(function, *args, **kwargs)
     service.poll_once()
+    service.write_pending()
 
     def stored(writer):
-        return set().union(*(writer.read_shard(shard)[0] for shard in range(writer.shard_count())))
+        return set().union(*(read_shard(writer, shard)[0] for shard in range(writer.shard_count())))
 
     assert stored(store) == set(names)
     assert stored(tags) == set(names[1:])
@@ -183,6 +187,7 @@ def test_the_indexer_moves_an_index_whose_shards_pass_the_target_and_finishes_a_
     queue.send(encode_announcements(names))
     second = indexer(queue, store)
     second.poll_once()
+    second.write_pending()
     assert store.manifest(fresh=True) == Manifest(8) and second.counters.moves == 1
     assert visible(store) == set(names) and len(queue) == 0
     assert tags.manifest(fresh=True) == Manifest(4)  # its target is 0: never moved by size

@@ -199,18 +199,27 @@ def test_a_writer_whose_store_another_thread_moved_meanwhile_leaves_no_stray(ind
     manifest) while another is writing with the manifest from before the move. The writer finds
     its old shard deleted; it must not take the store's refreshed manifest for the one its write
     used and create the old shard again (found by tests/e2e/test_index_moves.py: a stray object
-    left in the old layout)."""
+    left in the old layout). The writer has copies of the shards it wrote: the move comes before
+    its first read or, changing a shard from its copy, its first write."""
     store = index_stores(shards=2)
     store.add_names(["a.one", "a.two"])
-    original, moves = store.read_object, []
+    original, original_put, moves = store.read_object, store.put_object, []
 
-    def read_object(shards, shard):
+    def move_first() -> None:
         if not moves:  # the other poller's move, between the writer's manifest and its first read
             moves.append(None)
             moves.append(move_shards(store, to=8))
+
+    def read_object(shards, shard):
+        move_first()
         return original(shards, shard)
 
+    def put_object(*args):
+        move_first()
+        return original_put(*args)
+
     store.read_object = read_object
+    store.put_object = put_object
     store.add_names(["b.one", "b.two"])
     assert moves[1].moved_to == 8 and store.manifest() == Manifest(8)
     assert store.layouts() == [8]

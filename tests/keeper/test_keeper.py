@@ -16,6 +16,7 @@ import keeper
 from keeper.apply import Applier, list_tables, survey_table
 from keeper.cli import build_parser, main
 from keeper.plan import make_plan, plan_for, render_text, retention_by_step, to_json
+from tests.support.index_shards import read_shard
 from turok_core.index.s3_store import IndexStore
 from turok_core.model.schemas import SchemaSet
 from turok_core.runtime.aws import make_client
@@ -213,7 +214,7 @@ def test_keeper_plans_and_applies_on_moto(turok_config, tmp_path, capsys):
     hygiene = applied["index_hygiene"]
     assert hygiene["removed"] == ["gone.metric"] and hygiene["error"] == "" and hygiene["complete"]
     index = IndexStore(s3, config)
-    names = set().union(*(index.read_shard(s)[0] for s in range(index.shard_count())))
+    names = set().union(*(read_shard(index, s)[0] for s in range(index.shard_count())))
     assert names == {"short.live", "default.dead", "misplaced.metric"}
 
     # once the misplaced block is gone the guard lets the table go; a further run has nothing to do
@@ -275,7 +276,7 @@ def test_index_hygiene_adds_back_a_metric_that_returns_during_removal(turok_conf
         ["back.again", "really.gone"], [today], NOW, turok_config.table_prefix, "_")
     assert sorted(report.removed) == ["back.again", "really.gone"] and report.readded == ["back.again"]
     index = IndexStore(s3, turok_config)
-    names = set().union(*(index.read_shard(s)[0] for s in range(index.shard_count())))
+    names = set().union(*(read_shard(index, s)[0] for s in range(index.shard_count())))
     assert names == {"back.again"}
 
 

@@ -33,7 +33,7 @@ def stopping_after(store, puts: int):
         if done[0] >= puts:
             raise Stop()
         ok = original(*args)
-        done[0] += ok
+        done[0] += bool(ok)
         return ok
 
     store.put_object = put_object

@@ -62,13 +62,19 @@ class MemoryIndexStore(ShardedIndexStore):
             return self.index.objects.get((shards, shard), MISSING)
 
     def put_object(self, shards: int, shard: int, names: Collection[str], sealed_to: Optional[int],
-                   version: Optional[str]) -> bool:
+                   version: Optional[str]) -> Optional[str]:
         index = self.index
         with index.lock:
             if index.objects.get((shards, shard), MISSING).version != version:
-                return False
-            index.objects[(shards, shard)] = ShardObject(frozenset(names), sealed_to, index.next_version())
-            return True
+                return None
+            written = index.next_version()
+            index.objects[(shards, shard)] = ShardObject(frozenset(names), sealed_to, written)
+            return written
+
+    def list_versions(self, shards: int) -> Optional[dict[int, str]]:
+        with self.index.lock:
+            return {shard: found.version for (layout, shard), found in self.index.objects.items()
+                    if layout == shards and found.version is not None}
 
     def layouts(self) -> list[int]:
         with self.index.lock:

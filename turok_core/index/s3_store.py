@@ -95,7 +95,7 @@ class IndexStore(ShardedIndexStore):
 
     def put_manifest(self, manifest: Manifest, version: Optional[str]) -> bool:
         """PUT the manifest with ``If-Match: <ETag>`` (``If-None-Match: *`` when creating it)."""
-        return self._put(self._layout.manifest_key, manifest.encode(), "application/json", version)
+        return self._put(self._layout.manifest_key, manifest.encode(), "application/json", version) is not None
 
     def read_object(self, shards: int, shard: int) -> ShardObject:
         """Shard ``shard`` of layout ``shards`` and its ETag (``MISSING`` when it does not exist)."""
@@ -109,21 +109,34 @@ class IndexStore(ShardedIndexStore):
         return ShardObject(names, sealed_to, response["ETag"])
 
     def put_object(self, shards: int, shard: int, names: Collection[str], sealed_to: Optional[int],
-                   version: Optional[str]) -> bool:
-        """PUT the shard with ``If-Match: <ETag>`` (``If-None-Match: *`` when creating it)."""
+                   version: Optional[str]) -> Optional[str]:
+        """PUT the shard with ``If-Match: <ETag>`` (``If-None-Match: *`` when creating it); its new ETag."""
         return self._put(self._layout.shard_key(shard, shards), encode_shard(names, sealed_to),
                          "application/gzip", version)
 
-    def _put(self, key: str, body: bytes, content_type: str, version: Optional[str]) -> bool:
+    def _put(self, key: str, body: bytes, content_type: str, version: Optional[str]) -> Optional[str]:
+        """The object's new ETag, or None when the condition failed."""
         condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
         try:
-            self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type, **condition)
+            response = self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type,
+                                           **condition)
         except ClientError as exc:
             # If-Match on a vanished object answers 404: a race as well
             if not (_is_conflict(exc) or (version and is_missing(exc))):
                 raise
-            return False
-        return True
+            return None
+        return response["ETag"]
+
+    def list_versions(self, shards: int) -> Optional[dict[int, str]]:
+        """The ETags of the layout's shard objects (ListObjectsV2: 1,000 keys a request)."""
+        prefix = self._layout.layout_prefix(shards)
+        versions = {}
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                stem = item["Key"][len(prefix):].removesuffix(".gz")
+                if stem.isdigit():
+                    versions[int(stem)] = item["ETag"]
+        return versions
 
     def layouts(self) -> list[int]:
         """The layouts that have objects (``shards-<N>/`` prefixes), ascending."""

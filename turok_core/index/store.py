@@ -19,6 +19,15 @@ call runs again with the new manifest (the writes are idempotent), so a writer t
 a whole move, whose old shard was deleted and which wrote where nobody reads any more, still
 leaves its names where they belong.
 
+A call reads every shard it touches first, then checks the manifest once for all the shards it
+creates (not once per shard). A writer keeps a copy of each shard it last read or wrote (up to
+``COPY_MAX_NAMES`` names in all): a shard it has a copy of is changed without a read, by a
+conditional write against the copy's version; a copy found stale (the write refused) is dropped
+and the shard read as usual, which is no lost race. A copy is never trusted to hold a name: a
+shard the copy says needs no write is read first. A call touching several shards it has no copy
+of lists the layout's versions first (one request, where the driver can: ``list_versions``):
+a shard not listed is missing without a read, a copy of the listed version is as good as a read.
+
 ``ShardedIndexStore`` holds that logic; a driver supplies the primitives (``_read_manifest``,
 ``put_manifest``, ``read_object``, ``put_object``, ``layouts``, ``delete_layout``):
 ``turok_core.index.s3_store.IndexStore`` on S3 and ``turok_core.index.memory_store.MemoryIndexStore``
@@ -26,13 +35,14 @@ in memory. Both run the same contract suite (tests/index/test_index_store_contra
 """
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Collection, Iterable, Optional, Union
 
-from turok_core.index.layout import Manifest, ShardObject
+from turok_core.index.layout import MISSING, Manifest, ShardObject
 from turok_core.index.shards import shard_of, valid_name
 from turok_core.runtime.retry import Backoff
 
@@ -40,6 +50,8 @@ from turok_core.runtime.retry import Backoff
 CONFLICT_BACKOFF = Backoff(base=0.02, cap=2.0, jitter=(0.5, 1.5))
 Change = Callable[[set[str], set[str]], set[str]]  # (a shard's names, the call's names) -> new names
 ManifestState = tuple[Manifest, Optional[str]]  # a manifest and its version
+# the names a writer's shard copies hold at most (a name and its set slot: ~100 bytes)
+COPY_MAX_NAMES = 500_000
 
 
 class IndexConflictError(RuntimeError):
@@ -113,6 +125,10 @@ class ShardedIndexStore(ABC):
         # the manifest read last and its version, replaced as one: an indexer's pollers share a
         # store, and a write must never pair one thread's manifest with another's version
         self._known: Optional[ManifestState] = None
+        # (layout, shard): the shard as this writer last read or wrote it (module docstring)
+        self._copies: dict[tuple[int, int], ShardObject] = {}
+        self._copy_names = 0
+        self._copies_lock = threading.Lock()
 
     # --- the driver's primitives -----------------------------------------------------------------
 
@@ -132,9 +148,15 @@ class ShardedIndexStore(ABC):
 
     @abstractmethod
     def put_object(self, shards: int, shard: int, names: Collection[str], sealed_to: Optional[int],
-                   version: Optional[str]) -> bool:
+                   version: Optional[str]) -> Optional[str]:
         """Replace the shard object if its version is still ``version`` (``None``: if it does not
-        exist); False when another writer changed (or created, or deleted) it first."""
+        exist); its new version, or None when another writer changed (or created, or deleted) it
+        first."""
+
+    def list_versions(self, shards: int) -> Optional[dict[int, str]]:
+        """The version of every shard of layout ``shards`` that exists, by shard, in one request;
+        None (this default) when the driver cannot list."""
+        return None
 
     @abstractmethod
     def layouts(self) -> list[int]:
@@ -190,12 +212,6 @@ class ShardedIndexStore(ABC):
         """The shard count of the index's layout (the old one while it moves)."""
         return self.manifest().shards
 
-    def read_shard(self, shard: int) -> tuple[set[str], Optional[str]]:
-        """The names of one shard of ``shard_count()`` shards and its version (``None`` when the
-        shard does not exist yet)."""
-        found = self.read_object(self.shard_count(), shard)
-        return set(found.names), found.version
-
     # --- writes ----------------------------------------------------------------------------------
 
     def add_names(self, names: Iterable[str]) -> AddStats:
@@ -246,8 +262,15 @@ class ShardedIndexStore(ABC):
                       stats: Stats) -> None:
         """Apply ``change`` in the layouts of ``manifest`` (of version ``version``)."""
         old, new = manifest.shards, manifest.moving_to
-        for shard, group in grouped(names, old):
-            sealed = self._swap(old, shard, group, change, stats, version, moving=new is not None)
+        groups = grouped(names, old)
+        first = self._copies_or_reads(old, [shard for shard, _ in groups])
+        # one manifest check for every shard this pass creates (module docstring)
+        creates = any(first[shard][0].version is None and change(set(), group) for shard, group in groups)
+        if creates and self._manifest_changed(version):
+            raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
+        for shard, group in groups:
+            sealed = self._swap(old, shard, group, change, stats, version, moving=new is not None,
+                                first=first[shard])
             if sealed is None:
                 continue
             if sealed.sealed_to != new:
@@ -257,18 +280,60 @@ class ShardedIndexStore(ABC):
                 self._swap(new, target, part, change, stats, version,
                            fill=partial(sealed_part, sealed.names, new, target))
 
+    def _copies_or_reads(self, shards: int, wanted: list[int]) -> dict[int, tuple[ShardObject, bool]]:
+        """Each ``wanted`` shard of layout ``shards`` as (this writer's copy, False), or as found
+        now, (the shard, True): read, or known from the layout's listing (module docstring)."""
+        with self._copies_lock:
+            copies = {shard: self._copies.get((shards, shard)) for shard in wanted}
+        listed = self.list_versions(shards) if sum(copy is None for copy in copies.values()) > 1 else None
+        found: dict[int, tuple[ShardObject, bool]] = {}
+        for shard, copy in copies.items():
+            if listed is None:
+                found[shard] = (copy, False) if copy is not None else (self._read(shards, shard), True)
+            elif shard not in listed:
+                self._remember(shards, shard, None)
+                found[shard] = (MISSING, True)
+            elif copy is not None and copy.version == listed[shard]:
+                found[shard] = (copy, True)
+            else:
+                found[shard] = (self._read(shards, shard), True)
+        return found
+
+    def _read(self, shards: int, shard: int) -> ShardObject:
+        found = self.read_object(shards, shard)
+        self._remember(shards, shard, found)
+        return found
+
+    def _remember(self, shards: int, shard: int, found: Optional[ShardObject]) -> None:
+        """Keep ``found`` as the copy of the shard (None, or a missing shard: drop the copy)."""
+        with self._copies_lock:
+            dropped = self._copies.pop((shards, shard), None)
+            if dropped is not None:
+                self._copy_names -= len(dropped.names)
+            if found is None or found.version is None or self._copy_names + len(found.names) > COPY_MAX_NAMES:
+                return
+            self._copies[(shards, shard)] = found
+            self._copy_names += len(found.names)
+
     def _swap(self, shards: int, shard: int, names: set[str], change: Change, stats: Stats,
-              version: Optional[str], moving: bool = False,
-              fill: Optional[Callable[[], set[str]]] = None) -> Optional[ShardObject]:
+              version: Optional[str], moving: bool = False, fill: Optional[Callable[[], set[str]]] = None,
+              first: Optional[tuple[ShardObject, bool]] = None) -> Optional[ShardObject]:
         """Compare-and-swap one shard to ``change(its names, names)``, re-reading after a lost race.
 
-        A missing shard holds nothing, or with ``fill`` (a new shard during a move) the sealed
-        names ``fill`` gives; without ``fill`` it is created only while the manifest is still of
-        ``version``, the one the write uses. Returns the shard when it is sealed and ``moving``
-        (the caller writes the new layout), else None; raises ``_LayoutChanged`` for any other
-        seal and ``IndexConflictError`` when every attempt lost."""
-        for attempt in range(self._max_attempts):
-            found = self.read_object(shards, shard)
+        ``first``: the shard as ``_write_layout`` found it, and whether that is fresh (read or
+        listed for this call) rather than this writer's copy; when it was missing, the manifest
+        was checked since. A missing shard holds nothing, or with ``fill`` (a new shard during a move)
+        the sealed names ``fill`` gives; without ``fill`` it is created only while the manifest is
+        still of ``version``, the one the write uses. Returns the shard when it is sealed and
+        ``moving`` (the caller writes the new layout), else None; raises ``_LayoutChanged`` for
+        any other seal and ``IndexConflictError`` when every attempt lost."""
+        attempt = 0
+        while True:
+            checked = first is not None  # a missing shard in ``first``: the manifest was checked since
+            found, fresh = first if first is not None else (self._read(shards, shard), True)
+            first = None
+            if not fresh and (found.sealed_to is not None or change(set(found.names), names) == set(found.names)):
+                continue  # a copy never decides: read the shard
             if found.sealed_to is not None:
                 if moving:
                     return found
@@ -278,14 +343,21 @@ class ShardedIndexStore(ABC):
             if updated == current:  # a missing new shard stays missing: the mover fills it
                 stats.shards_unchanged += 1
                 return None
-            if found.version is None and fill is None and self._manifest_changed(version):
+            if found.version is None and fill is None and not checked and self._manifest_changed(version):
                 raise _LayoutChanged()  # most likely an old layout deleted after a move: nothing to create there
-            if self.put_object(shards, shard, updated, None, found.version):
+            written = self.put_object(shards, shard, updated, None, found.version)
+            if written:
+                self._remember(shards, shard, ShardObject(updated, None, written))
                 stats.shard_writes += 1
                 stats.count(len(updated ^ current), len(updated))
                 return None
+            self._remember(shards, shard, None)
+            if not fresh:
+                continue  # a stale copy: no race lost, read it
             stats.conflicts += 1
-            if attempt + 1 < self._max_attempts:
-                self._sleep(CONFLICT_BACKOFF.delay(attempt))
+            attempt += 1
+            if attempt >= self._max_attempts:
+                break
+            self._sleep(CONFLICT_BACKOFF.delay(attempt - 1))
         raise IndexConflictError(f"shard {self.shard_label(shards, shard)} kept changing for "
                                  f"{self._max_attempts} attempts")

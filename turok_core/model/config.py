@@ -142,6 +142,10 @@ class TurokConfig:
     lease_write_margin_seconds: float = 5.0
     # --- indexer
     indexer_pollers: int = 1
+    # a write of the index takes every name announced until this long after the first one it
+    # takes arrived (or until the write before it ended): a burst of new names rewrites each
+    # shard it touches about once, and names reach the finder this much later
+    index_coalesce_seconds: float = 0.5
     # --- shared
     aws_threads: int = 8
     # self-metrics under turok.agents.<agent_name>.<service>.* (carbon's CARBON_METRIC_INTERVAL);

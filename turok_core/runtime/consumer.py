@@ -127,8 +127,14 @@ class QueueConsumerService(service.Service, metaclass=abc.ABCMeta):
             self._self_metrics.stop()
         loops, self._loops = self._loops, []
         done = defer.DeferredList(loops, consumeErrors=True)
+        done.addCallback(lambda _: self.finish_work())
         done.addCallback(lambda _: self._log_stats())
         return done
+
+    def finish_work(self) -> Optional[defer.Deferred]:
+        """What stopping does once the loops have ended, before the counters are logged (a
+        Deferred it waits for, or None: this default). It must not fail."""
+        return None
 
     # --- self-metrics: turok.agents.<agent>.<turokd|indexer>.*, sent as Turok messages on
     # config.queue_name (these services have no window buffer of their own)
