@@ -201,10 +201,10 @@ def test_receive_lag_never_negative():
     clock.advance(T0)
     service = IndexerService(TurokConfig(), reactor=clock, store=object(), queue=object())
     service.note_received([ReceivedMessage("b", "h", "m", 1, T0 + 5.0)])  # a clock skewed ahead
-    assert service.self_metrics_gauges() == {"queue_lag_seconds": 0.0}
+    assert service.self_metrics_gauges() == {"queue_lag_seconds": 0.0, "pending_names": 0}
     service.note_received([ReceivedMessage("b", "h", "m", 1, T0 - 7.0), ReceivedMessage("b", "h", "m", 1, T0 - 2.0)])
-    assert service.self_metrics_gauges() == {"queue_lag_seconds": 7.0}
-    assert service.self_metrics_gauges() == {"queue_lag_seconds": 0.0}  # reset each interval
+    assert service.self_metrics_gauges()["queue_lag_seconds"] == 7.0
+    assert service.self_metrics_gauges()["queue_lag_seconds"] == 0.0  # reset each interval
     assert service.agent_service == "indexer"
 
 
