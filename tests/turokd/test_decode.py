@@ -1,8 +1,11 @@
 """turokd's columnar decoding gives what one message object per window gave: same values, same rejections."""
 from __future__ import annotations
 
+import base64
 import json
 import random
+
+import msgpack
 
 from turok_core.model.aggregation import AGGREGATION_TYPES, aggregate
 from turok_core.model.message import MessageError, TurokMessage
@@ -79,3 +82,12 @@ def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregati
         assert len(batch.duplicates) == len(bodies) - len(set(bodies))
         reasons_seen.update(reason.split()[0] for reason in reasons)
     assert reasons_seen == {"resolution", "metric"}
+
+
+def test_an_empty_group_is_rejected_not_a_crash():
+    """It once reached ``max()`` of no names: a ValueError out of turokd's hold."""
+    envelopes = [{"v": 2, "groups": [[T0 - T0 % step, step, "sum", [], []]]} for step in (10, 7)]
+    bodies = [base64.b64encode(b"\x00" + msgpack.packb(envelope)).decode() for envelope in envelopes]
+    batch = decode_batch([ReceivedMessage(b, f"r{i}", f"m{i}", 1) for i, b in enumerate(bodies)])
+    assert [r.reason for r in batch.rejected] == ["envelope group holds no windows"] * 2
+    assert batch.windows == {} and batch.accepted == []

@@ -307,6 +307,8 @@ def _decode_groups(groups: object) -> list[Column]:
             bad_names = isinstance(names, list) and (not all(names) or not _STR.issuperset(map(type, names)))
         if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
             raise MessageError("envelope group's names and values do not pair up")
+        if not names:  # the encoder never writes one; nothing to store, and a name is needed for errors
+            raise MessageError("envelope group holds no windows")
         if bad_names:
             raise MessageError("envelope group holds an empty or non-string metric name")
         columns.append(Column(slot, step, aggregation, names, _decode_values(values)))
