@@ -6,10 +6,12 @@ import json
 import random
 
 import msgpack
+import pytest
 
 from turok_core.model.aggregation import AGGREGATION_TYPES, aggregate
 from turok_core.model.message import MessageError, TurokMessage
 from turok_core.turokd.decode import decode_batch
+from turok_core.wire import codec
 from turok_core.wire.codec import decode_body, encode_json, encode_messages
 from turok_core.wire.queues import ReceivedMessage
 
@@ -48,7 +50,12 @@ def rejected_bodies(bodies: list[str]) -> set[str]:
     return {b for b in bodies if reference([b])[1]}
 
 
-def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregations_and_rejections():
+@pytest.mark.parametrize("c_envelopes", [True, False], ids=["C", "reference"])
+def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregations_and_rejections(
+        c_envelopes, monkeypatch):
+    if c_envelopes and codec.native is None:
+        pytest.skip("turok_core.wire._envelope not built")
+    monkeypatch.setattr(codec, "native", codec.native if c_envelopes else None)
     rng = random.Random(13)
     reasons_seen: set[str] = set()
     for _round in range(40):
@@ -71,6 +78,10 @@ def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregati
                                       "datapoints": [1], "resolution": "7sec", "aggregation_type": "sum"}))
         if rng.random() < 0.3:
             bodies.append(encode_messages([TurokMessage("x" * 3000, T0, [1.0], 10, "sum")])[0])
+        if rng.random() < 0.3:  # at the limit in UTF-8 bytes, and one byte past it
+            bodies.append(encode_messages([TurokMessage("\u00e9" * 1024, T0, [1.0], 10, "sum"),
+                                           TurokMessage("a\nb", T0, [2.0], 10, "sum")])[0])
+            bodies.append(encode_messages([TurokMessage("\u00e9" * 1024 + "x", T0, [1.0], 10, "sum")])[0])
         rng.shuffle(bodies)
         batch = decode_batch([ReceivedMessage(b, f"r{i}", f"m{i}", 1) for i, b in enumerate(bodies)])
         expected, reasons = reference(bodies)
