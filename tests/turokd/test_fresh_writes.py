@@ -5,6 +5,7 @@ the stored finer slots, ``process_batch``) byte for byte, on in-memory stores.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from array import array
 
@@ -302,3 +303,50 @@ def test_a_coarse_block_over_finer_blocks_another_writer_left_is_rolled_up_from_
     hour = with_records.fetch_series([name], 3600, old, old + 3600)[name][0]
     assert hour is not None and hour >= 777.0
     assert with_records.puts > 0  # the 10 s blocks of the stream were still put whole
+
+
+def test_each_close_asks_the_ownership_hooks_once_per_metric_and_block(config, monkeypatch):
+    """A close used to ask ``owned_since`` (a lock and a CRC of the name in the service) for every
+    block and coarse plan of a metric; now once per metric and close, and ``unwritten`` once per
+    block and close, with the same tables."""
+    schemas = load_schemas(config)
+    lease = MIDNIGHT + 86400.0
+    asked: list = []
+    closes = [0]
+    real_close, real_unwritten = BlockWriter.close, StartSnapshots.unwritten
+
+    def counting_close(self, now=None):
+        closes[0] += 1
+        return real_close(self, now)
+
+    def counting_unwritten(self, metric, step, start):
+        asked.append(("unwritten", closes[0], metric, step, start))
+        return real_unwritten(self, metric, step, start)
+
+    def owned_since(metric):
+        asked.append(("owned", closes[0], metric))
+        return lease
+
+    monkeypatch.setattr(BlockWriter, "close", counting_close)
+    monkeypatch.setattr(StartSnapshots, "unwritten", counting_unwritten)
+    store, batches = run_stream(config, schemas, owned_since=owned_since, records_since=lambda metric: lease)
+    assert store.tables() == reference(config, schemas, batches)
+    assert store.reads == 0 and store.merges == 0
+    assert asked and len(asked) == len(set(asked))  # once per metric (block) and close
+    once = len(asked)
+    # asked every time, as before: the same tables, several times the questions
+    asked.clear()
+    monkeypatch.setattr(FreshBlocks, "one_view", lambda self: contextlib.nullcontext())
+    store, _batches = run_stream(config, schemas, owned_since=owned_since, records_since=lambda metric: lease)
+    assert store.tables() == reference(config, schemas, batches)
+    assert len(asked) > once
+
+
+def test_one_view_ends_with_the_close_so_a_lease_change_is_seen_by_the_next():
+    owner = {"a": 100.0}
+    fresh = FreshBlocks(lambda metric: owner.get(metric), keep_seconds=1000)
+    with fresh.one_view():
+        assert fresh.sole("a", 10, 100)
+        del owner["a"]  # the lease lost mid-close: this close keeps the view it began with
+        assert fresh.sole("a", 10, 200) and fresh.held("a", 200)
+    assert not fresh.sole("a", 10, 300) and not fresh.held("a", 300)
