@@ -22,10 +22,12 @@ which is safe, only dearer. Entries older than ``keep_seconds`` are forgotten, a
 than the newest forgotten one are always merged, so forgetting never lets a put replace an item.
 Used by ``BlockWriter.close``, one thread at a time.
 
-Within ``one_view()`` (a whole ``BlockWriter.close``) each hook is asked once per metric (and
-``unwritten`` once per block): the answers are a view of the lease taken when the close began,
-as the service's ``may_write`` check before the close is, so asking again for every block and
-coarse plan of a metric (a lock and a CRC of the name each time) bought nothing.
+Within ``one_view()`` (a whole ``BlockWriter.close``) ``owned_since`` is asked once per metric
+and ``shared_before`` once: the answers are a view of the lease taken when the close began, as
+the service's ``may_write`` check before the close is, so asking again for every block and coarse
+plan of a metric (a lock and a CRC of the name each time) bought nothing. The view holds one
+entry per metric closed (~50 bytes, the name and the time being shared) until the close ends;
+``unwritten`` is still asked per block (a view of it would hold a key per block).
 """
 from __future__ import annotations
 
@@ -54,17 +56,16 @@ class FreshBlocks:
         self._floor: dict[tuple[str, int], int] = {}  # (kind, step) → oldest start still remembered
         # the hooks' answers during one_view(), else None (asked every time)
         self._since: Optional[dict[str, Optional[float]]] = None
-        self._unwritten_blocks: Optional[dict[tuple[str, int, int], bool]] = None
         self._shared: Optional[list[Optional[float]]] = None
 
     @contextmanager
     def one_view(self) -> Iterator[None]:
-        """Ask each hook once per metric (``unwritten`` once per block) until the block ends."""
-        self._since, self._unwritten_blocks, self._shared = {}, {}, None
+        """Ask ``owned_since`` once per metric and ``shared_before`` once until the block ends."""
+        self._since, self._shared = {}, None
         try:
             yield
         finally:
-            self._since = self._unwritten_blocks = self._shared = None
+            self._since = self._shared = None
 
     def _owned(self, metric: str) -> Optional[float]:
         """``owned_since(metric)``, asked once per metric within ``one_view``."""
@@ -87,18 +88,6 @@ class FreshBlocks:
         if self._shared is None:
             self._shared = [self._shared_before()]
         return self._shared[0]
-
-    def _not_written(self, metric: str, step: int, start: int) -> bool:
-        """``unwritten(metric, step, start)``, asked once per block within ``one_view``."""
-        assert self._unwritten is not None
-        known = self._unwritten_blocks
-        if known is None:
-            return self._unwritten(metric, step, start)
-        key = (metric, step, start)
-        answer = known.get(key)
-        if answer is None:
-            answer = known[key] = self._unwritten(metric, step, start)
-        return answer
 
     def owned(self, metric: str, start: int) -> bool:
         """This turokd has been the metric's only writer since ``start`` or earlier."""
@@ -132,7 +121,7 @@ class FreshBlocks:
                 return False
             if not asked:
                 shared, asked = self._shared_start(), True
-            if (shared is not None and start < shared) or not self._not_written(metric, step, start):
+            if (shared is not None and start < shared) or not self._unwritten(metric, step, start):
                 return False  # a running import writes it too, or the record names it
         return True
 
