@@ -99,7 +99,7 @@ def run_stream(config, schemas, owned_since, replays=(), records_since=None, bef
     now = [MIDNIGHT - 3600.0]
     snapshots = StartSnapshots(store, records_since) if records_since is not None else None
     writer = BlockWriter(store, config, schemas, clock=lambda: now[0], owned_since=owned_since,
-                         unwritten=snapshots.unwritten if snapshots is not None else None)
+                         unwritten=snapshots)  # as the service wires it
     store.snapshots = snapshots
     sent = list(flushes(schemas, 3600))
     late: dict[int, list[str]] = {}
@@ -306,8 +306,9 @@ def test_a_coarse_block_over_finer_blocks_another_writer_left_is_rolled_up_from_
 
 
 def test_each_close_asks_the_ownership_hooks_once_per_metric_and_block(config, monkeypatch):
-    """A close used to ask ``owned_since`` (a lock and a CRC of the name in the service) for every
-    block and coarse plan of a metric; now once per metric and close, with the same tables."""
+    """A close used to ask ``owned_since`` and ``records_since`` (a lock and a CRC of the name each
+    in the service) for every block and coarse plan of a metric; now once per metric and close,
+    with the same tables."""
     schemas = load_schemas(config)
     lease = MIDNIGHT + 86400.0
     asked: list = []
@@ -323,15 +324,21 @@ def test_each_close_asks_the_ownership_hooks_once_per_metric_and_block(config, m
         return lease
 
     monkeypatch.setattr(BlockWriter, "close", counting_close)
-    store, batches = run_stream(config, schemas, owned_since=owned_since, records_since=lambda metric: lease)
+    def records_since(metric):
+        asked.append(("records", closes[0], metric))
+        return lease
+
+    store, batches = run_stream(config, schemas, owned_since=owned_since, records_since=records_since)
     assert store.tables() == reference(config, schemas, batches)
     assert store.reads == 0 and store.merges == 0
+    assert {key[0] for key in asked} == {"owned", "records"}
     assert asked and len(asked) == len(set(asked))  # once per metric and close
     once = len(asked)
     # asked every time, as before: the same tables, several times the questions
     asked.clear()
     monkeypatch.setattr(FreshBlocks, "one_view", lambda self: contextlib.nullcontext())
-    store, _batches = run_stream(config, schemas, owned_since=owned_since, records_since=lambda metric: lease)
+    monkeypatch.setattr(StartSnapshots, "one_view", lambda self: contextlib.nullcontext())
+    store, _batches = run_stream(config, schemas, owned_since=owned_since, records_since=records_since)
     assert store.tables() == reference(config, schemas, batches)
     assert len(asked) >= 2 * once
 
@@ -344,3 +351,27 @@ def test_one_view_ends_with_the_close_so_a_lease_change_is_seen_by_the_next():
         del owner["a"]  # the lease lost mid-close: this close keeps the view it began with
         assert fresh.sole("a", 10, 200) and fresh.held("a", 200)
     assert not fresh.sole("a", 10, 300) and not fresh.held("a", 300)
+
+
+def test_start_snapshots_ask_records_since_once_per_metric_within_a_view():
+    class Records:
+        def table_for(self, timestamp, step):
+            return f"t{step}"
+
+        def block_starts(self, table):
+            return frozenset({100})
+
+    since: dict = {"a": 50.0}
+    asked: list = []
+
+    def records_since(metric):
+        asked.append(metric)
+        return since.get(metric)
+
+    snapshots = StartSnapshots(Records(), records_since)
+    with snapshots.one_view():
+        assert snapshots("a", 10, 200) and not snapshots("a", 10, 100) and snapshots("a", 60, 300)
+        since.clear()  # the lease lost mid-close: this close keeps the view it began with
+        assert snapshots("a", 10, 400)
+    assert asked == ["a"]
+    assert not snapshots("a", 10, 500)  # the next close asks again

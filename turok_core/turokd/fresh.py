@@ -27,12 +27,13 @@ and ``shared_before`` once: the answers are a view of the lease taken when the c
 the service's ``may_write`` check before the close is, so asking again for every block and coarse
 plan of a metric (a lock and a CRC of the name each time) bought nothing. The view holds one
 entry per metric closed (~50 bytes, the name and the time being shared) until the close ends;
-``unwritten`` is still asked per block (a view of it would hold a key per block).
+``unwritten`` is still asked per block (a view of it would hold a key per block), but an
+``unwritten`` hook with a ``one_view()`` of its own (``StartSnapshots``) enters it too.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Optional
+from contextlib import contextmanager, nullcontext
+from typing import Callable, ContextManager, Iterable, Iterator, Optional
 
 OwnedSince = Callable[[str], Optional[float]]
 SharedBefore = Callable[[], Optional[float]]
@@ -62,8 +63,10 @@ class FreshBlocks:
     def one_view(self) -> Iterator[None]:
         """Ask ``owned_since`` once per metric and ``shared_before`` once until the block ends."""
         self._since, self._shared = {}, None
+        view: Optional[Callable[[], ContextManager[None]]] = getattr(self._unwritten, "one_view", None)
         try:
-            yield
+            with view() if view is not None else nullcontext():
+                yield
         finally:
             self._since = self._shared = None
 
