@@ -82,4 +82,4 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade 'pip>=23' 'setuptools>=68' wheel
 
 clean:
-	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so turok_core/storage/_blockcodec*.so turok_core/turokd/_speedups*.so .mypy_cache .ruff_cache tests/.node
+	rm -rf $(VENV) .run build *.egg-info turok_core/parse/_speedups*.so turok_core/storage/_blockcodec*.so turok_core/turokd/_speedups*.so turok_core/wire/_envelope*.so .mypy_cache .ruff_cache tests/.node

@@ -42,6 +42,9 @@ setup(
                            extra_compile_args=["-O2"]),
                  # and turokd's hot loops: rollups of whole blocks, slots placed into open blocks
                  Extension("turok_core.turokd._speedups", ["turok_core/turokd/_speedups.c"], optional=True,
+                           extra_compile_args=["-O2"]),
+                 # and turokd's reading of version 2 envelopes into columns (turok_core/wire/codec.py)
+                 Extension("turok_core.wire._envelope", ["turok_core/wire/_envelope.c"], optional=True,
                            extra_compile_args=["-O2"])],
     extras_require={"stack": STACK, "test": TEST},
     entry_points={"console_scripts": [

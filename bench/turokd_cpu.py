@@ -95,7 +95,7 @@ def make_writer(store, config: TurokConfig, schemas, now: list[float], lease: st
         kwargs["owned_since"] = lambda metric: since
         if records and "unwritten" in inspect.signature(BlockWriter).parameters:
             # as turokd wires it: the day tables' records of block starts, read after the lease
-            kwargs["unwritten"] = StartSnapshots(store, lambda metric: since).unwritten
+            kwargs["unwritten"] = StartSnapshots(store, lambda metric: since)
     return BlockWriter(store, config, schemas, clock=lambda: now[0], **kwargs)
 
 

@@ -1,12 +1,17 @@
 """turokd's columnar decoding gives what one message object per window gave: same values, same rejections."""
 from __future__ import annotations
 
+import base64
 import json
 import random
+
+import msgpack
+import pytest
 
 from turok_core.model.aggregation import AGGREGATION_TYPES, aggregate
 from turok_core.model.message import MessageError, TurokMessage
 from turok_core.turokd.decode import decode_batch
+from turok_core.wire import codec
 from turok_core.wire.codec import decode_body, encode_json, encode_messages
 from turok_core.wire.queues import ReceivedMessage
 
@@ -45,7 +50,12 @@ def rejected_bodies(bodies: list[str]) -> set[str]:
     return {b for b in bodies if reference([b])[1]}
 
 
-def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregations_and_rejections():
+@pytest.mark.parametrize("c_envelopes", [True, False], ids=["C", "reference"])
+def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregations_and_rejections(
+        c_envelopes, monkeypatch):
+    if c_envelopes and codec.native is None:
+        pytest.skip("turok_core.wire._envelope not built")
+    monkeypatch.setattr(codec, "native", codec.native if c_envelopes else None)
     rng = random.Random(13)
     reasons_seen: set[str] = set()
     for _round in range(40):
@@ -68,6 +78,10 @@ def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregati
                                       "datapoints": [1], "resolution": "7sec", "aggregation_type": "sum"}))
         if rng.random() < 0.3:
             bodies.append(encode_messages([TurokMessage("x" * 3000, T0, [1.0], 10, "sum")])[0])
+        if rng.random() < 0.3:  # at the limit in UTF-8 bytes, and one byte past it
+            bodies.append(encode_messages([TurokMessage("\u00e9" * 1024, T0, [1.0], 10, "sum"),
+                                           TurokMessage("a\nb", T0, [2.0], 10, "sum")])[0])
+            bodies.append(encode_messages([TurokMessage("\u00e9" * 1024 + "x", T0, [1.0], 10, "sum")])[0])
         rng.shuffle(bodies)
         batch = decode_batch([ReceivedMessage(b, f"r{i}", f"m{i}", 1) for i, b in enumerate(bodies)])
         expected, reasons = reference(bodies)
@@ -79,3 +93,12 @@ def test_columns_reduce_like_one_message_per_window_with_repeats_mixed_aggregati
         assert len(batch.duplicates) == len(bodies) - len(set(bodies))
         reasons_seen.update(reason.split()[0] for reason in reasons)
     assert reasons_seen == {"resolution", "metric"}
+
+
+def test_an_empty_group_is_rejected_not_a_crash():
+    """It once reached ``max()`` of no names: a ValueError out of turokd's hold."""
+    envelopes = [{"v": 2, "groups": [[T0 - T0 % step, step, "sum", [], []]]} for step in (10, 7)]
+    bodies = [base64.b64encode(b"\x00" + msgpack.packb(envelope)).decode() for envelope in envelopes]
+    batch = decode_batch([ReceivedMessage(b, f"r{i}", f"m{i}", 1) for i, b in enumerate(bodies)])
+    assert [r.reason for r in batch.rejected] == ["envelope group holds no windows"] * 2
+    assert batch.windows == {} and batch.accepted == []

@@ -5,6 +5,7 @@ the stored finer slots, ``process_batch``) byte for byte, on in-memory stores.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from array import array
 
@@ -98,7 +99,7 @@ def run_stream(config, schemas, owned_since, replays=(), records_since=None, bef
     now = [MIDNIGHT - 3600.0]
     snapshots = StartSnapshots(store, records_since) if records_since is not None else None
     writer = BlockWriter(store, config, schemas, clock=lambda: now[0], owned_since=owned_since,
-                         unwritten=snapshots.unwritten if snapshots is not None else None)
+                         unwritten=snapshots)  # as the service wires it
     store.snapshots = snapshots
     sent = list(flushes(schemas, 3600))
     late: dict[int, list[str]] = {}
@@ -302,3 +303,75 @@ def test_a_coarse_block_over_finer_blocks_another_writer_left_is_rolled_up_from_
     hour = with_records.fetch_series([name], 3600, old, old + 3600)[name][0]
     assert hour is not None and hour >= 777.0
     assert with_records.puts > 0  # the 10 s blocks of the stream were still put whole
+
+
+def test_each_close_asks_the_ownership_hooks_once_per_metric_and_block(config, monkeypatch):
+    """A close used to ask ``owned_since`` and ``records_since`` (a lock and a CRC of the name each
+    in the service) for every block and coarse plan of a metric; now once per metric and close,
+    with the same tables."""
+    schemas = load_schemas(config)
+    lease = MIDNIGHT + 86400.0
+    asked: list = []
+    closes = [0]
+    real_close = BlockWriter.close
+
+    def counting_close(self, now=None):
+        closes[0] += 1
+        return real_close(self, now)
+
+    def owned_since(metric):
+        asked.append(("owned", closes[0], metric))
+        return lease
+
+    monkeypatch.setattr(BlockWriter, "close", counting_close)
+    def records_since(metric):
+        asked.append(("records", closes[0], metric))
+        return lease
+
+    store, batches = run_stream(config, schemas, owned_since=owned_since, records_since=records_since)
+    assert store.tables() == reference(config, schemas, batches)
+    assert store.reads == 0 and store.merges == 0
+    assert {key[0] for key in asked} == {"owned", "records"}
+    assert asked and len(asked) == len(set(asked))  # once per metric and close
+    once = len(asked)
+    # asked every time, as before: the same tables, several times the questions
+    asked.clear()
+    monkeypatch.setattr(FreshBlocks, "one_view", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(StartSnapshots, "one_view", lambda self: contextlib.nullcontext())
+    store, _batches = run_stream(config, schemas, owned_since=owned_since, records_since=records_since)
+    assert store.tables() == reference(config, schemas, batches)
+    assert len(asked) >= 2 * once
+
+
+def test_one_view_ends_with_the_close_so_a_lease_change_is_seen_by_the_next():
+    owner = {"a": 100.0}
+    fresh = FreshBlocks(lambda metric: owner.get(metric), keep_seconds=1000)
+    with fresh.one_view():
+        assert fresh.sole("a", 10, 100)
+        del owner["a"]  # the lease lost mid-close: this close keeps the view it began with
+        assert fresh.sole("a", 10, 200) and fresh.held("a", 200)
+    assert not fresh.sole("a", 10, 300) and not fresh.held("a", 300)
+
+
+def test_start_snapshots_ask_records_since_once_per_metric_within_a_view():
+    class Records:
+        def table_for(self, timestamp, step):
+            return f"t{step}"
+
+        def block_starts(self, table):
+            return frozenset({100})
+
+    since: dict = {"a": 50.0}
+    asked: list = []
+
+    def records_since(metric):
+        asked.append(metric)
+        return since.get(metric)
+
+    snapshots = StartSnapshots(Records(), records_since)
+    with snapshots.one_view():
+        assert snapshots("a", 10, 200) and not snapshots("a", 10, 100) and snapshots("a", 60, 300)
+        since.clear()  # the lease lost mid-close: this close keeps the view it began with
+        assert snapshots("a", 10, 400)
+    assert asked == ["a"]
+    assert not snapshots("a", 10, 500)  # the next close asks again

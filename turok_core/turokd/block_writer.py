@@ -154,10 +154,11 @@ class BlockWriter:
         result = CloseResult()
         due = self.open.take_due(now)
         try:
-            written = self._write_base(due, result)
-            if self.rollups is not None:
-                self.rollups.note_written(written, now)
-            self._roll_up(now, result)
+            with self.fresh.one_view():  # ownership asked once per metric, not per block and plan
+                written = self._write_base(due, result)
+                if self.rollups is not None:
+                    self.rollups.note_written(written, now)
+                self._roll_up(now, result)
         except BaseException:
             self.open.restore(due)
             raise

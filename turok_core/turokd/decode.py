@@ -12,6 +12,7 @@ dead-letter queue. A body repeated within the batch is listed in ``duplicates`` 
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence, cast
 
@@ -58,23 +59,22 @@ class DecodedBatch:
 
 
 def _check_storable(columns: Iterable[Column]) -> None:
-    """Refuse a body whose messages DynamoDB would refuse, so it cannot fail a whole batch forever."""
+    """Refuse a body whose messages DynamoDB would refuse, so it cannot fail a whole batch forever
+    (names past the key limit are refused by ``decode_columns``, which reads their lengths)."""
     for column in columns:
         if SECONDS_PER_DAY % column.step:
             raise MessageError(f"resolution {column.step}s of {column.names[0]!r} does not divide a day")
-        if max(map(len, column.names)) * 4 > MAX_METRIC_BYTES:  # UTF-8: at most 4 bytes a character
-            for name in column.names:
-                if len(name.encode("utf-8")) > MAX_METRIC_BYTES:
-                    raise MessageError(f"metric name of {len(name)} characters is too long to store")
 
 
 class _Window:
     """The values of one (step, slot) in a batch: a value per metric while each has one message,
     the datapoints of every message (and the first one's aggregation) once a metric has more."""
-    __slots__ = ("aggregation", "values", "several")
+    __slots__ = ("aggregation", "values", "several", "lists")
 
     def __init__(self, column: Column) -> None:
         self.aggregation = column.aggregation
+        # a window of several values is a list, which an array('d') of values never holds
+        self.lists = type(column.values) is not array
         self.several: dict[str, tuple[str, list]] = {}  # metric → (aggregation, datapoints in order)
         self.values: dict[str, object] = dict(zip(column.names, column.values))  # the usual case
         if len(self.values) != len(column.names):  # a metric twice in the column
@@ -83,6 +83,7 @@ class _Window:
 
     def add(self, column: Column) -> None:
         values = self.values
+        self.lists = self.lists or type(column.values) is not array
         new = dict(zip(column.names, column.values))
         # dict views' isdisjoint walks the smaller side (a set's walks any dict it is given whole)
         if column.aggregation == self.aggregation and len(new) == len(column.names) \
@@ -106,7 +107,7 @@ class _Window:
         """One value per metric: a window of several values reduced by its aggregation."""
         values = self.values
         aggregation = self.aggregation
-        for name in [name for name, value in values.items() if type(value) is list]:
+        for name in [name for name, value in values.items() if type(value) is list] if self.lists else ():
             values[name] = aggregate(aggregation, cast(list, values[name]))
         for name, (kind, datapoints) in self.several.items():
             values[name] = aggregate(kind, datapoints)
@@ -126,7 +127,7 @@ def decode_batch(received: Sequence[ReceivedMessage]) -> DecodedBatch:
             batch.duplicates.append(sqs_message.receipt_handle)
             continue
         try:
-            columns = decode_columns(body)
+            columns = decode_columns(body, MAX_METRIC_BYTES)
             _check_storable(columns)
         except MessageError as exc:
             batch.rejected.append(Rejected(sqs_message.message_id, sqs_message.receipt_handle,

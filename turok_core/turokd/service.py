@@ -268,7 +268,7 @@ class TurokdService(QueueConsumerService):
         writer = BlockWriter(store, self.config, self.schema_files.current, self.clock,
                              owned_since=lambda metric: leases.owned_since(metric),
                              route_old=True, history=self.schema_files.history, shared_before=leases.shared_before,
-                             unwritten=StartSnapshots(store, leases.records_since).unwritten)
+                             unwritten=StartSnapshots(store, leases.records_since))
         held = HeldReceipts(self.config.visibility_timeout_seconds, self.config.block_tick_seconds)
         work = self.work[partition] = PartitionWork(partition, self._queues[partition], writer, held)
         self.counters.leases_taken += 1

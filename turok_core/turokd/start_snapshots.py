@@ -14,11 +14,14 @@ One record read per table and ownership moment (the ``(table, since)`` pair), no
 turokd's own later writes are known to ``fresh.py``, and nobody else's can come while it holds
 the lease. A table whose record is not trusted (made before records existed) answers False, and
 the caller reads DynamoDB as before. Blocking (a consistent GetItem on first use); one thread at
-a time, like ``BlockWriter.close``.
+a time, like ``BlockWriter.close``. Called as ``unwritten`` itself; within ``one_view()``
+(``fresh.FreshBlocks.one_view``: one close) ``records_since`` is asked once per metric, not for
+every block of it (a lock and a CRC of the name each time in the service).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Protocol
 
 RecordsSince = Callable[[str], Optional[float]]
 MAX_SNAPSHOTS = 4096  # (table, since) pairs kept; cleared when full (re-read on next use)
@@ -38,11 +41,27 @@ class StartSnapshots:
         self._records_since = records_since
         self._snapshots: dict[tuple[str, float], Optional[frozenset[int]]] = {}
         self._tables: dict[tuple[int, int], str] = {}  # (step, block start) → its day table
+        self._since: Optional[dict[str, Optional[float]]] = None  # records_since's answers in one_view
         self.reads = 0  # record reads made (a counter for tests and benchmarks)
+
+    @contextmanager
+    def one_view(self) -> Iterator[None]:
+        """Ask ``records_since`` once per metric until the block ends."""
+        self._since = {}
+        try:
+            yield
+        finally:
+            self._since = None
 
     def unwritten(self, metric: str, step: int, start: int) -> bool:
         """No writer but this turokd can have written ``metric``'s block at ``(step, start)``."""
-        since = self._records_since(metric)
+        known = self._since
+        if known is None:
+            since = self._records_since(metric)
+        elif metric in known:
+            since = known[metric]
+        else:
+            since = known[metric] = self._records_since(metric)
         if since is None:
             return False
         table = self._tables.get((step, start))
@@ -58,3 +77,5 @@ class StartSnapshots:
             self.reads += 1
         snapshot = self._snapshots[key]
         return snapshot is not None and start not in snapshot
+
+    __call__ = unwritten  # the hook itself (FreshBlocks' unwritten), without a call more per block

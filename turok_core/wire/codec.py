@@ -14,7 +14,8 @@ and resolution) are still decoded.
 The flag says whether the envelope is zlib-compressed (done when it makes the body smaller).
 ``encode_messages`` cuts a batch into bodies that never exceed the queue's maximum message
 size. ``decode_columns`` gives a body's groups as ``Column``s (no object per window: turokd's
-path), ``decode_body`` as messages; both also accept a JSON object (or array of objects) in the
+path; version 2 envelopes are read in C by ``_envelope.c`` when it is built, the msgpack code
+here being the reference), ``decode_body`` as messages; both also accept a JSON object (or array of objects) in the
 design's form, so other producers can feed Turok without this library.
 """
 from __future__ import annotations
@@ -24,13 +25,15 @@ import binascii
 import json
 import math
 import zlib
+from array import array
 from itertools import chain, compress, islice
 from operator import attrgetter
-from typing import Iterable, NamedTuple, cast
+from typing import Iterable, NamedTuple, Sequence, cast
 
 import msgpack
 
 from turok_core.model.aggregation import AGGREGATION_TYPES, aggregate
+from turok_core.model.extensions import load_extension
 from turok_core.model.message import WIRE_FIELDS, MessageError, TurokMessage, message_from_wire, validate_message
 from turok_core.model.resolution import parse_resolution
 from turok_core.model.timefmt import from_wire_time
@@ -58,6 +61,9 @@ _INT_LIMIT = float(2 ** 62)
 # a body over the limit is encoded again in halves, which costs a compression.
 _FILL = 0.85
 _FIRST_GUESS_BYTES_PER_WINDOW = 8.0
+# version 2 envelopes read into columns in C (``_envelope.c``); None: the msgpack path below, the
+# reference, does it (not built, or TUROK_PURE_PYTHON=1)
+native = load_extension("turok_core.wire._envelope")
 
 
 def _compact(values: list) -> list:
@@ -213,13 +219,14 @@ def encode_messages(messages: Iterable[TurokMessage] | GroupedWindows, max_body_
 class Column(NamedTuple):
     """One decoded group: the windows of one slot, step and aggregation, without an object per window.
 
-    ``values`` pairs with ``names``: a float for a window of one value, a list of floats for more.
+    ``values`` pairs with ``names``: a float for a window of one value, a list of floats for more;
+    an ``array('d')`` when every window of a version 2 group holds one value (the usual case).
     """
     slot: int
     step: int
     aggregation: str
     names: list[str]
-    values: list
+    values: Sequence
 
 
 def decode_body(body: str) -> list[TurokMessage]:
@@ -235,10 +242,13 @@ def decode_body(body: str) -> list[TurokMessage]:
     return cast(list[TurokMessage], decoded)
 
 
-def decode_columns(body: str) -> list[Column]:
+def decode_columns(body: str, max_name_bytes: int | None = None) -> list[Column]:
     """Decode an SQS body as ``decode_body`` does, refusing exactly what it refuses, into columns:
-    a version 2 envelope's groups as they are, any other body one column per message."""
-    decoded = _decode(body)
+    a version 2 envelope's groups as they are, any other body one column per message.
+
+    ``max_name_bytes``: a body holding a metric name longer than this in UTF-8 is refused too.
+    """
+    decoded = _decode(body, max_name_bytes)
     if decoded and isinstance(decoded[0], TurokMessage):
         return [Column(m.start_time, m.resolution, m.aggregation_type, [m.metric],
                        [m.datapoints[0] if len(m.datapoints) == 1 else m.datapoints])
@@ -246,10 +256,25 @@ def decode_columns(body: str) -> list[Column]:
     return cast(list[Column], decoded)
 
 
-def _decode(body: str) -> list[TurokMessage] | list[Column]:
+def _check_names(decoded: list[TurokMessage] | list[Column], max_name_bytes: int | None) -> None:
+    """Refuse a body holding a name longer than ``max_name_bytes`` in UTF-8 (None: any length)."""
+    if max_name_bytes is None or not decoded:
+        return
+    names: list[str] = []
+    for item in decoded:
+        names += item.names if isinstance(item, Column) else [item.metric]
+    if names and max(map(len, names)) * 4 > max_name_bytes:  # UTF-8: at most 4 bytes a character
+        for name in names:
+            if len(name.encode("utf-8")) > max_name_bytes:
+                raise MessageError(f"metric name of {len(name)} characters is too long to store")
+
+
+def _decode(body: str, max_name_bytes: int | None = None) -> list[TurokMessage] | list[Column]:
     text = body.lstrip()
     if text[:1] in ("{", "["):
-        return _decode_json(text)
+        messages = _decode_json(text)
+        _check_names(messages, max_name_bytes)
+        return messages
     try:
         payload = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -265,12 +290,23 @@ def _decode(body: str) -> list[TurokMessage] | list[Column]:
                 raise MessageError(f"envelope inflates past {MAX_ENVELOPE_BYTES} bytes")
         elif flag != FLAG_RAW:
             raise MessageError(f"unknown envelope flag {flag!r}")
-        envelope = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except MessageError:
         raise
-    except Exception as exc:  # msgpack and zlib raise many types for corrupt input
+    except Exception as exc:  # zlib raises many types for corrupt input
         raise MessageError(f"undecodable envelope: {type(exc).__name__}: {exc}") from None
-    return _decode_envelope(envelope)
+    if native is not None:
+        # the C reading takes on only version 2 envelopes _decode_groups accepts, giving the same
+        # columns; anything else (None) is left to the reference below, which gives the reason
+        groups = native.groups(data, AGGREGATION_TYPES, -1 if max_name_bytes is None else max_name_bytes)
+        if groups is not None:
+            return [Column(*group) for group in groups]
+    try:
+        envelope = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types for corrupt input
+        raise MessageError(f"undecodable envelope: {type(exc).__name__}: {exc}") from None
+    decoded = _decode_envelope(envelope)
+    _check_names(decoded, max_name_bytes)
+    return decoded
 
 
 def _decode_envelope(envelope: object) -> list[TurokMessage] | list[Column]:
@@ -307,6 +343,8 @@ def _decode_groups(groups: object) -> list[Column]:
             bad_names = isinstance(names, list) and (not all(names) or not _STR.issuperset(map(type, names)))
         if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
             raise MessageError("envelope group's names and values do not pair up")
+        if not names:  # the encoder never writes one; nothing to store, and a name is needed for errors
+            raise MessageError("envelope group holds no windows")
         if bad_names:
             raise MessageError("envelope group holds an empty or non-string metric name")
         columns.append(Column(slot, step, aggregation, names, _decode_values(values)))
@@ -329,10 +367,11 @@ def _floats(values: list) -> list[float]:
     return floats
 
 
-def _decode_values(values: list) -> list:
-    """Each window's value, or its values when it holds more (a non-empty list in the envelope)."""
+def _decode_values(values: list) -> Sequence:
+    """Each window's value, or its values when it holds more (a non-empty list in the envelope);
+    an ``array('d')`` when each window holds one."""
     if list not in set(map(type, values)):
-        return _floats(values)
+        return array("d", _floats(values))
     windows: list = []
     for value in values:
         if type(value) is list:
