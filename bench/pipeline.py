@@ -1,12 +1,13 @@
 """Issue 13: the whole Turok pipeline against carbon-cache, points per CPU-second, in one run.
 
     .venv/bin/python bench/pipeline.py [--metrics 1000,10000] [--slots 90] [--connections 2]
-        [--age-hours 6] [--close-delay 1] [--receivers turok,carbon-cache] [--keep]
+        [--age-hours 13] [--close-delay 1] [--receivers turok,carbon-cache] [--keep]
         [--profile-turokd FILE [--profile-rate 50] [--py-spy PATH]]
 
 For each ``--metrics`` count, the same plaintext lines (``--slots`` closed 10 s slots per metric,
-starting ``--age-hours`` back on an hour boundary, so every block they fall in has closed and
-turokd writes it as soon as its close delay has passed) go over ``--connections`` TCP
+starting ``--age-hours`` back on an hour boundary, so every 10 s and 1-minute block they fall in has
+closed (a 1-minute block is 12 hours long at the default spans) and turokd writes it as soon as its
+close delay has passed) go over ``--connections`` TCP
 connections to, in turn:
 
 * Turok: real ``twistd`` gateway, turokd and indexer from this checkout on a moto server
@@ -188,7 +189,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--metrics", default="1000,10000", help="comma-separated metric counts, one run each")
     parser.add_argument("--slots", type=int, default=90, help="10 s slots per metric (90: one 15-minute block)")
     parser.add_argument("--connections", type=int, default=2)
-    parser.add_argument("--age-hours", type=float, default=6.0, help="the first slot is this far back")
+    parser.add_argument("--age-hours", type=float, default=13.0,
+                        help="the first slot is this far back (past a 12-hour 1-minute block)")
     parser.add_argument("--close-delay", type=float, default=1.0, help="turokd's block_close_delay_seconds")
     parser.add_argument("--receivers", default="turok,carbon-cache")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per receiver and size")
