@@ -29,6 +29,14 @@ def bit_string(data: bytes, count: int) -> str:
     return format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
 
 
+def _append_stream(out: bytearray, codec: int, bits: list[str]) -> None:
+    """The codec byte, then the bit stream most significant bit first, zero-padded to a byte."""
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    out.append(codec)
+    out += int(stream, 2).to_bytes(len(stream) // 8, "big")
+
+
 def _leading_zeros(x: int) -> int:
     return 64 - x.bit_length()
 
@@ -57,10 +65,7 @@ def encode_xor(values: Sequence[float], out: bytearray) -> None:
             size = 64 - lead - trail
             bits.append("11" + format(lead, "05b") + format(size - 1, "06b") + format(x >> trail, f"0{size}b"))
             window_lead, window_trail = lead, trail
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    out.append(CODEC_XOR)
-    out += int(stream, 2).to_bytes(len(stream) // 8, "big")
+    _append_stream(out, CODEC_XOR, bits)
 
 
 def decode_xor(data: bytes, m: int) -> list[float]:
@@ -111,10 +116,7 @@ def encode_split(values: Sequence[float], out: bytearray) -> None:
         below = top - field
         bits.append("1" * below + "0" if below < SPLIT_ESCAPE else "1" * SPLIT_ESCAPE + format(field, "011b"))
         bits.append(format(word & _MANTISSA, "052b"))
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    out.append(CODEC_SPLIT)
-    out += int(stream, 2).to_bytes(len(stream) // 8, "big")
+    _append_stream(out, CODEC_SPLIT, bits)
 
 
 def decode_split(data: bytes, m: int) -> list[float]:
