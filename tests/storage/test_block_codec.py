@@ -30,6 +30,7 @@ from tests.support.block_blobs import (
     doubles_blob,
     expected,
     gauges,
+    need_c,
     rollups,
     split_blob,
     values_header,
@@ -70,7 +71,7 @@ def test_value_kinds_choose_their_codec(codec):
 
 @pytest.mark.parametrize("seed", range(40))
 def test_c_writes_the_reference_bytes_and_reads_them_alike(seed):
-    assert native.blockcodec is not None, native.describe()
+    need_c()
     rng = random.Random(seed)
     kinds = [counters, cost_counters, gauges, doubles]
     for _ in range(10):
@@ -255,7 +256,7 @@ def test_property_rollups_round_trip_smallest_and_c_matches_reference(data):
         assert len(blob) < len(xor_blob(values)) and len(blob) <= len(split_blob(values))
     elif codec_byte in (0x04, 0x08):  # no q fits, or the corrections are no smaller
         assert blob == doubles_blob(values)
-    assert native.blockcodec is not None, native.describe()
+    need_c()
     assert native.blockcodec.encode(values) == blob
     assert bits(native.blockcodec.decode(blob)) == bits(expected(values))
     offset = data.draw(st.integers(-10, 10))
@@ -359,7 +360,7 @@ def test_broken_corrected_blobs_are_refused_alike(garbage, data):
     cut = data.draw(st.integers(0, len(blob)))
     flipped = bytearray(blob)
     flipped[data.draw(st.integers(1, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
-    assert native.blockcodec is not None, native.describe()
+    need_c()
     for candidate in (blob[:cut], blob + garbage, bytes(flipped)):
         outcomes = []
         for codec in (block_codec, native.blockcodec):
@@ -373,7 +374,7 @@ def test_broken_corrected_blobs_are_refused_alike(garbage, data):
 
 def test_the_extension_is_built_here():
     """`make install` builds it; without it the reference does the same work, slower (native.py)."""
-    assert native.blockcodec is not None, native.describe()
+    need_c()
     assert native.describe() == "C"
 
 

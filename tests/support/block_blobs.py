@@ -7,6 +7,7 @@ and ``expected`` say what a round trip must give back; ``values_header`` tells t
 from __future__ import annotations
 
 import math
+import os
 import random
 import struct
 from typing import Optional
@@ -22,7 +23,19 @@ CHECKS = settings(max_examples=300, deadline=2000, database=None, derandomize=Tr
 SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -math.inf, math.inf,
            2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 60), 2.0 ** 63, 1e300, 0.1 + 0.2]
 # the C codec is built by `make install`; without it these cases fail (test_the_extension_is_built_here says why)
-IMPLS = [pytest.param(block_codec, id="reference"), pytest.param(native.blockcodec, id="C")]
+PURE_PYTHON = os.environ.get("TUROK_PURE_PYTHON", "0") not in ("", "0")
+# the C codec's cases skip where pure Python is forced; elsewhere a C codec that did not load fails
+# them (and tests/model/test_extensions.py)
+IMPLS = [pytest.param(block_codec, id="reference"),
+         pytest.param(native.blockcodec, id="C", marks=pytest.mark.skipif(PURE_PYTHON, reason="TUROK_PURE_PYTHON"))]
+
+
+def need_c() -> None:
+    """Skip a test comparing the C codec with the reference where pure Python is forced; fail it
+    where the C codec should have loaded and did not."""
+    if PURE_PYTHON:
+        pytest.skip("TUROK_PURE_PYTHON: the C block codec is not loaded")
+    assert native.blockcodec is not None, native.describe()
 
 
 def bits(values: list) -> list:
