@@ -1,10 +1,10 @@
 """Issue 13: late data, the same points at once and slot by slot into blocks that have closed.
 
     .venv/bin/python bench/late_data.py [--metrics 3000] [--slots 90] [--pause 1.5]
-        [--close-delay 1] [--age-hours 6] [--connections 2]
+        [--close-delay 1] [--age-hours 13] [--connections 2]
 
 The same plaintext lines as ``bench/pipeline.py`` (``--slots`` 10 s slots per metric, all in the
-past, so their blocks have closed) go through the whole Turok pipeline
+past: ``--age-hours`` back, so their 10 s and 12-hour 1-minute blocks have closed) go through the whole Turok pipeline
 (``bench/turok_processes.py``: real gateway, turokd and indexer on a moto server) twice, each
 time on fresh queues and tables:
 
@@ -97,7 +97,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--slots", type=int, default=90)
     parser.add_argument("--pause", type=float, default=1.5, help="seconds between two slots (slot by slot)")
     parser.add_argument("--close-delay", type=float, default=1.0, help="turokd's block_close_delay_seconds")
-    parser.add_argument("--age-hours", type=float, default=6.0)
+    parser.add_argument("--age-hours", type=float, default=13.0)  # past a 12-hour 1-minute block
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
