@@ -42,35 +42,26 @@ static inline uint64_t be(const unsigned char *p, int size) {
     return v;
 }
 
-/* a container or string header: its length, or DEFER when the next item is not of that kind or
-   its length cannot fit in what is left (each element takes at least one byte) */
-static int array_header(Reader *r, Py_ssize_t *n) {
+/* a container header (fix form at fix..fix+15, then the 16- and 32-bit forms at wide, wide+1):
+   its length, or DEFER when the next item is not of that kind or its length cannot fit in what is
+   left (each element takes at least `per` bytes: 1 an array's, 2 a map's key and value) */
+static int container_header(Reader *r, Py_ssize_t *n, unsigned char fix, unsigned char wide, Py_ssize_t per) {
     if (left(r) < 1) return DEFER;
     unsigned char c = *r->p;
     int size;
-    if (c >= 0x90 && c <= 0x9f) { *n = c & 0x0f; r->p++; }
-    else if (c == 0xdc || c == 0xdd) {
-        size = c == 0xdc ? 2 : 4;
+    if (c >= fix && c <= fix + 0x0f) { *n = c & 0x0f; r->p++; }
+    else if (c == wide || c == wide + 1) {
+        size = c == wide ? 2 : 4;
         if (left(r) < 1 + size) return DEFER;
         *n = (Py_ssize_t)be(r->p + 1, size);
         r->p += 1 + size;
     } else return DEFER;
-    return *n <= left(r) ? OK : DEFER;
+    return *n <= left(r) / per ? OK : DEFER;
 }
 
-static int map_header(Reader *r, Py_ssize_t *n) {
-    if (left(r) < 1) return DEFER;
-    unsigned char c = *r->p;
-    int size;
-    if (c >= 0x80 && c <= 0x8f) { *n = c & 0x0f; r->p++; }
-    else if (c == 0xde || c == 0xdf) {
-        size = c == 0xde ? 2 : 4;
-        if (left(r) < 1 + size) return DEFER;
-        *n = (Py_ssize_t)be(r->p + 1, size);
-        r->p += 1 + size;
-    } else return DEFER;
-    return *n <= left(r) / 2 ? OK : DEFER;
-}
+static int array_header(Reader *r, Py_ssize_t *n) { return container_header(r, n, 0x90, 0xdc, 1); }
+
+static int map_header(Reader *r, Py_ssize_t *n) { return container_header(r, n, 0x80, 0xde, 2); }
 
 /* a msgpack str: where its bytes are */
 static int str_bytes(Reader *r, const unsigned char **text, Py_ssize_t *size) {
